@@ -1,0 +1,1 @@
+"""The emulation side: vGPU library and its build, hardware models, engine environments."""

@@ -1,0 +1,78 @@
+/* stats.c: where virtual GPU time went. REVATI_VGPU_STATS=path writes, at exit, one CSV row
+ * per (kind, name) with the launch count and total seconds; REVATI_VGPU_TRACE=path writes a row
+ * per launch as it happens (tests and debugging: it is slow). */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vgpu.h"
+
+typedef struct total { vgpu_op_kind kind; const char *name; uint64_t count; double seconds; } total;
+static total *totals;
+static size_t totals_len, totals_cap;
+static FILE *trace;
+static const char *stats_path;
+static int enabled = -1;
+static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void write_stats(void) {
+    FILE *f = fopen(stats_path, "w");
+    if (!f) return;
+    fprintf(f, "kind,name,count,seconds\n");
+    pthread_mutex_lock(&stats_lock);
+    for (size_t i = 0; i < totals_len; i++)
+        fprintf(f, "%s,%s,%llu,%.9f\n", vgpu_op_kind_name(totals[i].kind),
+                totals[i].name ? totals[i].name : "", (unsigned long long)totals[i].count, totals[i].seconds);
+    pthread_mutex_unlock(&stats_lock);
+    fclose(f);
+}
+
+static void open_outputs(void) {
+    const char *trace_path = getenv("REVATI_VGPU_TRACE");
+    stats_path = getenv("REVATI_VGPU_STATS");
+    if (trace_path && *trace_path) {
+        trace = fopen(trace_path, "a");
+        if (trace) {
+            setvbuf(trace, NULL, _IOLBF, 0);
+            fprintf(trace, "kind,name,device,start,seconds,grid,block,shared_mem,m,n,k,batch,bytes,nranks\n");
+        }
+    }
+    if (stats_path && *stats_path) atexit(write_stats);
+    else stats_path = NULL;
+    enabled = trace || stats_path;
+}
+
+void vgpu_stats_record(const vgpu_launch *l, double seconds, double start) {
+    if (enabled < 0) {
+        pthread_mutex_lock(&stats_lock);
+        if (enabled < 0) open_outputs();
+        pthread_mutex_unlock(&stats_lock);
+    }
+    if (!enabled) return;
+    pthread_mutex_lock(&stats_lock);
+    if (stats_path) {
+        size_t i = 0;
+        while (i < totals_len && !(totals[i].kind == l->kind && totals[i].name == l->name)) i++;
+        if (i == totals_len) {
+            if (totals_len == totals_cap) {
+                totals_cap = totals_cap ? totals_cap * 2 : 64;
+                totals = realloc(totals, totals_cap * sizeof *totals);
+            }
+            totals[totals_len++] = (total){l->kind, l->name, 0, 0};
+        }
+        totals[i].count++;
+        totals[i].seconds += seconds;
+    }
+    if (trace) {
+        long long m = 0, n = 0, k = 0, batch = 0, bytes = 0, nranks = 0;
+        if (l->kind == VGPU_OP_GEMM) { m = l->u.gemm.m; n = l->u.gemm.n; k = l->u.gemm.k; batch = l->u.gemm.batch; }
+        if (l->kind == VGPU_OP_COLLECTIVE) { bytes = l->u.coll.bytes; nranks = l->u.coll.nranks; }
+        if (l->kind == VGPU_OP_COPY || l->kind == VGPU_OP_MEMSET) bytes = l->u.copy.bytes;
+        fprintf(trace, "%s,%s,%d,%.9f,%.9f,%ux%ux%u,%ux%ux%u,%zu,%lld,%lld,%lld,%lld,%lld,%lld\n",
+                vgpu_op_kind_name(l->kind), l->name ? l->name : "", l->device, start, seconds,
+                l->grid[0], l->grid[1], l->grid[2], l->block[0], l->block[1], l->block[2],
+                l->shared_mem, m, n, k, batch, bytes, nranks);
+    }
+    pthread_mutex_unlock(&stats_lock);
+}

@@ -1,0 +1,246 @@
+/* vgpu.h: the internals every API family of the vGPU library shares.
+ *
+ * The library implements the CUDA runtime, the driver API, NVML, NCCL and the cuBLAS/cuBLASLt
+ * entry points that serving engines call, on top of four ideas kept here:
+ *   - a device model (device.c): N devices of one SKU, read from the spec file that
+ *     REVATI_VGPU_SPEC names (written by emulator/hardware.py from conf/hardware/<sku>.yaml);
+ *   - split-state memory (memory.c): small allocations are host-backed, large ones are reserved
+ *     address space that is never touched; accounting is exact;
+ *   - virtual time (clock.c, stream.c): every launch is charged a predicted duration on its
+ *     stream; synchronisation moves the process's virtual clock, never the host;
+ *   - a predictor (predictor.c): maps a launch descriptor to seconds on the target SKU.
+ * Each API family lives in its own file and translates its calls into these.
+ */
+#ifndef REVATI_VGPU_H
+#define REVATI_VGPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VGPU_MAX_DEVICES 16
+#define VGPU_EXPORT __attribute__((visibility("default")))
+
+/* ---- diagnostics (log.c) ---------------------------------------------------------------- */
+/* An entry point the library does not implement: one line naming it on stderr, once. */
+int vgpu_unimplemented(const char *name, int error_code);
+/* Debug logging, printed only when REVATI_VGPU_LOG=1. */
+void vgpu_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A fact worth one line on stderr, printed once per distinct message. */
+void vgpu_warn_once(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- the device model (device.c) ------------------------------------------------------- */
+typedef struct vgpu_model {
+    int count;                  /* number of virtual devices */
+    char name[256];             /* e.g. "NVIDIA H100 80GB HBM3" */
+    int cc_major, cc_minor;
+    int sm_count;
+    uint64_t total_memory;      /* bytes, as cuDeviceTotalMem reports */
+    uint64_t context_memory;    /* bytes a CUDA context takes on first use */
+    char driver_version[32];    /* NVML/nvidia-smi driver string, e.g. "580.159.04" */
+    int cuda_driver_version;    /* e.g. 13000 */
+    char uuid_seed[64];         /* UUIDs are derived from this and the device index */
+    int pci_bus_base;           /* device i sits on bus pci_bus_base + i */
+    double nvlink_bandwidth;    /* bytes/s per direction between two devices; 0 = no NVLink */
+    int attributes[256];        /* CUdevice_attribute -> value, as measured on the real SKU */
+    unsigned char has_attribute[256];
+} vgpu_model;
+
+const vgpu_model *vgpu_model_get(void);     /* loads the spec on first use; aborts clearly if bad */
+int vgpu_device_count(void);
+int vgpu_device_valid(int dev);
+/* 16 raw bytes of device dev's UUID, and its "GPU-xxxxxxxx-xxxx-..." text form. */
+void vgpu_device_uuid(int dev, unsigned char out[16]);
+void vgpu_device_uuid_string(int dev, char *out, size_t len);
+/* Value of a CUdevice_attribute for dev; returns 0 if known, -1 if the model lacks it. */
+int vgpu_device_attribute(int attribute, int dev, int *value);
+
+/* The calling thread's current device (runtime: cudaSetDevice; driver: current context). */
+int vgpu_current_device(void);
+void vgpu_set_current_device(int dev);
+
+/* ---- memory (memory.c) ----------------------------------------------------------------- */
+typedef enum {
+    VGPU_MEM_HOST_BACKED = 1,   /* readable host memory stands behind the device address */
+    VGPU_MEM_RESERVED = 2,      /* address space only; contents are never materialised */
+} vgpu_mem_state;
+
+typedef enum {
+    VGPU_ALLOC_DEVICE = 1,      /* cudaMalloc / cuMemAlloc: counts against device memory */
+    VGPU_ALLOC_HOST = 2,        /* cudaHostAlloc / cudaMallocHost: pinned host memory */
+    VGPU_ALLOC_MANAGED = 3,
+    VGPU_ALLOC_VMM_RANGE = 4,   /* cuMemAddressReserve: a range, memory comes from mappings */
+    VGPU_ALLOC_VMM_MAPPING = 5, /* cuMemMap of a physical handle into a reserved range */
+} vgpu_alloc_kind;
+
+typedef struct vgpu_alloc {
+    uintptr_t base;
+    size_t size;
+    int device;                 /* -1 for host allocations */
+    vgpu_alloc_kind kind;
+    vgpu_mem_state state;
+} vgpu_alloc;
+
+/* Device memory: charges the device (fails with -1 when it would not fit, like a real GPU).
+ * Allocations up to the host-backed limit (REVATI_VGPU_HOST_BACKED_MAX, default 32 MiB) are
+ * host-backed, larger ones reserved. */
+int vgpu_mem_alloc_device(int dev, size_t size, void **out);
+/* Pinned host memory, registered so that copies know it is host memory. */
+int vgpu_mem_alloc_host(size_t size, void **out);
+/* Frees what either allocator returned; -1 if ptr is not the base of a live allocation. */
+int vgpu_mem_free(void *ptr);
+/* The allocation containing ptr, or NULL if ptr is plain (pageable) host memory. Copies the
+ * record to *out so callers never hold a pointer into the table. */
+int vgpu_mem_lookup(const void *ptr, vgpu_alloc *out);
+/* Device memory accounting: free and total bytes as cudaMemGetInfo reports them. */
+void vgpu_mem_info(int dev, size_t *free_bytes, size_t *total_bytes);
+/* Charge or release device memory without an address (VMM physical handles). */
+int vgpu_mem_charge(int dev, size_t size);
+void vgpu_mem_release(int dev, size_t size);
+size_t vgpu_mem_host_backed_max(void);
+
+/* The driver's virtual-memory API: a reserved range, into which mappings are placed. */
+int vgpu_vmm_reserve(size_t size, size_t alignment, uintptr_t fixed_addr, void **out);
+int vgpu_vmm_free(void *ptr, size_t size);
+/* Map size bytes at ptr: host-backed when size is within the host-backed limit. */
+int vgpu_vmm_map(void *ptr, size_t size, int dev);
+int vgpu_vmm_unmap(void *ptr, size_t size);
+
+/* Data movement with split-state semantics: bytes move only where both sides are readable;
+ * reading reserved memory yields zeros. */
+void vgpu_copy_bytes(void *dst, const void *src, size_t n);
+void vgpu_set_bytes(void *dst, int value, size_t n);
+
+/* ---- launches and prediction (predictor.c) -------------------------------------------- */
+typedef enum {
+    VGPU_OP_KERNEL = 0,         /* a kernel, known by name and launch geometry */
+    VGPU_OP_GEMM,               /* cuBLAS/cuBLASLt matrix product */
+    VGPU_OP_COLLECTIVE,         /* NCCL collective or point-to-point */
+    VGPU_OP_COPY,               /* memcpy of any direction */
+    VGPU_OP_MEMSET,
+    VGPU_OP_GRAPH,              /* replay of an instantiated CUDA graph (duration precomputed) */
+    VGPU_OP_KIND_COUNT
+} vgpu_op_kind;
+
+typedef enum {
+    VGPU_COPY_H2D = 1, VGPU_COPY_D2H = 2, VGPU_COPY_D2D = 3, VGPU_COPY_H2H = 4, VGPU_COPY_P2P = 5,
+} vgpu_copy_direction;
+
+typedef enum {
+    VGPU_COLL_ALL_REDUCE = 0, VGPU_COLL_ALL_GATHER, VGPU_COLL_REDUCE_SCATTER, VGPU_COLL_BROADCAST,
+    VGPU_COLL_REDUCE, VGPU_COLL_SEND, VGPU_COLL_RECV, VGPU_COLL_ALL_TO_ALL,
+} vgpu_collective_op;
+
+typedef struct vgpu_launch {
+    vgpu_op_kind kind;
+    int device;
+    const char *name;           /* kernel name (mangled as registered), or the API's name */
+    unsigned grid[3], block[3];
+    size_t shared_mem;
+    union {
+        struct {                /* GEMM: C[m,n] = op(A)[m,k] op(B)[k,n], batch times */
+            int64_t m, n, k, batch;
+            int trans_a, trans_b;       /* 0 = N, 1 = T, 2 = C */
+            int type_a, type_b, type_c; /* cudaDataType values */
+            int compute_type;           /* cublasComputeType_t value */
+        } gemm;
+        struct {
+            vgpu_collective_op op;
+            size_t bytes;               /* bytes of the send buffer on this rank */
+            int nranks, rank;
+            int datatype;               /* ncclDataType_t */
+            uint64_t comm_id;           /* identifies the communicator across processes */
+            uint64_t seq;               /* per-communicator sequence number */
+        } coll;
+        struct {
+            size_t bytes;
+            vgpu_copy_direction direction;
+        } copy;
+        struct {
+            double seconds;             /* a replayed graph's length */
+        } graph;
+    } u;
+} vgpu_launch;
+
+/* Predicted duration of a launch on the target SKU, in seconds. */
+double vgpu_predict(const vgpu_launch *launch);
+const char *vgpu_op_kind_name(vgpu_op_kind kind);
+
+/* ---- virtual time (clock.c) ------------------------------------------------------------ */
+/* The process's virtual time, in seconds. */
+double vgpu_now(void);
+/* Block (in virtual time) until the virtual clock reaches t; a no-op if it already has. */
+void vgpu_wait_until(double t);
+
+/* ---- streams, events, graphs (stream.c) ------------------------------------------------ */
+typedef struct vgpu_stream vgpu_stream;
+typedef struct vgpu_event vgpu_event;
+typedef struct vgpu_graph vgpu_graph;
+
+/* The stream a runtime/driver handle means: NULL/legacy/per-thread handles resolve to the
+ * current device's default stream. */
+vgpu_stream *vgpu_stream_resolve(void *handle);
+vgpu_stream *vgpu_stream_create(int dev, unsigned flags, int priority);
+void vgpu_stream_destroy(vgpu_stream *s);
+int vgpu_stream_device(const vgpu_stream *s);
+int vgpu_stream_priority(const vgpu_stream *s);
+unsigned vgpu_stream_flags(const vgpu_stream *s);
+/* Charge a launch to a stream (or record it into the graph the stream is capturing).
+ * Returns the predicted duration in seconds. */
+double vgpu_submit(vgpu_stream *s, const vgpu_launch *launch);
+/* Virtual time at which all work submitted to s so far completes. */
+double vgpu_stream_ready_at(vgpu_stream *s);
+/* Order s after time t (cross-stream waits, collectives resolved elsewhere). */
+void vgpu_stream_wait_until(vgpu_stream *s, double t);
+int vgpu_stream_query(vgpu_stream *s);          /* 1 = idle in virtual time, 0 = busy */
+void vgpu_stream_synchronize(vgpu_stream *s);
+void vgpu_device_synchronize(int dev);
+
+vgpu_event *vgpu_event_create(unsigned flags);
+void vgpu_event_destroy(vgpu_event *e);
+void vgpu_event_record(vgpu_event *e, vgpu_stream *s);
+int vgpu_event_query(vgpu_event *e);            /* 1 = complete */
+void vgpu_event_synchronize(vgpu_event *e);
+void vgpu_stream_wait_event(vgpu_stream *s, vgpu_event *e);
+/* Milliseconds between two recorded events; -1 if either is unrecorded or not timed. */
+int vgpu_event_elapsed_ms(vgpu_event *start, vgpu_event *end, float *ms);
+
+/* Graph capture: while a stream captures, launches on it (and on streams that join the capture
+ * through events) become graph nodes instead of running. */
+int vgpu_capture_begin(vgpu_stream *s, int mode);
+int vgpu_capture_end(vgpu_stream *s, vgpu_graph **out);
+int vgpu_capture_status(vgpu_stream *s, unsigned long long *id, vgpu_graph **graph);
+vgpu_graph *vgpu_graph_create(void);
+void vgpu_graph_destroy(vgpu_graph *g);
+size_t vgpu_graph_node_count(const vgpu_graph *g);
+double vgpu_graph_length(const vgpu_graph *g);
+/* Append a node outside of capture (cudaGraphAddKernelNode and friends). */
+void vgpu_graph_add(vgpu_graph *g, const vgpu_launch *launch);
+/* Instantiated graphs are graphs too: a copy frozen at instantiation. */
+vgpu_graph *vgpu_graph_instantiate(const vgpu_graph *g);
+void vgpu_graph_launch(vgpu_graph *exec, vgpu_stream *s);
+
+/* ---- kernel identity (kernels.c) ------------------------------------------------------- */
+/* A kernel known to the library: from __cudaRegisterFunction (keyed by its host stub) or
+ * created for cuModuleGetFunction / cuLibraryGetKernel (keyed by its own address). */
+typedef struct vgpu_function {
+    uint32_t magic;
+    const char *name;
+    const void *module;
+    int max_dynamic_shared;     /* cuFuncSetAttribute bookkeeping */
+} vgpu_function;
+
+vgpu_function *vgpu_function_register(const void *key, const char *name, const void *module);
+/* The function a launch handle denotes (host stub, CUfunction, cudaKernel_t), or NULL. */
+vgpu_function *vgpu_function_lookup(const void *key);
+
+/* ---- the driver's entry-point table (driver.c) ------------------------------------------ */
+/* The driver function implementing a cuGetProcAddress name ("cuMemAlloc" -> cuMemAlloc_v2),
+ * or NULL. */
+void *vgpu_driver_entry_point(const char *name);
+
+/* ---- statistics (stats.c) -------------------------------------------------------------- */
+/* Every charged launch is counted by kind and name; REVATI_VGPU_STATS=path writes them as CSV
+ * at exit, and REVATI_VGPU_TRACE=path writes one line per launch (for tests and attribution). */
+void vgpu_stats_record(const vgpu_launch *launch, double seconds, double start);
+
+#endif
