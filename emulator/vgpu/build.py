@@ -1,8 +1,8 @@
 """Build the vGPU library: one shared object with the sonames engines look for.
 
-The library is plain C with no Python in it (it is LD_PRELOADed into every process of an
-emulated deployment, most of which are not Python), so it is compiled here with the system C
-compiler rather than as a CPython extension; Python talks to it through cffi (emulator/vgpu/lib.py).
+The library is plain C with no Python in it: it is LD_PRELOADed into every process of an
+emulated deployment, many of which are not Python, so it cannot be a CPython extension and is
+compiled here with the system C compiler.
 
 Layout of a build, under $REVATI_HOME/vgpu/<source hash>/:
     libcudart.so.13       the library itself (soname libcudart.so.13, so a DT_NEEDED on the real
@@ -25,7 +25,7 @@ from pathlib import Path
 SOURCE_DIR = Path(__file__).resolve().parent
 LIBRARY = "libcudart.so.13"
 ALIASES = ("libcudart.so", "libcuda.so.1", "libcuda.so", "libnvidia-ml.so.1", "libnccl.so.2")
-TOOLS: dict[str, str] = {}
+TOOLS: dict[str, str] = {"nvidia-smi": "tools/nvidia_smi.c"}
 CFLAGS = ["-O2", "-g", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter",
           "-Werror=implicit-function-declaration", "-std=gnu11"]
 

@@ -185,6 +185,15 @@ API CUresult cuCtxGetStreamPriorityRange(int *least, int *greatest) {
     return CUDA_SUCCESS;
 }
 
+/* CUlimit and cudaLimit share their values: one table of limits serves both APIs. */
+API CUresult cuCtxSetLimit(CUlimit limit, size_t value) {
+    return cudaDeviceSetLimit((enum cudaLimit)limit, value) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+}
+
+API CUresult cuCtxGetLimit(size_t *value, CUlimit limit) {
+    return cudaDeviceGetLimit(value, (enum cudaLimit)limit) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+}
+
 /* ---- memory --------------------------------------------------------------------------------------- */
 
 API CUresult cuMemAlloc(CUdeviceptr *ptr, size_t size) {
@@ -250,6 +259,14 @@ API CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribute, CU
     default:
         vgpu_warn_once("cuPointerGetAttribute: attribute %d is not modelled", (int)attribute);
         return CUDA_ERROR_INVALID_VALUE;
+    }
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuPointerGetAttributes(unsigned int count, CUpointer_attribute *attributes, void **data, CUdeviceptr ptr) {
+    for (unsigned int i = 0; i < count; i++) {
+        CUresult r = cuPointerGetAttribute(data[i], attributes[i], ptr);
+        if (r != CUDA_SUCCESS) return r;
     }
     return CUDA_SUCCESS;
 }
@@ -492,6 +509,18 @@ API CUresult cuTensorMapEncodeTiled(CUtensorMap *map, CUtensorMapDataType type, 
     return CUDA_SUCCESS;
 }
 
+API CUresult cuTensorMapEncodeIm2col(CUtensorMap *map, CUtensorMapDataType type, cuuint32_t rank, void *address,
+                                     const cuuint64_t *dims, const cuuint64_t *strides, const int *lower_corner,
+                                     const int *upper_corner, cuuint32_t channels, cuuint32_t pixels,
+                                     const cuuint32_t *element_strides, CUtensorMapInterleave interleave,
+                                     CUtensorMapSwizzle swizzle, CUtensorMapL2promotion promotion,
+                                     CUtensorMapFloatOOBfill fill) {
+    (void)type; (void)rank; (void)address; (void)dims; (void)strides; (void)lower_corner; (void)upper_corner;
+    (void)channels; (void)pixels; (void)element_strides; (void)interleave; (void)swizzle; (void)promotion; (void)fill;
+    memset(map, 0, sizeof *map);
+    return CUDA_SUCCESS;
+}
+
 /* ---- launches ------------------------------------------------------------------------------------- */
 
 static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
@@ -574,16 +603,16 @@ API CUresult cuEventElapsedTime(float *ms, CUevent start, CUevent end) {
     X(cuDeviceComputeCapability) X(cuDeviceGetPCIBusId) X(cuDeviceCanAccessPeer) X(cuDeviceGetP2PAttribute) \
     X(cuDevicePrimaryCtxRetain) X(cuDevicePrimaryCtxRelease) X(cuDevicePrimaryCtxGetState) \
     X(cuDevicePrimaryCtxSetFlags) X(cuCtxGetCurrent) X(cuCtxSetCurrent) X(cuCtxPushCurrent) X(cuCtxPopCurrent) \
-    X(cuCtxGetDevice) X(cuCtxSynchronize) X(cuCtxGetStreamPriorityRange) X(cuMemAlloc) X(cuMemFree) \
+    X(cuCtxGetDevice) X(cuCtxSynchronize) X(cuCtxSetLimit) X(cuCtxGetLimit) X(cuCtxGetStreamPriorityRange) X(cuMemAlloc) X(cuMemFree) \
     X(cuMemAllocHost) X(cuMemHostAlloc) X(cuMemFreeHost) X(cuMemGetInfo) X(cuMemGetAddressRange) \
-    X(cuPointerGetAttribute) X(cuMemcpyHtoD) X(cuMemcpyDtoH) X(cuMemcpyDtoD) X(cuMemcpyHtoDAsync) \
+    X(cuPointerGetAttribute) X(cuPointerGetAttributes) X(cuMemcpyHtoD) X(cuMemcpyDtoH) X(cuMemcpyDtoD) X(cuMemcpyHtoDAsync) \
     X(cuMemcpyDtoHAsync) X(cuMemcpyDtoDAsync) X(cuMemcpyAsync) X(cuMemcpy) X(cuMemsetD8) X(cuMemsetD8Async) \
     X(cuMemsetD32) X(cuMemsetD32Async) X(cuMemGetAllocationGranularity) X(cuMemCreate) X(cuMemRelease) \
     X(cuMemAddressReserve) X(cuMemAddressFree) X(cuMemMap) X(cuMemUnmap) X(cuMemSetAccess) X(cuModuleLoadData) \
     X(cuModuleLoadDataEx) X(cuModuleLoad) X(cuModuleUnload) X(cuModuleGetFunction) X(cuLibraryLoadData) \
     X(cuLibraryUnload) X(cuLibraryGetKernel) X(cuKernelGetFunction) X(cuFuncGetAttribute) X(cuFuncSetAttribute) \
     X(cuFuncSetCacheConfig) X(cuOccupancyMaxActiveBlocksPerMultiprocessor) X(cuOccupancyMaxActiveClusters) \
-    X(cuLinkCreate) X(cuLinkAddData) X(cuLinkComplete) X(cuLinkDestroy) X(cuTensorMapEncodeTiled) \
+    X(cuLinkCreate) X(cuLinkAddData) X(cuLinkComplete) X(cuLinkDestroy) X(cuTensorMapEncodeTiled) X(cuTensorMapEncodeIm2col) \
     X(cuLaunchKernel) X(cuLaunchCooperativeKernel) X(cuLaunchKernelEx) X(cuStreamCreate) \
     X(cuStreamCreateWithPriority) X(cuStreamDestroy) X(cuStreamSynchronize) X(cuStreamQuery) \
     X(cuStreamWaitEvent) X(cuEventCreate) X(cuEventDestroy) X(cuEventRecord) X(cuEventSynchronize) \

@@ -1,0 +1,1 @@
+"""The study side of revati-tune: the `revati-tune` CLI, study driver, runners and scoring."""

@@ -1,0 +1,270 @@
+"""`revati-tune`: the command line.
+
+    revati-tune doctor                      what is installed, what is missing and how to fix it
+    revati-tune setup ENGINE [--force]      build (or adopt) the managed env of a serving engine
+    revati-tune build [--force]             build the vGPU library
+    revati-tune exec [--engine vllm] --gpus N --sku h100 -- CMD ...
+                                            run CMD on N virtual GPUs of a SKU
+
+Plain argparse: the `exec -- CMD` passthrough and a handful of subcommands need nothing more.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from emulator.engines import envs
+from emulator.hardware import MAX_DEVICES, load_sku
+from emulator.vgpu_environment import vgpu_environment
+
+BUILD_MODULE = "emulator.vgpu.build"
+# Seconds the members of an exec'd process group get to exit after SIGTERM before SIGKILL.
+GROUP_GRACE_SECONDS = 5.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.subcommand == "exec" and not args.command:
+        args.parser.error("a command is needed after `--`, e.g. "
+                          "`revati-tune exec --gpus 2 --sku h100 -- nvidia-smi`")
+    try:
+        return args.run(args)
+    except Exception as error:
+        if not isinstance(error, _errors_that_say_the_fix()):
+            raise
+        print(f"revati-tune: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _errors_that_say_the_fix() -> tuple[type[Exception], ...]:
+    """Errors whose message tells the user what to do: printed without a traceback."""
+    errors: tuple[type[Exception], ...] = (ValueError, envs.EngineEnvError)
+    try:
+        return (*errors, importlib.import_module(BUILD_MODULE).BuildError)
+    except ImportError:
+        return errors
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="revati-tune", description="GPU-less autotuner for LLM serving.")
+    commands = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+
+    doctor = commands.add_parser("doctor", help="check what is installed and say how to fix gaps")
+    doctor.set_defaults(run=_doctor)
+
+    setup = commands.add_parser("setup", help="build or verify the managed env of a serving engine")
+    setup.add_argument("engine", choices=sorted(envs.RECIPES))
+    setup.add_argument("--force", action="store_true", help="delete the env and rebuild it")
+    setup.set_defaults(run=_setup)
+
+    build = commands.add_parser("build", help="build the vGPU library")
+    build.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    build.set_defaults(run=_build)
+
+    run = commands.add_parser(
+        "exec", help="run a command on virtual GPUs",
+        usage="revati-tune exec [--engine ENGINE] --gpus N --sku SKU -- CMD [ARG ...]")
+    run.add_argument("--engine", choices=sorted(envs.RECIPES),
+                     help="put this engine's managed env first on PATH")
+    run.add_argument("--gpus", type=_gpu_count, required=True,
+                     help=f"number of virtual GPUs, 1 to {MAX_DEVICES}")
+    run.add_argument("--sku", type=_sku_name, required=True,
+                     help="GPU model: a name from conf/hardware (h100, h200, a100) or a yaml path")
+    run.add_argument("command", nargs="*", help="the command to run, after `--`")
+    run.set_defaults(run=_exec, parser=run)
+    return parser
+
+
+def _gpu_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_DEVICES:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_DEVICES}, "
+                                         f"got {text!r}")
+    return count
+
+
+def _sku_name(text: str) -> str:
+    try:
+        load_sku(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return text
+
+
+# ---- doctor ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str
+    required: bool = True
+
+
+def doctor_checks() -> list[Check]:
+    cuda_home = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
+    nvcc = cuda_home / "bin" / "nvcc"
+    nvcc_found = str(nvcc) if nvcc.exists() else shutil.which("nvcc")
+    compiler = os.environ.get("CC") or shutil.which("cc")
+    # The toolkit nvcc belongs to has the headers too, wherever it is installed.
+    headers = [cuda_home / "include" / "cuda.h"]
+    if nvcc_found:
+        headers.append(Path(nvcc_found).resolve().parent.parent / "include" / "cuda.h")
+    header = next((h for h in headers if h.exists()), headers[0])
+    checks = [
+        Check("python", sys.version_info >= (3, 11), sys.version.split()[0],
+              "install Python 3.11 or newer"),
+        Check("C compiler (cc)", compiler is not None, compiler or "not on PATH",
+              "apt-get install gcc"),
+        Check("nvcc", nvcc_found is not None, nvcc_found or f"not at {nvcc} nor on PATH",
+              f"install CUDA toolkit 13 at {cuda_home} (or set CUDA_HOME)"),
+        Check("CUDA headers", header.exists(), str(header),
+              f"install CUDA toolkit 13 at {cuda_home} (or set CUDA_HOME)"),
+        _library_check(),
+    ]
+    for engine in sorted(envs.RECIPES):
+        ready = envs.is_ready(engine)
+        checks.append(Check(f"{engine} env", ready,
+                            f"{envs.env_path(engine)}{'' if ready else ' (not set up)'}",
+                            f"revati-tune setup {engine}", required=False))
+    return checks
+
+
+def _library_check() -> Check:
+    try:
+        build = importlib.import_module(BUILD_MODULE)
+    except ImportError as error:
+        if error.name == BUILD_MODULE:
+            return Check("vGPU library", False, "vGPU build module missing "
+                         "(emulator/vgpu/build.py)", "use a complete revati-tune checkout")
+        return Check("vGPU library", False, f"vGPU build module failed to import: {error}",
+                     f"pip install -e . (or fix {BUILD_MODULE})")
+    try:
+        built, libdir = build.library_status()
+    except build.BuildError as error:  # no CUDA headers to build against
+        return Check("vGPU library", False, str(error), "see the CUDA headers check")
+    return Check("vGPU library", built, f"{libdir}{'' if built else ' (not built)'}",
+                 "revati-tune build")
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    checks = doctor_checks()
+    table = Table(title="revati-tune doctor")
+    for column in ("check", "status", "detail", "fix"):
+        table.add_column(column, overflow="fold")
+    for check in checks:
+        status = "[green]ok" if check.ok else "[red]missing" if check.required else "[yellow]warn"
+        table.add_row(check.name, status, check.detail, "" if check.ok else check.fix)
+    Console().print(table)
+    missing = [check for check in checks if check.required and not check.ok]
+    if missing:
+        print(f"{len(missing)} required piece(s) missing: {', '.join(c.name for c in missing)}")
+        return 1
+    return 0
+
+
+# ---- setup, build ------------------------------------------------------------------------------
+
+def _setup(args: argparse.Namespace) -> int:
+    envs.setup(args.engine, force=args.force)
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    build = importlib.import_module(BUILD_MODULE)
+    print(build.build_library(force=args.force, echo=print))
+    return 0
+
+
+# ---- exec --------------------------------------------------------------------------------------
+
+def _exec(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="revati-exec-") as workdir:
+        env = vgpu_environment(args.gpus, args.sku, engine=args.engine, workdir=Path(workdir))
+        return run_process_group(args.command, env)
+
+
+def run_process_group(command: list[str], env: dict[str, str]) -> int:
+    """Run command in a session of its own and return its exit status (128+N if killed by
+    signal N). SIGINT, SIGTERM and SIGHUP sent to us are forwarded to its whole process group,
+    and whatever is left of the group when the command exits is terminated, then killed."""
+    child: subprocess.Popen | None = None
+    early: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        if child is None:
+            early.append(signum)
+        else:
+            _signal_group(child.pid, signum)
+
+    # SIGHUP too: in its own session the child no longer gets the terminal's hangup.
+    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, forward) for signum in forwarded}
+    try:
+        try:
+            child = subprocess.Popen(command, env=env, start_new_session=True)
+        except OSError as error:
+            print(f"revati-tune: cannot run {command[0]}: {error.strerror}", file=sys.stderr)
+            return 127 if isinstance(error, FileNotFoundError) else 126
+        for signum in early:
+            _signal_group(child.pid, signum)
+        returncode = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if child is not None:
+            _end_group(child.pid)
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _end_group(pgid: int) -> None:
+    if not _group_alive(pgid):
+        return
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + GROUP_GRACE_SECONDS
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _group_alive(pgid):
+        _signal_group(pgid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (non-zombie) process is in group pgid. Read from /proc rather than probed
+    with killpg(pgid, 0), which also succeeds for zombies that an init not reaping leaves."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                # fields after "(comm)": state ppid pgrp ...
+                state, _, pgrp = stat.read().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(pgrp) == pgid and state != "Z":
+            return True
+    return False

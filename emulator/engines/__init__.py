@@ -1,0 +1,1 @@
+"""Serving engines: managed environments (envs.py) and, later, the adapters that start them."""

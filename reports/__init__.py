@@ -1,0 +1,1 @@
+"""Report builders: single-file HTML with plots, CSV/Parquet exports."""

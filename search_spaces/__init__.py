@@ -1,0 +1,1 @@
+"""Search spaces: per-engine knob definitions (name, domain, constraints, engine arguments)."""
