@@ -571,8 +571,7 @@ API CUresult cuStreamQuery(CUstream s) {
 }
 
 API CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned int flags) {
-    cudaStreamWaitEvent((cudaStream_t)s, (cudaEvent_t)e, flags);
-    return CUDA_SUCCESS;
+    return cudaStreamWaitEvent((cudaStream_t)s, (cudaEvent_t)e, flags) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
 }
 
 API CUresult cuEventCreate(CUevent *e, unsigned int flags) {
@@ -591,7 +590,11 @@ API CUresult cuEventQuery(CUevent e) {
 }
 
 API CUresult cuEventElapsedTime(float *ms, CUevent start, CUevent end) {
-    return cudaEventElapsedTime(ms, (cudaEvent_t)start, (cudaEvent_t)end) ? CUDA_ERROR_INVALID_HANDLE : CUDA_SUCCESS;
+    switch (cudaEventElapsedTime(ms, (cudaEvent_t)start, (cudaEvent_t)end)) {
+    case cudaSuccess: return CUDA_SUCCESS;
+    case cudaErrorNotReady: return CUDA_ERROR_NOT_READY;
+    default: return CUDA_ERROR_INVALID_HANDLE;
+    }
 }
 
 /* ---- cuGetProcAddress ----------------------------------------------------------------------------

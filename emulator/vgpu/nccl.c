@@ -452,6 +452,7 @@ static ncclResult_t enqueue(const char *name, vgpu_collective_op op, const void 
     l.u.coll.rank = comm->rank;
     l.u.coll.datatype = type;
     l.u.coll.comm_id = comm->id;
+    l.u.coll.peer = shape[op].rooted || shape[op].p2p ? arg : -1;
     if (op == VGPU_COLL_SEND) l.u.coll.seq = comm->sent[arg]++;
     else if (op == VGPU_COLL_RECV) l.u.coll.seq = comm->received[arg]++;
     else l.u.coll.seq = comm->seq++;

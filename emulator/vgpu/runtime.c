@@ -596,17 +596,17 @@ API cudaError_t cudaLaunchKernelExC(const cudaLaunchConfig_t *config, const void
     return launch(func, config->gridDim, config->blockDim, config->dynamicSmemBytes, config->stream);
 }
 
-/* Host functions run when the stream reaches them; with no-op kernels that is "now", and the
- * stream is synchronised first so the callback observes a completed stream in virtual time. */
 API cudaError_t cudaLaunchHostFunc(cudaStream_t stream, cudaHostFn_t fn, void *user_data) {
-    vgpu_stream_synchronize(vgpu_stream_resolve(stream));
-    fn(user_data);
+    vgpu_stream_host_fn(vgpu_stream_resolve(stream), fn, user_data);
     return cudaSuccess;
 }
 
+/* Stream callbacks cannot be captured (CUDA says so), so they run in stream order right away. */
 API cudaError_t cudaStreamAddCallback(cudaStream_t stream, cudaStreamCallback_t cb, void *user_data, unsigned int flags) {
     (void)flags;
-    vgpu_stream_synchronize(vgpu_stream_resolve(stream));
+    vgpu_stream *s = vgpu_stream_resolve(stream);
+    if (vgpu_capture_status(s, NULL, NULL)) return result(cudaErrorStreamCaptureUnsupported);
+    vgpu_stream_synchronize(s);
     cb(stream, cudaSuccess, user_data);
     return cudaSuccess;
 }
@@ -729,7 +729,8 @@ API cudaError_t cudaStreamQuery(cudaStream_t stream) {
 
 API cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
     (void)flags;
-    vgpu_stream_wait_event(vgpu_stream_resolve(stream), (vgpu_event *)event);
+    if (vgpu_stream_wait_event(vgpu_stream_resolve(stream), (vgpu_event *)event) != 0)
+        return result(cudaErrorInvalidValue);
     return cudaSuccess;
 }
 
@@ -814,9 +815,11 @@ API cudaError_t cudaEventSynchronize(cudaEvent_t event) {
 }
 
 API cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
-    if (vgpu_event_elapsed_ms((vgpu_event *)start, (vgpu_event *)end, ms) != 0)
-        return result(cudaErrorInvalidResourceHandle);
-    return cudaSuccess;
+    switch (vgpu_event_elapsed_ms((vgpu_event *)start, (vgpu_event *)end, ms)) {
+    case 0: return cudaSuccess;
+    case -2: return result(cudaErrorNotReady);
+    default: return result(cudaErrorInvalidResourceHandle);
+    }
 }
 
 /* ---- graphs ---------------------------------------------------------------------------------- */
@@ -924,16 +927,15 @@ API cudaError_t cudaIpcOpenMemHandle(void **ptr, cudaIpcMemHandle_t handle, unsi
     memcpy(&p, handle.reserved, sizeof p);
     if (p.magic != IPC_MAGIC) return result(cudaErrorInvalidValue);
     if (p.pid == getpid()) { *ptr = (void *)p.addr; return cudaSuccess; }
-    int dev = vgpu_current_device();
-    if (vgpu_mem_alloc_device(dev, p.size, ptr) != 0) return result(cudaErrorMemoryAllocation);
-    vgpu_mem_release(dev, p.size);  /* the owner already accounts for this memory */
+    if (vgpu_mem_open_ipc(vgpu_current_device(), p.size, ptr) != 0) return result(cudaErrorMemoryAllocation);
     return cudaSuccess;
 }
 
 API cudaError_t cudaIpcCloseMemHandle(void *ptr) {
     vgpu_alloc a;
     if (vgpu_mem_lookup(ptr, &a) != 0) return result(cudaErrorInvalidValue);
-    return cudaSuccess;     /* the mapping stays until exit; accounting was never charged */
+    if (a.kind == VGPU_ALLOC_IPC) vgpu_mem_free(ptr);   /* in the owner's process it is the original */
+    return cudaSuccess;
 }
 
 API cudaError_t cudaIpcGetEventHandle(cudaIpcEventHandle_t *handle, cudaEvent_t event) {

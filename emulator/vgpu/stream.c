@@ -44,7 +44,7 @@ struct vgpu_event {
     unsigned flags;
     int recorded;
     double time;
-    vgpu_graph *capture;        /* recorded during a capture: a point inside that graph */
+    unsigned long long capture_id;  /* recorded during a capture: a point inside that capture */
     double capture_time;
 };
 
@@ -148,9 +148,33 @@ void vgpu_stream_wait_until(vgpu_stream *s, double t) {
     pthread_mutex_unlock(&lock);
 }
 
-int vgpu_stream_query(vgpu_stream *s) { return vgpu_stream_ready_at(s) <= vgpu_now(); }
+/* When the work already submitted to s completes. A blocking stream's own ready_at already
+ * includes the legacy-stream work it was ordered after; later legacy work is not its business.
+ * Waiting on the legacy stream itself covers every blocking stream, as CUDA's implicit
+ * synchronisation does. */
+static double completion(vgpu_stream *s) {
+    pthread_mutex_lock(&lock);
+    double t = s->is_default ? ordered_after(s) : s->ready_at;
+    pthread_mutex_unlock(&lock);
+    return t;
+}
 
-void vgpu_stream_synchronize(vgpu_stream *s) { vgpu_wait_until(vgpu_stream_ready_at(s)); }
+int vgpu_stream_query(vgpu_stream *s) { return completion(s) <= vgpu_now(); }
+
+void vgpu_stream_synchronize(vgpu_stream *s) { vgpu_wait_until(completion(s)); }
+
+void vgpu_stream_host_fn(vgpu_stream *s, void (*fn)(void *), void *data) {
+    vgpu_launch l = {.kind = VGPU_OP_HOST_FN, .device = s->device, .name = "cudaLaunchHostFunc"};
+    l.u.host.fn = fn;
+    l.u.host.data = data;
+    pthread_mutex_lock(&lock);
+    int capturing = s->capture != NULL;
+    if (capturing) graph_append(s->capture, &l, s->capture_cursor, 0);
+    pthread_mutex_unlock(&lock);
+    if (capturing) return;
+    vgpu_stream_synchronize(s);
+    fn(data);
+}
 
 void vgpu_device_synchronize(int dev) {
     pthread_mutex_lock(&lock);
@@ -175,12 +199,12 @@ void vgpu_event_record(vgpu_event *e, vgpu_stream *s) {
     double now = vgpu_now();
     pthread_mutex_lock(&lock);
     if (s->capture) {
-        e->capture = s->capture;
+        e->capture_id = s->capture->capture_id;
         e->capture_time = s->capture_cursor;
     } else {
         double t = ordered_after(s);
         e->time = t > now ? t : now;    /* an idle stream completes the record right away */
-        e->capture = NULL;
+        e->capture_id = 0;
         e->recorded = 1;
     }
     pthread_mutex_unlock(&lock);
@@ -190,12 +214,27 @@ int vgpu_event_query(vgpu_event *e) { return !e->recorded || e->time <= vgpu_now
 
 void vgpu_event_synchronize(vgpu_event *e) { if (e->recorded) vgpu_wait_until(e->time); }
 
-void vgpu_stream_wait_event(vgpu_stream *s, vgpu_event *e) {
+/* The graph of a capture still in progress, by its id (lock held). Ids are never reused, so an
+ * event from a finished capture finds nothing, even if its graph's memory was reused. */
+static vgpu_graph *live_capture(unsigned long long id) {
+    for (vgpu_stream *o = all_streams; o; o = o->next)
+        if (o->capture && o->capture->capture_id == id) return o->capture;
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+        if (default_streams[d].capture && default_streams[d].capture->capture_id == id)
+            return default_streams[d].capture;
+    return NULL;
+}
+
+int vgpu_stream_wait_event(vgpu_stream *s, vgpu_event *e) {
+    int rc = 0;
     pthread_mutex_lock(&lock);
-    if (e->capture) {
+    if (e->capture_id) {
         /* Joining a capture: s now records into the same graph, after the event's point. */
-        if (s->capture != e->capture) {
-            s->capture = e->capture;
+        vgpu_graph *g = live_capture(e->capture_id);
+        if (!g) {
+            rc = -1;
+        } else if (s->capture != g) {
+            s->capture = g;
             s->capture_cursor = e->capture_time;
         } else if (e->capture_time > s->capture_cursor) {
             s->capture_cursor = e->capture_time;
@@ -204,11 +243,14 @@ void vgpu_stream_wait_event(vgpu_stream *s, vgpu_event *e) {
         s->ready_at = e->time;
     }
     pthread_mutex_unlock(&lock);
+    return rc;
 }
 
 int vgpu_event_elapsed_ms(vgpu_event *start, vgpu_event *end, float *ms) {
     if (!start->recorded || !end->recorded) return -1;
     if ((start->flags | end->flags) & EVENT_DISABLE_TIMING) return -1;
+    double now = vgpu_now();
+    if (start->time > now || end->time > now) return -2;
     *ms = (float)((end->time - start->time) * 1e3);
     return 0;
 }
@@ -260,8 +302,16 @@ void vgpu_graph_launch(vgpu_graph *exec, vgpu_stream *s) {
     if (now > start) start = now;
     s->ready_at = start + exec->length;
     pthread_mutex_unlock(&lock);
-    for (size_t i = 0; i < exec->len; i++)
-        vgpu_stats_record(&exec->nodes[i], exec->durations[i], start + exec->starts[i]);
+    for (size_t i = 0; i < exec->len; i++) {
+        const vgpu_launch *node = &exec->nodes[i];
+        if (node->kind == VGPU_OP_HOST_FN) {
+            /* Host nodes run when the replay reaches them: the clock moves there first. */
+            vgpu_wait_until(start + exec->starts[i]);
+            node->u.host.fn(node->u.host.data);
+        } else {
+            vgpu_stats_record(node, exec->durations[i], start + exec->starts[i]);
+        }
+    }
 }
 
 int vgpu_capture_begin(vgpu_stream *s, int mode) {

@@ -70,6 +70,7 @@ typedef enum {
     VGPU_ALLOC_MANAGED = 3,
     VGPU_ALLOC_VMM_RANGE = 4,   /* cuMemAddressReserve: a range, memory comes from mappings */
     VGPU_ALLOC_VMM_MAPPING = 5, /* cuMemMap of a physical handle into a reserved range */
+    VGPU_ALLOC_IPC = 6,         /* another process's allocation opened here: charged to its owner */
 } vgpu_alloc_kind;
 
 typedef struct vgpu_alloc {
@@ -84,6 +85,9 @@ typedef struct vgpu_alloc {
  * Allocations up to the host-backed limit (REVATI_VGPU_HOST_BACKED_MAX, default 32 MiB) are
  * host-backed, larger ones reserved. */
 int vgpu_mem_alloc_device(int dev, size_t size, void **out);
+/* Space standing for another process's allocation (cudaIpcOpenMemHandle): same size and state,
+ * not charged here; released with vgpu_mem_free. The bytes are not shared with the owner. */
+int vgpu_mem_open_ipc(int dev, size_t size, void **out);
 /* Pinned host memory, registered so that copies know it is host memory. */
 int vgpu_mem_alloc_host(size_t size, void **out);
 /* Frees what either allocator returned; -1 if ptr is not the base of a live allocation. */
@@ -118,6 +122,7 @@ typedef enum {
     VGPU_OP_COPY,               /* memcpy of any direction */
     VGPU_OP_MEMSET,
     VGPU_OP_GRAPH,              /* replay of an instantiated CUDA graph (duration precomputed) */
+    VGPU_OP_HOST_FN,            /* cudaLaunchHostFunc: runs on the host when the stream reaches it */
     VGPU_OP_KIND_COUNT
 } vgpu_op_kind;
 
@@ -150,6 +155,7 @@ typedef struct vgpu_launch {
             int datatype;               /* ncclDataType_t */
             uint64_t comm_id;           /* identifies the communicator across processes */
             uint64_t seq;               /* per-communicator sequence number */
+            int peer;                   /* send/recv peer, broadcast/reduce root; -1 otherwise */
         } coll;
         struct {
             size_t bytes;
@@ -158,6 +164,10 @@ typedef struct vgpu_launch {
         struct {
             double seconds;             /* a replayed graph's length */
         } graph;
+        struct {
+            void (*fn)(void *);
+            void *data;
+        } host;
     } u;
 } vgpu_launch;
 
@@ -192,6 +202,9 @@ double vgpu_stream_ready_at(vgpu_stream *s);
 /* Order s after time t (cross-stream waits, collectives resolved elsewhere). */
 void vgpu_stream_wait_until(vgpu_stream *s, double t);
 int vgpu_stream_query(vgpu_stream *s);          /* 1 = idle in virtual time, 0 = busy */
+/* Run a host function in stream order: now (after the stream's work) or, while capturing, at
+ * each replay of the graph. */
+void vgpu_stream_host_fn(vgpu_stream *s, void (*fn)(void *), void *data);
 void vgpu_stream_synchronize(vgpu_stream *s);
 void vgpu_device_synchronize(int dev);
 
@@ -200,8 +213,10 @@ void vgpu_event_destroy(vgpu_event *e);
 void vgpu_event_record(vgpu_event *e, vgpu_stream *s);
 int vgpu_event_query(vgpu_event *e);            /* 1 = complete */
 void vgpu_event_synchronize(vgpu_event *e);
-void vgpu_stream_wait_event(vgpu_stream *s, vgpu_event *e);
-/* Milliseconds between two recorded events; -1 if either is unrecorded or not timed. */
+/* -1 if e was recorded in a capture that has ended (CUDA rejects such a wait). */
+int vgpu_stream_wait_event(vgpu_stream *s, vgpu_event *e);
+/* Milliseconds between two recorded events; -1 if either is unrecorded or not timed, -2 if
+ * either has not completed yet in virtual time. */
 int vgpu_event_elapsed_ms(vgpu_event *start, vgpu_event *end, float *ms);
 
 /* Graph capture: while a stream captures, launches on it (and on streams that join the capture
