@@ -44,6 +44,8 @@ class Sku:
     sm_count: int
     memory_bytes: int
     context_memory_bytes: int
+    # Memory NVML and nvidia-smi count in their total (as "reserved") that CUDA never reports.
+    nvml_reserved_memory_bytes: int
     driver_version: str
     cuda_driver_version: int
     nvlink_bandwidth_gbps: float
@@ -75,6 +77,7 @@ class Sku:
             f"sm_count={self.sm_count}",
             f"total_memory={self.memory_bytes}",
             f"context_memory={self.context_memory_bytes}",
+            f"nvml_reserved_memory={self.nvml_reserved_memory_bytes}",
             f"driver_version={self.driver_version}",
             f"cuda_driver_version={self.cuda_driver_version}",
             f"uuid_seed=revati-{self.sku}",
@@ -131,6 +134,12 @@ def _parse_sku(path: Path) -> Sku:
             raise ValueError(f"{path}: field '{key}' must be positive, got {value!r}")
         return value
 
+    def non_negative(key: str, kind: type | tuple[type, ...]) -> Any:
+        value = field(key, kind)
+        if value < 0:
+            raise ValueError(f"{path}: field '{key}' must be zero or more, got {value!r}")
+        return value
+
     cc = field("compute_capability", str)
     if not (len(cc.split(".")) == 2 and all(part.isdigit() for part in cc.split("."))):
         raise ValueError(f"{path}: field 'compute_capability' must look like \"9.0\" (a quoted "
@@ -170,6 +179,7 @@ def _parse_sku(path: Path) -> Sku:
         sm_count=positive("sm_count", int),
         memory_bytes=positive("memory_bytes", int),
         context_memory_bytes=positive("context_memory_bytes", int),
+        nvml_reserved_memory_bytes=non_negative("nvml_reserved_memory_bytes", int),
         driver_version=field("driver_version", str),
         cuda_driver_version=positive("cuda_driver_version", int),
         nvlink_bandwidth_gbps=float(positive("nvlink_bandwidth_gbps", (int, float))),

@@ -8,7 +8,7 @@ import yaml
 from emulator.hardware import HARDWARE_DIR, SKU_ALIASES, known_skus, load_sku
 
 MEASURED_H100 = HARDWARE_DIR / "measured" / "h100_sxm_80gb.json"
-SPEC_KEYS = {"count", "name", "cc_major", "cc_minor", "sm_count", "total_memory", "context_memory",
+SPEC_KEYS = {"count", "name", "cc_major", "cc_minor", "sm_count", "total_memory", "context_memory", "nvml_reserved_memory",
              "driver_version", "cuda_driver_version", "uuid_seed", "pci_bus_base",
              "nvlink_bandwidth"}
 
@@ -38,28 +38,30 @@ def test_known_skus_all_load():
         assert (sku.attributes[75], sku.attributes[76]) == (sku.cc_major, sku.cc_minor)
 
 
-def test_h100_matches_the_measurement():
-    measured = json.loads(MEASURED_H100.read_text())
-    sku = load_sku("h100")
+@pytest.mark.parametrize("name, measured_file, nvidia_smi_total_mib", [
+    ("h100", "h100_sxm_80gb.json", 81559), ("h200", "h200_sxm_141gb.json", 143771)])
+def test_measured_skus_match_their_measurement(name, measured_file, nvidia_smi_total_mib):
+    measured = json.loads((MEASURED_H100.parent / measured_file).read_text())
+    sku = load_sku(name)
     free, total = measured["torch"]["mem_get_info"]
     assert sku.name == measured["name"]
-    assert sku.memory_bytes == measured["cuDeviceTotalMem"] == 85017493504
+    assert sku.memory_bytes == measured["cuDeviceTotalMem"]
     assert sku.context_memory_bytes == total - free == 552402944
     assert sku.cuda_driver_version == measured["cuDriverGetVersion"]
     assert sku.attributes == {int(k): v for k, v in measured["attributes"].items()}
+    # nvidia-smi's total is CUDA's plus what the driver reserves.
+    assert sku.memory_bytes + sku.nvml_reserved_memory_bytes == nvidia_smi_total_mib * 2**20
+    assert f"{nvidia_smi_total_mib} MiB" in measured["nvidia_smi"]["query"]
 
 
-def test_unmeasured_skus_override_the_h100_attributes():
+def test_a100_overrides_the_h100_attributes():
     a100 = load_sku("a100")
     assert (a100.cc_major, a100.cc_minor, a100.sm_count) == (8, 0, 108)
     assert a100.attributes[97] == 166912 and a100.attributes[81] == 167936
     assert a100.attributes[38] == 40 * 2**20
     assert a100.peak_tflops["fp8"] is None
-    h200 = load_sku("h200")
-    assert h200.memory_bytes == 143771 * 2**20
-    assert h200.attributes[37] == 6144
     # attributes it does not override are the H100's
-    assert h200.attributes[97] == load_sku("h100").attributes[97]
+    assert a100.attributes[1] == load_sku("h100").attributes[1]
 
 
 def test_aliases_and_case():

@@ -142,8 +142,10 @@ def test_memory_is_the_process_own_accounting(nvml):
         total, free = d["runtime_memory"]
         used = H100.context_memory_bytes + (256 * MIB if i == 1 else 0)
         assert total == H100.memory_bytes and free == total - used
-        assert d["memory_v1"] == [total, free, used]
-        assert d["memory_v2"] == [total, 0, free, used]
+        # NVML's total adds what the driver reserves; v1 counts it as used, v2 reports it apart.
+        reserved = H100.nvml_reserved_memory_bytes
+        assert d["memory_v1"] == [total + reserved, free, used + reserved]
+        assert d["memory_v2"] == [total + reserved, reserved, free, used]
 
 
 def test_hgx_interconnect(nvml):
@@ -211,7 +213,7 @@ def test_abi_details(env):
 
 QUERY = ("index,name,uuid,pci.bus_id,memory.total,memory.used,memory.free,compute_cap,driver_version,"
          "clocks.max.sm,clocks.max.memory,power.limit,count,temperature.gpu,utilization.gpu")
-TOTAL_MIB = H100.memory_bytes // MIB
+TOTAL_MIB = (H100.memory_bytes + H100.nvml_reserved_memory_bytes) // MIB   # 81559, as measured
 USED_MIB = H100.context_memory_bytes // MIB
 FREE_MIB = (H100.memory_bytes - H100.context_memory_bytes) // MIB
 

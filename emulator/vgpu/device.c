@@ -25,6 +25,7 @@ static void set_key(const char *key, const char *value) {
     else if (strcmp(key, "sm_count") == 0) model.sm_count = atoi(value);
     else if (strcmp(key, "total_memory") == 0) model.total_memory = strtoull(value, NULL, 10);
     else if (strcmp(key, "context_memory") == 0) model.context_memory = strtoull(value, NULL, 10);
+    else if (strcmp(key, "nvml_reserved_memory") == 0) model.nvml_reserved = strtoull(value, NULL, 10);
     else if (strcmp(key, "driver_version") == 0)
         snprintf(model.driver_version, sizeof model.driver_version, "%s", value);
     else if (strcmp(key, "cuda_driver_version") == 0) model.cuda_driver_version = atoi(value);

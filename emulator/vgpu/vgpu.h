@@ -36,6 +36,7 @@ typedef struct vgpu_model {
     int sm_count;
     uint64_t total_memory;      /* bytes, as cuDeviceTotalMem reports */
     uint64_t context_memory;    /* bytes a CUDA context takes on first use */
+    uint64_t nvml_reserved;     /* memory NVML counts in its total but CUDA never sees */
     char driver_version[32];    /* NVML/nvidia-smi driver string, e.g. "580.159.04" */
     int cuda_driver_version;    /* e.g. 13000 */
     char uuid_seed[64];         /* UUIDs are derived from this and the device index */
