@@ -71,14 +71,18 @@ int vgpu_device_count(void) { return vgpu_model_get()->count; }
 
 int vgpu_device_valid(int dev) { return dev >= 0 && dev < vgpu_device_count(); }
 
-/* FNV-1a over the seed and index: stable across processes, distinct per device. */
+/* splitmix64 finaliser: every output bit depends on every input bit. */
+static uint64_t mix(uint64_t x) {
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+/* Derived from the seed and the index: stable across processes, unrelated between devices. */
 void vgpu_device_uuid(int dev, unsigned char out[16]) {
-    const vgpu_model *m = vgpu_model_get();
-    uint64_t h[2] = {0xcbf29ce484222325ULL, 0x84222325cbf29ce4ULL};
-    for (int half = 0; half < 2; half++) {
-        for (const char *p = m->uuid_seed; *p; p++) h[half] = (h[half] ^ (unsigned char)*p) * 0x100000001b3ULL;
-        h[half] = (h[half] ^ (uint64_t)(dev + 1 + half * 977)) * 0x100000001b3ULL;
-    }
+    uint64_t seed = 0xcbf29ce484222325ULL;              /* FNV-1a of the seed string */
+    for (const char *p = vgpu_model_get()->uuid_seed; *p; p++) seed = (seed ^ (unsigned char)*p) * 0x100000001b3ULL;
+    uint64_t h[2] = {mix(seed + 2 * (uint64_t)dev), mix(seed + 2 * (uint64_t)dev + 1)};
     memcpy(out, h, 16);
     out[6] = (out[6] & 0x0f) | 0x40;   /* shaped like a version-4 UUID, as NVIDIA's are */
     out[8] = (out[8] & 0x3f) | 0x80;
