@@ -21,12 +21,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from rich.console import Console
 from rich.table import Table
 
 from emulator.engines import envs
 from emulator.hardware import MAX_DEVICES, load_sku
+from emulator.timekeeper.server import Timekeeper
 from emulator.vgpu_environment import vgpu_environment
 
 BUILD_MODULE = "emulator.vgpu.build"
@@ -84,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
                      help=f"number of virtual GPUs, 1 to {MAX_DEVICES}")
     run.add_argument("--sku", type=_sku_name, required=True,
                      help="GPU model: a name from conf/hardware (h100, h200, a100) or a yaml path")
+    run.add_argument("--deadlock-after", type=float, default=10.0, metavar="SECONDS",
+                     help="fail when every thread has been blocked with nothing to wait for this "
+                          "long (wall seconds; 0 never: for servers waiting on outside clients)")
+    run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                     help="fail when the command runs longer than this (wall seconds)")
+    run.add_argument("--cpu-scale", type=float, default=1.0,
+                     help="virtual seconds charged per second of host CPU time (default 1)")
     run.add_argument("command", nargs="*", help="the command to run, after `--`")
     run.set_defaults(run=_exec, parser=run)
     return parser
@@ -196,16 +205,27 @@ def _build(args: argparse.Namespace) -> int:
 
 # ---- exec --------------------------------------------------------------------------------------
 
+TIMEKEEPER_FAILED = 3
+
+
 def _exec(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="revati-exec-") as workdir:
+    """Run the command, and every process it starts, on virtual GPUs in virtual time."""
+    timekeeper = Timekeeper(cpu_scale=args.cpu_scale, watchdog_s=args.timeout,
+                            deadlock_after_s=args.deadlock_after or float("inf"),
+                            log=lambda line: print(line, file=sys.stderr, flush=True))
+    with tempfile.TemporaryDirectory(prefix="revati-exec-") as workdir, timekeeper:
         env = vgpu_environment(args.gpus, args.sku, engine=args.engine, workdir=Path(workdir))
-        return run_process_group(args.command, env)
+        env.update(timekeeper.env())
+        returncode = run_process_group(args.command, env, stop=lambda: timekeeper.failure is not None)
+        return TIMEKEEPER_FAILED if timekeeper.failure else returncode
 
 
-def run_process_group(command: list[str], env: dict[str, str]) -> int:
+def run_process_group(command: list[str], env: dict[str, str],
+                      stop: Callable[[], bool] = lambda: False) -> int:
     """Run command in a session of its own and return its exit status (128+N if killed by
     signal N). SIGINT, SIGTERM and SIGHUP sent to us are forwarded to its whole process group,
-    and whatever is left of the group when the command exits is terminated, then killed."""
+    and whatever is left of the group when the command exits, or when stop() turns true, is
+    terminated, then killed."""
     child: subprocess.Popen | None = None
     early: list[int] = []
 
@@ -226,13 +246,22 @@ def run_process_group(command: list[str], env: dict[str, str]) -> int:
             return 127 if isinstance(error, FileNotFoundError) else 126
         for signum in early:
             _signal_group(child.pid, signum)
-        returncode = child.wait()
+        while (returncode := _wait(child, 0.1)) is None:
+            if stop():
+                _end_group(child.pid)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if child is not None:
             _end_group(child.pid)
     return 128 - returncode if returncode < 0 else returncode
+
+
+def _wait(child: subprocess.Popen, seconds: float) -> int | None:
+    try:
+        return child.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def _signal_group(pgid: int, signum: int) -> None:

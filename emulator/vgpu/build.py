@@ -68,6 +68,7 @@ def library_sources() -> list[Path]:
 def _source_hash(include: Path) -> str:
     h = hashlib.sha256()
     for path in [*library_sources(), *sorted(SOURCE_DIR.glob("*.h")), SOURCE_DIR / "surface.txt",
+                 SOURCE_DIR.parent / "timekeeper" / "protocol.py",
                  *(SOURCE_DIR / rel for rel in TOOLS.values()), Path(__file__)]:
         h.update(path.name.encode())
         h.update(path.read_bytes())
@@ -143,7 +144,9 @@ def build_library(force: bool = False, echo=lambda message: None) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=libdir.parent))
     try:
         echo(f"building the vGPU library in {libdir}")
-        flags = [*CFLAGS, f"-I{include}", f"-I{SOURCE_DIR}"]
+        from emulator.timekeeper.protocol import c_header
+        (staging / "tk_protocol.h").write_text(c_header())
+        flags = [*CFLAGS, f"-I{include}", f"-I{SOURCE_DIR}", f"-I{staging}"]
         objects = []
         for source in library_sources():
             obj = staging / (source.stem + ".o")

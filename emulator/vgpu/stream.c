@@ -27,6 +27,7 @@ struct vgpu_graph {
     size_t len, cap;
     double length;              /* critical path, seconds */
     unsigned long long capture_id;
+    uint64_t replays;           /* instantiated graphs: launches so far */
 };
 
 struct vgpu_stream {
@@ -117,6 +118,18 @@ static void graph_append(vgpu_graph *g, const vgpu_launch *l, double start, doub
     if (start + seconds > g->length) g->length = start + seconds;
 }
 
+/* A collective across processes completes when the last rank has arrived, plus its length: the
+ * Timekeeper knows when that is. Returns the completion time. */
+static double resolve_collective(const vgpu_launch *l, uint64_t seq, double arrival, double seconds) {
+    int64_t done = vgpu_collective_arrive(l->u.coll.comm_id, seq, l->u.coll.rank, l->u.coll.nranks,
+                                          (int64_t)(arrival * 1e9), (int64_t)(seconds * 1e9), l->name);
+    return done * 1e-9;
+}
+
+static int crosses_processes(const vgpu_launch *l) {
+    return l->kind == VGPU_OP_COLLECTIVE && l->u.coll.nranks > 1 && vgpu_timekeeper_connected();
+}
+
 double vgpu_submit(vgpu_stream *s, const vgpu_launch *launch) {
     double seconds = vgpu_predict(launch);
     double now = vgpu_now();
@@ -131,6 +144,11 @@ double vgpu_submit(vgpu_stream *s, const vgpu_launch *launch) {
     if (now > start) start = now;
     s->ready_at = start + seconds;
     pthread_mutex_unlock(&lock);
+    if (crosses_processes(launch)) {
+        double done = resolve_collective(launch, launch->u.coll.seq, start, seconds);
+        vgpu_stream_wait_until(s, done);
+        seconds = done - start;
+    }
     vgpu_stats_record(launch, seconds, start);
     return seconds;
 }
@@ -287,6 +305,12 @@ vgpu_graph *vgpu_graph_instantiate(const vgpu_graph *g) {
     return exec;
 }
 
+/* Each replay's collectives are new collectives: their sequence numbers say which replay (the
+ * same on every rank, as every rank replays its graphs in the same order) and which capture. */
+static uint64_t replay_seq(const vgpu_graph *exec, uint64_t captured_seq) {
+    return 1ULL << 63 | exec->replays << 32 | (captured_seq & 0xffffffffULL);
+}
+
 void vgpu_graph_launch(vgpu_graph *exec, vgpu_stream *s) {
     vgpu_launch whole = {.kind = VGPU_OP_GRAPH, .device = s->device, .name = "cudaGraphLaunch"};
     whole.u.graph.seconds = exec->length;
@@ -301,17 +325,29 @@ void vgpu_graph_launch(vgpu_graph *exec, vgpu_stream *s) {
     double start = ordered_after(s);
     if (now > start) start = now;
     s->ready_at = start + exec->length;
+    exec->replays++;
     pthread_mutex_unlock(&lock);
+    /* Walk the nodes in capture order. A collective that waits for a slower rank delays what
+     * follows it: `late` carries that delay down the graph. */
+    double late = 0;
     for (size_t i = 0; i < exec->len; i++) {
         const vgpu_launch *node = &exec->nodes[i];
+        double at = start + exec->starts[i] + late;
         if (node->kind == VGPU_OP_HOST_FN) {
             /* Host nodes run when the replay reaches them: the clock moves there first. */
-            vgpu_wait_until(start + exec->starts[i]);
+            vgpu_wait_until(at);
             node->u.host.fn(node->u.host.data);
-        } else {
-            vgpu_stats_record(node, exec->durations[i], start + exec->starts[i]);
+            continue;
         }
+        double seconds = exec->durations[i];
+        if (crosses_processes(node)) {
+            double done = resolve_collective(node, replay_seq(exec, node->u.coll.seq), at, seconds);
+            if (done - at - seconds > 0) late += done - at - seconds;
+            seconds = done - at;
+        }
+        vgpu_stats_record(node, seconds, at);
     }
+    if (late > 0) vgpu_stream_wait_until(s, start + exec->length + late);
 }
 
 int vgpu_capture_begin(vgpu_stream *s, int mode) {

@@ -14,6 +14,8 @@
 #ifndef REVATI_VGPU_H
 #define REVATI_VGPU_H
 
+#include <pthread.h>
+#include <semaphore.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -177,10 +179,43 @@ double vgpu_predict(const vgpu_launch *launch);
 const char *vgpu_op_kind_name(vgpu_op_kind kind);
 
 /* ---- virtual time (clock.c) ------------------------------------------------------------ */
-/* The process's virtual time, in seconds. */
+/* This thread's virtual time, in seconds and in nanoseconds since the deployment started (or,
+ * without a Timekeeper, since this process loaded the library). */
 double vgpu_now(void);
+int64_t vgpu_now_ns(void);
 /* Block (in virtual time) until the virtual clock reaches t; a no-op if it already has. */
 void vgpu_wait_until(double t);
+/* 1 under a Timekeeper: time functions, sleeps and timeouts are then virtual. */
+int vgpu_virtual_time_active(void);
+/* What CLOCK_REALTIME and CLOCK_MONOTONIC read when the deployment's clock was zero. */
+int64_t vgpu_realtime_base_ns(void);
+int64_t vgpu_monotonic_base_ns(void);
+/* The host's own clocks, bypassing this library's interposition. */
+int64_t vgpu_host_clock_ns(int clock_id);
+/* A thread whose virtual wait was granted catches up with the deployment's clock. */
+void vgpu_clock_resumed(void);
+
+/* ---- the Timekeeper connection (timekeeper.c) ------------------------------------------ */
+/* A virtual-time wait that a thread can combine with real events. Begin returns NULL when the
+ * deadline has already passed; otherwise the wait's eventfd (vgpu_wait_fd) becomes readable once
+ * the Timekeeper has moved the clock to the deadline. End reports 1 if the deadline was reached,
+ * 0 if the wait was cancelled first (the thread's real event came first), and frees the wait. */
+typedef struct vgpu_wait vgpu_wait;
+vgpu_wait *vgpu_wait_begin(int64_t deadline_ns, const char *call);
+/* The same, for a thread about to sleep in pthread_cond_wait(cond, mutex) (holding mutex) or
+ * sem_wait(sem): when the deadline is reached the condition is broadcast or the semaphore
+ * posted, so the real untimed wait returns. */
+vgpu_wait *vgpu_wait_begin_cond(int64_t deadline_ns, pthread_cond_t *cond, pthread_mutex_t *mutex,
+                                const char *call);
+vgpu_wait *vgpu_wait_begin_sem(int64_t deadline_ns, sem_t *sem, const char *call);
+int vgpu_wait_fd(const vgpu_wait *w);
+int vgpu_wait_end(vgpu_wait *w);
+/* Block until the deadline (a time jump). */
+void vgpu_sleep_until_ns(int64_t deadline_ns, const char *call);
+int vgpu_timekeeper_connected(void);
+/* A rank reaching a collective: blocks until every rank has, returns the completion time. */
+int64_t vgpu_collective_arrive(uint64_t comm, uint64_t seq, int rank, int nranks, int64_t arrival_ns,
+                               int64_t duration_ns, const char *call);
 
 /* ---- streams, events, graphs (stream.c) ------------------------------------------------ */
 typedef struct vgpu_stream vgpu_stream;

@@ -1,0 +1,1 @@
+"""The Timekeeper: one virtual clock for every process of an emulated deployment."""

@@ -1,0 +1,296 @@
+"""The Timekeeper: owns the virtual clock of one emulated deployment.
+
+Clients are the processes of the deployment (through the vGPU library; see protocol.py for the
+messages). The clock itself is a shared page every process maps (clock.c): threads move it with
+their CPU time, and the Timekeeper moves it across idle stretches:
+
+    when every thread of every registered process is idle (quiescence.py), the clock jumps to the
+    earliest deadline any thread waits for, and the threads whose deadline has come are resumed.
+
+That is conservative: no thread can still do something that should have happened before the
+jump, because none is running. Collectives complete at the last rank's arrival plus their
+predicted length. Deadlocks (idle with nothing to wait for), dead processes and a wall-clock
+watchdog end the deployment with a report instead of a hang.
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import zmq
+
+from emulator.timekeeper import protocol
+from emulator.timekeeper.protocol import TYPES, Message
+from emulator.timekeeper.quiescence import IdleDetector, describe_thread
+
+
+@dataclass
+class Wait:
+    identity: bytes
+    token: int
+    pid: int
+    tid: int
+    deadline_ns: int
+    call: str
+
+
+@dataclass
+class Arrival:
+    identity: bytes
+    token: int
+    pid: int
+    tid: int
+    time_ns: int
+    duration_ns: int
+    call: str
+
+
+@dataclass
+class Collective:
+    nranks: int
+    arrivals: dict[int, Arrival] = field(default_factory=dict)
+
+
+@dataclass
+class Process:
+    pid: int
+    parent: int
+    name: str
+
+
+class SharedClock:
+    """The clock page: created here, mapped by every process of the deployment."""
+
+    def __init__(self, cpu_scale: float) -> None:
+        folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        fd, path = tempfile.mkstemp(prefix="revati-clock-", dir=folder)
+        os.ftruncate(fd, protocol.CLOCK_PAGE)
+        self.path = path
+        self._map = mmap.mmap(fd, protocol.CLOCK_PAGE)
+        os.close(fd)
+        self._fields = {name: ctypes.c_int64.from_buffer(self._map, 8 * i)
+                        for i, name in enumerate(protocol.CLOCK_FIELDS)}
+        self._fields["realtime_base_ns"].value = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        self._fields["monotonic_base_ns"].value = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        self._fields["cpu_scale_ppm"].value = round(cpu_scale * 1_000_000)
+        self._fields["magic"].value = protocol.CLOCK_MAGIC
+        self._raise = _clock_raise_function()
+
+    @property
+    def now_ns(self) -> int:
+        return self._fields["now_ns"].value
+
+    def raise_to(self, t_ns: int) -> None:
+        """Move the clock to t_ns unless threads have already moved it further."""
+        self._raise(ctypes.addressof(self._fields["now_ns"]), t_ns)
+
+    def close(self) -> None:
+        self._fields.clear()
+        self._map.close()
+        Path(self.path).unlink(missing_ok=True)
+
+
+def _clock_raise_function():
+    """The vGPU library's atomic maximum on the clock, so this process and the threads that
+    publish their CPU time into the same word never undo each other's writes."""
+    import cffi
+    from emulator.vgpu.build import LIBRARY, build_library
+    ffi = cffi.FFI()
+    ffi.cdef("void revati_clock_raise(int64_t *now_ns, int64_t t);")
+    lib = ffi.dlopen(str(build_library() / LIBRARY))
+    return lambda address, t: lib.revati_clock_raise(ffi.cast("int64_t *", address), t)
+
+
+class Timekeeper:
+    """One per deployment. start() serves on a thread; env() is what its processes need."""
+
+    def __init__(self, *, cpu_scale: float = 1.0, deadlock_after_s: float = 5.0,
+                 watchdog_s: float | None = None, host: str = "127.0.0.1",
+                 on_failure: Callable[[str], None] | None = None,
+                 log: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
+        self.clock = SharedClock(cpu_scale)
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        port = self._socket.bind_to_random_port(f"tcp://{host}")
+        self.endpoint = f"tcp://{host}:{port}"
+        self.deadlock_after_s = deadlock_after_s
+        self.watchdog_s = watchdog_s
+        self.on_failure = on_failure
+        self.log = log
+        self.failure: str | None = None
+        self.processes: dict[int, Process] = {}
+        self.waits: dict[tuple[bytes, int], Wait] = {}
+        self.collectives: dict[tuple[int, int], Collective] = {}
+        self.jumps = 0
+        self._idle = IdleDetector()
+        self._idle_since: float | None = None
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        return {"REVATI_TIMEKEEPER": self.endpoint, "REVATI_TIMEKEEPER_CLOCK": self.clock.path}
+
+    def start(self) -> "Timekeeper":
+        self._thread = threading.Thread(target=self.serve, name="timekeeper", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        self._socket.close()
+        self._context.term()
+        self.final_ns = self.clock.now_ns
+        self.clock.close()
+
+    def __enter__(self) -> "Timekeeper":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        last_reap = 0.0
+        while not self._stop.is_set() and self.failure is None:
+            # With threads waiting, look for idleness often; otherwise just serve messages.
+            timeout_ms = 0.2 if self.waits else 20
+            if poller.poll(timeout_ms):
+                while self._socket.poll(0):
+                    identity, data = self._socket.recv_multipart()
+                    self._handle(identity, Message.unpack(data))
+                self._idle.reset()
+                self._idle_since = None
+            now = time.monotonic()
+            if now - last_reap > 0.1:
+                self._reap_dead()
+                last_reap = now
+            self._resume_due()
+            self._advance_if_idle(now)
+            if self.watchdog_s is not None and now - self._started > self.watchdog_s:
+                self._fail(f"watchdog: the deployment ran for more than {self.watchdog_s:g} s of "
+                           f"wall time")
+
+    def _handle(self, identity: bytes, m: Message) -> None:
+        if m.type == TYPES["REGISTER"]:
+            self.processes[m.pid] = Process(m.pid, m.tid, m.call)
+        elif m.type == TYPES["UNREGISTER"]:
+            self._forget(m.pid)
+        elif m.type == TYPES["WAIT"]:
+            self.waits[identity, m.token] = Wait(identity, m.token, m.pid, m.tid, m.time_ns, m.call)
+        elif m.type == TYPES["CANCEL"]:
+            # A wait still here has not fired; one already gone was resumed before the cancel.
+            fired = self.waits.pop((identity, m.token), None) is None
+            self._answer(identity, m.pid, m.tid, Message(TYPES["CANCELLED"], token=m.token, flag=int(fired)))
+        elif m.type == TYPES["ARRIVE"]:
+            self._arrive(identity, m)
+        else:
+            self.log(f"timekeeper: ignoring a message of unknown type {m.type} from pid {m.pid}")
+
+    def _answer(self, identity: bytes, pid: int, tid: int, m: Message) -> None:
+        """Wake thread tid of pid, which is blocked until this message reaches it."""
+        self._socket.send_multipart([identity, m.pack()])
+        self._idle.expect_run(pid, tid)
+
+    def _arrive(self, identity: bytes, m: Message) -> None:
+        key = (m.comm, m.seq)
+        collective = self.collectives.setdefault(key, Collective(m.nranks))
+        collective.arrivals[m.rank] = Arrival(identity, m.token, m.pid, m.tid, m.time_ns, m.duration_ns, m.call)
+        if len(collective.arrivals) < collective.nranks:
+            return
+        del self.collectives[key]
+        arrivals = collective.arrivals.values()
+        completion = max(a.time_ns for a in arrivals) + max(a.duration_ns for a in arrivals)
+        for a in arrivals:
+            self._answer(a.identity, a.pid, a.tid, Message(TYPES["COMPLETE"], token=a.token, time_ns=completion))
+
+    def _resume_due(self) -> None:
+        """Resume every wait whose deadline the clock has reached (threads' CPU time moves the
+        clock too, so this is checked even while the deployment is busy)."""
+        now = self.clock.now_ns
+        for key, wait in list(self.waits.items()):
+            if wait.deadline_ns <= now:
+                del self.waits[key]
+                self._answer(wait.identity, wait.pid, wait.tid, Message(TYPES["RESUME"], token=wait.token, time_ns=now))
+
+    def _advance_if_idle(self, now: float) -> None:
+        if not self.processes or not self._idle.look(self.processes):
+            self._idle_since = None
+            return
+        if self.waits:
+            self.clock.raise_to(min(w.deadline_ns for w in self.waits.values()))
+            self.jumps += 1
+            self._idle.reset()
+            self._resume_due()
+            return
+        # Idle with nothing to wait for: nothing in the deployment can ever happen again.
+        self._idle_since = self._idle_since or now
+        if now - self._idle_since > self.deadlock_after_s:
+            self._fail("deadlock: every thread of the deployment is blocked and none waits for a "
+                       "virtual deadline")
+
+    def _reap_dead(self) -> None:
+        for pid in list(self.processes):
+            if not _alive(pid):
+                process = self.processes[pid]
+                self.log(f"timekeeper: process {pid} ({process.name}) exited without unregistering "
+                         f"(crashed or killed); it is no longer waited for")
+                self._forget(pid)
+
+    def _forget(self, pid: int) -> None:
+        self.processes.pop(pid, None)
+        for key in [key for key, wait in self.waits.items() if wait.pid == pid]:
+            del self.waits[key]
+
+    # ---- failure --------------------------------------------------------------------------------
+
+    def _fail(self, reason: str) -> None:
+        self.failure = f"timekeeper: {reason} (virtual time {self.clock.now_ns / 1e9:.6f} s)\n" + self.report()
+        self.log(self.failure)
+        if self.on_failure:
+            self.on_failure(self.failure)
+
+    def report(self) -> str:
+        """Every process and thread of the deployment, and what each is blocked in."""
+        known: dict[int, str] = {}
+        for wait in self.waits.values():
+            known[wait.tid] = f"{wait.call} until virtual {wait.deadline_ns / 1e9:.6f} s"
+        for (comm, seq), collective in self.collectives.items():
+            for rank, a in collective.arrivals.items():
+                known[a.tid] = (f"{a.call} (communicator {comm:016x}, #{seq}): rank {rank}; ranks "
+                                f"{sorted(collective.arrivals)} of {collective.nranks} have arrived")
+        lines = []
+        for pid, process in sorted(self.processes.items()):
+            lines.append(f"  process {pid} ({process.name}), parent {process.parent}:")
+            try:
+                tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+            except OSError:
+                tids = []
+            for tid in tids:
+                lines.append(f"    thread {tid}: {known.get(tid) or describe_thread(pid, tid)}")
+        return "\n".join(lines)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
