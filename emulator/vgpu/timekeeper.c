@@ -10,6 +10,7 @@
  * pthread_cond_timedwait and sem_timedwait, by broadcasting the condition or posting the
  * semaphore the thread sleeps on.
  */
+#define _GNU_SOURCE     /* pthread_setname_np */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
