@@ -61,7 +61,11 @@ NAMES = {code: name for name, code in TYPES.items()}
 #   realtime_base_ns  CLOCK_REALTIME at the start: virtual wall time is this plus now_ns
 #   monotonic_base_ns CLOCK_MONOTONIC at the start, likewise
 #   cpu_scale_ppm     virtual nanoseconds charged per million nanoseconds of host CPU time
-CLOCK_FIELDS = ("magic", "now_ns", "realtime_base_ns", "monotonic_base_ns", "cpu_scale_ppm")
+#   messages_sent     messages the clients have sent, counted before each is written: the
+#                     Timekeeper does not move the clock while it has received fewer, since a
+#                     thread may block right after sending (its message still in flight)
+CLOCK_FIELDS = ("magic", "now_ns", "realtime_base_ns", "monotonic_base_ns", "cpu_scale_ppm",
+                "messages_sent")
 CLOCK_MAGIC = 0x5245564154493031   # "REVATI01"
 CLOCK_PAGE = 4096
 

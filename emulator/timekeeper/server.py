@@ -32,6 +32,11 @@ from emulator.timekeeper.protocol import TYPES, Message
 from emulator.timekeeper.quiescence import IdleDetector, describe_thread
 
 
+PAUSE_MIN_S = 20e-6      # first look for idleness after something happened
+PAUSE_MAX_S = 1e-3       # and then at least this often while threads wait
+LOST_MESSAGE_S = 0.05    # wall time after which a counted message that never came is given up
+
+
 @dataclass
 class Wait:
     identity: bytes
@@ -88,6 +93,10 @@ class SharedClock:
     def now_ns(self) -> int:
         return self._fields["now_ns"].value
 
+    @property
+    def messages_sent(self) -> int:
+        return self._fields["messages_sent"].value
+
     def raise_to(self, t_ns: int) -> None:
         """Move the clock to t_ns unless threads have already moved it further."""
         self._raise(ctypes.addressof(self._fields["now_ns"]), t_ns)
@@ -131,6 +140,8 @@ class Timekeeper:
         self.waits: dict[tuple[bytes, int], Wait] = {}
         self.collectives: dict[tuple[int, int], Collective] = {}
         self.jumps = 0
+        self._received = 0          # messages handled, against the clients' count on the clock page
+        self._unreceived_since: float | None = None
         self._idle = IdleDetector()
         self._idle_since: float | None = None
         self._started = time.monotonic()
@@ -168,15 +179,21 @@ class Timekeeper:
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
         last_reap = 0.0
+        pause = PAUSE_MIN_S
         while not self._stop.is_set() and self.failure is None:
-            # With threads waiting, look for idleness often; otherwise just serve messages.
-            timeout_ms = 0.2 if self.waits else 20
-            if poller.poll(timeout_ms):
+            # With threads waiting, look for idleness soon after anything happens, then less and
+            # less often (zmq's poll takes whole milliseconds, so short pauses are sleeps).
+            if poller.poll(0 if self.waits else 20):
                 while self._socket.poll(0):
                     identity, data = self._socket.recv_multipart()
+                    self._received += 1
                     self._handle(identity, Message.unpack(data))
                 self._idle.reset()
                 self._idle_since = None
+                pause = PAUSE_MIN_S
+            elif self.waits:
+                time.sleep(pause)
+                pause = min(2 * pause, PAUSE_MAX_S)
             now = time.monotonic()
             if now - last_reap > 0.1:
                 self._reap_dead()
@@ -205,8 +222,8 @@ class Timekeeper:
 
     def _answer(self, identity: bytes, pid: int, tid: int, m: Message) -> None:
         """Wake thread tid of pid, which is blocked until this message reaches it."""
+        self._idle.expect_run(pid, tid)     # before sending: the thread may run and sleep again at once
         self._socket.send_multipart([identity, m.pack()])
-        self._idle.expect_run(pid, tid)
 
     def _arrive(self, identity: bytes, m: Message) -> None:
         key = (m.comm, m.seq)
@@ -230,7 +247,7 @@ class Timekeeper:
                 self._answer(wait.identity, wait.pid, wait.tid, Message(TYPES["RESUME"], token=wait.token, time_ns=now))
 
     def _advance_if_idle(self, now: float) -> None:
-        if not self.processes or not self._idle.look(self.processes):
+        if not self.processes or not self._idle.look(self.processes) or self._messages_in_flight(now):
             self._idle_since = None
             return
         if self.waits:
@@ -244,6 +261,23 @@ class Timekeeper:
         if now - self._idle_since > self.deadlock_after_s:
             self._fail("deadlock: every thread of the deployment is blocked and none waits for a "
                        "virtual deadline")
+
+    def _messages_in_flight(self, now: float) -> bool:
+        """Whether a client has counted a message this loop has not received yet. A process
+        killed between counting and writing leaves a count that never arrives: after
+        LOST_MESSAGE_S of idleness the count is taken as it is."""
+        missing = self.clock.messages_sent - self._received
+        if missing <= 0:
+            self._unreceived_since = None
+            return False
+        self._unreceived_since = self._unreceived_since or now
+        if now - self._unreceived_since < LOST_MESSAGE_S:
+            return True
+        self.log(f"timekeeper: {missing} message(s) counted by clients never arrived (a process "
+                 f"died while sending); going on without them")
+        self._received += missing
+        self._unreceived_since = None
+        return False
 
     def _reap_dead(self) -> None:
         for pid in list(self.processes):

@@ -105,14 +105,16 @@ VERSION_NODES = (("cublasLt", "libcublasLt.so.13"), ("cublas", "libcublas.so.13"
 OTHER_NODE = "REVATI_VGPU"   # driver, NCCL, NVML: their real libraries are not versioned
 
 
-def _write_version_script(path: Path, exported: set[str]) -> None:
+# The libc functions interpose_*.c replace are asked for as clock_gettime@GLIBC_2.17 and the like:
+# only an unversioned (base) definition satisfies such a reference, so those symbols are left out
+# of every node. No "local: *" either: -fvisibility=hidden already keeps everything else local.
+def _write_version_script(path: Path, exported: set[str], unversioned: set[str]) -> None:
     nodes: dict[str, list[str]] = {}
-    for name in sorted(exported):
+    for name in sorted(exported - unversioned):
         node = next((v for prefix, v in VERSION_NODES if name.startswith(prefix)), OTHER_NODE)
         nodes.setdefault(node, []).append(name)
-    text = "".join(f"{node} {{\n  global:\n" + "".join(f"    {n};\n" for n in names) + "};\n"
-                   for node, names in nodes.items())
-    path.write_text(text.replace("};\n", "  local: *;\n};\n", 1))
+    path.write_text("".join(f"{node} {{\n  global:\n" + "".join(f"    {n};\n" for n in names) + "};\n"
+                            for node, names in nodes.items()))
 
 
 def _write_stubs(path: Path, defined: set[str]) -> int:
@@ -158,7 +160,9 @@ def build_library(force: bool = False, echo=lambda message: None) -> Path:
         objects.append(staging / "unimplemented.o")
         echo(f"  {len(objects) - 1} sources, {count} entry points stubbed")
         version_script = staging / "versions.map"
-        _write_version_script(version_script, _defined_symbols(objects, staging))
+        interposers = [obj for obj in objects if obj.name.startswith("interpose_")]
+        _write_version_script(version_script, _defined_symbols(objects, staging),
+                              _defined_symbols(interposers, staging) if interposers else set())
         _run([cc, "-shared", f"-Wl,-soname,{LIBRARY}", f"-Wl,--version-script={version_script}",
               "-o", str(staging / LIBRARY), *map(str, objects), "-lpthread", "-ldl", "-lm"], staging)
         for alias in ALIASES:

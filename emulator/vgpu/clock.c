@@ -111,6 +111,10 @@ int64_t vgpu_realtime_base_ns(void) { return shared ? shared->realtime_base_ns :
 
 int64_t vgpu_monotonic_base_ns(void) { return shared ? shared->monotonic_base_ns : 0; }
 
+void vgpu_clock_message_sent(void) {
+    if (shared) __atomic_fetch_add(&shared->messages_sent, 1, __ATOMIC_ACQ_REL);
+}
+
 /* After a granted jump the shared clock is at least the deadline; the thread catches up. */
 void vgpu_clock_resumed(void) {
     if (shared) deployment_now_ns();

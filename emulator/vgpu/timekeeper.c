@@ -116,6 +116,7 @@ static void send_message(tk_message *m) {
     unsigned char frame[2 + sizeof *m] = {0x00, sizeof *m};
     m->pid = getpid();
     memcpy(frame + 2, m, sizeof *m);
+    vgpu_clock_message_sent();
     pthread_mutex_lock(&conn_lock);
     write_all(conn, frame, sizeof frame);
     pthread_mutex_unlock(&conn_lock);
@@ -150,7 +151,9 @@ static void *waker(void *arg) {
         int efd = w->efd;
         w->state = state;   /* from here the waiting thread may free w: use only the copies */
         pthread_mutex_unlock(&waits_lock);
-        if (cond) {                 /* the sleeper holds mutex until it is inside the wait */
+        /* The sleeper holds mutex until it is inside the wait; so the waker takes the caller's
+         * mutex here, and a caller must never hold it while it settles a wait (vgpu.h). */
+        if (cond) {
             pthread_mutex_lock(mutex);
             pthread_cond_broadcast(cond);
             pthread_mutex_unlock(mutex);

@@ -194,6 +194,8 @@ int64_t vgpu_monotonic_base_ns(void);
 int64_t vgpu_host_clock_ns(int clock_id);
 /* A thread whose virtual wait was granted catches up with the deployment's clock. */
 void vgpu_clock_resumed(void);
+/* Counts a message to the Timekeeper on the clock page, before it is written (see protocol.py). */
+void vgpu_clock_message_sent(void);
 
 /* ---- the Timekeeper connection (timekeeper.c) ------------------------------------------ */
 /* A virtual-time wait that a thread can combine with real events. Begin returns NULL when the
@@ -209,6 +211,7 @@ vgpu_wait *vgpu_wait_begin_cond(int64_t deadline_ns, pthread_cond_t *cond, pthre
                                 const char *call);
 vgpu_wait *vgpu_wait_begin_sem(int64_t deadline_ns, sem_t *sem, const char *call);
 int vgpu_wait_fd(const vgpu_wait *w);
+/* A cond wait must be ended with its mutex released: the waker locks it to broadcast. */
 int vgpu_wait_end(vgpu_wait *w);
 /* Block until the deadline (a time jump). */
 void vgpu_sleep_until_ns(int64_t deadline_ns, const char *call);
