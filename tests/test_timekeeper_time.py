@@ -7,77 +7,19 @@ charged to it); wall times only loosely, for a loaded 2-core host.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from emulator.timekeeper.server import Timekeeper
 from emulator.vgpu_environment import vgpu_environment
+from timekeeper_fixtures import json_line, live_deployment as deployment
 
 PROGRAMS = Path(__file__).parent / "timekeeper_programs"
 VIRTUAL_ABS = 0.005     # seconds: CPU time charged around a measured wait
 WALL_LIMIT = 10.0       # seconds: every test here sleeps tens of virtual seconds
-
-
-class Deployment:
-    """Processes started one by one under one Timekeeper, with the vGPU library preloaded."""
-
-    def __init__(self, timekeeper: Timekeeper, env: dict[str, str]) -> None:
-        self.timekeeper = timekeeper
-        self.env = env
-        self.procs: list[subprocess.Popen] = []
-        self.started: float | None = None
-
-    def start(self, cmd) -> subprocess.Popen:
-        if self.started is None:
-            self.started = time.monotonic()
-        proc = subprocess.Popen([str(c) for c in cmd], env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        self.procs.append(proc)
-        return proc
-
-    def first_line(self, proc: subprocess.Popen) -> str:
-        line = proc.stdout.readline()
-        if not line:
-            proc.wait(timeout=30)
-            pytest.fail(f"{proc.args} exited {proc.returncode} before printing:\n{proc.stderr.read()[-3000:]}")
-        return line.strip()
-
-    def finish(self, timeout: float = 60) -> tuple[list[tuple[int, str, str]], float]:
-        """Wait for every process; returns (returncode, stdout, stderr) each, and the wall time."""
-        deadline = time.monotonic() + timeout
-        while any(p.poll() is None for p in self.procs):
-            if self.timekeeper.failure or time.monotonic() > deadline:
-                for p in self.procs:
-                    p.kill()
-                break
-            time.sleep(0.01)
-        wall = time.monotonic() - self.started
-        results = [(p.wait(), *p.communicate()) for p in self.procs]
-        assert self.timekeeper.failure is None, self.timekeeper.failure
-        for args, (code, out, err) in zip((p.args for p in self.procs), results):
-            assert code == 0, f"{args} exited {code}\nstdout:\n{out[-2000:]}\nstderr:\n{err[-3000:]}"
-        return results, wall
-
-
-@contextmanager
-def deployment(tmp_path: Path, engine_python: bool = False):
-    log: list[str] = []
-    with Timekeeper(deadlock_after_s=10, watchdog_s=120, log=log.append) as tk:
-        env = vgpu_environment(1, "h100", workdir=tmp_path)
-        env.update(tk.env())
-        yield Deployment(tk, env)
-    print("\n".join(log))
-
-
-def json_line(stdout: str) -> dict:
-    return json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
 
 
 # ---- 0. the interposers can bind at all ------------------------------------------------------------------

@@ -6,16 +6,24 @@
 Every process gets the vGPU environment, the Timekeeper's variables, the fixed predictor with the
 given rules and one shared launch trace; result carries each process's CompletedProcess-like
 output, the parsed trace rows and the Timekeeper (stopped) for its clock, jumps and failure.
+
+    with live_deployment(tmp_path) as d:        # processes started one by one, talking to the test
+        server = d.start([...]); port = d.first_line(server); d.start([..., port])
+        results, wall = d.finish()
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
+
+import pytest
 
 from emulator.timekeeper.server import Timekeeper
 from vgpu_fixtures import parse_trace, vgpu_env
@@ -69,3 +77,61 @@ def run_deployment(commands: Sequence[Sequence[str]], gpus: int = 1, predictor_r
                           timekeeper.jumps, timekeeper.failure, log)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class LiveDeployment:
+    """Processes started one by one under one Timekeeper, with the vGPU library preloaded."""
+
+    def __init__(self, timekeeper: Timekeeper, env: dict[str, str]) -> None:
+        self.timekeeper = timekeeper
+        self.env = env
+        self.procs: list[subprocess.Popen] = []
+        self.started: float | None = None
+
+    def start(self, cmd) -> subprocess.Popen:
+        if self.started is None:
+            self.started = time.monotonic()
+        proc = subprocess.Popen([str(c) for c in cmd], env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        return proc
+
+    def first_line(self, proc: subprocess.Popen) -> str:
+        line = proc.stdout.readline()
+        if not line:
+            proc.wait(timeout=30)
+            pytest.fail(f"{proc.args} exited {proc.returncode} before printing:\n{proc.stderr.read()[-3000:]}")
+        return line.strip()
+
+    def finish(self, timeout: float = 60) -> tuple[list[tuple[int, str, str]], float]:
+        """Wait for every process; returns (returncode, stdout, stderr) each, and the wall time."""
+        deadline = time.monotonic() + timeout
+        while any(p.poll() is None for p in self.procs):
+            if self.timekeeper.failure or time.monotonic() > deadline:
+                for p in self.procs:
+                    p.kill()
+                break
+            time.sleep(0.01)
+        wall = time.monotonic() - self.started
+        results = [(p.wait(), *p.communicate()) for p in self.procs]
+        assert self.timekeeper.failure is None, self.timekeeper.failure
+        for args, (code, out, err) in zip((p.args for p in self.procs), results):
+            assert code == 0, f"{args} exited {code}\nstdout:\n{out[-2000:]}\nstderr:\n{err[-3000:]}"
+        return results, wall
+
+
+@contextmanager
+def live_deployment(tmp_path: Path, gpus: int = 1, predictor_rules: str = ""):
+    log: list[str] = []
+    with Timekeeper(deadlock_after_s=10, watchdog_s=120, log=log.append) as tk:
+        env = vgpu_env(gpus, workdir=tmp_path)
+        env.update(tk.env())
+        (tmp_path / "rules").write_text(predictor_rules)
+        env["REVATI_PREDICTOR"] = f"fixed:{tmp_path / 'rules'}"
+        yield LiveDeployment(tk, env)
+    print("\n".join(log))
+
+
+def json_line(stdout: str) -> dict:
+    """The last line of a program's output that is a JSON object."""
+    return json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])

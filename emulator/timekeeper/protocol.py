@@ -64,8 +64,10 @@ NAMES = {code: name for name, code in TYPES.items()}
 #   messages_sent     messages the clients have sent, counted before each is written: the
 #                     Timekeeper does not move the clock while it has received fewer, since a
 #                     thread may block right after sending (its message still in flight)
+#   sent_ns           the latest virtual time at which any thread sent anything (a write, a
+#                     send): what a thread that receives catches up with (clock.c)
 CLOCK_FIELDS = ("magic", "now_ns", "realtime_base_ns", "monotonic_base_ns", "cpu_scale_ppm",
-                "messages_sent")
+                "messages_sent", "sent_ns")
 CLOCK_MAGIC = 0x5245564154493031   # "REVATI01"
 CLOCK_PAGE = 4096
 

@@ -1,28 +1,34 @@
 /* clock.c: virtual time.
  *
  * Under a Timekeeper (REVATI_TIMEKEEPER set; emulator/timekeeper), every process of a deployment
- * maps one shared clock page and time is the deployment's:
- *   - Each thread keeps a local clock. Host CPU work is charged to it as the thread's own CPU time
- *     (CLOCK_THREAD_CPUTIME_ID, times cpu_scale_ppm / 1e6), never as wall time: a thread that is
- *     descheduled because the host is loaded, or shares one core with the rest of the deployment,
- *     is charged the same as on an idle many-core host. That is what makes results independent
- *     of the host's load and core count.
- *   - The shared clock is the maximum of what the threads have published: a thread that reads
- *     the clock first catches up with it (it cannot be earlier than anything another thread or
- *     process has already done), then adds its own CPU time. Work on different threads and
- *     processes therefore overlaps, as on a host with a core per thread, and a message can never
- *     be received at a virtual time before it was sent.
- *   - Waiting for the virtual GPU or sleeping is a time jump granted by the Timekeeper, which
- *     moves the clock only when every thread of the deployment is idle (timekeeper.c).
+ * maps one shared clock page and time is the deployment's. Every thread keeps its own virtual
+ * time; threads meet only through messages and the Timekeeper's jumps:
+ *   - CPU work: host CPU work is charged to the thread that does it as its own CPU time (times
+ *     cpu_scale_ppm / 1e6), never as wall time. A thread descheduled because the host is loaded,
+ *     or sharing one core with the rest of the deployment, is charged the same as on an idle
+ *     many-core host: results do not depend on the host's load or core count. Threads computing
+ *     side by side overlap in virtual time, as on a host with a core per thread.
+ *   - Messages: a thread about to send (write, send, ...: interpose_time.c) raises the page's
+ *     sent_ns to its time; a thread that receives (a read or wait returns with something) catches
+ *     up with sent_ns, so nothing is received before it was sent. sent_ns may be later than the
+ *     message's own send (another thread sent later); the receiver then runs a little late.
+ *     A thread that slept in a wait this library does not see (a futex: a lock, the GIL) is
+ *     caught up the same way at its next reading (getrusage counts its voluntary switches).
+ *   - Jumps: a thread whose virtual deadline was reached (a sleep, a timeout, a GPU
+ *     synchronisation) resumes at that deadline. The Timekeeper grants deadlines once the
+ *     deployment's clock, now_ns (the latest time any thread has read), passes them, or, when
+ *     every thread is idle, moves now_ns to the earliest deadline (a time jump).
  * Without a Timekeeper (a program run directly with the library preloaded, as the library's own
  * tests do), time is the process's own: host monotonic time plus the jumps it has taken.
  */
+#define _GNU_SOURCE     /* RUSAGE_THREAD */
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +38,7 @@
 static tk_clock *shared;                /* NULL without a Timekeeper */
 static __thread int64_t local_ns = -1;  /* this thread's virtual now; -1 until first read */
 static __thread int64_t last_cpu_ns;
+static __thread long last_sleeps;       /* voluntary context switches at the last reading */
 
 static int (*host_clock_gettime)(clockid_t, struct timespec *);
 
@@ -51,34 +58,47 @@ static int64_t process_now_ns(void) { return vgpu_host_clock_ns(CLOCK_MONOTONIC)
 
 /* ---- under a Timekeeper --------------------------------------------------------------------- */
 
-static void publish(int64_t t) {
-    int64_t seen = __atomic_load_n(&shared->now_ns, __ATOMIC_ACQUIRE);
-    while (seen < t && !__atomic_compare_exchange_n(&shared->now_ns, &seen, t, 1, __ATOMIC_ACQ_REL,
-                                                    __ATOMIC_ACQUIRE)) {
+/* This thread's CPU time and its voluntary context switches so far. Two calls: getrusage's CPU
+ * time leaves out the running timeslice (up to a scheduler tick, milliseconds), and the thread CPU
+ * clock does not count switches. */
+static int64_t thread_cpu_ns(long *sleeps) {
+    struct rusage ru;
+    getrusage(RUSAGE_THREAD, &ru);
+    *sleeps = ru.ru_nvcsw;
+    return vgpu_host_clock_ns(CLOCK_THREAD_CPUTIME_ID);
+}
+
+static void raise_to(int64_t *word, int64_t t) {
+    int64_t seen = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+    while (seen < t && !__atomic_compare_exchange_n(word, &seen, t, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
     }
 }
 
-static int64_t deployment_now_ns(void) {
-    int64_t cpu = vgpu_host_clock_ns(CLOCK_THREAD_CPUTIME_ID);
-    int64_t clock = __atomic_load_n(&shared->now_ns, __ATOMIC_ACQUIRE);
-    if (local_ns < 0) {
-        local_ns = clock;
+/* Charge the thread's CPU time since its last reading; a thread that slept unseen catches up with
+ * the last message sent (see the top of this file), unless `explained` (it slept in a wait whose
+ * end is accounted for by the caller). */
+static int64_t advance(int explained) {
+    long sleeps;
+    int64_t cpu = thread_cpu_ns(&sleeps);
+    if (local_ns < 0) {             /* a new thread: it starts at the deployment's clock */
+        local_ns = __atomic_load_n(&shared->now_ns, __ATOMIC_ACQUIRE);
         last_cpu_ns = cpu;
+        last_sleeps = sleeps;
     }
-    int64_t charge = (cpu - last_cpu_ns) * shared->cpu_scale_ppm / 1000000;
+    if (sleeps != last_sleeps && !explained) {
+        int64_t sent = __atomic_load_n(&shared->sent_ns, __ATOMIC_ACQUIRE);
+        if (sent > local_ns) local_ns = sent;
+    }
+    local_ns += (cpu - last_cpu_ns) * shared->cpu_scale_ppm / 1000000;
     last_cpu_ns = cpu;
-    local_ns = (local_ns > clock ? local_ns : clock) + charge;
-    publish(local_ns);
+    last_sleeps = sleeps;
+    raise_to(&shared->now_ns, local_ns);
     return local_ns;
 }
 
 /* Exported (unversioned) so the Timekeeper can raise the clock through cffi with the same atomic
  * maximum the threads use. */
-VGPU_EXPORT void revati_clock_raise(int64_t *now_ns, int64_t t) {
-    int64_t seen = __atomic_load_n(now_ns, __ATOMIC_ACQUIRE);
-    while (seen < t && !__atomic_compare_exchange_n(now_ns, &seen, t, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-    }
-}
+VGPU_EXPORT void revati_clock_raise(int64_t *now_ns, int64_t t) { raise_to(now_ns, t); }
 
 static void map_shared_clock(const char *path) {
     int fd = open(path, O_RDWR | O_CLOEXEC);
@@ -103,7 +123,7 @@ __attribute__((constructor)) static void clock_start(void) {
 
 int vgpu_virtual_time_active(void) { return shared != NULL; }
 
-int64_t vgpu_now_ns(void) { return shared ? deployment_now_ns() : process_now_ns(); }
+int64_t vgpu_now_ns(void) { return shared ? advance(0) : process_now_ns(); }
 
 double vgpu_now(void) { return vgpu_now_ns() * 1e-9; }
 
@@ -115,9 +135,28 @@ void vgpu_clock_message_sent(void) {
     if (shared) __atomic_fetch_add(&shared->messages_sent, 1, __ATOMIC_ACQ_REL);
 }
 
-/* After a granted jump the shared clock is at least the deadline; the thread catches up. */
-void vgpu_clock_resumed(void) {
-    if (shared) deployment_now_ns();
+/* The library's own threads (the waker) signal and post on the deployment's behalf: not sends. */
+static __thread int untimed_thread;
+
+void vgpu_clock_untimed_thread(void) { untimed_thread = 1; }
+
+void vgpu_clock_sending(void) {
+    if (shared && !untimed_thread) raise_to(&shared->sent_ns, advance(0));
+}
+
+void vgpu_clock_received(void) {
+    if (!shared) return;
+    advance(1);
+    int64_t sent = __atomic_load_n(&shared->sent_ns, __ATOMIC_ACQUIRE);
+    if (sent > local_ns) local_ns = sent;
+    raise_to(&shared->now_ns, local_ns);
+}
+
+void vgpu_clock_resumed(int64_t deadline_ns) {
+    if (!shared) return;
+    advance(1);
+    if (deadline_ns > local_ns) local_ns = deadline_ns;
+    raise_to(&shared->now_ns, local_ns);
 }
 
 void vgpu_wait_until(double t) {

@@ -17,6 +17,10 @@
  *   - Condition variables and semaphores: the Timekeeper broadcasts the condition / posts the
  *     semaphore at the deadline (vgpu_wait_begin_cond/_sem) and the thread does the real untimed
  *     wait.
+ *   - Messages: a call that sends (write, send and their kin, signalling a condition variable,
+ *     posting a semaphore) first publishes the thread's time; a call that receives (read, recv,
+ *     an untimed poll or wait, a timed one ended by its event) catches the thread up with the
+ *     latest send after it returns (clock.c says why).
  * A thread blocked in any real untimed wait is idle to the Timekeeper (it reads /proc), so
  * nothing here reports blocking itself; only deadlines are sent.
  *
@@ -36,6 +40,10 @@
 #include <string.h>
 #include <linux/futex.h>
 #include <sys/epoll.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <sys/select.h>
 #include <sys/time.h>
@@ -47,6 +55,33 @@
 #define NS_PER_S 1000000000LL
 
 /* ---- the real functions -------------------------------------------------------------------- */
+
+/* The calls that move messages between threads and processes, other than the waits with timeouts
+ * below, and which way: only clock readings around them (see the top of this file). Waking a
+ * thread through a condition variable, a semaphore (the GIL is one) or a signal is a message too. */
+#define MESSAGE_CALLS(X) \
+    X(RECEIVING, ssize_t, read, (int fd, void *buf, size_t n), (fd, buf, n)) \
+    X(RECEIVING, ssize_t, readv, (int fd, const struct iovec *iov, int n), (fd, iov, n)) \
+    X(RECEIVING, ssize_t, recv, (int fd, void *buf, size_t n, int flags), (fd, buf, n, flags)) \
+    X(RECEIVING, ssize_t, recvfrom, (int fd, void *restrict buf, size_t n, int flags, \
+                                     struct sockaddr *restrict from, socklen_t *restrict len), \
+      (fd, buf, n, flags, from, len)) \
+    X(RECEIVING, ssize_t, recvmsg, (int fd, struct msghdr *msg, int flags), (fd, msg, flags)) \
+    X(CONNECTED, int, accept, (int fd, struct sockaddr *restrict addr, socklen_t *restrict len), (fd, addr, len)) \
+    X(CONNECTED, int, accept4, (int fd, struct sockaddr *restrict addr, socklen_t *restrict len, int flags), \
+      (fd, addr, len, flags)) \
+    X(CONNECTING, int, connect, (int fd, const struct sockaddr *addr, socklen_t len), (fd, addr, len)) \
+    X(SENDING, ssize_t, write, (int fd, const void *buf, size_t n), (fd, buf, n)) \
+    X(SENDING, ssize_t, writev, (int fd, const struct iovec *iov, int n), (fd, iov, n)) \
+    X(SENDING, ssize_t, send, (int fd, const void *buf, size_t n, int flags), (fd, buf, n, flags)) \
+    X(SENDING, ssize_t, sendto, (int fd, const void *buf, size_t n, int flags, const struct sockaddr *to, \
+                                 socklen_t len), (fd, buf, n, flags, to, len)) \
+    X(SENDING, ssize_t, sendmsg, (int fd, const struct msghdr *msg, int flags), (fd, msg, flags)) \
+    X(SENDING, int, pthread_cond_signal, (pthread_cond_t *cond), (cond)) \
+    X(SENDING, int, pthread_cond_broadcast, (pthread_cond_t *cond), (cond)) \
+    X(SENDING, int, sem_post, (sem_t *sem), (sem)) \
+    X(SENDING, int, kill, (pid_t pid, int sig), (pid, sig)) \
+    X(SENDING, int, pthread_kill, (pthread_t thread, int sig), (thread, sig))
 
 static struct {
     int (*clock_gettime)(clockid_t, struct timespec *);
@@ -73,6 +108,8 @@ static struct {
     int (*sem_clockwait)(sem_t *, clockid_t, const struct timespec *);
     int (*sem_wait)(sem_t *);
     int (*sem_trywait)(sem_t *);
+#define MESSAGE_MEMBER(way, ret, name, params, args) ret(*name) params;
+    MESSAGE_CALLS(MESSAGE_MEMBER)
 } real;
 
 /* Offsets of the host's CLOCK_TAI and CLOCK_BOOTTIME from the clocks they are virtualised on. */
@@ -96,6 +133,8 @@ static void resolve(void) {
     RESOLVE(pthread_cond_timedwait); RESOLVE(pthread_cond_clockwait); RESOLVE(pthread_cond_wait);
     RESOLVE(pthread_mutex_lock); RESOLVE(pthread_mutex_unlock);
     RESOLVE(sem_timedwait); RESOLVE(sem_clockwait); RESOLVE(sem_wait); RESOLVE(sem_trywait);
+#define MESSAGE_RESOLVE(way, ret, name, params, args) RESOLVE(name);
+    MESSAGE_CALLS(MESSAGE_RESOLVE)
     RESOLVE(clock_gettime);     /* last: it is the "resolved" flag (see REAL) */
 }
 
@@ -135,6 +174,35 @@ __attribute__((constructor)) static void interpose_time_start(void) {
     resolve();
     virtual_time();
 }
+
+/* A call through which a message may arrive (clock.c): when it returns with one, the thread
+ * catches up with the latest send. errno is the call's. */
+#define RECEIVING(call) ({                      \
+        __typeof__(call) result_ = (call);      \
+        if (result_ >= 0) {                     \
+            int errno_ = errno;                 \
+            vgpu_clock_received();              \
+            errno = errno_;                     \
+        }                                       \
+        result_;                                \
+    })
+
+/* A call that sends: its message carries the thread's time. */
+#define SENDING(call) (vgpu_clock_sending(), (call))
+
+/* TCP connections, made or accepted, send without Nagle's delay: in virtual time a small write
+ * that the kernel holds back until an acknowledgement (tens of milliseconds of wall time, while
+ * the deployment may look idle and jump) would arrive late by an arbitrary amount of virtual time.
+ * Engines set TCP_NODELAY themselves (asyncio, uvloop, ZeroMQ, aiohttp); this covers the rest.
+ * On sockets that are not TCP the option is refused, harmlessly. */
+static int no_delay(int fd) {
+    int one = 1, saved = errno;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    errno = saved;
+    return fd;
+}
+#define CONNECTING(call) (no_delay(fd), RECEIVING(call))
+#define CONNECTED(call) ({ int fd_ = RECEIVING(call); fd_ >= 0 ? no_delay(fd_) : fd_; })
 
 /* ---- time arithmetic ------------------------------------------------------------------------- */
 
@@ -336,16 +404,18 @@ static int poll_with_deadline(struct pollfd *fds, nfds_t nfds, int64_t deadline,
 }
 
 VGPU_EXPORT int poll(struct pollfd *fds, nfds_t nfds, int timeout_ms) {
-    if (__builtin_expect(!virtual_time(), 1) || timeout_ms <= 0) return REAL(poll)(fds, nfds, timeout_ms);
+    if (__builtin_expect(!virtual_time(), 1) || timeout_ms == 0) return REAL(poll)(fds, nfds, timeout_ms);
+    if (timeout_ms < 0) return RECEIVING(REAL(poll)(fds, nfds, timeout_ms));
     int r = REAL(poll)(fds, nfds, 0);
     if (r != 0) return r;
     return poll_with_deadline(fds, nfds, deadline_after(timeout_ms * 1000000LL), NULL, 0, "poll");
 }
 
 VGPU_EXPORT int ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *timeout, const sigset_t *sigmask) {
-    if (__builtin_expect(!virtual_time(), 1) || !timeout || !ts_valid(timeout) || timeout->tv_sec < 0 ||
-        (timeout->tv_sec == 0 && timeout->tv_nsec == 0))
+    if (__builtin_expect(!virtual_time(), 1) || (timeout && (!ts_valid(timeout) || timeout->tv_sec < 0 ||
+                                                             (timeout->tv_sec == 0 && timeout->tv_nsec == 0))))
         return REAL(ppoll)(fds, nfds, timeout, sigmask);
+    if (!timeout) return RECEIVING(REAL(ppoll)(fds, nfds, timeout, sigmask));
     int64_t deadline = deadline_after(ts_duration_ns(timeout));
     static const struct timespec zero = {0, 0};
     int r = REAL(ppoll)(fds, nfds, &zero, sigmask);
@@ -432,10 +502,11 @@ static void sets_restore(const fd_sets *s, fd_set *rd, fd_set *wr, fd_set *ex) {
 }
 
 VGPU_EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *timeout) {
-    if (__builtin_expect(!virtual_time(), 1) || !timeout || timeout->tv_sec < 0 || timeout->tv_usec < 0 ||
-        timeout->tv_usec >= 1000000 || (timeout->tv_sec == 0 && timeout->tv_usec == 0) || nfds < 0 ||
-        nfds > FD_SETSIZE)
+    if (__builtin_expect(!virtual_time(), 1) || nfds < 0 || nfds > FD_SETSIZE ||
+        (timeout && (timeout->tv_sec < 0 || timeout->tv_usec < 0 || timeout->tv_usec >= 1000000 ||
+                     (timeout->tv_sec == 0 && timeout->tv_usec == 0))))
         return REAL(select)(nfds, rd, wr, ex, timeout);
+    if (!timeout) return RECEIVING(REAL(select)(nfds, rd, wr, ex, timeout));
     struct timespec length = {.tv_sec = timeout->tv_sec, .tv_nsec = timeout->tv_usec * 1000};
     int64_t deadline = deadline_after(ts_duration_ns(&length));
     fd_sets saved;
@@ -457,9 +528,10 @@ VGPU_EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct time
 
 VGPU_EXPORT int pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, const struct timespec *timeout,
                         const sigset_t *sigmask) {
-    if (__builtin_expect(!virtual_time(), 1) || !timeout || !ts_valid(timeout) || timeout->tv_sec < 0 ||
-        (timeout->tv_sec == 0 && timeout->tv_nsec == 0) || nfds < 0 || nfds > FD_SETSIZE)
+    if (__builtin_expect(!virtual_time(), 1) || nfds < 0 || nfds > FD_SETSIZE ||
+        (timeout && (!ts_valid(timeout) || timeout->tv_sec < 0 || (timeout->tv_sec == 0 && timeout->tv_nsec == 0))))
         return REAL(pselect)(nfds, rd, wr, ex, timeout, sigmask);
+    if (!timeout) return RECEIVING(REAL(pselect)(nfds, rd, wr, ex, timeout, sigmask));
     int64_t deadline = deadline_after(ts_duration_ns(timeout));
     fd_sets saved;
     sets_save(&saved, rd, wr, ex);
@@ -501,21 +573,24 @@ static int epoll_with_deadline(int epfd, struct epoll_event *events, int maxeven
 }
 
 VGPU_EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout_ms) {
-    if (__builtin_expect(!virtual_time(), 1) || timeout_ms <= 0)
+    if (__builtin_expect(!virtual_time(), 1) || timeout_ms == 0)
         return REAL(epoll_wait)(epfd, events, maxevents, timeout_ms);
+    if (timeout_ms < 0) return RECEIVING(REAL(epoll_wait)(epfd, events, maxevents, timeout_ms));
     int r = REAL(epoll_wait)(epfd, events, maxevents, 0);
     if (r != 0) return r;
-    return epoll_with_deadline(epfd, events, maxevents, deadline_after(timeout_ms * 1000000LL), NULL, "epoll_wait");
+    return epoll_with_deadline(epfd, events, maxevents, deadline_after(timeout_ms * 1000000LL), NULL,
+                                        "epoll_wait");
 }
 
 VGPU_EXPORT int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, int timeout_ms,
                             const sigset_t *sigmask) {
-    if (__builtin_expect(!virtual_time(), 1) || timeout_ms <= 0)
+    if (__builtin_expect(!virtual_time(), 1) || timeout_ms == 0)
         return REAL(epoll_pwait)(epfd, events, maxevents, timeout_ms, sigmask);
+    if (timeout_ms < 0) return RECEIVING(REAL(epoll_pwait)(epfd, events, maxevents, timeout_ms, sigmask));
     int r = REAL(epoll_pwait)(epfd, events, maxevents, 0, sigmask);
     if (r != 0) return r;
     return epoll_with_deadline(epfd, events, maxevents, deadline_after(timeout_ms * 1000000LL), sigmask,
-                               "epoll_pwait");
+                                        "epoll_pwait");
 }
 
 VGPU_EXPORT int epoll_pwait2(int epfd, struct epoll_event *events, int maxevents, const struct timespec *timeout,
@@ -524,9 +599,10 @@ VGPU_EXPORT int epoll_pwait2(int epfd, struct epoll_event *events, int maxevents
         errno = ENOSYS;
         return -1;
     }
-    if (__builtin_expect(!virtual_time(), 1) || !timeout || !ts_valid(timeout) || timeout->tv_sec < 0 ||
-        (timeout->tv_sec == 0 && timeout->tv_nsec == 0))
+    if (__builtin_expect(!virtual_time(), 1) ||
+        (timeout && (!ts_valid(timeout) || timeout->tv_sec < 0 || (timeout->tv_sec == 0 && timeout->tv_nsec == 0))))
         return REAL(epoll_pwait2)(epfd, events, maxevents, timeout, sigmask);
+    if (!timeout) return RECEIVING(REAL(epoll_pwait2)(epfd, events, maxevents, timeout, sigmask));
     int64_t deadline = deadline_after(ts_duration_ns(timeout));
     static const struct timespec zero = {0, 0};
     int r = REAL(epoll_pwait2)(epfd, events, maxevents, &zero, sigmask);
@@ -723,3 +799,22 @@ VGPU_EXPORT int sem_clockwait(sem_t *restrict sem, clockid_t clock, const struct
         return REAL(sem_clockwait)(sem, clock, abstime);
     return sem_wait_until(sem, clock, abstime, "sem_clockwait");
 }
+
+/* ---- untimed waits and messages ------------------------------------------------------------------ */
+
+VGPU_EXPORT int pthread_cond_wait(pthread_cond_t *restrict cond, pthread_mutex_t *restrict mutex) {
+    if (__builtin_expect(!virtual_time(), 1)) return REAL(pthread_cond_wait)(cond, mutex);
+    return RECEIVING(REAL(pthread_cond_wait)(cond, mutex));
+}
+
+VGPU_EXPORT int sem_wait(sem_t *sem) {
+    if (__builtin_expect(!virtual_time(), 1)) return REAL(sem_wait)(sem);
+    return RECEIVING(REAL(sem_wait)(sem));
+}
+
+#define MESSAGE_INTERPOSER(way, ret, name, params, args)                     \
+    VGPU_EXPORT ret name params {                                       \
+        if (__builtin_expect(!virtual_time(), 1)) return REAL(name) args; \
+        return way(REAL(name) args);                                    \
+    }
+MESSAGE_CALLS(MESSAGE_INTERPOSER)

@@ -33,6 +33,7 @@ enum { WAITING, FIRED, CANCELLED };
 struct vgpu_wait {
     uint64_t token;
     int state;
+    int64_t deadline_ns;        /* deadline waits; -1 for collectives */
     int64_t completion_ns;      /* collectives */
     pthread_cond_t *cond;       /* cond waits: broadcast when fired */
     pthread_mutex_t *mutex;
@@ -55,11 +56,16 @@ static void die(const char *what) {
     _exit(86);
 }
 
+/* The library's own I/O goes around its interposers (interpose_time.c): what the connection and
+ * the waker do is not the deployment's work and must not read or move its clock. */
+static ssize_t sys_read(int fd, void *p, size_t n) { return syscall(SYS_read, fd, p, n); }
+static ssize_t sys_write(int fd, const void *p, size_t n) { return syscall(SYS_write, fd, p, n); }
+
 /* ---- ZMTP 3.0 framing ------------------------------------------------------------------------ */
 
 static void write_all(int fd, const void *data, size_t n) {
     for (const char *p = data; n;) {
-        ssize_t k = write(fd, p, n);
+        ssize_t k = sys_write(fd, p, n);
         if (k < 0 && errno == EINTR) continue;
         if (k <= 0) die("write");
         p += k;
@@ -69,7 +75,7 @@ static void write_all(int fd, const void *data, size_t n) {
 
 static int read_all(int fd, void *data, size_t n) {
     for (char *p = data; n;) {
-        ssize_t k = read(fd, p, n);
+        ssize_t k = sys_read(fd, p, n);
         if (k < 0 && errno == EINTR) continue;
         if (k <= 0) return -1;
         p += k;
@@ -126,6 +132,7 @@ static void send_message(tk_message *m) {
 
 static void *waker(void *arg) {
     int fd = (int)(intptr_t)arg;
+    vgpu_clock_untimed_thread();
     for (;;) {
         tk_message m;
         size_t len;
@@ -177,7 +184,7 @@ static void connect_timekeeper(void) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
     if (fd < 0 || inet_pton(AF_INET, host, &addr.sin_addr) != 1) die("socket");
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) die("connect");
+    if (syscall(SYS_connect, fd, (struct sockaddr *)&addr, sizeof addr) != 0) die("connect");
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     handshake(fd);
@@ -237,8 +244,10 @@ static int my_efd(void) {
     return thread_efd;
 }
 
-static vgpu_wait *begin(tk_message *m, pthread_cond_t *cond, pthread_mutex_t *mutex, sem_t *sem) {
+static vgpu_wait *begin(tk_message *m, int64_t deadline_ns, pthread_cond_t *cond, pthread_mutex_t *mutex,
+                        sem_t *sem) {
     vgpu_wait *w = calloc(1, sizeof *w);
+    w->deadline_ns = deadline_ns;
     w->efd = my_efd();
     w->cond = cond;
     w->mutex = mutex;
@@ -259,7 +268,7 @@ static vgpu_wait *begin_deadline(int64_t deadline_ns, const char *call, pthread_
     if (deadline_ns <= vgpu_now_ns()) return NULL;
     tk_message m = {.type = TK_WAIT, .time_ns = deadline_ns};
     snprintf(m.call, sizeof m.call, "%s", call);
-    return begin(&m, cond, mutex, sem);
+    return begin(&m, deadline_ns, cond, mutex, sem);
 }
 
 vgpu_wait *vgpu_wait_begin(int64_t deadline_ns, const char *call) {
@@ -284,19 +293,26 @@ static int state_of(vgpu_wait *w) {
 }
 
 /* Block until the wait is final, consume its wakeup, unlink and free it; returns the state and,
- * for a collective, its completion time. */
+ * for a collective, its completion time. The thread's clock moves on (clock.c): to a deadline that
+ * was reached, or, when something else ended the wait first, to the latest message sent. A
+ * collective does not move it: the host thread enqueued the collective and goes on; only the
+ * stream waits for the completion. */
 static int settle(vgpu_wait *w, int64_t *completion_ns) {
     uint64_t count;
-    while (read(w->efd, &count, sizeof count) < 0 && errno == EINTR) {
+    while (sys_read(w->efd, &count, sizeof count) < 0 && errno == EINTR) {
     }
     pthread_mutex_lock(&waits_lock);
     for (vgpu_wait **p = &waits; *p; p = &(*p)->next)
         if (*p == w) { *p = w->next; break; }
     pthread_mutex_unlock(&waits_lock);
     int state = w->state;
+    int64_t deadline = w->deadline_ns;
     if (completion_ns) *completion_ns = w->completion_ns;
     free(w);
-    if (state == FIRED) vgpu_clock_resumed();
+    if (deadline >= 0) {
+        if (state == FIRED) vgpu_clock_resumed(deadline);
+        else vgpu_clock_received();
+    }
     return state;
 }
 
@@ -318,7 +334,7 @@ int64_t vgpu_collective_arrive(uint64_t comm, uint64_t seq, int rank, int nranks
     tk_message m = {.type = TK_ARRIVE, .comm = comm, .seq = seq, .rank = rank, .nranks = nranks,
                     .time_ns = arrival_ns, .duration_ns = duration_ns};
     snprintf(m.call, sizeof m.call, "%s", call);
-    vgpu_wait *w = begin(&m, NULL, NULL, NULL);
+    vgpu_wait *w = begin(&m, -1, NULL, NULL, NULL);
     int64_t completion;
     settle(w, &completion);
     return completion;

@@ -192,8 +192,13 @@ int64_t vgpu_realtime_base_ns(void);
 int64_t vgpu_monotonic_base_ns(void);
 /* The host's own clocks, bypassing this library's interposition. */
 int64_t vgpu_host_clock_ns(int clock_id);
-/* A thread whose virtual wait was granted catches up with the deployment's clock. */
-void vgpu_clock_resumed(void);
+/* Messages between threads (clock.c): before a send; after a receive (catches up with the
+ * latest send); after a granted virtual deadline (the thread is then at least there). */
+void vgpu_clock_sending(void);
+void vgpu_clock_received(void);
+void vgpu_clock_resumed(int64_t deadline_ns);
+/* The calling thread is the library's own: its signals and posts are not the deployment's sends. */
+void vgpu_clock_untimed_thread(void);
 /* Counts a message to the Timekeeper on the clock page, before it is written (see protocol.py). */
 void vgpu_clock_message_sent(void);
 
