@@ -2,6 +2,7 @@
 dead processes."""
 import os
 import shutil
+import socket
 import statistics
 import sys
 from pathlib import Path
@@ -67,6 +68,33 @@ def test_allreduce_completes_at_last_arrival_plus_its_length(allreduce_skew):
     for rank in range(ranks):
         assert completions[rank] == pytest.approx(expected, abs=1e-6)
     assert run.wall_s < 20
+
+
+def test_torch_all_reduce_completes_at_last_arrival_plus_its_length():
+    """torch.distributed on the NCCL backend in 4 processes: rank r sleeps r virtual seconds before
+    the all-reduce; every rank's GPU finishes it at the last arrival plus its predicted 0.5 s."""
+    from emulator.engines.envs import env_python, is_ready
+    if not is_ready("vllm"):
+        pytest.fail("the vllm engine env is not set up: run `revati-tune setup vllm`")
+    ranks, port = 4, _free_port()
+    run = run_deployment([[env_python("vllm"), PROGRAMS / "torch_allreduce_skew.py", r, ranks, port]
+                          for r in range(ranks)], gpus=ranks, timeout=240,
+                         predictor_rules="collective ncclAllReduce 0.5\n")
+    assert run.failure is None, run.failure
+    for p in run.processes:
+        assert p.returncode == 0, p.stderr[-3000:]
+    results = sorted((json_line(p.stdout) for p in run.processes), key=lambda r: r["rank"])
+    for earlier, later in zip(results, results[1:]):
+        assert later["arrived"] - earlier["arrived"] == pytest.approx(1.0, abs=0.01)
+    last = results[-1]["arrived"]
+    for r in results:
+        assert r["done"] == pytest.approx(last + 0.5, abs=0.005), results
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 DEADLOCK = """
