@@ -20,20 +20,56 @@ def _read(path: str) -> str:
         return ""
 
 
-def thread_states(pid: int) -> dict[int, tuple[str, str]]:
-    """tid -> (state letter, schedstat line) for every thread of pid; {} if pid is gone."""
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except (FileNotFoundError, ProcessLookupError):
-        return {}
-    states = {}
-    for tid in tids:
-        stat = _read(f"/proc/{pid}/task/{tid}/stat")
-        if not stat:
-            continue
-        state = stat[stat.rindex(")") + 2]
-        states[int(tid)] = (state, _read(f"/proc/{pid}/task/{tid}/schedstat"))
-    return states
+class ThreadFiles:
+    """The stat and schedstat files of every watched thread, kept open: procfs makes their
+    content anew on each read from offset 0, so a look costs one pread per file instead of an
+    open, a read and a close (a third of the time; looks are on the path of every time jump)."""
+
+    def __init__(self) -> None:
+        self._open: dict[int, dict[int, tuple[int, int]]] = {}     # pid -> tid -> (stat, schedstat)
+
+    def states(self, pid: int) -> dict[int, tuple[str, bytes]]:
+        """tid -> (state letter, schedstat line) for every thread of pid; {} if pid is gone."""
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except (FileNotFoundError, ProcessLookupError):
+            self.forget(pid)
+            return {}
+        files = self._open.setdefault(pid, {})
+        for tid in set(files) - set(tids):
+            _close(files.pop(tid))
+        states = {}
+        for tid in tids:
+            if tid not in files:
+                try:
+                    files[tid] = (os.open(f"/proc/{pid}/task/{tid}/stat", os.O_RDONLY | os.O_CLOEXEC),
+                                  os.open(f"/proc/{pid}/task/{tid}/schedstat", os.O_RDONLY | os.O_CLOEXEC))
+                except OSError:         # exited since the listing
+                    continue
+            stat_fd, sched_fd = files[tid]
+            try:
+                stat = os.pread(stat_fd, 1024, 0)
+                sched = os.pread(sched_fd, 128, 0)
+            except OSError:
+                stat = b""
+            if not stat:                # exited: its files read empty or fail
+                _close(files.pop(tid))
+                continue
+            states[tid] = (chr(stat[stat.rindex(b")") + 2]), sched)
+        return states
+
+    def forget(self, pid: int) -> None:
+        for fds in self._open.pop(pid, {}).values():
+            _close(fds)
+
+    def close(self) -> None:
+        for pid in list(self._open):
+            self.forget(pid)
+
+
+def _close(fds: tuple[int, int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 class IdleDetector:
@@ -45,11 +81,19 @@ class IdleDetector:
     thread has run."""
 
     def __init__(self) -> None:
-        self._previous: dict[int, tuple[str, str]] | None = None
+        self._files = ThreadFiles()
+        self._previous: dict[int, tuple[str, bytes]] | None = None
         self._expected: dict[tuple[int, int], str] = {}
 
     def reset(self) -> None:
         self._previous = None
+
+    def forget(self, pid: int) -> None:
+        """pid has left the deployment."""
+        self._files.forget(pid)
+
+    def close(self) -> None:
+        self._files.close()
 
     def expect_run(self, pid: int, tid: int) -> None:
         self._expected[pid, tid] = _read(f"/proc/{pid}/task/{tid}/schedstat")
@@ -66,9 +110,9 @@ class IdleDetector:
         if self._answers_in_flight():
             self._previous = None
             return False
-        sample: dict[int, tuple[str, str]] = {}
+        sample: dict[int, tuple[str, bytes]] = {}
         for pid in pids:
-            for tid, (state, sched) in thread_states(pid).items():
+            for tid, (state, sched) in self._files.states(pid).items():
                 if state not in "SZX":      # running, runnable, in disk wait or stopped
                     self._previous = None
                     return False

@@ -164,6 +164,7 @@ class Timekeeper:
             self._thread.join()
         self._socket.close()
         self._context.term()
+        self._idle.close()
         self.final_ns = self.clock.now_ns
         self.clock.close()
 
@@ -289,6 +290,7 @@ class Timekeeper:
 
     def _forget(self, pid: int) -> None:
         self.processes.pop(pid, None)
+        self._idle.forget(pid)
         for key in [key for key, wait in self.waits.items() if wait.pid == pid]:
             del self.waits[key]
 
