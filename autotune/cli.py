@@ -5,6 +5,9 @@
     revati-tune build [--force]             build the vGPU library
     revati-tune exec [--engine vllm] --gpus N --sku h100 -- CMD ...
                                             run CMD on N virtual GPUs of a SKU
+    revati-tune predictor accuracy --sku h200 [--markdown]
+                                            held-out error of the runtime predictor's models
+    revati-tune predictor fit --sku h200    write the model file the C predictor loads
 
 Plain argparse: the `exec -- CMD` passthrough and a handful of subcommands need nothing more.
 """
@@ -27,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from emulator.engines import envs
-from emulator.hardware import MAX_DEVICES, load_sku
+from emulator.hardware import MAX_DEVICES, SKU_ALIASES, load_sku
 from emulator.timekeeper.server import Timekeeper
 from emulator.vgpu_environment import vgpu_environment
 
@@ -95,6 +98,18 @@ def _parser() -> argparse.ArgumentParser:
                      help="virtual seconds charged per second of host CPU time (default 1)")
     run.add_argument("command", nargs="*", help="the command to run, after `--`")
     run.set_defaults(run=_exec, parser=run)
+
+    predictor = commands.add_parser("predictor", help="the runtime predictor's fitted models")
+    actions = predictor.add_subparsers(dest="action", required=True, metavar="ACTION")
+    accuracy = actions.add_parser("accuracy", help="print the held-out error table of a SKU's "
+                                                   "models, from the committed measurements")
+    accuracy.add_argument("--markdown", action="store_true", help="as a markdown document")
+    fit = actions.add_parser("fit", help="fit a SKU's models and write the model file the C "
+                                         "predictor loads; prints its path")
+    for action, handler in ((accuracy, _predictor_accuracy), (fit, _predictor_fit)):
+        action.add_argument("--sku", required=True, type=str.lower,
+                            help="a SKU with measurements under emulator/predictor/data")
+        action.set_defaults(run=handler)
     return parser
 
 
@@ -200,6 +215,36 @@ def _setup(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     build = importlib.import_module(BUILD_MODULE)
     print(build.build_library(force=args.force, echo=print))
+    return 0
+
+
+# ---- predictor ---------------------------------------------------------------------------------
+
+NO_MEASUREMENTS = 2
+
+
+def _predictor_accuracy(args: argparse.Namespace) -> int:
+    # Imported here: pandas would cost every other subcommand (exec above all) start-up time.
+    from emulator.predictor import accuracy, modelfile, models, tables
+    sku = SKU_ALIASES.get(args.sku, args.sku)
+    try:
+        measured = tables.load(sku)
+    except tables.NoMeasurements as error:
+        print(f"revati-tune: {error}", file=sys.stderr)
+        return NO_MEASUREMENTS
+    table = accuracy.accuracy_of(measured, models.fit(measured, load_sku(sku)), modelfile.ensure_model_file(sku))
+    print(accuracy.render_markdown(table, measured) if args.markdown
+          else accuracy.render_text(table), end="")
+    return 0
+
+
+def _predictor_fit(args: argparse.Namespace) -> int:
+    from emulator.predictor import modelfile, tables
+    try:
+        print(modelfile.ensure_model_file(SKU_ALIASES.get(args.sku, args.sku)))
+    except tables.NoMeasurements as error:
+        print(f"revati-tune: {error}", file=sys.stderr)
+        return NO_MEASUREMENTS
     return 0
 
 

@@ -2,7 +2,8 @@
 
 `vgpu_environment` returns the variables to start any process with (an engine, a test program,
 `nvidia-smi`) so that it sees N devices of a SKU: the vGPU library preloaded and standing in for
-libcuda/NVML/NCCL, and the device spec it reads.
+libcuda/NVML/NCCL, the device spec it reads, and the predictor measured for the SKU (unless the
+caller's environment names one in REVATI_PREDICTOR).
 """
 from __future__ import annotations
 
@@ -41,6 +42,10 @@ def vgpu_environment(gpus: int, sku: str, engine: str | None = None, workdir: Pa
     env["LD_PRELOAD"] = _prepend(str(libdir / "libcudart.so.13"), env.get("LD_PRELOAD"))
     env["LD_LIBRARY_PATH"] = _prepend(str(libdir), env.get("LD_LIBRARY_PATH"))
     env["REVATI_VGPU_SPEC"] = str(spec)
+    if "REVATI_PREDICTOR" not in env:
+        # Durations measured on the SKU (or carried to it from a measured one of its kind).
+        from emulator.predictor.modelfile import ensure_model_file
+        env["REVATI_PREDICTOR"] = f"profiled:{ensure_model_file(sku)}"
     path = [str(libdir / "bin")]
     if engine is not None:
         path.append(str(envs.env_path(engine) / "bin"))

@@ -524,11 +524,12 @@ API CUresult cuTensorMapEncodeIm2col(CUtensorMap *map, CUtensorMapDataType type,
 /* ---- launches ------------------------------------------------------------------------------------- */
 
 static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                       unsigned shared_mem, CUstream stream) {
+                       unsigned shared_mem, CUstream stream, void **params) {
     vgpu_function *fn = vgpu_function_lookup(f);
     if (!fn) return CUDA_ERROR_INVALID_HANDLE;
     vgpu_stream *s = vgpu_stream_resolve(stream);
-    vgpu_launch l = {.kind = VGPU_OP_KERNEL, .device = vgpu_stream_device(s), .name = fn->name,
+    vgpu_launch l = {.kind = VGPU_OP_KERNEL, .device = vgpu_stream_device(s), .name = fn->name, .function = fn,
+                     .args = params,
                      .grid = {gx, gy, gz}, .block = {bx, by, bz}, .shared_mem = shared_mem};
     vgpu_submit(s, &l);
     return CUDA_SUCCESS;
@@ -536,20 +537,19 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
 
 API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                             unsigned bz, unsigned shared_mem, CUstream stream, void **params, void **extra) {
-    (void)params; (void)extra;
-    return launch(f, gx, gy, gz, bx, by, bz, shared_mem, stream);
+    (void)extra;        /* the packed-buffer form of arguments: not read (params is what Triton uses) */
+    return launch(f, gx, gy, gz, bx, by, bz, shared_mem, stream, params);
 }
 
 API CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                        unsigned by, unsigned bz, unsigned shared_mem, CUstream stream, void **params) {
-    (void)params;
-    return launch(f, gx, gy, gz, bx, by, bz, shared_mem, stream);
+    return launch(f, gx, gy, gz, bx, by, bz, shared_mem, stream, params);
 }
 
 API CUresult cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f, void **params, void **extra) {
-    (void)params; (void)extra;
+    (void)extra;
     return launch(f, c->gridDimX, c->gridDimY, c->gridDimZ, c->blockDimX, c->blockDimY, c->blockDimZ,
-                  c->sharedMemBytes, c->hStream);
+                  c->sharedMemBytes, c->hStream, params);
 }
 
 /* ---- streams and events: the runtime's, under driver names ------------------------------------- */

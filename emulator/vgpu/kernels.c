@@ -2,6 +2,7 @@
  * CUfunction and cudaKernel_t values we hand out) map to a vgpu_function that carries the
  * kernel's name to the predictor. An open-addressing table keyed by pointer keeps the lookup
  * on the launch path to a few nanoseconds. */
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,4 +62,36 @@ vgpu_function *vgpu_function_lookup(const void *key) {
     }
     pthread_rwlock_unlock(&table_lock);
     return fn;
+}
+
+/* C++ demangling comes from libstdc++ (already loaded in every C++ engine, where Python's
+ * RTLD_LOCAL loading hides it from RTLD_DEFAULT; opened here otherwise); this library stays
+ * plain C. Done on a kernel's first prediction, not at registration, which sees tens of thousands
+ * of kernels that never run. */
+typedef char *(*demangle_fn)(const char *mangled, char *buffer, size_t *length, int *status);
+
+static demangle_fn demangler(void) {
+    static demangle_fn found;
+    static int looked;
+    if (!__atomic_load_n(&looked, __ATOMIC_ACQUIRE)) {
+        void *libstdcxx = dlopen("libstdc++.so.6", RTLD_LAZY | RTLD_LOCAL);
+        __atomic_store_n(&found, libstdcxx ? (demangle_fn)dlsym(libstdcxx, "__cxa_demangle") : NULL, __ATOMIC_RELAXED);
+        __atomic_store_n(&looked, 1, __ATOMIC_RELEASE);
+    }
+    return __atomic_load_n(&found, __ATOMIC_RELAXED);
+}
+
+const char *vgpu_function_display_name(vgpu_function *fn) {
+    const char *name = __atomic_load_n(&fn->display_name, __ATOMIC_ACQUIRE);
+    if (name) return name;
+    demangle_fn demangle = demangler();
+    int status = -1;
+    char *demangled = demangle ? demangle(fn->name, NULL, NULL, &status) : NULL;
+    const char *made = status == 0 && demangled ? demangled : fn->name;
+    const char *expected = NULL;
+    if (!__atomic_compare_exchange_n(&fn->display_name, &expected, made, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        if (made != fn->name) free(demangled);      /* another thread was first */
+        return expected;
+    }
+    return made;
 }

@@ -2,6 +2,7 @@
  *
  * A predictor maps a launch descriptor to seconds on the target SKU. REVATI_PREDICTOR picks one
  * by name ("name" or "name:argument"). Registered here:
+ *   profiled -- measured on the real GPU (predictor_profiled.c); its argument is the model file.
  *   fixed  -- a TEST DOUBLE: fixed durations per launch kind and kernel name, read from the file
  *             given as its argument (lines "<kind> <name|*> <seconds>", kind one of kernel, gemm,
  *             collective, copy, memset). It stands behind the interface until the profiled
@@ -71,6 +72,7 @@ static double fixed_predict(const vgpu_launch *l) {
 
 static const predictor predictors[] = {
     {"fixed", fixed_init, fixed_predict},
+    {"profiled", vgpu_profiled_init, vgpu_profiled_predict},
 };
 
 static const predictor *active;

@@ -386,12 +386,19 @@ static vgpu_copy_direction direction_of(void *dst, const void *src, enum cudaMem
     return VGPU_COPY_H2H;
 }
 
+/* Copies from and to page-locked host memory run at full bus speed; pageable ones are staged. */
+static int host_pinned(const void *host) {
+    vgpu_alloc a;
+    return vgpu_mem_lookup(host, &a) == 0 && a.kind == VGPU_ALLOC_HOST;
+}
+
 static cudaError_t copy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind,
                         cudaStream_t stream, int synchronous) {
     vgpu_stream *s = vgpu_stream_resolve(stream);
     vgpu_launch l = {.kind = VGPU_OP_COPY, .device = vgpu_stream_device(s), .name = "memcpy"};
     l.u.copy.bytes = n;
     l.u.copy.direction = direction_of(dst, src, kind);
+    l.u.copy.pinned = host_pinned(l.u.copy.direction == VGPU_COPY_D2H ? dst : src);
     vgpu_copy_bytes(dst, src, n);   /* data moves now: kernels between are no-ops anyway */
     vgpu_submit(s, &l);
     /* Like CUDA: cudaMemcpy, and async copies to pageable host memory, return when done. */
@@ -547,12 +554,13 @@ API cudaError_t __cudaPopCallConfiguration(dim3 *grid, dim3 *block, size_t *shar
 
 /* ---- launches ------------------------------------------------------------------------------- */
 
-static cudaError_t launch(const void *func, dim3 grid, dim3 block, size_t shared_mem, cudaStream_t stream) {
+static cudaError_t launch(const void *func, dim3 grid, dim3 block, size_t shared_mem, cudaStream_t stream,
+                          void **args) {
     vgpu_function *fn = vgpu_function_lookup(func);
     if (!fn) return result(cudaErrorInvalidDeviceFunction);
     vgpu_stream *s = vgpu_stream_resolve(stream);
     vgpu_launch l = {
-        .kind = VGPU_OP_KERNEL, .device = vgpu_stream_device(s), .name = fn->name,
+        .kind = VGPU_OP_KERNEL, .device = vgpu_stream_device(s), .name = fn->name, .function = fn, .args = args,
         .grid = {grid.x, grid.y, grid.z}, .block = {block.x, block.y, block.z}, .shared_mem = shared_mem,
     };
     vgpu_submit(s, &l);
@@ -561,8 +569,7 @@ static cudaError_t launch(const void *func, dim3 grid, dim3 block, size_t shared
 
 API cudaError_t cudaLaunchKernel(const void *func, dim3 grid, dim3 block, void **args, size_t shared_mem,
                                  cudaStream_t stream) {
-    (void)args;
-    return launch(func, grid, block, shared_mem, stream);
+    return launch(func, grid, block, shared_mem, stream, args);
 }
 
 /* CUDA 13's nvcc resolves a kernel handle once per stub and launches through it. */
@@ -575,25 +582,21 @@ API cudaError_t __cudaGetKernel(cudaKernel_t *kernel, const void *host_fun) {
 
 API cudaError_t __cudaLaunchKernel(cudaKernel_t kernel, dim3 grid, dim3 block, void **args, size_t shared_mem,
                                    cudaStream_t stream) {
-    (void)args;
-    return launch(kernel, grid, block, shared_mem, stream);
+    return launch(kernel, grid, block, shared_mem, stream, args);
 }
 
 API cudaError_t __cudaLaunchKernel_ptsz(cudaKernel_t kernel, dim3 grid, dim3 block, void **args, size_t shared_mem,
                                         cudaStream_t stream) {
-    (void)args;
-    return launch(kernel, grid, block, shared_mem, stream);
+    return launch(kernel, grid, block, shared_mem, stream, args);
 }
 
 API cudaError_t cudaLaunchCooperativeKernel(const void *func, dim3 grid, dim3 block, void **args,
                                             size_t shared_mem, cudaStream_t stream) {
-    (void)args;
-    return launch(func, grid, block, shared_mem, stream);
+    return launch(func, grid, block, shared_mem, stream, args);
 }
 
 API cudaError_t cudaLaunchKernelExC(const cudaLaunchConfig_t *config, const void *func, void **args) {
-    (void)args;
-    return launch(func, config->gridDim, config->blockDim, config->dynamicSmemBytes, config->stream);
+    return launch(func, config->gridDim, config->blockDim, config->dynamicSmemBytes, config->stream, args);
 }
 
 API cudaError_t cudaLaunchHostFunc(cudaStream_t stream, cudaHostFn_t fn, void *user_data) {

@@ -1,6 +1,7 @@
 /* stats.c: where virtual GPU time went. REVATI_VGPU_STATS=path writes, at exit, one CSV row
- * per (kind, name) with the launch count and total seconds; REVATI_VGPU_TRACE=path writes a row
- * per launch as it happens (tests and debugging: it is slow). */
+ * per (kind, name) with the launch count and total seconds, kernels under their demangled names
+ * (emulator/predictor/attribution.py sorts them into families); REVATI_VGPU_TRACE=path writes a
+ * row per launch as it happens (tests and debugging: it is slow). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,7 +9,13 @@
 
 #include "vgpu.h"
 
-typedef struct total { vgpu_op_kind kind; const char *name; uint64_t count; double seconds; } total;
+typedef struct total {
+    vgpu_op_kind kind;
+    const char *name;
+    vgpu_function *function;
+    uint64_t count;
+    double seconds;
+} total;
 static total *totals;
 static size_t totals_len, totals_cap;
 static FILE *trace;
@@ -16,14 +23,27 @@ static const char *stats_path;
 static int enabled = -1;
 static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* A CSV field in quotes: demangled names hold commas. */
+static void put_quoted(FILE *f, const char *text) {
+    fputc('"', f);
+    for (const char *p = text; *p; p++) {
+        if (*p == '"') fputc('"', f);
+        fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
 static void write_stats(void) {
     FILE *f = fopen(stats_path, "w");
     if (!f) return;
     fprintf(f, "kind,name,count,seconds\n");
     pthread_mutex_lock(&stats_lock);
-    for (size_t i = 0; i < totals_len; i++)
-        fprintf(f, "%s,%s,%llu,%.9f\n", vgpu_op_kind_name(totals[i].kind),
-                totals[i].name ? totals[i].name : "", (unsigned long long)totals[i].count, totals[i].seconds);
+    for (size_t i = 0; i < totals_len; i++) {
+        const total *t = &totals[i];
+        fprintf(f, "%s,", vgpu_op_kind_name(t->kind));
+        put_quoted(f, t->function ? vgpu_function_display_name(t->function) : t->name ? t->name : "");
+        fprintf(f, ",%llu,%.9f\n", (unsigned long long)t->count, t->seconds);
+    }
     pthread_mutex_unlock(&stats_lock);
     fclose(f);
 }
@@ -59,7 +79,7 @@ void vgpu_stats_record(const vgpu_launch *l, double seconds, double start) {
                 totals_cap = totals_cap ? totals_cap * 2 : 64;
                 totals = realloc(totals, totals_cap * sizeof *totals);
             }
-            totals[totals_len++] = (total){l->kind, l->name, 0, 0};
+            totals[totals_len++] = (total){l->kind, l->name, l->function, 0, 0};
         }
         totals[i].count++;
         totals[i].seconds += seconds;

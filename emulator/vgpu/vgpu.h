@@ -138,10 +138,14 @@ typedef enum {
     VGPU_COLL_REDUCE, VGPU_COLL_SEND, VGPU_COLL_RECV, VGPU_COLL_ALL_TO_ALL,
 } vgpu_collective_op;
 
+typedef struct vgpu_function vgpu_function;
+
 typedef struct vgpu_launch {
     vgpu_op_kind kind;
     int device;
     const char *name;           /* kernel name (mangled as registered), or the API's name */
+    vgpu_function *function;    /* kernels: the launched function */
+    void **args;                /* kernels: the argument array the launch was given (may be NULL) */
     unsigned grid[3], block[3];
     size_t shared_mem;
     union {
@@ -163,6 +167,7 @@ typedef struct vgpu_launch {
         struct {
             size_t bytes;
             vgpu_copy_direction direction;
+            int pinned;                 /* the host side is page-locked (cudaHostAlloc) */
         } copy;
         struct {
             double seconds;             /* a replayed graph's length */
@@ -176,6 +181,9 @@ typedef struct vgpu_launch {
 
 /* Predicted duration of a launch on the target SKU, in seconds. */
 double vgpu_predict(const vgpu_launch *launch);
+/* The profiled predictor (predictor_profiled.c): a model file written from measured tables. */
+void vgpu_profiled_init(const char *model_path);
+double vgpu_profiled_predict(const vgpu_launch *launch);
 const char *vgpu_op_kind_name(vgpu_op_kind kind);
 
 /* ---- virtual time (clock.c) ------------------------------------------------------------ */
@@ -281,14 +289,18 @@ void vgpu_graph_launch(vgpu_graph *exec, vgpu_stream *s);
 /* ---- kernel identity (kernels.c) ------------------------------------------------------- */
 /* A kernel known to the library: from __cudaRegisterFunction (keyed by its host stub) or
  * created for cuModuleGetFunction / cuLibraryGetKernel (keyed by its own address). */
-typedef struct vgpu_function {
+struct vgpu_function {
     uint32_t magic;
     const char *name;
+    const char *display_name;   /* demangled, made on first use (vgpu_function_display_name) */
+    const void *predictor_data; /* the active predictor's model for this function, found once */
     const void *module;
     int max_dynamic_shared;     /* cuFuncSetAttribute bookkeeping */
-} vgpu_function;
+};
 
 vgpu_function *vgpu_function_register(const void *key, const char *name, const void *module);
+/* The name as profilers print it: demangled C++ (void ns::kernel<T>(args)), or the name itself. */
+const char *vgpu_function_display_name(vgpu_function *fn);
 /* The function a launch handle denotes (host stub, CUfunction, cudaKernel_t), or NULL. */
 vgpu_function *vgpu_function_lookup(const void *key);
 

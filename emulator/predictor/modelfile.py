@@ -1,0 +1,133 @@
+"""The compact text model the C predictor loads: written from the fitted models, never edited.
+
+One record per line, fields separated by single spaces, `#` lines are comments; seconds and rates
+as %.9g:
+
+    sku <id>
+    gemm <dtype> <trans_a> <trans_b> <m> <k> <batch> <npoints> <n1> <s1> <n2> <s2> ...  (n ascending)
+    gemm_fallback <dtype> <flops_per_s> <bytes_per_s> <floor_s>
+    attention <backend> <c_const> <c_seqs> <c_kv_bytes> <c_flops> <c_q_bytes>
+    attention_curve <backend> <decode|prefill> <heads> <kv_heads> <head_dim> <num_seqs> <points> <y1> <s1> ...
+    copy <direction> <pinned> <latency_s> <bytes_per_s>
+    memset <latency_s> <bytes_per_s>
+    collective <op> <latency_s> <bus_bytes_per_s>
+    kernel_default <a_s> <b_s_per_thread>
+    kernel <a_s> <b_s_per_thread> <demangled name: the rest of the line, verbatim>
+
+models.py's predict methods are the reference for what each record computes. The file lives at
+$REVATI_HOME/predictor/<sku>.model and is rewritten (by an atomic rename) only when the tables or
+the fitting code change, which its header records.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from emulator.hardware import Sku, load_sku
+from emulator.predictor import models, tables
+from emulator.predictor.models import FittedModels
+from emulator.vgpu.build import revati_home
+
+# The fitting code: a change to it changes the model as surely as new tables do.
+FITTING_SOURCES = (Path(models.__file__), Path(__file__))
+
+
+def model_path(sku: str) -> Path:
+    return revati_home() / "predictor" / f"{sku}.model"
+
+
+def ensure_model_file(sku: str) -> Path:
+    """The model file of a SKU (a name or a SKU yaml path), fitted and written first if missing
+    or stale. A SKU without tables gets a measured SKU's models carried over by the roofline
+    (models.transfer), one of its own architecture if there is one; tables.NoMeasurements if no
+    SKU has tables."""
+    target = load_sku(sku)
+    source = _measured_source(target)
+    path = model_path(target.sku)
+    header = _header(target.sku, tables.sha256(source), None if source == target.sku else source)
+    if path.is_file() and path.read_text().startswith(header):
+        return path
+    measured = tables.load(source)
+    fitted = models.fit(measured, load_sku(source))
+    if source != target.sku:
+        fitted = models.transfer(fitted, load_sku(source), target)
+    text = header + render(fitted)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{target.sku}.", suffix=".tmp",
+                                     delete=False) as temporary:
+        temporary.write(text)
+    os.chmod(temporary.name, 0o644)  # NamedTemporaryFile makes it private
+    os.replace(temporary.name, path)
+    return path
+
+
+def _measured_source(target: Sku) -> str:
+    profiled = tables.measured_skus()
+    if target.sku in profiled:
+        return target.sku
+    same_arch = [s for s in profiled if load_sku(s).compute_capability == target.compute_capability]
+    if not profiled:
+        tables.load(target.sku)         # raises NoMeasurements, saying what is missing
+    return (same_arch or profiled)[0]
+
+
+def _header(sku: str, tables_sha256: str, source: str | None) -> str:
+    code = hashlib.sha256(b"".join(p.read_bytes() for p in FITTING_SOURCES)).hexdigest()
+    origin = (f"from emulator/predictor/data/{sku}/" if source is None else
+              f"from {source}'s measurements (emulator/predictor/data/{source}/) carried to {sku} by the "
+              f"roofline of the two datasheets: NOT measured on {sku}")
+    return (f"# revati-tune predictor model for {sku}: written by `revati-tune predictor fit "
+            f"--sku {sku}` {origin}; do not edit\n"
+            f"# tables_sha256 {tables_sha256}\n"
+            f"# code_sha256 {code}\n")
+
+
+def _g(value: float) -> str:
+    return f"{value:.9g}"
+
+
+def render(fitted: FittedModels) -> str:
+    """The records of the model, in a fixed order (the file is deterministic)."""
+    lines = [f"sku {fitted.sku}",
+             "# gemm: cuBLAS column-major m (out features), k (in features); seconds against n "
+             "(tokens), log-log interpolated"]
+    for key, curve in sorted(fitted.gemm.curves.items()):
+        points = " ".join(f"{int(n)} {_g(s)}" for n, s in zip(curve.n, curve.seconds))
+        lines.append(f"gemm {key.dtype} {key.trans_a} {key.trans_b} {key.m} {key.k} {key.batch} "
+                     f"{len(curve.n)} {points}")
+    lines.append("# gemm_fallback: roofline of this SKU's datasheet peaks x efficiencies fitted "
+                 "on the measured GEMMs")
+    roofline = fitted.gemm_roofline
+    for dtype in models.ELEMENT_BYTES:
+        if dtype in roofline.flops_per_s:
+            lines.append(f"gemm_fallback {dtype} {_g(roofline.flops_per_s[dtype])} "
+                         f"{_g(roofline.bytes_per_s[dtype])} {_g(roofline.floor_s[dtype])}")
+    lines.append("# attention: coefficients of [1, num_seqs, kv_bytes, flops, q_bytes] "
+                 "(models.attention_features)")
+    for backend, model in sorted(fitted.attention.items()):
+        lines.append(f"attention {backend} " + " ".join(_g(c) for c in model.coefficients))
+    lines.append("# attention_curve: backend phase heads kv_heads head_dim num_seqs points, then y "
+                 "seconds pairs (y: context for decode, prompt length for prefill)")
+    for c in fitted.attention_curves:
+        points = " ".join(f"{y} {_g(s)}" for y, s in zip(c.y, c.seconds))
+        lines.append(f"attention_curve {c.backend} {c.phase} {c.heads} {c.kv_heads} {c.head_dim} "
+                     f"{c.num_seqs} {len(c.y)} {points}")
+    for (direction, pinned), copy in sorted(fitted.copies.items()):
+        lines.append(f"copy {direction} {pinned} {_g(copy.latency_s)} {_g(copy.bytes_per_s)}")
+    lines.append(f"memset {_g(fitted.memset.latency_s)} {_g(fitted.memset.bytes_per_s)}")
+    lines.append("# collective: MODELLED, not measured (no multi-GPU profile); bytes are the full "
+                 "buffer, factor 2(n-1)/n all_reduce, (n-1)/n all_gather and reduce_scatter, "
+                 "1 broadcast and send_recv")
+    for op in models.COLLECTIVE_OPS:
+        collective = fitted.collectives[op]
+        lines.append(f"collective {op} {_g(collective.latency_s)} "
+                     f"{_g(collective.bus_bytes_per_s)}")
+    lines.append("# kernel: seconds = a + b * grid.x*grid.y*grid.z*block.x*block.y*block.z, "
+                 "by exact demangled name")
+    default = fitted.kernels.default
+    lines.append(f"kernel_default {_g(default.a)} {_g(default.b)}")
+    for name, line in sorted(fitted.kernels.by_name.items()):
+        lines.append(f"kernel {_g(line.a)} {_g(line.b)} {name}")
+    return "\n".join(lines) + "\n"

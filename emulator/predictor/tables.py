@@ -1,0 +1,152 @@
+"""The measured tables of one GPU SKU, loaded from emulator/predictor/data/<sku>/ and checked.
+
+The tables are written by profiler/profile_gpu.py (gemm, attention, elementwise, copy, meta.json)
+and profiler/forward_pass.py --kernel-profile (forward_pass/kernels.csv, stored gzipped: 14 MB of
+text compresses 70 times); profiler/README.md gives
+their columns. Every table comes back with a `split` column of "fit" or "holdout". kernels.csv has
+none of its own: its split is by composition (KERNEL_FIT_COMPOSITIONS), so that whole forward
+passes of the other compositions stay unseen by every fitted model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+# Table name -> (file under the SKU's directory, columns the predictor reads).
+TABLE_FILES = {
+    "gemm": ("gemm.csv", ["m", "n", "k", "batch", "trans_a", "trans_b", "dtype", "seconds",
+                          "split"]),
+    "attention": ("attention.csv", ["backend", "phase", "num_seqs", "num_heads", "num_kv_heads",
+                                    "head_dim", "dtype", "num_query_tokens", "composition",
+                                    "seconds", "split"]),
+    "elementwise": ("elementwise.csv", ["op", "tokens", "hidden", "dtype", "seconds", "split"]),
+    "copy": ("copy.csv", ["direction", "bytes", "pinned", "seconds", "split"]),
+    "kernels": ("forward_pass/kernels.csv.gz", ["model", "composition", "kernel_name", "grid_x",
+                                             "grid_y", "grid_z", "block_x", "block_y", "block_z",
+                                             "duration_us"]),
+}
+# Columns holding words; every other column read must be numeric.
+TEXT_COLUMNS = {"dtype", "split", "backend", "phase", "composition", "op", "direction", "model",
+                "kernel_name"}
+META_FILE = "meta.json"
+SPLITS = ("fit", "holdout")
+
+# The forward-pass compositions whose kernels the generic-kernel models are fitted on; the others
+# (decode_b64_ctx1024, prefill_p512, mixed_p512_d32_ctx1024) are held out.
+KERNEL_FIT_COMPOSITIONS = ("decode_b8_ctx1024", "decode_b256_ctx1024", "prefill_p2048",
+                           "mixed_p2048_d128_ctx2048")
+
+
+class NoMeasurements(ValueError):
+    """A SKU without a measured table directory."""
+
+
+@dataclass(frozen=True)
+class Tables:
+    sku: str
+    directory: Path
+    gemm: pd.DataFrame
+    attention: pd.DataFrame
+    elementwise: pd.DataFrame
+    copy: pd.DataFrame
+    # Every GPU kernel of the profiled forward passes, with `seconds` (from duration_us),
+    # `threads` (grid x block, all dimensions) and `split` (by composition) added.
+    kernels: pd.DataFrame
+    meta: dict
+    # sha256 over the files read, in a fixed order: what a model file is rebuilt from.
+    sha256: str
+
+
+def measured_skus() -> list[str]:
+    """SKUs with a complete table directory."""
+    return sorted(d.name for d in DATA_DIR.iterdir()
+                  if d.is_dir() and all((d / name).is_file() for name in _source_files()))
+
+
+def load(sku: str) -> Tables:
+    directory = DATA_DIR / sku
+    missing = [name for name in _source_files() if not (directory / name).is_file()]
+    if missing:
+        what = (f"{directory} lacks {', '.join(missing)}" if directory.is_dir()
+                else f"there is no {directory}")
+        raise NoMeasurements(
+            f"no predictor measurements for SKU {sku!r}: {what}. SKUs with measurements: "
+            f"{', '.join(measured_skus()) or 'none'}. Measure one with "
+            f"emulator/predictor/profiler/ (README.md there) on a real GPU of that SKU.")
+    frames = {name: _read_table(directory / file, columns)
+              for name, (file, columns) in TABLE_FILES.items()}
+    kernels = frames["kernels"]
+    kernels["seconds"] = kernels["duration_us"] * 1e-6
+    kernels["threads"] = (kernels["grid_x"] * kernels["grid_y"] * kernels["grid_z"]
+                          * kernels["block_x"] * kernels["block_y"] * kernels["block_z"])
+    kernels["split"] = np.where(kernels["composition"].isin(KERNEL_FIT_COMPOSITIONS),
+                                "fit", "holdout")
+    absent = set(KERNEL_FIT_COMPOSITIONS) - set(kernels["composition"])
+    if absent:
+        raise ValueError(f"{directory / TABLE_FILES['kernels'][0]}: no rows for the fitting "
+                         f"compositions {sorted(absent)}")
+    for name in ("gemm", "attention", "elementwise", "copy"):
+        _check_split(directory / TABLE_FILES[name][0], frames[name])
+    meta_path = directory / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{meta_path}: not valid JSON ({error})") from error
+    return Tables(sku=sku, directory=directory, meta=meta, sha256=_sha256(directory), **frames)
+
+
+def _source_files() -> list[str]:
+    return sorted([file for file, _ in TABLE_FILES.values()] + [META_FILE])
+
+
+def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
+    frame = pd.read_csv(path)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} "
+                         f"(has {', '.join(map(str, frame.columns))})")
+    if frame.empty:
+        raise ValueError(f"{path}: no rows")
+    blank = [c for c in columns if frame[c].isna().any()]
+    if blank:
+        raise ValueError(f"{path}: empty values in column(s) {', '.join(blank)}")
+    wordy = [c for c in columns if c not in TEXT_COLUMNS
+             and not pd.api.types.is_numeric_dtype(frame[c])]
+    if wordy:
+        raise ValueError(f"{path}: column(s) {', '.join(wordy)} must hold numbers only")
+    time_column = "seconds" if "seconds" in columns else "duration_us"
+    times = frame[time_column].to_numpy(dtype=float)
+    if not (np.isfinite(times) & (times > 0)).all():
+        bad = frame.index[~(np.isfinite(times) & (times > 0))][0]
+        raise ValueError(f"{path}: column {time_column} must be positive and finite; "
+                         f"row {bad + 2} has {frame[time_column][bad]!r}")
+    return frame
+
+
+def _check_split(path: Path, frame: pd.DataFrame) -> None:
+    bad = sorted(set(frame["split"]) - set(SPLITS))
+    if bad:
+        raise ValueError(f"{path}: column split must be one of {', '.join(SPLITS)}, got {bad}")
+    if not (frame["split"] == "fit").any():
+        raise ValueError(f"{path}: no rows with split=fit to fit a model on")
+
+
+def sha256(sku: str) -> str:
+    """The hash of a SKU's table files, without parsing them (cheap: the model file is checked
+    against it at every start of an emulated process)."""
+    return _sha256(DATA_DIR / sku)
+
+
+def _sha256(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for name in _source_files():
+        digest.update(name.encode() + b"\0")
+        digest.update((directory / name).read_bytes())
+    return digest.hexdigest()

@@ -1,0 +1,525 @@
+/* predictor_profiled.c: launch durations from measurements on the real GPU.
+ *
+ * REVATI_PREDICTOR=profiled:<model file>. The model file is written by emulator/predictor/
+ * modelfile.py from the tables measured on the target SKU (emulator/predictor/data/<sku>/) and
+ * documented there; nothing in it is typed by hand. Per family:
+ *   GEMMs (cuBLAS, cuBLASLt): each measured weight shape is a curve over the token count n,
+ *     interpolated in log-log; a shape never measured takes the nearest measured one of its type,
+ *     scaled by work; a type never measured, the roofline fallback of the file.
+ *   Attention kernels: the batch composition is read from the kernel's own arguments (see
+ *     flash_attention_batch). A batch of like sequences (all decoding, or all prefilling) is
+ *     interpolated among measured batches of its backend and head shape: per measured sequence
+ *     count a curve over the context (decode) or prompt length (prefill), then across the
+ *     sequence counts, all in log-log. Other batches, and head shapes never measured, use a
+ *     linear model over the batch's work (bytes of K/V read, FLOPs, query bytes).
+ *   Other kernels: a + b * threads, fitted per demangled name on measured kernels (the name is
+ *     what profilers print, so the tables and the launches meet on it); names never measured
+ *     take the default fitted over all of them.
+ *   Copies and memsets: latency + bytes / bandwidth; collectives: latency + bus bytes / bandwidth.
+ * Lookups on the launch path are a hash probe and a binary search, with per-function caching of
+ * the kernel model, so predicting stays well under a microsecond.
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vgpu.h"
+
+/* ---- the model ------------------------------------------------------------------------------ */
+
+enum { DT_BF16, DT_FP16, DT_FP32, DT_TF32, DT_FP8_E4M3, DT_FP8_E5M2, DT_COUNT };
+static const char *dtype_names[DT_COUNT] = {"bf16", "fp16", "fp32", "tf32", "fp8_e4m3", "fp8_e5m2"};
+static const int dtype_bytes[DT_COUNT] = {2, 2, 4, 4, 1, 1};
+
+typedef struct gemm_curve {
+    int dtype;
+    int64_t m, k, batch;
+    int points;
+    double *log_n, *log_s;      /* ascending n */
+} gemm_curve;
+
+typedef struct gemm_key { int dtype; int64_t m, k, batch; } gemm_key;
+typedef struct gemm_slot { gemm_key key; const gemm_curve *curve; double scale; int used; } gemm_slot;
+
+typedef struct rates { double latency, per_second; int present; } rates;
+
+enum { ATT_SDPA_FLASH, ATT_VLLM_TRITON, ATT_BACKENDS };
+static const char *attention_backends[ATT_BACKENDS] = {"sdpa_flash", "vllm_triton_unified"};
+enum { PHASE_DECODE, PHASE_PREFILL, PHASES };
+static const char *attention_phases[PHASES] = {"decode", "prefill"};
+
+/* One measured sequence count of a table: seconds over y (context for decode, prompt for prefill). */
+typedef struct attention_curve { double log_seqs; int points; double *log_y, *log_s; } attention_curve;
+typedef struct attention_table {
+    int backend, phase, heads, kv_heads, head_dim;
+    int n_curves;
+    attention_curve *curves;        /* ascending sequence count */
+} attention_table;
+typedef struct kernel_model { double a, b; } kernel_model;
+typedef struct named_kernel { char *name; kernel_model model; } named_kernel;
+
+enum { COPY_H2D, COPY_D2H, COPY_D2D, COPY_DIRECTIONS };
+enum { COLL_ALL_REDUCE, COLL_ALL_GATHER, COLL_REDUCE_SCATTER, COLL_BROADCAST, COLL_SEND_RECV, COLL_COUNT };
+static const char *collective_names[COLL_COUNT] = {"all_reduce", "all_gather", "reduce_scatter", "broadcast",
+                                                   "send_recv"};
+
+static struct {
+    gemm_curve *curves;
+    size_t n_curves;
+    gemm_slot *slots;           /* open addressing over gemm_key, grown under gemm_lock */
+    size_t slot_cap, slot_len;
+    rates gemm_fallback[DT_COUNT];      /* latency = floor, per_second = flops; bytes_per_s below */
+    double gemm_fallback_bw[DT_COUNT];
+    double attention[ATT_BACKENDS][5];  /* linear: const, seqs, kv bytes, flops, q bytes */
+    int have_attention[ATT_BACKENDS];
+    attention_table *tables;
+    size_t n_tables;
+    rates copy[COPY_DIRECTIONS][2];     /* [direction][pinned] */
+    rates memset;
+    rates collective[COLL_COUNT];
+    kernel_model kernel_default;
+    named_kernel *kernels;
+    size_t n_kernels;
+} model;
+
+static pthread_mutex_t gemm_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static _Noreturn void bad_model(const char *path, int line, const char *why) {
+    fprintf(stderr, "vgpu: predictor model %s, line %d: %s (rebuild it: revati-tune predictor fit)\n", path, line, why);
+    exit(86);
+}
+
+static int dtype_index(const char *name) {
+    for (int i = 0; i < DT_COUNT; i++)
+        if (strcmp(dtype_names[i], name) == 0) return i;
+    return -1;
+}
+
+static int name_index(const char *const *names, int count, const char *name) {
+    for (int i = 0; i < count; i++)
+        if (strcmp(names[i], name) == 0) return i;
+    return -1;
+}
+
+static int parse_gemm(char *rest, gemm_curve *c) {
+    int ta, tb, used;
+    long long m, k, batch;
+    char dtype[16];
+    if (sscanf(rest, "%15s %d %d %lld %lld %lld %d%n", dtype, &ta, &tb, &m, &k, &batch, &c->points, &used) != 7 ||
+        (c->dtype = dtype_index(dtype)) < 0 || c->points < 1)
+        return -1;
+    c->m = m, c->k = k, c->batch = batch;
+    c->log_n = malloc(c->points * sizeof(double));
+    c->log_s = malloc(c->points * sizeof(double));
+    char *p = rest + used;
+    for (int i = 0; i < c->points; i++) {
+        double n, s;
+        if (sscanf(p, " %lf %lf%n", &n, &s, &used) != 2 || n <= 0 || s <= 0) return -1;
+        c->log_n[i] = log(n);
+        c->log_s[i] = log(s);
+        p += used;
+    }
+    return 0;
+}
+
+static attention_table *attention_table_for(int backend, int phase, int heads, int kv_heads, int head_dim) {
+    for (size_t i = 0; i < model.n_tables; i++) {
+        attention_table *t = &model.tables[i];
+        if (t->backend == backend && t->phase == phase && t->heads == heads && t->kv_heads == kv_heads &&
+            t->head_dim == head_dim)
+            return t;
+    }
+    return NULL;
+}
+
+/* attention_curve <backend> <phase> <heads> <kv_heads> <head_dim> <num_seqs> <points> y s ...
+ * Records of one table come in ascending num_seqs (modelfile.py writes them so). */
+static int parse_attention_curve(char *rest) {
+    char backend[64], phase[16];
+    int heads, kv_heads, head_dim, seqs, points, used;
+    if (sscanf(rest, "%63s %15s %d %d %d %d %d%n", backend, phase, &heads, &kv_heads, &head_dim, &seqs, &points,
+               &used) != 7 || points < 1 || seqs < 1)
+        return -1;
+    int b = name_index(attention_backends, ATT_BACKENDS, backend), p = name_index(attention_phases, PHASES, phase);
+    if (p < 0) return -1;
+    if (b < 0) return 0;                /* a backend this build does not decode: not needed */
+    attention_table *t = attention_table_for(b, p, heads, kv_heads, head_dim);
+    if (!t) {
+        model.tables = realloc(model.tables, (model.n_tables + 1) * sizeof *model.tables);
+        t = &model.tables[model.n_tables++];
+        *t = (attention_table){b, p, heads, kv_heads, head_dim, 0, NULL};
+    }
+    t->curves = realloc(t->curves, (t->n_curves + 1) * sizeof *t->curves);
+    attention_curve *c = &t->curves[t->n_curves++];
+    *c = (attention_curve){log(seqs), points, malloc(points * sizeof(double)), malloc(points * sizeof(double))};
+    if (t->n_curves > 1 && c->log_seqs <= c[-1].log_seqs) return -1;
+    char *q = rest + used;
+    for (int i = 0; i < points; i++) {
+        double y, sec;
+        if (sscanf(q, " %lf %lf%n", &y, &sec, &used) != 2 || y <= 0 || sec <= 0) return -1;
+        if (i && log(y) <= c->log_y[i - 1]) return -1;
+        c->log_y[i] = log(y);
+        c->log_s[i] = log(sec);
+        q += used;
+    }
+    return 0;
+}
+
+void vgpu_profiled_init(const char *path) {
+    if (model.n_curves) return;         /* loaded already (one model a process) */
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "vgpu: cannot open the predictor model %s (REVATI_PREDICTOR)\n", path);
+        exit(86);
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    int number = 0;
+    while (getline(&line, &cap, f) > 0) {
+        number++;
+        line[strcspn(line, "\n")] = 0;
+        char kind[32];
+        int used;
+        if (line[0] == '#' || sscanf(line, "%31s%n", kind, &used) != 1) continue;
+        char *rest = line + used + (line[used] == ' ');
+        char name[64];
+        double a, b, c, d, e;
+        int pinned, i;
+        if (strcmp(kind, "sku") == 0) {
+            continue;
+        } else if (strcmp(kind, "gemm") == 0) {
+            model.curves = realloc(model.curves, (model.n_curves + 1) * sizeof *model.curves);
+            if (parse_gemm(rest, &model.curves[model.n_curves++]) != 0) bad_model(path, number, "bad gemm record");
+        } else if (strcmp(kind, "gemm_fallback") == 0) {
+            if (sscanf(rest, "%63s %lf %lf %lf", name, &a, &b, &c) != 4 || (i = dtype_index(name)) < 0)
+                bad_model(path, number, "bad gemm_fallback record");
+            model.gemm_fallback[i] = (rates){c, a, 1};
+            model.gemm_fallback_bw[i] = b;
+        } else if (strcmp(kind, "attention") == 0) {
+            if (sscanf(rest, "%63s %lf %lf %lf %lf %lf", name, &a, &b, &c, &d, &e) != 6)
+                bad_model(path, number, "bad attention record");
+            if ((i = name_index(attention_backends, ATT_BACKENDS, name)) >= 0) {
+                double coefficients[5] = {a, b, c, d, e};
+                memcpy(model.attention[i], coefficients, sizeof coefficients);
+                model.have_attention[i] = 1;
+            }
+        } else if (strcmp(kind, "attention_curve") == 0) {
+            if (parse_attention_curve(rest) != 0) bad_model(path, number, "bad attention_curve record");
+        } else if (strcmp(kind, "copy") == 0) {
+            static const char *directions[COPY_DIRECTIONS] = {"H2D", "D2H", "D2D"};
+            if (sscanf(rest, "%63s %d %lf %lf", name, &pinned, &a, &b) != 4 ||
+                (i = name_index(directions, COPY_DIRECTIONS, name)) < 0 || pinned < 0 || pinned > 1)
+                bad_model(path, number, "bad copy record");
+            model.copy[i][pinned] = (rates){a, b, 1};
+        } else if (strcmp(kind, "memset") == 0) {
+            if (sscanf(rest, "%lf %lf", &a, &b) != 2) bad_model(path, number, "bad memset record");
+            model.memset = (rates){a, b, 1};
+        } else if (strcmp(kind, "collective") == 0) {
+            if (sscanf(rest, "%63s %lf %lf", name, &a, &b) != 3 ||
+                (i = name_index(collective_names, COLL_COUNT, name)) < 0)
+                bad_model(path, number, "bad collective record");
+            model.collective[i] = (rates){a, b, 1};
+        } else if (strcmp(kind, "kernel_default") == 0) {
+            if (sscanf(rest, "%lf %lf", &a, &b) != 2) bad_model(path, number, "bad kernel_default record");
+            model.kernel_default = (kernel_model){a, b};
+        } else if (strcmp(kind, "kernel") == 0) {
+            if (sscanf(rest, "%lf %lf %n", &a, &b, &used) != 2 || !rest[used]) bad_model(path, number, "bad kernel record");
+            model.kernels = realloc(model.kernels, (model.n_kernels + 1) * sizeof *model.kernels);
+            model.kernels[model.n_kernels++] = (named_kernel){strdup(rest + used), {a, b}};
+        }
+        /* Unknown kinds are newer families this build does not predict: skipped on purpose. */
+    }
+    free(line);
+    fclose(f);
+    if (!model.n_curves) bad_model(path, number, "no gemm records");
+}
+
+/* ---- GEMMs ---------------------------------------------------------------------------------- */
+
+static uint64_t gemm_hash(gemm_key k) {
+    uint64_t h = (uint64_t)k.dtype * 0x9e3779b97f4a7c15ULL;
+    h ^= (uint64_t)k.m + 0x632be59bd9b4e019ULL + (h << 6) + (h >> 2);
+    h ^= (uint64_t)k.k + 0x8cb92ba72f3d8dd7ULL + (h << 6) + (h >> 2);
+    h ^= (uint64_t)k.batch + (h << 6) + (h >> 2);
+    return h;
+}
+
+static int key_equal(gemm_key a, gemm_key b) {
+    return a.dtype == b.dtype && a.m == b.m && a.k == b.k && a.batch == b.batch;
+}
+
+static gemm_slot *slot_for(gemm_slot *slots, size_t cap, gemm_key key) {
+    size_t i = gemm_hash(key) & (cap - 1);
+    while (slots[i].used && !key_equal(slots[i].key, key)) i = (i + 1) & (cap - 1);
+    return &slots[i];
+}
+
+static void slot_put(gemm_key key, const gemm_curve *curve, double scale) {
+    if (2 * (model.slot_len + 1) > model.slot_cap) {
+        size_t cap = model.slot_cap ? 2 * model.slot_cap : 1024;
+        gemm_slot *fresh = calloc(cap, sizeof *fresh);
+        for (size_t i = 0; i < model.slot_cap; i++)
+            if (model.slots[i].used) *slot_for(fresh, cap, model.slots[i].key) = model.slots[i];
+        free(model.slots);
+        model.slots = fresh;
+        model.slot_cap = cap;
+    }
+    *slot_for(model.slots, model.slot_cap, key) = (gemm_slot){key, curve, scale, 1};
+    model.slot_len++;
+}
+
+/* The measured shape closest in work (m*k*batch), then in depth (k); NULL if none of this type. */
+static const gemm_curve *nearest_curve(gemm_key key) {
+    const gemm_curve *best = NULL;
+    double best_work = 0, best_depth = 0;
+    double work = log((double)key.m * key.k * key.batch), depth = log((double)key.k);
+    for (size_t i = 0; i < model.n_curves; i++) {
+        const gemm_curve *c = &model.curves[i];
+        if (c->dtype != key.dtype) continue;
+        double dw = fabs(log((double)c->m * c->k * c->batch) - work), dd = fabs(log((double)c->k) - depth);
+        if (!best || dw < best_work || (dw == best_work && dd < best_depth)) best = c, best_work = dw, best_depth = dd;
+    }
+    return best;
+}
+
+static double curve_at(const gemm_curve *c, double n) {
+    double x = log(n);
+    int last = c->points - 1;
+    if (x <= c->log_n[0]) return exp(c->log_s[0]);
+    if (x >= c->log_n[last]) return exp(c->log_s[last]) * n / exp(c->log_n[last]);
+    int lo = 0, hi = last;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (c->log_n[mid] <= x) lo = mid; else hi = mid;
+    }
+    double t = (x - c->log_n[lo]) / (c->log_n[hi] - c->log_n[lo]);
+    return exp(c->log_s[lo] + t * (c->log_s[hi] - c->log_s[lo]));
+}
+
+static int gemm_dtype(const vgpu_launch *l) {
+    switch (l->u.gemm.type_a) {
+    case 14: return DT_BF16;        /* CUDA_R_16BF */
+    case 2: return DT_FP16;         /* CUDA_R_16F */
+    case 28: return DT_FP8_E4M3;    /* CUDA_R_8F_E4M3 */
+    case 29: return DT_FP8_E5M2;    /* CUDA_R_8F_E5M2 */
+    case 0:                         /* CUDA_R_32F: tensor cores only under the TF32 compute types */
+        return l->u.gemm.compute_type == 74 || l->u.gemm.compute_type == 77 ? DT_TF32 : DT_FP32;
+    default: return DT_FP32;        /* doubles, complex: rare, charged as fp32 */
+    }
+}
+
+static double gemm_roofline(int dtype, const vgpu_launch *l) {
+    const rates *r = &model.gemm_fallback[dtype];
+    if (!r->present) r = &model.gemm_fallback[DT_BF16];
+    double m = l->u.gemm.m, n = l->u.gemm.n, k = l->u.gemm.k, batch = l->u.gemm.batch;
+    double flops = 2 * m * n * k * batch, bytes = (m * k + k * n + m * n) * dtype_bytes[dtype] * batch;
+    double bw = model.gemm_fallback_bw[r == &model.gemm_fallback[dtype] ? dtype : DT_BF16];
+    return fmax(flops / r->per_second, bytes / bw) + r->latency;
+}
+
+static double predict_gemm(const vgpu_launch *l) {
+    int dtype = gemm_dtype(l);
+    gemm_key key = {dtype, l->u.gemm.m, l->u.gemm.k, l->u.gemm.batch};
+    pthread_mutex_lock(&gemm_lock);
+    gemm_slot *slot = model.slot_cap ? slot_for(model.slots, model.slot_cap, key) : NULL;
+    if (!slot || !slot->used) {
+        const gemm_curve *exact = NULL, *near = NULL;
+        for (size_t i = 0; i < model.n_curves && !exact; i++) {
+            const gemm_curve *c = &model.curves[i];
+            if (c->dtype == dtype && c->m == key.m && c->k == key.k && c->batch == key.batch) exact = c;
+        }
+        near = exact ? exact : nearest_curve(key);
+        double scale = exact || !near ? 1 : ((double)key.m * key.k * key.batch) / ((double)near->m * near->k * near->batch);
+        slot_put(key, near, scale);
+        slot = slot_for(model.slots, model.slot_cap, key);
+    }
+    const gemm_curve *curve = slot->curve;
+    double scale = slot->scale;
+    pthread_mutex_unlock(&gemm_lock);
+    return curve ? curve_at(curve, (double)l->u.gemm.n) * scale : gemm_roofline(dtype, l);
+}
+
+/* ---- attention ------------------------------------------------------------------------------ */
+
+/* FlashAttention 2 as built into PyTorch (namespace pytorch_flash; SDPA's flash backend) takes
+ * one Flash_fwd_params by value. Its leading fields have kept this layout since FA2 (Qkv_params:
+ * 3 pointers, 9 int64 strides, then h, h_k; Flash_fwd_params: 3 pointers, 3 strides, 3 pointers,
+ * then b, seqlen_q, seqlen_k, seqlen_knew, d). The values are checked for sense before use. */
+typedef struct attention_batch { double seqs, seqlen_q, seqlen_k, heads, kv_heads, head_dim; int causal; } attention_batch;
+
+static int flash_attention_batch(const vgpu_launch *l, attention_batch *out) {
+    const char *name = vgpu_function_display_name(l->function);
+    if (strncmp(name, "void pytorch_flash::flash_fwd_kernel<", 37) != 0 &&
+        strncmp(name, "void pytorch_flash::flash_fwd_splitkv_kernel<", 45) != 0)
+        return -1;
+    if (!l->args || !l->args[0]) return -1;
+    const unsigned char *p = l->args[0];
+    int h, h_k, b, seqlen_q, seqlen_k, d;
+    memcpy(&h, p + 96, 4);
+    memcpy(&h_k, p + 100, 4);
+    memcpy(&b, p + 176, 4);
+    memcpy(&seqlen_q, p + 180, 4);
+    memcpy(&seqlen_k, p + 184, 4);
+    memcpy(&d, p + 192, 4);
+    if (h <= 0 || h_k <= 0 || h % h_k || b <= 0 || seqlen_q <= 0 || seqlen_k <= 0 || d <= 0 || d > 512) return -1;
+    int causal = seqlen_q > 1 && seqlen_q == seqlen_k;       /* a prefill, causal in a decoder */
+    /* For one query token against grouped K/V heads, FlashAttention runs the query heads of each
+     * KV head as a query block of their count (seqlenq_ngroups_swapped): a decode of h * seqlen_q
+     * query heads, which is how it was measured. */
+    if (h == h_k && seqlen_q > 1 && seqlen_q < seqlen_k && !causal) {
+        h *= seqlen_q;
+        seqlen_q = 1;
+    }
+    *out = (attention_batch){b, seqlen_q, seqlen_k, h, h_k, d, causal};
+    return 0;
+}
+
+/* The linear model's features (emulator/predictor/models.py, attention_features). */
+static double attention_linear(int backend, const attention_batch *a) {
+    double context = a->causal ? a->seqlen_k - a->seqlen_q / 2 : a->seqlen_k;
+    double kv_bytes = a->seqs * a->seqlen_k * a->kv_heads * a->head_dim * 2 * 2;
+    double flops = 4 * a->seqs * a->seqlen_q * context * a->heads * a->head_dim;
+    double q_bytes = a->seqs * a->seqlen_q * a->heads * a->head_dim * 2;
+    const double *c = model.attention[backend];
+    return c[0] + c[1] * a->seqs + c[2] * kv_bytes + c[3] * flops + c[4] * q_bytes;
+}
+
+/* Seconds at log y on one curve: log-log interpolation; below the curve flat, above it growing
+ * as y (decode: K/V read grows with the context) or y squared (prefill: causal attention). */
+static double curve_log_seconds(const attention_curve *c, int phase, double log_y) {
+    int last = c->points - 1;
+    if (log_y <= c->log_y[0]) return c->log_s[0];
+    if (log_y >= c->log_y[last]) return c->log_s[last] + (phase == PHASE_PREFILL ? 2 : 1) * (log_y - c->log_y[last]);
+    int lo = 0, hi = last;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (c->log_y[mid] <= log_y) lo = mid; else hi = mid;
+    }
+    double t = (log_y - c->log_y[lo]) / (c->log_y[hi] - c->log_y[lo]);
+    return c->log_s[lo] + t * (c->log_s[hi] - c->log_s[lo]);
+}
+
+/* Between the two measured sequence counts around it, log-log; past the largest, in proportion. */
+static double table_seconds(const attention_table *t, double seqs, double y) {
+    double log_seqs = log(seqs), log_y = log(y);
+    const attention_curve *c = t->curves;
+    int last = t->n_curves - 1;
+    if (log_seqs <= c[0].log_seqs) return exp(curve_log_seconds(&c[0], t->phase, log_y));
+    if (log_seqs >= c[last].log_seqs)
+        return exp(curve_log_seconds(&c[last], t->phase, log_y) + log_seqs - c[last].log_seqs);
+    int i = 0;
+    while (c[i + 1].log_seqs < log_seqs) i++;
+    double f = (log_seqs - c[i].log_seqs) / (c[i + 1].log_seqs - c[i].log_seqs);
+    return exp((1 - f) * curve_log_seconds(&c[i], t->phase, log_y) + f * curve_log_seconds(&c[i + 1], t->phase, log_y));
+}
+
+static double predict_attention(int backend, const attention_batch *a) {
+    int phase = a->seqlen_q == 1 ? PHASE_DECODE : a->causal ? PHASE_PREFILL : -1;
+    const attention_table *t =
+        phase < 0 ? NULL : attention_table_for(backend, phase, (int)a->heads, (int)a->kv_heads, (int)a->head_dim);
+    if (t) return table_seconds(t, a->seqs, phase == PHASE_DECODE ? a->seqlen_k : a->seqlen_q);
+    return attention_linear(backend, a);
+}
+
+static void forget_model(void) {
+    for (size_t i = 0; i < model.n_curves; i++) free(model.curves[i].log_n), free(model.curves[i].log_s);
+    for (size_t i = 0; i < model.n_tables; i++) {
+        for (int j = 0; j < model.tables[i].n_curves; j++)
+            free(model.tables[i].curves[j].log_y), free(model.tables[i].curves[j].log_s);
+        free(model.tables[i].curves);
+    }
+    for (size_t i = 0; i < model.n_kernels; i++) free(model.kernels[i].name);
+    free(model.curves), free(model.slots), free(model.tables), free(model.kernels);
+    memset(&model, 0, sizeof model);
+}
+
+/* For emulator/predictor (accuracy, parity tests), in a process that launches nothing: load a
+ * model file (replacing any loaded one), and the attention model for a batch of like sequences. */
+VGPU_EXPORT void revati_predictor_load(const char *model_path) {
+    forget_model();
+    vgpu_profiled_init(model_path);
+}
+
+VGPU_EXPORT double revati_predict_attention(const char *backend, double seqs, double query_len, double context_len,
+                                            double heads, double kv_heads, double head_dim) {
+    int b = name_index(attention_backends, ATT_BACKENDS, backend);
+    if (b < 0) return -1;
+    attention_batch a = {seqs, query_len, context_len, heads, kv_heads, head_dim,
+                         query_len > 1 && query_len == context_len};
+    return predict_attention(b, &a);
+}
+
+/* ---- other kernels --------------------------------------------------------------------------- */
+
+static int by_name(const void *a, const void *b) {
+    return strcmp(((const named_kernel *)a)->name, ((const named_kernel *)b)->name);
+}
+
+static void sort_kernels(void) { qsort(model.kernels, model.n_kernels, sizeof *model.kernels, by_name); }
+
+/* Found by name once per function, then kept on the function itself. */
+static const kernel_model *kernel_model_for(vgpu_function *fn) {
+    const kernel_model *cached = __atomic_load_n((const kernel_model **)&fn->predictor_data, __ATOMIC_ACQUIRE);
+    if (cached) return cached;
+    static pthread_once_t sorted = PTHREAD_ONCE_INIT;
+    pthread_once(&sorted, sort_kernels);
+    named_kernel probe = {(char *)vgpu_function_display_name(fn), {0, 0}};
+    const named_kernel *found = bsearch(&probe, model.kernels, model.n_kernels, sizeof *model.kernels, by_name);
+    const kernel_model *m = found ? &found->model : &model.kernel_default;
+    __atomic_store_n((const kernel_model **)&fn->predictor_data, m, __ATOMIC_RELEASE);
+    return m;
+}
+
+static double predict_kernel(const vgpu_launch *l) {
+    attention_batch batch;
+    if (model.have_attention[ATT_SDPA_FLASH] && flash_attention_batch(l, &batch) == 0)
+        return predict_attention(ATT_SDPA_FLASH, &batch);
+    const kernel_model *m = l->function ? kernel_model_for(l->function) : &model.kernel_default;
+    double threads = (double)l->grid[0] * l->grid[1] * l->grid[2] * l->block[0] * l->block[1] * l->block[2];
+    return m->a + m->b * threads;
+}
+
+/* ---- data movement and collectives ------------------------------------------------------------ */
+
+static double over(const rates *r, double bytes) { return r->present ? r->latency + bytes / r->per_second : 0; }
+
+static double predict_copy(const vgpu_launch *l) {
+    int pinned = l->u.copy.pinned;
+    switch (l->u.copy.direction) {
+    case VGPU_COPY_H2D: return over(&model.copy[COPY_H2D][pinned], l->u.copy.bytes);
+    case VGPU_COPY_D2H: return over(&model.copy[COPY_D2H][pinned], l->u.copy.bytes);
+    case VGPU_COPY_H2H: return over(&model.copy[COPY_D2H][0], l->u.copy.bytes);    /* host memcpy: staged speed */
+    default: return over(&model.copy[COPY_D2D][0], l->u.copy.bytes);              /* D2D, P2P */
+    }
+}
+
+static double predict_collective(const vgpu_launch *l) {
+    double n = l->u.coll.nranks, bytes = l->u.coll.bytes, bus;
+    int op;
+    switch (l->u.coll.op) {
+    case VGPU_COLL_ALL_REDUCE: op = COLL_ALL_REDUCE; bus = bytes * 2 * (n - 1) / n; break;
+    case VGPU_COLL_ALL_GATHER: op = COLL_ALL_GATHER; bus = bytes * (n - 1); break;      /* bytes: one rank's part */
+    case VGPU_COLL_ALL_TO_ALL: op = COLL_ALL_GATHER; bus = bytes * (n - 1) / n; break;
+    case VGPU_COLL_REDUCE_SCATTER: op = COLL_REDUCE_SCATTER; bus = bytes * (n - 1) / n; break;
+    case VGPU_COLL_BROADCAST: case VGPU_COLL_REDUCE: op = COLL_BROADCAST; bus = bytes; break;
+    default: op = COLL_SEND_RECV; bus = bytes; break;
+    }
+    const rates *r = &model.collective[op];
+    if (!r->present) return 0;
+    return n <= 1 ? r->latency : r->latency + bus / r->per_second;
+}
+
+double vgpu_profiled_predict(const vgpu_launch *l) {
+    switch (l->kind) {
+    case VGPU_OP_GEMM: return predict_gemm(l);
+    case VGPU_OP_KERNEL: return predict_kernel(l);
+    case VGPU_OP_COPY: return predict_copy(l);
+    case VGPU_OP_MEMSET: return over(&model.memset, l->u.copy.bytes);
+    case VGPU_OP_COLLECTIVE: return predict_collective(l);
+    default: return 0;
+    }
+}
