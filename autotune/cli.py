@@ -8,6 +8,8 @@
     revati-tune predictor accuracy --sku h200 [--markdown]
                                             held-out error of the runtime predictor's models
     revati-tune predictor fit --sku h200    write the model file the C predictor loads
+    revati-tune predictor forward-pass --sku h200
+                                            emulated against measured whole forward passes
 
 Plain argparse: the `exec -- CMD` passthrough and a handful of subcommands need nothing more.
 """
@@ -106,7 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     accuracy.add_argument("--markdown", action="store_true", help="as a markdown document")
     fit = actions.add_parser("fit", help="fit a SKU's models and write the model file the C "
                                          "predictor loads; prints its path")
-    for action, handler in ((accuracy, _predictor_accuracy), (fit, _predictor_fit)):
+    forward = actions.add_parser("forward-pass", help="emulate the measured whole forward passes "
+                                                      "and print emulated against measured step times")
+    forward.add_argument("--markdown", action="store_true", help="as a markdown document")
+    for action, handler in ((accuracy, _predictor_accuracy), (fit, _predictor_fit),
+                            (forward, _predictor_forward_pass)):
         action.add_argument("--sku", required=True, type=str.lower,
                             help="a SKU with measurements under emulator/predictor/data")
         action.set_defaults(run=handler)
@@ -245,6 +251,18 @@ def _predictor_fit(args: argparse.Namespace) -> int:
     except tables.NoMeasurements as error:
         print(f"revati-tune: {error}", file=sys.stderr)
         return NO_MEASUREMENTS
+    return 0
+
+
+def _predictor_forward_pass(args: argparse.Namespace) -> int:
+    from emulator.predictor import forward_check, tables
+    sku = SKU_ALIASES.get(args.sku, args.sku)
+    if not (tables.DATA_DIR / sku / "forward_pass" / "forward_pass.csv").is_file():
+        print(f"revati-tune: no measured forward passes for SKU {sku!r} (emulator/predictor/data/{sku}/"
+              f"forward_pass/)", file=sys.stderr)
+        return NO_MEASUREMENTS
+    table = forward_check.compare(sku)
+    print(forward_check.render_markdown(table, sku) if args.markdown else forward_check.render_text(table), end="")
     return 0
 
 
