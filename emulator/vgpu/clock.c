@@ -96,7 +96,7 @@ static int64_t advance(int explained) {
     return local_ns;
 }
 
-/* Exported (unversioned) so the Timekeeper can raise the clock through cffi with the same atomic
+/* Exported so that the Timekeeper can raise the clock through cffi with the same atomic
  * maximum the threads use. */
 VGPU_EXPORT void revati_clock_raise(int64_t *now_ns, int64_t t) { raise_to(now_ns, t); }
 
