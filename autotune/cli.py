@@ -10,6 +10,9 @@
     revati-tune predictor fit --sku h200    write the model file the C predictor loads
     revati-tune predictor forward-pass --sku h200
                                             emulated against measured whole forward passes
+    revati-tune run --model llama3_8b --sku h100 --rate 4 --num-requests 200 --out runs/x
+                                            serve a workload on an emulated deployment, measured
+                                            as `vllm bench serve` measures it
 
 Plain argparse: the `exec -- CMD` passthrough and a handful of subcommands need nothing more.
 """
@@ -23,7 +26,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,12 +35,12 @@ from rich.table import Table
 
 from emulator.engines import envs
 from emulator.hardware import MAX_DEVICES, SKU_ALIASES, load_sku
+from emulator.process_groups import end_group, signal_group
 from emulator.timekeeper.server import Timekeeper
 from emulator.vgpu_environment import vgpu_environment
 
 BUILD_MODULE = "emulator.vgpu.build"
 # Seconds the members of an exec'd process group get to exit after SIGTERM before SIGKILL.
-GROUP_GRACE_SECONDS = 5.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +102,30 @@ def _parser() -> argparse.ArgumentParser:
                      help="virtual seconds charged per second of host CPU time (default 1)")
     run.add_argument("command", nargs="*", help="the command to run, after `--`")
     run.set_defaults(run=_exec, parser=run)
+
+    serve = commands.add_parser("run", help="serve a workload with the real engine on virtual GPUs and "
+                                            "measure it as `vllm bench serve` does")
+    serve.add_argument("--model", required=True, help="a folder of conf/model (llama3_8b, llama3_70b, ...)")
+    serve.add_argument("--sku", required=True, type=str.lower, help="h100, h200, a100 or a SKU yaml")
+    serve.add_argument("--engine", default="vllm", choices=["vllm"])
+    for flag, help_text in (("--tp", "tensor parallel size"), ("--pp", "pipeline parallel size"),
+                            ("--dp", "data parallel replicas")):
+        serve.add_argument(flag, type=int, default=1, help=help_text)
+    serve.add_argument("--max-num-seqs", type=int)
+    serve.add_argument("--max-num-batched-tokens", type=int)
+    serve.add_argument("--max-model-len", type=int)
+    serve.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs (vLLM's default: on)")
+    serve.add_argument("--rate", type=float, required=True, help="requests per second (inf: all at once)")
+    serve.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of arrivals (1: Poisson)")
+    serve.add_argument("--num-requests", type=int, required=True)
+    serve.add_argument("--prompt-len", type=int, required=True, help="prompt tokens per request")
+    serve.add_argument("--output-len", type=int, required=True, help="output tokens per request (ignore_eos)")
+    serve.add_argument("--seed", type=int, default=0)
+    for slo in ("ttft", "tpot", "e2el"):
+        serve.add_argument(f"--slo-{slo}-ms", type=float, help=f"{slo.upper()} SLO for goodput and attainment")
+    serve.add_argument("--timeout", type=float, default=1800.0, metavar="SECONDS", help="wall-clock limit")
+    serve.add_argument("--out", type=Path, required=True, help="folder for requests.parquet and summary.json")
+    serve.set_defaults(run=_run)
 
     predictor = commands.add_parser("predictor", help="the runtime predictor's fitted models")
     actions = predictor.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -266,6 +292,42 @@ def _predictor_forward_pass(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- run -----------------------------------------------------------------------------------------
+
+def _run(args: argparse.Namespace) -> int:
+    from emulator.engines.adapter import ServingKnobs
+    from emulator.run import RunConfig, RunFailed, run
+    knobs = ServingKnobs(tensor_parallel=args.tp, pipeline_parallel=args.pp, data_parallel=args.dp,
+                         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+                         max_model_len=args.max_model_len, cuda_graphs=False if args.enforce_eager else None)
+    workload = {"num_requests": args.num_requests, "seed": args.seed,
+                "arrival": {"process": "poisson" if args.burstiness == 1 else "gamma", "rate": args.rate,
+                            "burstiness": args.burstiness},
+                "prompt_len": {"kind": "fixed", "value": args.prompt_len},
+                "output_len": {"kind": "fixed", "value": args.output_len},
+                "shared_prefix": None, "trace": None, "max_concurrency": None, "ready_timeout_s": 1200.0}
+    slos = {k: getattr(args, f"slo_{k}_ms") for k in ("ttft", "tpot", "e2el") if getattr(args, f"slo_{k}_ms")}
+    config = RunConfig(model=args.model, sku=SKU_ALIASES.get(args.sku, args.sku), knobs=knobs, workload=workload,
+                       engine=args.engine, slos_ms=slos or None, timeout_s=args.timeout)
+    try:
+        config.model_dir()
+    except ValueError as error:
+        print(f"revati-tune: {error}", file=sys.stderr)
+        return 2
+    try:
+        summary = run(config, args.out)
+    except RunFailed as error:
+        print(f"revati-tune: the run failed: {error}", file=sys.stderr)
+        return 1
+    m = summary["metrics"]
+    print(f"{m['completed']} requests served in {summary['virtual_s']:.2f} virtual s ({summary['wall_s']:.1f} s wall); "
+          f"TTFT mean {m['mean_ttft_ms']:.2f} ms, TPOT mean {m['mean_tpot_ms']:.2f} ms; "
+          f"results in {args.out}")
+    for note in summary["config"]["emulation_notes"]:
+        print(f"  note: {note}")
+    return 0
+
+
 # ---- exec --------------------------------------------------------------------------------------
 
 TIMEKEEPER_FAILED = 3
@@ -296,7 +358,7 @@ def run_process_group(command: list[str], env: dict[str, str],
         if child is None:
             early.append(signum)
         else:
-            _signal_group(child.pid, signum)
+            signal_group(child.pid, signum)
 
     # SIGHUP too: in its own session the child no longer gets the terminal's hangup.
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -308,15 +370,15 @@ def run_process_group(command: list[str], env: dict[str, str],
             print(f"revati-tune: cannot run {command[0]}: {error.strerror}", file=sys.stderr)
             return 127 if isinstance(error, FileNotFoundError) else 126
         for signum in early:
-            _signal_group(child.pid, signum)
+            signal_group(child.pid, signum)
         while (returncode := _wait(child, 0.1)) is None:
             if stop():
-                _end_group(child.pid)
+                end_group(child.pid)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if child is not None:
-            _end_group(child.pid)
+            end_group(child.pid)
     return 128 - returncode if returncode < 0 else returncode
 
 
@@ -327,36 +389,3 @@ def _wait(child: subprocess.Popen, seconds: float) -> int | None:
         return None
 
 
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def _end_group(pgid: int) -> None:
-    if not _group_alive(pgid):
-        return
-    _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + GROUP_GRACE_SECONDS
-    while _group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _group_alive(pgid):
-        _signal_group(pgid, signal.SIGKILL)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a live (non-zombie) process is in group pgid. Read from /proc rather than probed
-    with killpg(pgid, 0), which also succeeds for zombies that an init not reaping leaves."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as stat:
-                # fields after "(comm)": state ppid pgrp ...
-                state, _, pgrp = stat.read().rsplit(")", 1)[1].split()[:3]
-        except (OSError, IndexError, ValueError):
-            continue
-        if int(pgrp) == pgid and state != "Z":
-            return True
-    return False

@@ -1,11 +1,13 @@
 /* stats.c: where virtual GPU time went. REVATI_VGPU_STATS=path writes, at exit, one CSV row
- * per (kind, name) with the launch count and total seconds, kernels under their demangled names
+ * per (kind, name) with the launch count and total seconds ("%p" in the path becomes the process
+ * id, so that every process of a deployment writes its own), kernels under their demangled names
  * (emulator/predictor/attribution.py sorts them into families); REVATI_VGPU_TRACE=path writes a
  * row per launch as it happens (tests and debugging: it is slow). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vgpu.h"
 
@@ -19,6 +21,7 @@ typedef struct total {
 static total *totals;
 static size_t totals_len, totals_cap;
 static FILE *trace;
+static char stats_path_buf[4096];
 static const char *stats_path;
 static int enabled = -1;
 static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -34,6 +37,7 @@ static void put_quoted(FILE *f, const char *text) {
 }
 
 static void write_stats(void) {
+    if (!stats_path) return;
     FILE *f = fopen(stats_path, "w");
     if (!f) return;
     fprintf(f, "kind,name,count,seconds\n");
@@ -51,6 +55,12 @@ static void write_stats(void) {
 static void open_outputs(void) {
     const char *trace_path = getenv("REVATI_VGPU_TRACE");
     stats_path = getenv("REVATI_VGPU_STATS");
+    const char *pid_at = stats_path ? strstr(stats_path, "%p") : NULL;
+    if (pid_at) {
+        snprintf(stats_path_buf, sizeof stats_path_buf, "%.*s%d%s", (int)(pid_at - stats_path), stats_path,
+                 (int)getpid(), pid_at + 2);
+        stats_path = stats_path_buf;
+    }
     if (trace_path && *trace_path) {
         trace = fopen(trace_path, "a");
         if (trace) {
@@ -62,6 +72,16 @@ static void open_outputs(void) {
     else stats_path = NULL;
     enabled = trace || stats_path;
 }
+
+void vgpu_stats_write(void) { write_stats(); }
+
+/* A forked child counts its own launches, into its own file (its pid): it starts afresh. */
+static void after_fork_in_child(void) {
+    totals_len = 0;
+    if (stats_path && strstr(getenv("REVATI_VGPU_STATS"), "%p")) enabled = -1;
+}
+
+__attribute__((constructor)) static void stats_start(void) { pthread_atfork(NULL, NULL, after_fork_in_child); }
 
 void vgpu_stats_record(const vgpu_launch *l, double seconds, double start) {
     if (enabled < 0) {

@@ -313,5 +313,7 @@ void *vgpu_driver_entry_point(const char *name);
 /* Every charged launch is counted by kind and name; REVATI_VGPU_STATS=path writes them as CSV
  * at exit, and REVATI_VGPU_TRACE=path writes one line per launch (for tests and attribution). */
 void vgpu_stats_record(const vgpu_launch *launch, double seconds, double start);
+/* Write the totals now (at exit, also when the process ends with _exit: interpose_exit.c). */
+void vgpu_stats_write(void);
 
 #endif

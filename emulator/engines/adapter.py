@@ -1,0 +1,68 @@
+"""What a serving engine adapter is: the knobs a trial sets, and how an engine turns them into its
+own command line and environment. One module per engine implements `EngineAdapter`
+(emulator/engines/vllm.py first); `ADAPTERS` names them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ServingKnobs:
+    """A deployment's configuration. None means the engine's own default, which is what users
+    deploy; only what a trial sets is passed on."""
+    tensor_parallel: int = 1
+    pipeline_parallel: int = 1
+    data_parallel: int = 1
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    chunked_prefill: bool | None = None
+    prefix_caching: bool | None = None
+    block_size: int | None = None
+    gpu_memory_utilization: float | None = None
+    kv_cache_dtype: str | None = None
+    scheduling_policy: str | None = None
+    cuda_graphs: bool | None = None
+    compilation_mode: int | None = None
+    max_model_len: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("tensor_parallel", "pipeline_parallel", "data_parallel"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "max_model_len"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or unset, got {value!r}")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
+        if self.scheduling_policy not in (None, "fcfs", "priority"):
+            raise ValueError(f"scheduling_policy must be fcfs or priority, got {self.scheduling_policy!r}")
+
+    @property
+    def gpus(self) -> int:
+        return self.tensor_parallel * self.pipeline_parallel * self.data_parallel
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ServingKnobs:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown serving knob(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+class EngineAdapter(Protocol):
+    name: str           # its managed environment (emulator/engines/envs.py)
+
+    def server_command(self, model_dir: Path, port: int, knobs: ServingKnobs) -> list[str]:
+        """The engine's OpenAI-compatible server on 127.0.0.1:port, token-id prompts, dummy weights."""
+
+    def environment(self) -> dict[str, str]:
+        """Engine settings the emulation needs, each for a stated reason (emulation_notes)."""
+
+    def emulation_notes(self) -> list[str]:
+        """Where the deployment differs from the engine's defaults, and why."""

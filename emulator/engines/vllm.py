@@ -1,0 +1,70 @@
+"""vLLM 0.33.0 as a serving engine under emulation: `vllm serve` with the trial's knobs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from emulator.engines.adapter import ServingKnobs
+
+# Settings the emulation needs, by vLLM's own environment variables, each with its reason (they
+# are printed with every run, so a result is never read as vLLM's defaults where it is not).
+ENVIRONMENT = {
+    # The V2 model runner keeps request state on the GPU and advances requests by counts that
+    # kernels compute; kernels do nothing here, so no request ever advances. The V1 runner reads
+    # back sampled token ids (host-backed memory: they round-trip) and runs the same kernels.
+    "VLLM_USE_V2_MODEL_RUNNER": "0",
+    # FlashInfer's top-k/top-p sampler is compiled just in time with nvcc and cuRAND headers that
+    # the emulating host lacks; vLLM's PyTorch sampler is used instead (its kernels are predicted).
+    "VLLM_USE_FLASHINFER_SAMPLER": "0",
+    # No usage reports from emulated deployments.
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+}
+
+NOTES = [
+    "VLLM_USE_V2_MODEL_RUNNER=0: vLLM 0.33's default V2 model runner advances requests by counts "
+    "computed in kernels, which the emulator does not run; the V1 runner is used",
+    "VLLM_USE_FLASHINFER_SAMPLER=0: FlashInfer's sampler needs a JIT build (nvcc, cuRAND headers); "
+    "vLLM's PyTorch sampler is used",
+    "FlashAttention 3 kernels (vLLM's Hopper default) are charged by the generic kernel model: "
+    "FA3 was not measured (not installed on the lent GPUs)",
+]
+
+
+class VllmAdapter:
+    name = "vllm"
+
+    def server_command(self, model_dir: Path, port: int, knobs: ServingKnobs) -> list[str]:
+        cmd = ["vllm", "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
+               "--load-format", "dummy", "--skip-tokenizer-init",
+               # Let the engine processes end by themselves when the server stops (they write
+               # where their GPU time went as they exit); vLLM's default kills them at once.
+               "--shutdown-timeout", "10",
+               "--tensor-parallel-size", str(knobs.tensor_parallel),
+               "--pipeline-parallel-size", str(knobs.pipeline_parallel),
+               "--data-parallel-size", str(knobs.data_parallel)]
+        options = {
+            "--max-num-seqs": knobs.max_num_seqs,
+            "--max-num-batched-tokens": knobs.max_num_batched_tokens,
+            "--block-size": knobs.block_size,
+            "--gpu-memory-utilization": knobs.gpu_memory_utilization,
+            "--kv-cache-dtype": knobs.kv_cache_dtype,
+            "--scheduling-policy": knobs.scheduling_policy,
+            "--max-model-len": knobs.max_model_len,
+            "--compilation-config": None if knobs.compilation_mode is None else f'{{"mode": {knobs.compilation_mode}}}',
+        }
+        for flag, value in options.items():
+            if value is not None:
+                cmd += [flag, str(value)]
+        switches = {"--enable-chunked-prefill": knobs.chunked_prefill, "--enable-prefix-caching": knobs.prefix_caching}
+        for flag, on in switches.items():
+            if on is not None:
+                cmd.append(flag if on else flag.replace("--enable-", "--disable-"))
+        if knobs.cuda_graphs is False:
+            cmd.append("--enforce-eager")
+        return cmd
+
+    def environment(self) -> dict[str, str]:
+        return dict(ENVIRONMENT)
+
+    def emulation_notes(self) -> list[str]:
+        return list(NOTES)

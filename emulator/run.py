@@ -1,0 +1,143 @@
+"""One emulated deployment serving one workload: what `revati-tune run` and every search trial do.
+
+    Timekeeper (this process)
+    ├── the engine's server (its own session): `vllm serve` on virtual GPUs, dummy weights
+    └── the load generator (emulator/loadgen.py): replays the workload against the server
+
+Both run on the vGPU library under one Timekeeper, so the load generator's arrival times and the
+server's step times are on one virtual clock. The run ends when the load generator has all its
+answers (or fails, or the wall-clock timeout passes); the server's whole process group is then
+ended. Results go to `out`: requests.parquet (one row per request), summary.json (the resolved
+configuration, the metrics as `vllm bench serve` defines them, where the GPU time went, and the
+run's virtual and wall time), and the processes' logs.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from emulator import metrics
+from emulator.engines.adapter import EngineAdapter, ServingKnobs
+from emulator.engines.envs import env_python
+from emulator.engines.vllm import VllmAdapter
+from emulator.predictor.attribution import by_family, read_stats
+from emulator.process_groups import end_group
+from emulator.timekeeper.server import Timekeeper
+from emulator.vgpu_environment import vgpu_environment
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = REPO / "conf" / "model"
+ADAPTERS: dict[str, EngineAdapter] = {"vllm": VllmAdapter()}
+SERVER_STOP_S = 30.0
+
+
+class RunFailed(RuntimeError):
+    """The deployment did not serve the workload; the message says why (and where the logs are)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str                  # a folder under conf/model
+    sku: str
+    knobs: ServingKnobs
+    workload: dict              # emulator.loadgen's spec, less base_url and model
+    engine: str = "vllm"
+    slos_ms: dict | None = None         # {"ttft": ms, "tpot": ms, "e2el": ms}
+    timeout_s: float = 1800.0           # wall clock, for the whole run
+
+    def model_dir(self) -> Path:
+        path = MODELS / self.model
+        if not (path / "config.json").is_file():
+            known = sorted(p.name for p in MODELS.iterdir() if (p / "config.json").is_file())
+            raise ValueError(f"model {self.model!r} has no conf/model/{self.model}/config.json; known: {', '.join(known)}")
+        return path
+
+
+def run(config: RunConfig, out: Path) -> dict:
+    """Serve the workload; returns the summary (also written to out/summary.json)."""
+    if config.engine not in ADAPTERS:
+        raise ValueError(f"engine must be one of {', '.join(ADAPTERS)}, got {config.engine!r}")
+    adapter = ADAPTERS[config.engine]
+    model_dir = config.model_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    spec = {**config.workload, "base_url": f"http://127.0.0.1:{port}", "model": str(model_dir)}
+    (out / "workload.json").write_text(json.dumps(spec, indent=2))
+    records_path = out / "requests.jsonl"
+    started = time.monotonic()
+    with Timekeeper(watchdog_s=config.timeout_s, log=lambda line: _append(out / "timekeeper.log", line)) as tk:
+        env = vgpu_environment(config.knobs.gpus, config.sku, engine=adapter.name, workdir=out / "vgpu")
+        env.update(tk.env())
+        env.update(adapter.environment())
+        env["REVATI_VGPU_STATS"] = str(out / "vgpu" / "stats-%p.csv")
+        env["PYTHONPATH"] = str(REPO)
+        with open(out / "server.log", "w") as server_log, open(out / "loadgen.log", "w") as loadgen_log:
+            server = subprocess.Popen(adapter.server_command(model_dir, port, config.knobs), env=env,
+                                      stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True)
+            loadgen = subprocess.Popen([str(env_python(adapter.name)), "-m", "emulator.loadgen", "--spec",
+                                        str(out / "workload.json"), "--out", str(records_path)], env=env,
+                                       stdout=loadgen_log, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                failure = _wait(loadgen, server, tk)
+            finally:
+                _stop(server)
+                for process in (loadgen, server):
+                    end_group(process.pid)
+                    process.wait()
+        virtual_s = tk.clock.now_ns / 1e9
+    wall_s = time.monotonic() - started
+    if failure:
+        raise RunFailed(f"{failure} (logs in {out})")
+    records = [json.loads(line) for line in records_path.read_text().splitlines() if line.startswith('{"request_id"')]
+    metrics.records_frame(records).to_parquet(out / "requests.parquet")
+    summary = {
+        "config": {"model": config.model, "sku": config.sku, "engine": config.engine, "knobs": asdict(config.knobs),
+                   "workload": config.workload, "slos_ms": config.slos_ms,
+                   "server_command": adapter.server_command(model_dir, port, config.knobs),
+                   "emulation_notes": adapter.emulation_notes()},
+        "metrics": metrics.compute(records, config.slos_ms),
+        "gpu_time_by_family": by_family(read_stats((out / "vgpu").glob("stats-*.csv"))).to_dict("records"),
+        "virtual_s": virtual_s,
+        "wall_s": wall_s,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def _wait(loadgen: subprocess.Popen, server: subprocess.Popen, tk: Timekeeper) -> str | None:
+    """None once the load generator finished its workload, else what went wrong."""
+    while True:
+        if tk.failure:
+            return tk.failure.splitlines()[0]
+        code = loadgen.poll()
+        if code is not None:
+            return None if code == 0 else f"the load generator exited with status {code}"
+        if server.poll() is not None:
+            return f"the {server.args[0]} server exited with status {server.returncode} before the workload ended"
+        time.sleep(0.1)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Ask the server to shut down as an operator would (SIGTERM to it alone), so that it stops its
+    engine processes in order; what is left after SERVER_STOP_S is ended with the group."""
+    if server.poll() is None:
+        server.terminate()
+        try:
+            server.wait(SERVER_STOP_S)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _append(path: Path, line: str) -> None:
+    with open(path, "a") as f:
+        f.write(line + "\n")
