@@ -320,7 +320,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"revati-tune: the run failed: {error}", file=sys.stderr)
         return 1
     m = summary["metrics"]
-    print(f"{m['completed']} requests served in {summary['virtual_s']:.2f} virtual s ({summary['wall_s']:.1f} s wall); "
+    print(f"{m['completed']} requests served in {summary['virtual_seconds']:.2f} virtual s ({summary['wall_seconds']:.1f} s wall); "
           f"TTFT mean {m['mean_ttft_ms']:.2f} ms, TPOT mean {m['mean_tpot_ms']:.2f} ms; "
           f"results in {args.out}")
     for note in summary["config"]["emulation_notes"]:

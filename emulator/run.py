@@ -101,8 +101,8 @@ def run(config: RunConfig, out: Path) -> dict:
                    "emulation_notes": adapter.emulation_notes()},
         "metrics": metrics.compute(records, config.slos_ms),
         "gpu_time_by_family": by_family(read_stats((out / "vgpu").glob("stats-*.csv"))).to_dict("records"),
-        "virtual_s": virtual_s,
-        "wall_s": wall_s,
+        "virtual_seconds": virtual_s,
+        "wall_seconds": wall_s,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
