@@ -15,7 +15,7 @@ import pandas as pd
 # Kernel families by name, first match wins; the patterns cover the names vLLM, SGLang and
 # PyTorch give their kernels (checked against the H200 profiles' kernel lists).
 KERNEL_FAMILIES = (
-    ("attention", r"flash_fwd|flash_attn|attention|paged_attention|fmha|mla_|decode_kernel|unified_attention"),
+    ("attention", r"flash_fwd|flash_attn|FlashAttn|attention|paged_attention|fmha|mla_|decode_kernel"),
     ("gemm", r"^nvjet|gemm|cutlass.*(sm90|gemm)|splitKreduce|cublas"),
     ("moe", r"moe|topk_softmax|expert"),
     ("norm", r"rms_?norm|layer_?norm|layernorm"),
