@@ -1,0 +1,39 @@
+"""Where virtual GPU time went, by kernel family (emulator/predictor/attribution.py)."""
+import pytest
+
+from emulator.predictor.attribution import by_family, family, read_stats
+
+
+@pytest.mark.parametrize("kind,name,expected", [
+    ("gemm", "cublasGemmEx", "gemm"),
+    ("kernel", "void cutlass::device_kernel<flash::enable_sm90_or_later<flash::FlashAttnFwdSm90<x>>>(y)", "attention"),
+    ("kernel", "void pytorch_flash::flash_fwd_splitkv_kernel<Flash_fwd_kernel_traits<128>>(Flash_fwd_params)",
+     "attention"),
+    ("kernel", "kernel_unified_attention_2d", "attention"),
+    ("kernel", "nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_TNT", "gemm"),
+    ("kernel", "void vllm::rms_norm_kernel<c10::BFloat16, 8, 3>(x)", "norm"),
+    ("kernel", "void vllm::reshape_and_cache_flash_kernel<x>(y)", "kv_cache"),
+    ("kernel", "void vllm::act_and_mul_kernel<x>(y)", "activation"),
+    ("kernel", "void at::native::vectorized_elementwise_kernel<8, x>(y)", "elementwise"),
+    ("kernel", "some_kernel_nobody_named", "other_kernel"),
+    ("copy", "memcpy", "copy"),
+])
+def test_families(kind, name, expected):
+    assert family(kind, name) == expected
+
+
+def test_by_family_sums_processes_and_shares(tmp_path):
+    (tmp_path / "a.csv").write_text('kind,name,count,seconds\ngemm,"cublasGemmEx",10,0.6\n'
+                                    'kernel,"void vllm::rms_norm_kernel<a, b>(c)",5,0.1\n')
+    (tmp_path / "b.csv").write_text('kind,name,count,seconds\ngemm,"cublasLtMatmul",2,0.2\ncopy,"memcpy",1,0.1\n')
+    table = by_family(read_stats([tmp_path / "a.csv", tmp_path / "b.csv"]))
+    rows = {r.family: (r.launches, r.seconds, r.share) for r in table.itertuples()}
+    assert rows["gemm"] == (12, pytest.approx(0.8), pytest.approx(0.8))
+    assert rows["norm"] == (5, pytest.approx(0.1), pytest.approx(0.1))
+    assert list(table["family"])[0] == "gemm"
+
+
+def test_stats_not_written_by_the_library_are_refused(tmp_path):
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not written by the vGPU library"):
+        read_stats([tmp_path / "x.csv"])
