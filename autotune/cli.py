@@ -297,9 +297,13 @@ def _predictor_forward_pass(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from emulator.engines.adapter import ServingKnobs
     from emulator.run import RunConfig, RunFailed, run
-    knobs = ServingKnobs(tensor_parallel=args.tp, pipeline_parallel=args.pp, data_parallel=args.dp,
-                         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-                         max_model_len=args.max_model_len, cuda_graphs=False if args.enforce_eager else None)
+    try:
+        knobs = ServingKnobs(tensor_parallel=args.tp, pipeline_parallel=args.pp, data_parallel=args.dp,
+                             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+                             max_model_len=args.max_model_len, cuda_graphs=False if args.enforce_eager else None)
+    except ValueError as error:
+        print(f"revati-tune: {error}", file=sys.stderr)
+        return 2
     workload = {"num_requests": args.num_requests, "seed": args.seed,
                 "arrival": {"process": "poisson" if args.burstiness == 1 else "gamma", "rate": args.rate,
                             "burstiness": args.burstiness},
@@ -310,15 +314,13 @@ def _run(args: argparse.Namespace) -> int:
     config = RunConfig(model=args.model, sku=SKU_ALIASES.get(args.sku, args.sku), knobs=knobs, workload=workload,
                        engine=args.engine, slos_ms=slos or None, timeout_s=args.timeout)
     try:
-        config.model_dir()
-    except ValueError as error:
-        print(f"revati-tune: {error}", file=sys.stderr)
-        return 2
-    try:
         summary = run(config, args.out)
     except RunFailed as error:
         print(f"revati-tune: the run failed: {error}", file=sys.stderr)
         return 1
+    except ValueError as error:         # refused before launch: names the knob and the fix
+        print(f"revati-tune: {error}", file=sys.stderr)
+        return 2
     m = summary["metrics"]
     print(f"{m['completed']} requests served in {summary['virtual_seconds']:.2f} virtual s ({summary['wall_seconds']:.1f} s wall); "
           f"TTFT mean {m['mean_ttft_ms']:.2f} ms, TPOT mean {m['mean_tpot_ms']:.2f} ms; "

@@ -20,10 +20,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from emulator import metrics
+from emulator import feasibility, metrics
 from emulator.engines.adapter import EngineAdapter, ServingKnobs
 from emulator.engines.envs import env_python
 from emulator.engines.vllm import VllmAdapter
+from emulator.hardware import load_sku
 from emulator.predictor.attribution import by_family, read_stats
 from emulator.process_groups import end_group
 from emulator.timekeeper.server import Timekeeper
@@ -63,6 +64,7 @@ def run(config: RunConfig, out: Path) -> dict:
         raise ValueError(f"engine must be one of {', '.join(ADAPTERS)}, got {config.engine!r}")
     adapter = ADAPTERS[config.engine]
     model_dir = config.model_dir()
+    feasibility.check(model_dir, config.knobs, load_sku(config.sku))
     out.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     spec = {**config.workload, "base_url": f"http://127.0.0.1:{port}", "model": str(model_dir)}
@@ -91,7 +93,7 @@ def run(config: RunConfig, out: Path) -> dict:
         virtual_s = tk.clock.now_ns / 1e9
     wall_s = time.monotonic() - started
     if failure:
-        raise RunFailed(f"{failure} (logs in {out})")
+        raise RunFailed(f"{failure}; the server's last lines:\n{_tail(out / 'server.log')}\n(all logs in {out})")
     records = [json.loads(line) for line in records_path.read_text().splitlines() if line.startswith('{"request_id"')]
     metrics.records_frame(records).to_parquet(out / "requests.parquet")
     summary = {
@@ -130,6 +132,11 @@ def _stop(server: subprocess.Popen) -> None:
             server.wait(SERVER_STOP_S)
         except subprocess.TimeoutExpired:
             pass
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    text = path.read_text(errors="replace").splitlines() if path.exists() else []
+    return "\n".join("    " + line[:300] for line in text[-lines:])
 
 
 def _free_port() -> int:

@@ -9,7 +9,7 @@ from autotune import cli
 from emulator.engines.adapter import ServingKnobs
 from emulator.engines.envs import is_ready
 from emulator.process_groups import group_alive
-from emulator.run import RunConfig, run
+from emulator.run import RunConfig, RunFailed, run
 
 WORKLOAD = {"num_requests": 12, "seed": 1, "arrival": {"process": "poisson", "rate": 6.0, "burstiness": 1.0},
             "prompt_len": {"kind": "uniform", "low": 64, "high": 256}, "output_len": {"kind": "fixed", "value": 12},
@@ -44,3 +44,34 @@ def test_run_names_an_unknown_model(tmp_path, capsys):
                      "--prompt-len", "8", "--output-len", "2", "--out", str(tmp_path)])
     assert code == 2
     assert "conf/model/llama9_1t" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model,knobs,words", [
+    ("llama3_70b", ServingKnobs(tensor_parallel=3), ["tensor_parallel=3", "64 attention heads", "[1, 2, 4, 8]"]),
+    ("llama3_70b", ServingKnobs(tensor_parallel=1), ["131.4 GiB per GPU", "at least 2 GPUs"]),
+    ("llama3_8b", ServingKnobs(tensor_parallel=16), ["16 GPUs per replica", "at most 8"]),
+    ("tiny_llama", ServingKnobs(pipeline_parallel=4), ["pipeline_parallel=4", "2 layers"]),
+])
+def test_configurations_that_cannot_work_fail_before_launch(model, knobs, words, tmp_path):
+    config = RunConfig(model=model, sku="h100", knobs=knobs, workload=WORKLOAD)
+    with pytest.raises(ValueError) as error:
+        run(config, tmp_path)
+    for word in words:
+        assert word in str(error.value)
+    assert not any(tmp_path.iterdir())          # nothing was started
+
+
+def test_unknown_knobs_are_named():
+    with pytest.raises(ValueError, match="unknown serving knob.*tensor_paralel"):
+        ServingKnobs.from_dict({"tensor_paralel": 2})
+
+
+def test_a_crashing_engine_fails_the_run_with_its_log(tmp_path):
+    config = RunConfig(model="tiny_llama", sku="h200", knobs=ServingKnobs(kv_cache_dtype="no_such_dtype"),
+                       workload=WORKLOAD, timeout_s=300)
+    with pytest.raises(RunFailed) as error:
+        run(config, tmp_path)
+    assert "server exited with status" in str(error.value) and "no_such_dtype" in str(error.value)
+    server_pid = int((tmp_path / "server.log").read_text().split("pid=")[1].split(")")[0]) \
+        if "pid=" in (tmp_path / "server.log").read_text() else None
+    assert server_pid is None or not group_alive(server_pid)

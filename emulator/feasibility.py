@@ -1,0 +1,62 @@
+"""Configurations that cannot work, refused before anything is launched.
+
+A trial that the engine would reject after minutes of start-up (or that could never fit) fails
+here in milliseconds, with the knob and the fix named. Only checks that hold for every engine
+live here; the engine still has the last word.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from emulator.engines.adapter import ServingKnobs
+from emulator.hardware import Sku
+
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+GPUS_PER_NODE = 8       # an HGX node: the NVLink domain tensor and pipeline parallelism run in
+
+
+class Infeasible(ValueError):
+    """The configuration cannot run; the message names the knob and what would work."""
+
+
+def check(model_dir: Path, knobs: ServingKnobs, sku: Sku) -> None:
+    config = json.loads((model_dir / "config.json").read_text())
+    heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
+    tp, pp = knobs.tensor_parallel, knobs.pipeline_parallel
+    if tp * pp > GPUS_PER_NODE:
+        raise Infeasible(f"tensor_parallel x pipeline_parallel = {tp * pp} GPUs per replica: one replica spans one "
+                         f"node of {GPUS_PER_NODE} GPUs here; use at most {GPUS_PER_NODE} (and data_parallel for more)")
+    if heads % tp:
+        raise Infeasible(f"tensor_parallel={tp} does not divide the model's {heads} attention heads: "
+                         f"use one of {_divisors(heads, 8)}")
+    if tp > kv_heads and tp % kv_heads or tp <= kv_heads and kv_heads % tp:
+        raise Infeasible(f"tensor_parallel={tp} and the model's {kv_heads} KV heads: one must divide the other "
+                         f"(use one of {[d for d in _divisors(heads, 8) if d % kv_heads == 0 or kv_heads % d == 0]})")
+    layers = config["num_hidden_layers"]
+    if pp > layers:
+        raise Infeasible(f"pipeline_parallel={pp} exceeds the model's {layers} layers")
+    weights = parameter_count(config) * DTYPE_BYTES.get(config.get("torch_dtype", "bfloat16"), 2)
+    per_gpu = weights / (tp * pp)
+    usable = (sku.memory_bytes - sku.context_memory_bytes) * (knobs.gpu_memory_utilization or 0.9)
+    if per_gpu > usable:
+        need = -(-weights // int(usable))
+        raise Infeasible(f"the weights take {per_gpu / 2**30:.1f} GiB per GPU at tensor_parallel={tp} x "
+                         f"pipeline_parallel={pp}, more than the {usable / 2**30:.1f} GiB usable on a {sku.name}: "
+                         f"use at least {need} GPUs per replica (tensor_parallel x pipeline_parallel)")
+
+
+def parameter_count(config: dict) -> int:
+    """Weights of a decoder-only transformer from its config (dense or mixture of experts)."""
+    hidden, layers, vocab = config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]
+    heads = config["num_attention_heads"]
+    kv_heads = config.get("num_key_value_heads", heads)
+    head_dim = config.get("head_dim") or hidden // heads
+    attention = hidden * head_dim * (heads + 2 * kv_heads) + heads * head_dim * hidden
+    mlp = 3 * hidden * config["intermediate_size"] * config.get("num_local_experts", 1)
+    embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings") else 2)
+    return layers * (attention + mlp + 2 * hidden) + embeddings + hidden
+
+
+def _divisors(n: int, limit: int) -> list[int]:
+    return [d for d in range(1, limit + 1) if n % d == 0]
