@@ -1,6 +1,10 @@
 """`revati-tune run` end to end: the real vLLM 0.33 server on a virtual H200 serving a Poisson
 workload in virtual time (end-to-end tier: about a minute and a half on 2 cores)."""
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -75,3 +79,37 @@ def test_a_crashing_engine_fails_the_run_with_its_log(tmp_path):
     server_pid = int((tmp_path / "server.log").read_text().split("pid=")[1].split(")")[0]) \
         if "pid=" in (tmp_path / "server.log").read_text() else None
     assert server_pid is None or not group_alive(server_pid)
+
+
+def _server_pid(out) -> int:
+    log = (out / "server.log").read_text()
+    return int(log.split("pid=")[1].split(")")[0])
+
+
+def test_a_run_past_its_timeout_fails_and_leaves_nothing(tmp_path):
+    config = RunConfig(model="tiny_llama", sku="h200", knobs=ServingKnobs(max_model_len=2048), workload=WORKLOAD,
+                       timeout_s=20)
+    with pytest.raises(RunFailed, match="watchdog"):
+        run(config, tmp_path)
+    assert not group_alive(_server_pid(tmp_path))
+
+
+def test_ctrl_c_stops_the_run_and_leaves_nothing(tmp_path):
+    command = [sys.executable, "-c", "import sys; from autotune.cli import main; sys.exit(main())", "run", "--model", "tiny_llama", "--sku", "h200", "--rate", "4",
+               "--num-requests", "10", "--prompt-len", "64", "--output-len", "8", "--max-model-len", "2048",
+               "--out", str(tmp_path)]
+    cli_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and "pid=" not in _read(tmp_path / "server.log"):
+        time.sleep(0.5)
+    assert "pid=" in _read(tmp_path / "server.log"), "the server never started"
+    cli_process.send_signal(signal.SIGINT)
+    cli_process.wait(timeout=120)
+    assert cli_process.returncode != 0
+    assert not group_alive(_server_pid(tmp_path))
+    assert not [line for line in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+                if str(tmp_path) in line]
+
+
+def _read(path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
