@@ -503,6 +503,9 @@ async def wait_until_ready(session, base_url: str, timeout_s: float) -> None:
         await asyncio.sleep(HEALTH_POLL_INTERVAL_S)
 
 
+READY_LINE = "loadgen: the server is ready; sending the workload"
+
+
 async def run_load(spec: WorkloadSpec, plan: list[PlannedRequest]) -> tuple[list[dict], dict]:
     import aiohttp  # only here: the workload code above must import without it
 
@@ -521,6 +524,7 @@ async def run_load(spec: WorkloadSpec, plan: list[PlannedRequest]) -> tuple[list
             async with semaphore:
                 return await send_request(session, url, spec, planned, t0)
 
+        print(READY_LINE, flush=True)   # the run driver times start-up and serving from this line
         t0 = time.monotonic()
         tasks = []
         for planned in plan:

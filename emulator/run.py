@@ -25,6 +25,7 @@ from emulator.engines.adapter import EngineAdapter, ServingKnobs
 from emulator.engines.envs import env_python
 from emulator.engines.vllm import VllmAdapter
 from emulator.hardware import load_sku
+from emulator.loadgen import READY_LINE
 from emulator.predictor.attribution import by_family, read_stats
 from emulator.process_groups import end_group
 from emulator.timekeeper.server import Timekeeper
@@ -84,7 +85,7 @@ def run(config: RunConfig, out: Path) -> dict:
                                         str(out / "workload.json"), "--out", str(records_path)], env=env,
                                        stdout=loadgen_log, stderr=subprocess.STDOUT, start_new_session=True)
             try:
-                failure = _wait(loadgen, server, tk)
+                failure, serving_since = _wait(loadgen, server, tk, out / "loadgen.log")
             finally:
                 _stop(server)
                 for process in (loadgen, server):
@@ -92,6 +93,7 @@ def run(config: RunConfig, out: Path) -> dict:
                     process.wait()
         virtual_s = tk.clock.now_ns / 1e9
     wall_s = time.monotonic() - started
+    startup_wall_s = (serving_since or time.monotonic()) - started
     if failure:
         raise RunFailed(f"{failure}; the server's last lines:\n{_tail(out / 'server.log')}\n(all logs in {out})")
     records = [json.loads(line) for line in records_path.read_text().splitlines() if line.startswith('{"request_id"')]
@@ -105,21 +107,30 @@ def run(config: RunConfig, out: Path) -> dict:
         "gpu_time_by_family": by_family(read_stats((out / "vgpu").glob("stats-*.csv"))).to_dict("records"),
         "virtual_seconds": virtual_s,
         "wall_seconds": wall_s,
+        # Start-up (engine load, compilation, CUDA graphs) until the server took load, then serving.
+        "startup_wall_seconds": startup_wall_s,
+        "serving_wall_seconds": wall_s - startup_wall_s,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
 
 
-def _wait(loadgen: subprocess.Popen, server: subprocess.Popen, tk: Timekeeper) -> str | None:
-    """None once the load generator finished its workload, else what went wrong."""
+def _wait(loadgen: subprocess.Popen, server: subprocess.Popen, tk: Timekeeper,
+          loadgen_log: Path) -> tuple[str | None, float | None]:
+    """(None once the load generator finished its workload, else what went wrong; the wall time
+    at which the server took load, seen to within the polling interval)."""
+    serving_since = None
     while True:
+        if serving_since is None and READY_LINE in loadgen_log.read_text(errors="replace"):
+            serving_since = time.monotonic()
         if tk.failure:
-            return tk.failure.splitlines()[0]
+            return tk.failure.splitlines()[0], serving_since
         code = loadgen.poll()
         if code is not None:
-            return None if code == 0 else f"the load generator exited with status {code}"
+            return (None if code == 0 else f"the load generator exited with status {code}"), serving_since
         if server.poll() is not None:
-            return f"the {server.args[0]} server exited with status {server.returncode} before the workload ended"
+            return (f"the {server.args[0]} server exited with status {server.returncode} before the workload "
+                    f"ended"), serving_since
         time.sleep(0.1)
 
 
