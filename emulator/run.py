@@ -84,6 +84,8 @@ def run(config: RunConfig, out: Path) -> dict:
             loadgen = subprocess.Popen([str(env_python(adapter.name)), "-m", "emulator.loadgen", "--spec",
                                         str(out / "workload.json"), "--out", str(records_path)], env=env,
                                        stdout=loadgen_log, stderr=subprocess.STDOUT, start_new_session=True)
+            # Each leads a session of its own: what to look for if a run was killed outright.
+            (out / "processes.json").write_text(json.dumps({"server": server.pid, "loadgen": loadgen.pid}))
             try:
                 failure, serving_since = _wait(loadgen, server, tk, out / "loadgen.log")
             finally:
