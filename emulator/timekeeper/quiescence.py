@@ -10,6 +10,11 @@ gets a CPU, so a message in flight is never mistaken for idleness.
 from __future__ import annotations
 
 import os
+import time
+
+# Wall time within which an answered thread runs on any host this runs on (it is runnable at once;
+# this only bounds a wait for a thread that had nothing left to wake for).
+ANSWER_LATENCY_S = 0.5
 
 
 def _read(path: str) -> str:
@@ -96,13 +101,16 @@ class IdleDetector:
         self._files.close()
 
     def expect_run(self, pid: int, tid: int) -> None:
-        self._expected[pid, tid] = _read(f"/proc/{pid}/task/{tid}/schedstat")
+        self._expected[pid, tid] = (_read(f"/proc/{pid}/task/{tid}/schedstat"), time.monotonic())
         self._previous = None
 
     def _answers_in_flight(self) -> bool:
-        for (pid, tid), before in list(self._expected.items()):
-            now = _read(f"/proc/{pid}/task/{tid}/schedstat")
-            if not now or now != before:
+        now = time.monotonic()
+        for (pid, tid), (before, since) in list(self._expected.items()):
+            current = _read(f"/proc/{pid}/task/{tid}/schedstat")
+            # Ran, gone, or (a safety net: an answer that raced with the thread waking up by
+            # itself wakes nothing) not run after ANSWER_LATENCY_S of wall time.
+            if not current or current != before or now - since > ANSWER_LATENCY_S:
                 del self._expected[pid, tid]
         return bool(self._expected)
 

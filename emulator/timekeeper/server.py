@@ -17,7 +17,6 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-import signal
 import tempfile
 import threading
 import time
@@ -213,9 +212,14 @@ class Timekeeper:
         elif m.type == TYPES["WAIT"]:
             self.waits[identity, m.token] = Wait(identity, m.token, m.pid, m.tid, m.time_ns, m.call)
         elif m.type == TYPES["CANCEL"]:
-            # A wait still here has not fired; one already gone was resumed before the cancel.
+            # A wait still here has not fired; one already gone was resumed before the cancel,
+            # and that RESUME is what the thread wakes on: this reply wakes nothing.
             fired = self.waits.pop((identity, m.token), None) is None
-            self._answer(identity, m.pid, m.tid, Message(TYPES["CANCELLED"], token=m.token, flag=int(fired)))
+            reply = Message(TYPES["CANCELLED"], token=m.token, flag=int(fired))
+            if fired:
+                self._socket.send_multipart([identity, reply.pack()])
+            else:
+                self._answer(identity, m.pid, m.tid, reply)
         elif m.type == TYPES["ARRIVE"]:
             self._arrive(identity, m)
         else:
