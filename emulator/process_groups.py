@@ -17,15 +17,24 @@ def signal_group(pgid: int, signum: int) -> None:
 
 
 def end_group(pgid: int) -> None:
-    """SIGTERM to the group, then SIGKILL to whatever is left after the grace period."""
+    """SIGTERM to the group, then SIGKILL to whatever is left after the grace period; returns
+    once nothing of the group runs any more (a killed process takes a moment to go)."""
     if not group_alive(pgid):
         return
     signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + GROUP_GRACE_SECONDS
-    while group_alive(pgid) and time.monotonic() < deadline:
+    if _gone_within(pgid, GROUP_GRACE_SECONDS):
+        return
+    signal_group(pgid, signal.SIGKILL)
+    _gone_within(pgid, GROUP_GRACE_SECONDS)
+
+
+def _gone_within(pgid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while group_alive(pgid):
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.05)
-    if group_alive(pgid):
-        signal_group(pgid, signal.SIGKILL)
+    return True
 
 
 def group_alive(pgid: int) -> bool:
