@@ -112,6 +112,7 @@ static void graph_append(vgpu_graph *g, const vgpu_launch *l, double start, doub
         g->starts = realloc(g->starts, g->cap * sizeof *g->starts);
     }
     g->nodes[g->len] = *l;
+    g->nodes[g->len].args = NULL;   /* the launch's argument array is gone once the launch returns */
     g->durations[g->len] = seconds;
     g->starts[g->len] = start;
     g->len++;
