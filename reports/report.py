@@ -1,0 +1,152 @@
+"""`write_report`: a study as one self-contained HTML file, plus trials.csv and trials.parquet.
+
+The HTML inlines plotly.js once (no CDN: it opens offline and can be mailed). The Pareto plot is
+drawn on load; each trial's drill-down figures are embedded as JSON and drawn when its section
+is opened, so a study of hundreds of trials still opens fast. Everything else is templates/
+report.html.j2 (jinja2, for its autoescaping: failure reasons and commands are arbitrary text).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import jinja2
+import optuna
+import pandas as pd
+import plotly.io as pio
+
+from reports import figures
+from reports.exports import write_trials
+from reports.loading import load_study, trials_frame
+from reports.pareto import front
+from reports.plan import plan_html
+
+TEMPLATES = Path(__file__).parent / "templates"
+LATENCIES = ("ttft", "tpot", "itl", "e2el")
+THROUGHPUTS = {"request_throughput": "req/s", "output_throughput": "output tok/s",
+               "total_token_throughput": "total tok/s"}
+NOT_RUN = ("failed", "timeout", "infeasible")
+
+
+def write_report(study: optuna.Study | str | Path, out_dir: str | Path, study_name: str | None = None,
+                 plan: Iterable[Mapping] | None = None) -> Path:
+    """Write out_dir/report.html, trials.csv and trials.parquet; returns the HTML's path. `study`
+    is a Study, a storage URL, a study file or an out dir; `plan` adds capacity planning's rows
+    (see reports.plan)."""
+    study = load_study(study, study_name)
+    out_dir = Path(out_dir)
+    trials = trials_frame(study)
+    write_trials(trials, out_dir)
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                                     undefined=jinja2.StrictUndefined)
+    html = environment.get_template("report.html.j2").render(
+        title=f"revati-tune: {study.study_name}",
+        header=header(study, trials),
+        pareto_plot=pio.to_html(figures.pareto_figure(trials), full_html=False, include_plotlyjs=True,
+                                div_id="pareto", config={"displaylogo": False}),
+        plan=plan_html(plan) if plan is not None else None,
+        pareto_table=pareto_table(trials),
+        recommended=[_trial_view(row) for _, row in front(trials).iterrows()],
+        runs=[_run_view(row) for _, row in trials[trials["outcome"] == "ok"].iterrows()],
+        not_run=[_trial_view(row) for _, row in trials[trials["outcome"] != "ok"].iterrows()],
+    )
+    path = out_dir / "report.html"
+    path.write_text(html)
+    return path
+
+
+def header(study: optuna.Study, trials: pd.DataFrame) -> dict[str, str]:
+    """What was searched, under which SLOs, and how the trials ended."""
+    config = study.user_attrs.get("config") or {}
+    outcomes = trials["outcome"].value_counts()
+    ran = int(outcomes.get("ok", 0))
+    feasible = int(trials["feasible"].sum())
+    counts = (f"{len(trials)} trials: {ran} ran ({feasible} held the SLO, {ran - feasible} missed it), "
+              f"{int(outcomes.get('failed', 0)) + int(outcomes.get('timeout', 0))} failed or timed out, "
+              f"{int(outcomes.get('infeasible', 0))} infeasible")
+    others = len(trials) - ran - sum(int(outcomes.get(o, 0)) for o in NOT_RUN)
+    if others:
+        counts += f", {others} not finished"
+    model = describe(config.get("model")) + (f" ({config['hf_id']})" if config.get("hf_id") else "")
+    return {"model": model, "hardware": describe(config.get("hardware")),
+            "engine": describe(config.get("engine")), "workload": describe(config.get("workload")),
+            "SLOs": slo_text(study.user_attrs.get("slo") or config.get("slo") or {}), "trials": counts}
+
+
+def describe(value) -> str:
+    """A config entry in a line: a named thing by its name (and Hugging Face id), anything else
+    as its non-null fields."""
+    if isinstance(value, Mapping):
+        if "name" in value:
+            return value["name"] + (f" ({value['hf_id']})" if value.get("hf_id") else "")
+        return ", ".join(f"{key} {describe(item)}" for key, item in value.items() if item is not None)
+    return "" if value is None else str(value)
+
+
+def slo_text(slo: Mapping) -> str:
+    limits = [f"{name.upper()} ≤ {slo[f'{name}_ms']:g} ms" for name in ("ttft", "tpot", "e2el")
+              if slo.get(f"{name}_ms") is not None]
+    text = ", ".join(limits) or "none"
+    if slo.get("attainment") is not None:
+        text += f"; at least {slo['attainment']:.0%} of requests good"
+    return text
+
+
+def pareto_table(trials: pd.DataFrame) -> str:
+    """The front's configurations: latency percentiles (ms), throughputs and attainment."""
+    rows = front(trials)
+    table = pd.DataFrame({"trial": rows["number"], "GPUs": rows["gpus"],
+                          "goodput/GPU": rows["goodput_per_gpu"].map("{:.3g}".format),
+                          "SLO attainment": rows["slo_attainment"].map(_percent)})
+    for metric in LATENCIES:
+        columns = [f"median_{metric}_ms", f"p90_{metric}_ms", f"p99_{metric}_ms"]
+        table[f"{metric.upper()} p50 / p90 / p99 (ms)"] = (
+            rows[columns].apply(lambda r: " / ".join(map(_number, r)), axis=1) if set(columns) <= set(rows) else "")
+    for column, label in THROUGHPUTS.items():
+        table[label] = rows[column].map(_number) if column in rows else ""
+    table["knobs"] = rows["knobs"].map(lambda k: ", ".join(f"{n}={v}" for n, v in json.loads(k).items()))
+    return table.to_html(index=False, border=0, classes="pareto", table_id="pareto-table", escape=True)
+
+
+def _number(value) -> str:
+    """Three significant digits, but whole numbers from 100 up (2054 tok/s, not 2.05e+03)."""
+    if pd.isna(value):
+        return ""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _percent(value) -> str:
+    return "" if pd.isna(value) else f"{value:.1%}"
+
+
+def _trial_view(row: pd.Series) -> dict:
+    return {"number": int(row["number"]), "gpus": "" if pd.isna(row["gpus"]) else int(row["gpus"]),
+            "outcome": row["outcome"], "reason": row["reason"] or "",
+            "goodput_per_gpu": _number(row["goodput_per_gpu"]), "slo_attainment": _percent(row["slo_attainment"]),
+            "feasible": bool(row["feasible"]), "pareto": bool(row["pareto"]),
+            "knobs": json.loads(row["knobs"]), "deploy_command": row["deploy_command"] or "",
+            "command": row["command"] or "", "run_dir": row["run_dir"] or ""}
+
+
+def _run_view(row: pd.Series) -> dict:
+    """A trial that ran, with its drill-down figures as plotly JSON (or why there are none)."""
+    view = _trial_view(row)
+    run_dir = Path(view["run_dir"]) if view["run_dir"] else None
+    requests_path = run_dir / "requests.parquet" if run_dir else None
+    summary_path = run_dir / "summary.json" if run_dir else None
+    view.update(figures=[], missing=[], virtual_seconds=None, wall_seconds=None)
+    if requests_path and requests_path.is_file():
+        requests = pd.read_parquet(requests_path)
+        view["figures"] += [figures.latency_cdf_figure(requests).to_json(),
+                            figures.load_figure(requests).to_json()]
+    else:
+        view["missing"].append(f"{requests_path or 'requests.parquet'} (no latency CDFs, throughput or queue)")
+    if summary_path and summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        view["figures"].append(figures.gpu_time_figure(summary.get("gpu_time_by_family") or []).to_json())
+        view["virtual_seconds"] = summary.get("virtual_seconds")
+        view["wall_seconds"] = summary.get("wall_seconds")
+    else:
+        view["missing"].append(f"{summary_path or 'summary.json'} (no GPU time by family)")
+    return view
