@@ -1,0 +1,264 @@
+"""Reports on synthetic studies: loading, the Pareto front, the HTML report, exports, compare, the
+capacity plan table, the CLI, and a screenshot that shows the Pareto plot was drawn.
+
+The studies are built with Optuna's API to the study driver's contract (user_attrs outcome,
+knobs, gpus, metrics, goodput_per_gpu, slo_attainment, run_dir, deploy_command, command); each
+run folder holds a small requests.parquet (written through emulator.metrics.records_frame, the
+same code a real run uses) and summary.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from emulator import metrics
+from reports import cli, screenshot
+from reports.compare import compare
+from reports.figures import PARETO_COLOR
+from reports.loading import load_study, trials_frame
+from reports.pareto import best_by_gpus
+from reports.plan import NONE_HOLDS, plan_table
+from reports.report import write_report
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+SLO = {"ttft_ms": 500, "tpot_ms": 50, "e2el_ms": None, "attainment": 0.9}
+CONFIG = {"model": "llama3_8b", "hf_id": "meta-llama/Llama-3.1-8B-Instruct", "hardware": "h100", "engine": "vllm",
+          "workload": {"num_requests": 20, "rate": 4.0, "prompt_len": {"kind": "fixed", "value": 512}, "trace": None},
+          "slo": SLO, "search": {"trials": 8}, "out": "runs/x"}
+FAILED_REASON = "the vllm server exited with status 1 before the workload ended: CUDA out of memory"
+INFEASIBLE_REASON = "tensor_parallel_size 3 does not divide the 32 attention heads"
+
+# (outcome, gpus, tensor_parallel_size, max_num_seqs, goodput_per_gpu, slo_attainment, reason)
+TRIALS = [
+    ("ok", 1, 1, 64, 3.0, 0.95, None),          # front
+    ("ok", 2, 2, 64, 3.5, 0.93, None),          # front
+    ("ok", 2, 2, 128, 2.0, 0.99, None),         # dominated by trial 1
+    ("ok", 4, 4, 256, 5.0, 0.50, None),         # best goodput, but misses the SLO
+    ("failed", 8, 8, 64, None, None, FAILED_REASON),
+    ("infeasible", 3, 3, 64, None, None, INFEASIBLE_REASON),
+    ("timeout", 4, 2, 512, None, None, "ran past 1800 s"),
+    ("ok", 4, 4, 128, 4.0, 0.92, None),         # front
+]
+
+
+def _records(n: int = 20) -> list[dict]:
+    records = []
+    for i in range(n):
+        sent = 0.25 * i
+        first = sent + 0.05 + 0.01 * (i % 5)
+        chunks = [first + 0.02 * k for k in range(16)]
+        records.append({"request_id": f"req-{i}", "arrival_s": sent, "sent_s": sent, "first_token_s": first,
+                        "finish_s": chunks[-1], "done_s": chunks[-1], "prompt_tokens": 512, "output_tokens": 16,
+                        "requested_output_tokens": 16, "error": None, "chunk_times": chunks})
+    records.append({"request_id": "req-failed", "arrival_s": 1.0, "sent_s": 1.0, "finish_s": None, "done_s": 1.5,
+                    "first_token_s": None, "prompt_tokens": 512, "error": "connection reset", "chunk_times": []})
+    return records
+
+
+def _write_run(run_dir: Path) -> dict:
+    run_dir.mkdir(parents=True)
+    records = _records()
+    metrics.records_frame(records).to_parquet(run_dir / "requests.parquet")
+    summary = {"metrics": metrics.compute(records, {"ttft": 500, "tpot": 50}),
+               "gpu_time_by_family": [{"family": "gemm", "launches": 900, "seconds": 9.0, "share": 0.9},
+                                      {"family": "attention", "launches": 100, "seconds": 1.0, "share": 0.1}],
+               "virtual_seconds": 5.3, "wall_seconds": 7.1, "config": {"server_command": ["vllm", "serve"]}}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return summary["metrics"]
+
+
+def make_study(out: Path, trials=TRIALS, name: str = "synthetic") -> optuna.Study:
+    out.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name=name,
+                                directions=["maximize", "minimize"])
+    study.set_user_attr("config", CONFIG)
+    study.set_user_attr("slo", SLO)
+    for number, (outcome, gpus, tp, seqs, goodput, attainment, reason) in enumerate(trials):
+        knobs = {"tensor_parallel_size": tp, "pipeline_parallel_size": 1, "data_parallel_size": gpus // tp,
+                 "max_num_seqs": seqs, "enable_prefix_caching": None}
+        attrs = {"outcome": outcome, "knobs": knobs, "gpus": gpus, "engine": "vllm",
+                 "deploy_command": f"vllm serve meta-llama/Llama-3.1-8B-Instruct --tensor-parallel-size {tp} "
+                                   f"--data-parallel-size {gpus // tp} --max-num-seqs {seqs}",
+                 "command": f"revati-tune run --model llama3_8b --sku h100 --tp {tp} --max-num-seqs {seqs}"}
+        if outcome == "ok":
+            run_dir = out / name / f"{number:04d}"
+            attrs.update(metrics=_write_run(run_dir), goodput_per_gpu=goodput, slo_attainment=attainment,
+                         run_dir=str(run_dir))
+            trial = optuna.trial.create_trial(values=[goodput, gpus], user_attrs=attrs)
+        else:
+            attrs["reason"] = reason
+            trial = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=attrs)
+        study.add_trial(trial)
+    return study
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("study")
+    make_study(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(study_dir, tmp_path_factory) -> Path:
+    return write_report(study_dir, tmp_path_factory.mktemp("report"))
+
+
+def test_loading_from_out_dir_url_and_file(study_dir):
+    by_dir = trials_frame(load_study(study_dir))
+    by_url = trials_frame(load_study(f"sqlite:///{study_dir / 'study.db'}", "synthetic"))
+    by_file = trials_frame(load_study(study_dir / "study.db"))
+    assert len(by_dir) == len(TRIALS) and by_dir.equals(by_url) and by_dir.equals(by_file)
+    assert list(by_dir["outcome"]) == [t[0] for t in TRIALS]
+    row = by_dir.iloc[0]
+    assert row["tensor_parallel_size"] == 1 and row["max_num_seqs"] == 64
+    assert row["p99_ttft_ms"] > 0 and row["request_throughput"] > 0
+    assert row["run_dir"].endswith("0000") and row["deploy_command"].startswith("vllm serve")
+    assert by_dir.iloc[4]["reason"] == FAILED_REASON
+    # Null knobs are the engine's default: left out of the canonical knobs trials are matched by.
+    assert "enable_prefix_caching" not in json.loads(row["knobs"])
+
+
+def test_loading_refuses_ambiguous_and_unknown(study_dir, tmp_path):
+    with pytest.raises(ValueError, match="neither a storage URL"):
+        load_study(tmp_path)
+    with pytest.raises(ValueError, match="no study 'nope'"):
+        load_study(study_dir, "nope")
+    make_study(tmp_path, TRIALS[:1], name="a")
+    make_study(tmp_path, TRIALS[:1], name="b")
+    with pytest.raises(ValueError, match="holds 2 studies"):
+        load_study(tmp_path)
+
+
+def test_feasible_and_pareto(study_dir):
+    trials = trials_frame(load_study(study_dir))
+    assert list(trials["feasible"]) == [True, True, True, False, False, False, False, True]
+    # Trial 2 is dominated by trial 1 (same GPUs, less goodput); trial 3 beats everything but
+    # missed the SLO; trials that did not run are never on the front.
+    assert list(trials.index[trials["pareto"]]) == [0, 1, 7]
+    assert best_by_gpus(trials).to_dict() == {1: 3.0, 2: 3.5, 4: 4.0}
+
+
+def test_equal_trials_are_both_on_the_front(tmp_path):
+    trials = trials_frame(make_study(tmp_path, [TRIALS[0], TRIALS[0]]))
+    assert list(trials["pareto"]) == [True, True]
+
+
+def test_report_contents(report):
+    html = report.read_text()
+    assert report.name == "report.html"
+    for div_id in ("pareto", "pareto-table", "deploy", "trials", "failures", "header"):
+        assert f'id="{div_id}"' in html, div_id
+    assert "llama3_8b (meta-llama/Llama-3.1-8B-Instruct)" in html and "<dd>h100</dd>" in html
+    assert "TTFT ≤ 500 ms, TPOT ≤ 50 ms; at least 90% of requests good" in html
+    assert "8 trials: 5 ran (4 held the SLO, 1 missed it), 2 failed or timed out, 1 infeasible" in html
+    deploy = html[html.index('id="deploy"'):html.index('id="trials"')]
+    for tp, seqs in ((1, 64), (2, 64), (4, 128)):
+        assert f"--tensor-parallel-size {tp} --data-parallel-size" in deploy and f"--max-num-seqs {seqs}" in deploy
+    assert "--max-num-seqs 256" not in deploy
+    failures = html[html.index('id="failures"'):]
+    for reason in (FAILED_REASON, INFEASIBLE_REASON, "ran past 1800 s"):
+        assert reason in failures
+    # A drill-down per trial that ran, each with its three figures (CDFs, load, GPU time).
+    for number in (0, 1, 2, 3, 7):
+        assert f'id="trial-{number}"' in html
+    assert html.count('class="figure"') == 5 * 3
+    assert "TTFT p50 / p90 / p99 (ms)" in html
+
+
+def test_report_is_self_contained(report):
+    html = report.read_text()
+    assert not re.search(r"<script[^>]+src=", html), "no external scripts"
+    assert not re.search(r"<link[^>]+href=[\"']https?:", html)
+    assert "Plotly.newPlot" in html and len(html) > 1_000_000, "plotly.js inlined"
+
+
+def test_trials_exported(report):
+    csv = pd.read_csv(report.parent / "trials.csv")
+    parquet = pd.read_parquet(report.parent / "trials.parquet")
+    assert len(csv) == len(parquet) == len(TRIALS)
+    assert list(parquet["pareto"]) == [True, True, False, False, False, False, False, True]
+    assert {"tensor_parallel_size", "p99_e2el_ms", "deploy_command"} <= set(csv.columns)
+
+
+def test_report_without_run_files_says_so(tmp_path):
+    study = make_study(tmp_path / "s", TRIALS[:1])
+    for path in (tmp_path / "s" / "synthetic" / "0000").iterdir():
+        path.unlink()
+    html = write_report(study, tmp_path / "r").read_text()
+    assert "Not found:" in html and 'class="figure"' not in html
+
+
+def test_compare(tmp_path):
+    old = make_study(tmp_path / "old")
+    changed = [TRIALS[0], ("ok", 2, 2, 32, 4.2, 0.95, None), *TRIALS[2:]]
+    new = make_study(tmp_path / "new", changed)
+    result = compare(old, tmp_path / "new")
+    assert result.best_old == 4.0 and result.best_new == 4.2
+    text = result.markdown()
+    assert "+5.0%" in text
+    assert "| 2 | 3.5 | 4.2 |" in text
+    # The TP2, 64-sequence configuration left the front; the 32-sequence one joined it.
+    assert '"max_num_seqs": 64, "pipeline_parallel_size": 1, "tensor_parallel_size": 2' in text.split("Only in new")[0]
+    assert '"max_num_seqs": 32' in text.split("Only in new")[1]
+    html = result.html()
+    assert "<table" in html and "+5.0%" in html
+    assert new.study_name == "synthetic"
+
+
+def test_plan_table_text_and_in_report(study_dir, tmp_path):
+    rows = [{"rate": 8, "gpus": 2, "knobs": {"tensor_parallel_size": 2, "max_num_seqs": None},
+             "slo_attainment": 0.93, "goodput_per_gpu": 3.5},
+            {"rate": 2, "gpus": 1, "config": {"tensor_parallel_size": 1}, "slo_attainment": 0.95,
+             "goodput_per_gpu": 3.0},
+            {"rate": 64, "gpus": None, "knobs": None, "slo_attainment": None, "goodput_per_gpu": None}]
+    text = plan_table(rows)
+    lines = text.splitlines()
+    assert lines[1].split()[:4] == ["2", "1", "95.0%", "3"] and lines[3].split()[0] == "64"
+    assert NONE_HOLDS in lines[3] and '{"tensor_parallel_size": 2}' in lines[2]
+    html = write_report(study_dir, tmp_path, plan=rows).read_text()
+    assert 'id="plan"' in html and NONE_HOLDS in html
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="revati-tune")
+    cli.register(parser.add_subparsers(dest="subcommand", required=True))
+    return parser
+
+
+def test_cli_report_and_compare(study_dir, tmp_path, capsys):
+    args = _parser().parse_args(["report", str(study_dir), "--out", str(tmp_path / "r")])
+    assert args.run(args) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "r" / "report.html")
+    assert {"report.html", "trials.csv", "trials.parquet"} <= {p.name for p in (tmp_path / "r").iterdir()}
+    args = _parser().parse_args(["compare", str(study_dir), str(study_dir), "--out", str(tmp_path / "c")])
+    assert args.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "+0.0%" in printed and (tmp_path / "c" / "compare.md").read_text() in printed
+    assert (tmp_path / "c" / "compare.html").is_file()
+
+
+def test_cli_report_defaults_to_the_study_folder(tmp_path, capsys):
+    make_study(tmp_path, TRIALS[:1])
+    args = _parser().parse_args(["report", str(tmp_path), "--study-name", "synthetic"])
+    assert args.run(args) == 0
+    assert (tmp_path / "report.html").is_file()
+
+
+@pytest.mark.skipif(screenshot.chromium() is None,
+                    reason="headless Chromium not installed (apt-get install -y chromium)")
+def test_screenshot_shows_the_pareto_plot(report, tmp_path):
+    from PIL import Image
+    png = screenshot.render(report, tmp_path / "report.png", width=1200, height=900)
+    pixels = np.asarray(Image.open(png).convert("RGB"), dtype=int)
+    marker = np.array([int(PARETO_COLOR[i:i + 2], 16) for i in (1, 3, 5)])
+    near = int((np.abs(pixels - marker).sum(axis=2) < 30).sum())
+    # Three front markers of 13 px and the line between them: well over a few hundred pixels.
+    assert near > 300, f"only {near} pixels of the front's colour in {png}"
