@@ -1,7 +1,9 @@
 """Render an HTML file to PNG with headless Chromium, so tests can check what a report draws.
 
 Chromium comes from the system (`apt-get install -y chromium` on Debian); `chromium()` says
-whether there is one, for tests to skip with a reason when there is not.
+whether there is one, for tests to skip with a reason when there is not. `color_pixels` counts
+the pixels of a colour (Pillow, from the test extra), e.g. of reports.figures.PARETO_COLOR to
+see that the Pareto plot drew its front.
 """
 from __future__ import annotations
 
@@ -38,3 +40,13 @@ def render(html: Path, png: Path, width: int = 1280, height: int = 1024, timeout
     if not png.is_file():
         raise RuntimeError(f"chromium wrote no screenshot (status {result.returncode}): {result.stderr[-2000:]}")
     return png
+
+
+def color_pixels(png: Path, hex_color: str, tolerance: int = 30) -> int:
+    """Pixels within `tolerance` (sum of absolute RGB differences) of `hex_color` ("#d62728")."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(png).convert("RGB"), dtype=int)
+    color = np.array([int(hex_color[i:i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(pixels - color).sum(axis=2) < tolerance).sum())

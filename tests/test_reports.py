@@ -13,7 +13,6 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -255,10 +254,7 @@ def test_cli_report_defaults_to_the_study_folder(tmp_path, capsys):
 @pytest.mark.skipif(screenshot.chromium() is None,
                     reason="headless Chromium not installed (apt-get install -y chromium)")
 def test_screenshot_shows_the_pareto_plot(report, tmp_path):
-    from PIL import Image
     png = screenshot.render(report, tmp_path / "report.png", width=1200, height=900)
-    pixels = np.asarray(Image.open(png).convert("RGB"), dtype=int)
-    marker = np.array([int(PARETO_COLOR[i:i + 2], 16) for i in (1, 3, 5)])
-    near = int((np.abs(pixels - marker).sum(axis=2) < 30).sum())
+    near = screenshot.color_pixels(png, PARETO_COLOR)
     # Three front markers of 13 px and the line between them: well over a few hundred pixels.
     assert near > 300, f"only {near} pixels of the front's colour in {png}"
