@@ -10,11 +10,17 @@
     revati-tune predictor fit --sku h200    write the model file the C predictor loads
     revati-tune predictor forward-pass --sku h200
                                             emulated against measured whole forward passes
-    revati-tune run --model llama3_8b --sku h100 --rate 4 --num-requests 200 --out runs/x
-                                            serve a workload on an emulated deployment, measured
-                                            as `vllm bench serve` measures it
+    revati-tune run STUDY.yaml [KEY=VALUE ...]
+                                            serve a study's workload with one configuration on an
+                                            emulated deployment, measured as `vllm bench serve` does
+    revati-tune search STUDY.yaml [KEY=VALUE ...]
+                                            search configurations (Optuna); writes a report
+    revati-tune plan STUDY.yaml --rates 2,4,8   the fewest GPUs that hold the SLO at each rate
+    revati-tune report STUDY_DIR | compare OLD NEW
+                                            the HTML report of a study; what moved between two
 
-Plain argparse: the `exec -- CMD` passthrough and a handful of subcommands need nothing more.
+Plain argparse for the subcommands (the `exec -- CMD` passthrough needs nothing more); study
+configuration goes through Hydra (autotune/config.py), with its override syntax.
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ from emulator.hardware import MAX_DEVICES, SKU_ALIASES, load_sku
 from emulator.process_groups import end_group, signal_group
 from emulator.timekeeper.server import Timekeeper
 from emulator.vgpu_environment import vgpu_environment
+from reports import cli as reports_cli
 
 BUILD_MODULE = "emulator.vgpu.build"
 # Seconds the members of an exec'd process group get to exit after SIGTERM before SIGKILL.
@@ -103,29 +110,32 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("command", nargs="*", help="the command to run, after `--`")
     run.set_defaults(run=_exec, parser=run)
 
-    serve = commands.add_parser("run", help="serve a workload with the real engine on virtual GPUs and "
-                                            "measure it as `vllm bench serve` does")
-    serve.add_argument("--model", required=True, help="a folder of conf/model (llama3_8b, llama3_70b, ...)")
-    serve.add_argument("--sku", required=True, type=str.lower, help="h100, h200, a100 or a SKU yaml")
-    serve.add_argument("--engine", default="vllm", choices=["vllm"])
-    for flag, help_text in (("--tp", "tensor parallel size"), ("--pp", "pipeline parallel size"),
-                            ("--dp", "data parallel replicas")):
-        serve.add_argument(flag, type=int, default=1, help=help_text)
-    serve.add_argument("--max-num-seqs", type=int)
-    serve.add_argument("--max-num-batched-tokens", type=int)
-    serve.add_argument("--max-model-len", type=int)
-    serve.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs (vLLM's default: on)")
-    serve.add_argument("--rate", type=float, required=True, help="requests per second (inf: all at once)")
-    serve.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of arrivals (1: Poisson)")
-    serve.add_argument("--num-requests", type=int, required=True)
-    serve.add_argument("--prompt-len", type=int, required=True, help="prompt tokens per request")
-    serve.add_argument("--output-len", type=int, required=True, help="output tokens per request (ignore_eos)")
-    serve.add_argument("--seed", type=int, default=0)
-    for slo in ("ttft", "tpot", "e2el"):
-        serve.add_argument(f"--slo-{slo}-ms", type=float, help=f"{slo.upper()} SLO for goodput and attainment")
-    serve.add_argument("--timeout", type=float, default=1800.0, metavar="SECONDS", help="wall-clock limit")
-    serve.add_argument("--out", type=Path, required=True, help="folder for requests.parquet and summary.json")
+    serve = commands.add_parser(
+        "run", help="serve a study's workload with one configuration (the engine group's values) on "
+                    "virtual GPUs, measured as `vllm bench serve` measures it",
+        usage="revati-tune run STUDY.yaml [KEY=VALUE ...]")
+    serve.add_argument("study", type=Path, help="a study file, e.g. conf/llama70b_h100.yaml")
+    serve.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="Hydra overrides, e.g. engine.tensor_parallel_size=4 workload.rate=8 out=runs/x")
     serve.set_defaults(run=_run)
+
+    search = commands.add_parser(
+        "search", help="search the configurations of a study for the most good requests per GPU",
+        usage="revati-tune search STUDY.yaml [KEY=VALUE ...]")
+    search.add_argument("study", type=Path, help="a study file, e.g. conf/llama70b_h100.yaml")
+    search.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="Hydra overrides, e.g. workload.rate=8 search.trials=60 search.parallel=2")
+    search.set_defaults(run=_search)
+
+    plan = commands.add_parser(
+        "plan", help="capacity planning: the fewest GPUs that hold the SLO at each of several rates",
+        usage="revati-tune plan STUDY.yaml --rates R1,R2,... [KEY=VALUE ...]")
+    plan.add_argument("study", type=Path)
+    plan.add_argument("--rates", required=True, type=_rates, help="requests per second, comma-separated")
+    plan.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    plan.set_defaults(run=_plan)
+
+    reports_cli.register(commands)
 
     predictor = commands.add_parser("predictor", help="the runtime predictor's fitted models")
     actions = predictor.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -292,41 +302,82 @@ def _predictor_forward_pass(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- run -----------------------------------------------------------------------------------------
+# ---- run, search, plan ------------------------------------------------------------------------------
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(r) for r in text.split(",")]
+    except ValueError:
+        rates = []
+    if not rates or any(not r > 0 for r in rates):
+        raise argparse.ArgumentTypeError(f"must be positive numbers separated by commas, e.g. 2,4,8; got {text!r}")
+    return rates
+
 
 def _run(args: argparse.Namespace) -> int:
-    from emulator.engines.adapter import ServingKnobs
-    from emulator.run import RunConfig, RunFailed, run
+    from autotune import config as study_config
+    from autotune.progress import RunProgress, summary_table
+    from emulator.run import RunFailed, run
+    _die_with_parent()
+    # A stop request (the study driver's, or an operator's) ends the deployment like Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        knobs = ServingKnobs(tensor_parallel=args.tp, pipeline_parallel=args.pp, data_parallel=args.dp,
-                             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-                             max_model_len=args.max_model_len, cuda_graphs=False if args.enforce_eager else None)
-    except ValueError as error:
-        print(f"revati-tune: {error}", file=sys.stderr)
-        return 2
-    workload = {"num_requests": args.num_requests, "seed": args.seed,
-                "arrival": {"process": "poisson" if args.burstiness == 1 else "gamma", "rate": args.rate,
-                            "burstiness": args.burstiness},
-                "prompt_len": {"kind": "fixed", "value": args.prompt_len},
-                "output_len": {"kind": "fixed", "value": args.output_len},
-                "shared_prefix": None, "trace": None, "max_concurrency": None, "ready_timeout_s": 1200.0}
-    slos = {k: getattr(args, f"slo_{k}_ms") for k in ("ttft", "tpot", "e2el") if getattr(args, f"slo_{k}_ms")}
-    config = RunConfig(model=args.model, sku=SKU_ALIASES.get(args.sku, args.sku), knobs=knobs, workload=workload,
-                       engine=args.engine, slos_ms=slos or None, timeout_s=args.timeout)
-    try:
-        summary = run(config, args.out)
+        config = study_config.load(args.study, args.overrides)
+        run_config = config.run_config()
+        with RunProgress(config.workload) as progress:
+            summary = run(run_config, config.out, progress.update)
     except RunFailed as error:
         print(f"revati-tune: the run failed: {error}", file=sys.stderr)
         return 1
-    except ValueError as error:         # refused before launch: names the knob and the fix
+    except ValueError as error:         # refused before launch: names the field or knob and the fix
         print(f"revati-tune: {error}", file=sys.stderr)
         return 2
-    m = summary["metrics"]
-    print(f"{m['completed']} requests served in {summary['virtual_seconds']:.2f} virtual s ({summary['wall_seconds']:.1f} s wall); "
-          f"TTFT mean {m['mean_ttft_ms']:.2f} ms, TPOT mean {m['mean_tpot_ms']:.2f} ms; "
-          f"results in {args.out}")
+    except KeyboardInterrupt:
+        print("revati-tune: interrupted; the deployment was stopped", file=sys.stderr)
+        return 130
+    Console().print(summary_table(summary))
     for note in summary["config"]["emulation_notes"]:
         print(f"  note: {note}")
+    print(f"results in {config.out}")
+    return 0
+
+
+def _die_with_parent() -> None:
+    """A trial started by a study driver is stopped (as by Ctrl-C) if the driver dies, even by
+    SIGKILL, so that a killed study leaves no deployment running."""
+    parent = os.environ.pop("REVATI_DIE_WITH_PARENT", None)
+    if parent is None:
+        return
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+    if os.getppid() != int(parent):     # the driver died before the request took effect
+        raise KeyboardInterrupt
+
+
+def _search(args: argparse.Namespace) -> int:
+    from autotune import config as study_config
+    from autotune.search import search
+    config = study_config.load(args.study, args.overrides)
+    try:
+        report = search(config)
+    except KeyboardInterrupt:
+        print(f"revati-tune: stopped; completed trials are kept in {config.storage}; run the same command "
+              f"to resume", file=sys.stderr)
+        return 130
+    print(f"report: {report}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from autotune import config as study_config
+    from autotune.plan import plan
+    study_config.load(args.study, args.overrides)      # errors in the study file show before any run
+    try:
+        print(plan(args.study, args.overrides, args.rates))
+    except KeyboardInterrupt:
+        print("revati-tune: stopped; run the same command to resume", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -391,3 +442,7 @@ def _wait(child: subprocess.Popen, seconds: float) -> int | None:
         return None
 
 
+
+
+if __name__ == "__main__":
+    sys.exit(main())

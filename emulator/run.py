@@ -14,11 +14,13 @@ run's virtual and wall time), and the processes' logs.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 from emulator import feasibility, metrics
 from emulator.engines.adapter import EngineAdapter, ServingKnobs
@@ -59,8 +61,10 @@ class RunConfig:
         return path
 
 
-def run(config: RunConfig, out: Path) -> dict:
-    """Serve the workload; returns the summary (also written to out/summary.json)."""
+def run(config: RunConfig, out: Path, progress: Callable[[float, bool], None] = lambda virtual_s, serving: None) -> dict:
+    """Serve the workload; returns the summary (also written to out/summary.json). progress is
+    called about ten times a wall second with the virtual seconds so far and whether the server
+    has taken load yet."""
     if config.engine not in ADAPTERS:
         raise ValueError(f"engine must be one of {', '.join(ADAPTERS)}, got {config.engine!r}")
     adapter = ADAPTERS[config.engine]
@@ -77,7 +81,7 @@ def run(config: RunConfig, out: Path) -> dict:
         env.update(tk.env())
         env.update(adapter.environment())
         env["REVATI_VGPU_STATS"] = str(out / "vgpu" / "stats-%p.csv")
-        env["PYTHONPATH"] = str(REPO)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO), adapter.environment().get("PYTHONPATH"))))
         with open(out / "server.log", "w") as server_log, open(out / "loadgen.log", "w") as loadgen_log:
             server = subprocess.Popen(adapter.server_command(model_dir, port, config.knobs), env=env,
                                       stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -87,7 +91,7 @@ def run(config: RunConfig, out: Path) -> dict:
             # Each leads a session of its own: what to look for if a run was killed outright.
             (out / "processes.json").write_text(json.dumps({"server": server.pid, "loadgen": loadgen.pid}))
             try:
-                failure, serving_since = _wait(loadgen, server, tk, out / "loadgen.log")
+                failure, serving_since = _wait(loadgen, server, tk, out / "loadgen.log", progress)
             finally:
                 _stop(server)
                 for process in (loadgen, server):
@@ -117,14 +121,15 @@ def run(config: RunConfig, out: Path) -> dict:
     return summary
 
 
-def _wait(loadgen: subprocess.Popen, server: subprocess.Popen, tk: Timekeeper,
-          loadgen_log: Path) -> tuple[str | None, float | None]:
+def _wait(loadgen: subprocess.Popen, server: subprocess.Popen, tk: Timekeeper, loadgen_log: Path,
+          progress: Callable[[float, bool], None]) -> tuple[str | None, float | None]:
     """(None once the load generator finished its workload, else what went wrong; the wall time
     at which the server took load, seen to within the polling interval)."""
     serving_since = None
     while True:
         if serving_since is None and READY_LINE in loadgen_log.read_text(errors="replace"):
             serving_since = time.monotonic()
+        progress(tk.clock.now_ns / 1e9, serving_since is not None)
         if tk.failure:
             return tk.failure.splitlines()[0], serving_since
         code = loadgen.poll()

@@ -1,1 +1,7 @@
-"""Search spaces: per-engine knob definitions (name, domain, constraints, engine arguments)."""
+"""Per-engine search spaces, by engine name (the `engine.name` of a study)."""
+from search_spaces import vllm
+from search_spaces.space import Knob, Space
+
+SPACES: dict[str, Space] = {"vllm": vllm.SPACE}
+
+__all__ = ["Knob", "SPACES", "Space"]

@@ -58,6 +58,15 @@ class ServingKnobs:
 class EngineAdapter(Protocol):
     name: str           # its managed environment (emulator/engines/envs.py)
 
+    def knob_names(self) -> list[str]:
+        """The engine's own argument names that map to ServingKnobs (what conf/engine/ sets)."""
+
+    def knobs(self, args: dict) -> ServingKnobs:
+        """ServingKnobs from the engine's own argument names; None leaves the engine's default."""
+
+    def deploy_command(self, model: str, knobs: ServingKnobs) -> list[str]:
+        """The command that serves the same deployment on real GPUs."""
+
     def server_command(self, model_dir: Path, port: int, knobs: ServingKnobs) -> list[str]:
         """The engine's OpenAI-compatible server on 127.0.0.1:port, token-id prompts, dummy weights."""
 

@@ -5,6 +5,10 @@ from pathlib import Path
 
 from emulator.engines.adapter import ServingKnobs
 
+# revati-tune's vLLM general plugin (a module and its static dist-info, found by importlib.metadata
+# on PYTHONPATH): publishes each step's attention batch to the vGPU library.
+PLUGIN_DIR = Path(__file__).resolve().parent / "vllm_plugin"
+
 # Settings the emulation needs, by vLLM's own environment variables, each with its reason (they
 # are printed with every run, so a result is never read as vLLM's defaults where it is not).
 ENVIRONMENT = {
@@ -25,46 +29,87 @@ NOTES = [
     "computed in kernels, which the emulator does not run; the V1 runner is used",
     "VLLM_USE_FLASHINFER_SAMPLER=0: FlashInfer's sampler needs a JIT build (nvcc, cuRAND headers); "
     "vLLM's PyTorch sampler is used",
-    "FlashAttention 3 kernels (vLLM's Hopper default) are charged by the generic kernel model: "
-    "FA3 was not measured (not installed on the lent GPUs)",
+    "FlashAttention 3 kernels (vLLM's Hopper default) are MODELLED, not measured (FA3 is not installed "
+    "on the lent GPUs): each is charged what vLLM's Triton unified attention measured for the step's batch "
+    "(published by revati-tune's vLLM plugin), carried to other SKUs by the roofline; CUDA graph replays "
+    "re-charge attention for the batch being replayed",
 ]
+
+
+# vLLM's argument names (`vllm serve --x-y` as x_y) for the knobs of ServingKnobs.
+ARGUMENTS = {
+    "tensor_parallel_size": "tensor_parallel",
+    "pipeline_parallel_size": "pipeline_parallel",
+    "data_parallel_size": "data_parallel",
+    "max_num_seqs": "max_num_seqs",
+    "max_num_batched_tokens": "max_num_batched_tokens",
+    "enable_chunked_prefill": "chunked_prefill",
+    "enable_prefix_caching": "prefix_caching",
+    "block_size": "block_size",
+    "gpu_memory_utilization": "gpu_memory_utilization",
+    "kv_cache_dtype": "kv_cache_dtype",
+    "scheduling_policy": "scheduling_policy",
+    "enforce_eager": "cuda_graphs",        # inverted: enforce_eager is CUDA graphs off
+    "compilation_mode": "compilation_mode",
+    "max_model_len": "max_model_len",
+}
 
 
 class VllmAdapter:
     name = "vllm"
 
-    def server_command(self, model_dir: Path, port: int, knobs: ServingKnobs) -> list[str]:
-        cmd = ["vllm", "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
-               "--load-format", "dummy", "--skip-tokenizer-init",
-               # Let the engine processes end by themselves when the server stops (they write
-               # where their GPU time went as they exit); vLLM's default kills them at once.
-               "--shutdown-timeout", "10",
-               "--tensor-parallel-size", str(knobs.tensor_parallel),
-               "--pipeline-parallel-size", str(knobs.pipeline_parallel),
-               "--data-parallel-size", str(knobs.data_parallel)]
-        options = {
-            "--max-num-seqs": knobs.max_num_seqs,
-            "--max-num-batched-tokens": knobs.max_num_batched_tokens,
-            "--block-size": knobs.block_size,
-            "--gpu-memory-utilization": knobs.gpu_memory_utilization,
-            "--kv-cache-dtype": knobs.kv_cache_dtype,
-            "--scheduling-policy": knobs.scheduling_policy,
-            "--max-model-len": knobs.max_model_len,
-            "--compilation-config": None if knobs.compilation_mode is None else f'{{"mode": {knobs.compilation_mode}}}',
-        }
-        for flag, value in options.items():
+    def knob_names(self) -> list[str]:
+        return list(ARGUMENTS)
+
+    def knobs(self, args: dict) -> ServingKnobs:
+        """ServingKnobs from vLLM's argument names (None: vLLM's default)."""
+        values = {}
+        for arg, value in args.items():
+            if arg not in ARGUMENTS:
+                raise ValueError(f"{arg} is not a vLLM argument the emulator maps; known: {', '.join(ARGUMENTS)}")
             if value is not None:
-                cmd += [flag, str(value)]
-        switches = {"--enable-chunked-prefill": knobs.chunked_prefill, "--enable-prefix-caching": knobs.prefix_caching}
-        for flag, on in switches.items():
-            if on is not None:
-                cmd.append(flag if on else flag.replace("--enable-", "--disable-"))
-        if knobs.cuda_graphs is False:
-            cmd.append("--enforce-eager")
-        return cmd
+                values[ARGUMENTS[arg]] = (not value) if arg == "enforce_eager" else value
+        return ServingKnobs.from_dict(values)
+
+    def server_command(self, model_dir: Path, port: int, knobs: ServingKnobs) -> list[str]:
+        return ["vllm", "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
+                "--load-format", "dummy", "--skip-tokenizer-init",
+                # Let the engine processes end by themselves when the server stops (they write
+                # where their GPU time went as they exit); vLLM's default kills them at once.
+                "--shutdown-timeout", "10", *_flags(knobs)]
+
+    def deploy_command(self, model: str, knobs: ServingKnobs) -> list[str]:
+        """The same deployment on real GPUs: what a report recommends."""
+        return ["vllm", "serve", model, *_flags(knobs)]
 
     def environment(self) -> dict[str, str]:
-        return dict(ENVIRONMENT)
+        return {**ENVIRONMENT, "PYTHONPATH": str(PLUGIN_DIR)}
 
     def emulation_notes(self) -> list[str]:
         return list(NOTES)
+
+
+def _flags(knobs: ServingKnobs) -> list[str]:
+    cmd = ["--tensor-parallel-size", str(knobs.tensor_parallel),
+           "--pipeline-parallel-size", str(knobs.pipeline_parallel),
+           "--data-parallel-size", str(knobs.data_parallel)]
+    options = {
+        "--max-num-seqs": knobs.max_num_seqs,
+        "--max-num-batched-tokens": knobs.max_num_batched_tokens,
+        "--block-size": knobs.block_size,
+        "--gpu-memory-utilization": knobs.gpu_memory_utilization,
+        "--kv-cache-dtype": knobs.kv_cache_dtype,
+        "--scheduling-policy": knobs.scheduling_policy,
+        "--max-model-len": knobs.max_model_len,
+        "--compilation-config": None if knobs.compilation_mode is None else f'{{"mode": {knobs.compilation_mode}}}',
+    }
+    for flag, value in options.items():
+        if value is not None:
+            cmd += [flag, str(value)]
+    switches = {"--enable-chunked-prefill": knobs.chunked_prefill, "--enable-prefix-caching": knobs.prefix_caching}
+    for flag, on in switches.items():
+        if on is not None:
+            cmd.append(flag if on else flag.replace("--enable-", "--disable-"))
+    if knobs.cuda_graphs is False:
+        cmd.append("--enforce-eager")
+    return cmd

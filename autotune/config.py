@@ -1,0 +1,237 @@
+"""A study file plus command-line overrides, composed by Hydra and checked before anything runs.
+
+    revati-tune search conf/llama70b_h100.yaml workload.rate=8 search.trials=60
+
+The study file is a Hydra primary config: a defaults list picking one option of each group under
+conf/ (model, hardware, workload, slo, engine, search) and its own values on top. A study file
+kept outside conf/ still finds the groups (conf/ is on Hydra's search path). Every error names the
+field and what it accepts, so a typo costs seconds, not a failed hour-long study.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from emulator.engines.adapter import ServingKnobs
+from emulator.hardware import load_sku
+from emulator.loadgen import SpecError, WorkloadSpec
+from emulator.run import ADAPTERS, MODELS, RunConfig
+from search_spaces import SPACES
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("model", "hardware", "workload", "slo", "engine", "search")
+RUNNERS = ("local", "ray")
+SAMPLERS = ("tpe", "random", "nsga2")
+SLO_KEYS = ("ttft_ms", "tpot_ms", "e2el_ms")
+
+
+class ConfigError(ValueError):
+    """The study configuration is wrong; the message names the field and the fix."""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    source: Path                # the study file
+    overrides: tuple[str, ...]  # as given on the command line
+    model: str                  # a folder of conf/model
+    hf_id: str | None           # what a real deployment serves
+    sku: str
+    engine: str
+    engine_args: dict           # the engine's own argument names; None = the engine's default
+    workload: dict              # emulator.loadgen's spec, less base_url and model
+    slos_ms: dict               # ttft/tpot/e2el -> ms, only those given
+    attainment: float           # share of all requests that must meet the SLOs
+    search: dict
+    out: Path
+
+    def run_config(self, engine_args: dict | None = None) -> RunConfig:
+        """One deployment: this study's model, hardware and workload with these engine arguments."""
+        args = {**self.engine_args, **(engine_args or {})}
+        return RunConfig(model=self.model, sku=self.sku, knobs=knobs_from_engine_args(self.engine, args),
+                         workload=self.workload, engine=self.engine, slos_ms=self.slos_ms or None,
+                         timeout_s=float(self.search["trial_timeout_s"]))
+
+    @property
+    def storage(self) -> str:
+        return self.search["storage"] or f"sqlite:///{(self.out / 'study.db').resolve()}"
+
+    @property
+    def study_name(self) -> str:
+        return self.search["study_name"] or self.source.stem
+
+    def as_dict(self) -> dict:
+        return {"source": str(self.source), "overrides": list(self.overrides), "model": self.model,
+                "hf_id": self.hf_id, "hardware": self.sku, "engine": self.engine, "engine_args": self.engine_args,
+                "workload": self.workload, "slo": {**self.slos_ms, "attainment": self.attainment},
+                "search": self.search, "out": str(self.out)}
+
+
+def load(study_file: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    path = Path(study_file)
+    if not path.is_file():
+        raise ConfigError(f"study file {study_file} not found (for example: conf/llama70b_h100.yaml)")
+    overrides = tuple(overrides)
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override {override!r} is not KEY=VALUE (for example: workload.rate=8)")
+    search_path = f"hydra.searchpath=[file://{CONF}]"
+    try:
+        cfg = _compose(path, [*overrides, search_path])
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(_explain(error, path, overrides, search_path)) from None
+    return validate(cfg, path, overrides)
+
+
+def _compose(path: Path, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(path.resolve().parent), version_base=None):
+        return compose(config_name=path.stem, overrides=overrides)
+
+
+def validate(cfg: DictConfig, source: Path, overrides: tuple[str, ...] = ()) -> StudyConfig:
+    for group in GROUPS:
+        if not isinstance(cfg.get(group), DictConfig):
+            options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+            raise ConfigError(f"{group}: missing; pick one in the study's defaults list or with {group}=NAME "
+                              f"(options: {', '.join(options)})")
+    data = OmegaConf.to_container(cfg, resolve=True)
+    model = _model(data["model"])
+    sku = _sku(data["hardware"])
+    engine, engine_args = _engine(data["engine"])
+    slos, attainment = _slo(data["slo"])
+    search = _search(data["search"])
+    workload = _workload(data["workload"])
+    out = data.get("out")
+    if not isinstance(out, str) or not out:
+        raise ConfigError("out: must be a folder for the study's database, trials and report (out=studies/NAME)")
+    config = StudyConfig(source=source, overrides=overrides, model=model["name"], hf_id=model.get("hf_id"),
+                         sku=sku, engine=engine, engine_args=engine_args, workload=workload, slos_ms=slos,
+                         attainment=attainment, search=search, out=Path(out))
+    try:
+        config.run_config()
+    except ValueError as error:
+        raise ConfigError(f"engine: {error}") from None
+    try:
+        SPACES[engine].narrowed(search["space"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return config
+
+
+def knobs_from_engine_args(engine: str, args: dict) -> ServingKnobs:
+    return ADAPTERS[engine].knobs(args)
+
+
+def _model(model: dict) -> dict:
+    name = model.get("name")
+    if not isinstance(name, str) or not (MODELS / name / "config.json").is_file():
+        known = sorted(p.name for p in MODELS.iterdir() if (p / "config.json").is_file())
+        raise ConfigError(f"model.name: {name!r} has no conf/model/{name}/config.json; known: {', '.join(known)}")
+    return model
+
+
+def _sku(hardware: dict) -> str:
+    try:
+        return load_sku(hardware.get("sku", "")).sku
+    except ValueError as error:
+        raise ConfigError(f"hardware.sku: {error}") from None
+
+
+def _engine(engine: dict) -> tuple[str, dict]:
+    name = engine.get("name")
+    if name not in ADAPTERS:
+        raise ConfigError(f"engine.name: must be one of {', '.join(ADAPTERS)}, got {name!r}")
+    args = {k: v for k, v in engine.items() if k != "name"}
+    known = ADAPTERS[name].knob_names()
+    unknown = sorted(set(args) - set(known))
+    if unknown:
+        raise ConfigError(f"engine.{unknown[0]}: not a {name} argument the emulator maps; known: {', '.join(known)}")
+    return name, args
+
+
+def _slo(slo: dict) -> tuple[dict, float]:
+    unknown = sorted(set(slo) - {*SLO_KEYS, "attainment"})
+    if unknown:
+        raise ConfigError(f"slo.{unknown[0]}: unknown; allowed: {', '.join((*SLO_KEYS, 'attainment'))}")
+    slos = {}
+    for key in SLO_KEYS:
+        value = slo.get(key)
+        if value is None:
+            continue
+        if not _is_number(value) or value <= 0:
+            raise ConfigError(f"slo.{key}: must be a positive number of milliseconds or null, got {value!r}")
+        slos[key.removesuffix("_ms")] = float(value)
+    if not slos:
+        raise ConfigError(f"slo: give at least one of {', '.join(SLO_KEYS)} (milliseconds)")
+    attainment = slo.get("attainment")
+    if not _is_number(attainment) or not 0 < attainment <= 1:
+        raise ConfigError(f"slo.attainment: must be a share in (0, 1], e.g. 0.9, got {attainment!r}")
+    return slos, float(attainment)
+
+
+def _search(search: dict) -> dict:
+    checks = {
+        "trials": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+        "runner": (lambda v: v in RUNNERS, f"one of {', '.join(RUNNERS)}"),
+        "parallel": (lambda v: v == "auto" or isinstance(v, int) and v >= 1, "auto or an integer >= 1"),
+        "ray_address": (lambda v: v is None or isinstance(v, str), "a Ray address (host:port) or null"),
+        "storage": (lambda v: v is None or isinstance(v, str) and "://" in v, "an Optuna storage URL or null"),
+        "study_name": (lambda v: v is None or isinstance(v, str) and v != "", "a name or null"),
+        "sampler": (lambda v: v in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),
+        "seed": (lambda v: isinstance(v, int), "an integer"),
+        "max_gpus": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+        "trial_timeout_s": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+        "space": (lambda v: isinstance(v, dict), "a mapping of knob name to a list of values"),
+    }
+    unknown = sorted(set(search) - set(checks))
+    if unknown:
+        raise ConfigError(f"search.{unknown[0]}: unknown; allowed: {', '.join(checks)}")
+    for key, (ok, expected) in checks.items():
+        if key not in search or not ok(search[key]):
+            raise ConfigError(f"search.{key}: must be {expected}, got {search.get(key)!r}")
+    return search
+
+
+def _workload(workload: dict) -> dict:
+    workload = dict(workload)
+    rate = workload.pop("rate", None)
+    burstiness = workload.pop("burstiness", 1.0)
+    if workload.get("trace") is None:
+        workload["arrival"] = {"process": "poisson" if burstiness == 1 else "gamma", "rate": rate,
+                               "burstiness": burstiness}
+    try:
+        WorkloadSpec.from_dict({**workload, "base_url": "http://127.0.0.1:1", "model": "m"})
+    except SpecError as error:
+        raise ConfigError(str(error).replace("workload spec: ", "workload.").replace("workload.arrival.", "workload.")) from None
+    return workload
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _explain(error: Exception, path: Path, overrides: tuple[str, ...], search_path: str) -> str:
+    """Hydra's message; where an override names a key that does not exist, the keys that do."""
+    message = str(error).strip().splitlines()[0]
+    bad = re.match(r"Could not override '([^']+)'", message)
+    if bad:
+        key = bad.group(1)
+        parent, _, leaf = key.rpartition(".")
+        try:
+            cfg = _compose(path, [o for o in overrides if not o.lstrip("+~").startswith(key + "=")] + [search_path])
+            section = OmegaConf.select(cfg, parent) if parent else cfg
+            if isinstance(section, DictConfig):
+                elsewhere = [f"{group}.{leaf}" for group in GROUPS if leaf in cfg.get(group, {})]
+                hint = f"; did you mean {' or '.join(elsewhere)}?" if elsewhere else ""
+                return f"{key}: unknown; {parent or 'the study'} has: {', '.join(str(k) for k in section.keys())}{hint}"
+        except (HydraException, OmegaConfBaseException):
+            pass
+    # Hydra's full message lists the options of a group, then its search path: keep the options.
+    details = str(error).strip().split("Config search path")[0].strip().splitlines()[1:]
+    return f"{path}: {message}" + ("" if bad else "".join(f"\n{line}" for line in details))

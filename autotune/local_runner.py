@@ -1,0 +1,103 @@
+"""The local runner: several emulated deployments at once on this host, each trial asked of the
+study, evaluated (autotune/trial.py) and told back by one worker thread.
+
+Threads, not processes: a worker only waits on its trial's `revati-tune run` process. Ctrl-C
+(or SIGTERM) sets a stop flag; every running trial is stopped like Ctrl-C stops a run (its
+deployment ends), recorded as interrupted and queued again, and the study stays resumable.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+
+import optuna
+
+from autotune import study as studies
+from autotune import trial as trials
+from autotune.config import StudyConfig
+from autotune.progress import StudyProgress
+from search_spaces import SPACES
+
+# What one emulated deployment of a search needs: the engine's processes are busy on CPU
+# (vLLM's scheduler, API server and workers) and each holds a few GiB of Python and torch.
+CORES_PER_DEPLOYMENT = 2
+GIB_PER_DEPLOYMENT = 6
+
+
+def parallel_slots(config: StudyConfig) -> int:
+    wanted = config.search["parallel"]
+    if wanted != "auto":
+        return wanted
+    cores = len(os.sched_getaffinity(0))
+    available_gib = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    return max(1, min(cores // CORES_PER_DEPLOYMENT, int(available_gib // GIB_PER_DEPLOYMENT), config.search["trials"]))
+
+
+def run_trials(config: StudyConfig, study: optuna.Study) -> None:
+    space = SPACES[config.engine].narrowed(config.search["space"])
+    budget = config.search["trials"]
+    lock = threading.Lock()
+    stop = threading.Event()
+    claimed = [studies.budget_used(study)]
+
+    def claim() -> bool:
+        with lock:
+            if stop.is_set() or claimed[0] >= budget:
+                return False
+            claimed[0] += 1
+            return True
+
+    def worker() -> None:
+        while claim():
+            with lock:
+                trial = study.ask()
+            args = space.suggest(trial)
+            run_dir = (config.out / "trials" / f"{trial.number:04d}").resolve()
+            trial.set_user_attr("run_dir", str(run_dir))
+            result = trials.evaluate(config, args, run_dir, stop)
+            with lock:
+                studies.record(study, trial, result, config.attainment)
+                if result.outcome == "interrupted":
+                    study.enqueue_trial(trial.params)
+                    claimed[0] -= 1
+            progress.finished(trial.number, result.outcome, _describe(result), _best(study))
+
+    slots = parallel_slots(config)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with StudyProgress(budget, claimed[0]) as progress, ThreadPoolExecutor(slots) as pool:
+            futures = [pool.submit(worker) for _ in range(slots)]
+            try:
+                while wait(futures, timeout=0.5).not_done:
+                    pass
+            except KeyboardInterrupt:
+                stop.set()          # workers stop their trials (trial._wait sees the flag) and return
+                wait(futures)
+                raise
+            for future in futures:
+                future.result()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _describe(result: trials.TrialResult) -> str:
+    knobs = ", ".join(f"{k}={v}" for k, v in result.user_attrs.get("knobs", {}).items()
+                      if v is not None and k in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
+                                                 "max_num_seqs", "max_num_batched_tokens"))
+    if result.outcome != "ok":
+        return f"{knobs}: {result.reason}"
+    return (f"{knobs}: {result.goodput_per_gpu:.3f} good req/s per GPU on {result.gpus} GPU(s), "
+            f"SLO attainment {result.slo_attainment:.0%}")
+
+
+def _best(study: optuna.Study) -> str | None:
+    attainment = study.user_attrs["slo"]["attainment"]
+    ok = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+          if t.user_attrs.get("outcome") == "ok" and t.user_attrs.get("slo_attainment", 0) >= attainment]
+    if not ok:
+        return None
+    best = max(ok, key=lambda t: t.user_attrs["goodput_per_gpu"])
+    return f"{best.user_attrs['goodput_per_gpu']:.3f} req/s/GPU (trial {best.number}, {best.user_attrs['gpus']} GPUs)"
+

@@ -1,0 +1,98 @@
+"""The Optuna study behind a search: objectives, constraint, sampler, and what each trial records.
+
+Objectives: good requests per second per GPU (maximise: `request_goodput` of the run, which
+counts requests meeting every SLO, divided by the deployment's GPUs) and GPUs (minimise: the
+cost). Constraint: SLO attainment >= slo.attainment, as the trial's Optuna constraint, so the
+Pareto front holds only configurations a user could deploy.
+
+Sampler: multi-objective TPE (multivariate, grouped for conditional knobs, with the constraint).
+Trials here cost minutes each and budgets are tens of trials; NSGA-II needs generations of about
+fifty trials before selection does anything, while TPE models the space from its first ten or
+so and handles knobs that exist only under others (group=True). nsga2 and random can be chosen.
+
+Storage is SQLite under the study's out folder by default: a rerun of the same command resumes,
+and optuna-dashboard opens it. A trial interrupted by a stopped or killed driver is recorded as
+failed with outcome "interrupted", does not count against the budget, and its configuration is
+queued to run again.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import optuna
+
+from autotune.config import StudyConfig
+from autotune.trial import TrialResult, end_leftovers
+
+DIRECTIONS = ["maximize", "minimize"]
+OBJECTIVES = ["goodput_per_gpu", "gpus"]
+COUNTED = ("ok", "infeasible", "failed", "timeout")      # outcomes that use up the budget
+
+
+def open_study(config: StudyConfig) -> optuna.Study:
+    config.out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=config.storage, study_name=config.study_name, directions=DIRECTIONS,
+                                sampler=sampler(config), load_if_exists=True)
+    if study.user_attrs.get("config", {}).get("model") not in (None, config.model):
+        raise ValueError(f"search.study_name: the study {config.study_name!r} in {config.storage} is of model "
+                         f"{study.user_attrs['config']['model']}, not {config.model}; pick another study_name or out")
+    study.set_user_attr("config", config.as_dict())
+    study.set_user_attr("slo", {f"{k}_ms": config.slos_ms.get(k) for k in ("ttft", "tpot", "e2el")}
+                        | {"attainment": config.attainment})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(OBJECTIVES)
+    return study
+
+
+def sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+    seed, name = config.search["seed"], config.search["sampler"]
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    startup = min(10, max(2, config.search["trials"] // 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)     # group=True
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=startup)
+
+
+def budget_used(study: optuna.Study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("outcome") in COUNTED)
+
+
+def record(study: optuna.Study, trial: optuna.Trial, result: TrialResult, attainment: float) -> None:
+    """Store what the trial did, then tell Optuna: ok and infeasible trials complete with their
+    objectives (an infeasible configuration serves nothing: zero goodput, constraint violated);
+    failures and timeouts fail, so that a broken run never reads as a measured configuration."""
+    # <= 0 is feasible: the share of requests missing the SLOs beyond what the target allows.
+    trial.set_constraint("slo_attainment", attainment - result.slo_attainment)
+    for key, value in result.user_attrs.items():
+        trial.set_user_attr(key, value)
+    trial.set_user_attr("outcome", result.outcome)
+    trial.set_user_attr("reason", result.reason)
+    trial.set_user_attr("goodput_per_gpu", result.goodput_per_gpu)
+    trial.set_user_attr("slo_attainment", result.slo_attainment)
+    if result.outcome in ("ok", "infeasible"):
+        study.tell(trial, list(result.values))
+    else:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
+def recover_interrupted(study: optuna.Study) -> int:
+    """Trials still RUNNING belong to a driver that was killed: end what is left of their
+    deployments, fail them as interrupted and queue their configurations again."""
+    recovered = 0
+    for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        run_dir = frozen.user_attrs.get("run_dir")
+        if run_dir:
+            end_leftovers(Path(run_dir))
+        trial = optuna.Trial(study, frozen._trial_id)
+        trial.set_user_attr("outcome", "interrupted")
+        trial.set_user_attr("reason", "the study driver stopped while it ran")
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(frozen.params)
+        recovered += 1
+    return recovered

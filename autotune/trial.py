@@ -1,0 +1,150 @@
+"""One trial: a configuration checked, then served by a real emulated deployment, then scored.
+
+The deployment runs as `revati-tune run <study file> <overrides> engine.K=V ... out=<run dir>`,
+a process of its own: exactly the command a user types to reproduce the trial, and a boundary
+that a hung or crashing deployment cannot cross. Both runners (local, Ray) score trials here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autotune.config import StudyConfig
+from emulator import feasibility
+from emulator.hardware import load_sku
+from emulator.process_groups import end_group
+from emulator.run import ADAPTERS, RunConfig
+
+# After the run's own wall-clock limit, what a deployment gets to stop before it is killed.
+STOP_GRACE_S = 60.0
+# The run command's exit statuses (autotune/cli.py): refused before launch, failed while running.
+REFUSED, FAILED = 2, 1
+
+
+@dataclass
+class TrialResult:
+    outcome: str                # ok | infeasible | failed | timeout | interrupted
+    gpus: int
+    reason: str = ""
+    goodput_per_gpu: float = 0.0
+    slo_attainment: float = 0.0
+    user_attrs: dict = field(default_factory=dict)
+
+    @property
+    def values(self) -> tuple[float, float]:
+        """The study's objectives: good requests per second per GPU (up), GPUs (down)."""
+        return self.goodput_per_gpu, float(self.gpus)
+
+
+def command(config: StudyConfig, args: dict, run_dir: Path) -> list[str]:
+    engine = [f"engine.{name}={_hydra_value(value)}" for name, value in args.items()]
+    study = [o for o in config.overrides if not o.startswith("out=")]      # the study's out, not the run's
+    return ["revati-tune", "run", str(config.source), *study, *engine, f"out={run_dir}"]
+
+
+def evaluate(config: StudyConfig, args: dict, run_dir: Path, stop: threading.Event) -> TrialResult:
+    """Serve the study's workload with these engine arguments; never raises for a bad trial."""
+    run_config = config.run_config(args)
+    gpus = run_config.knobs.gpus
+    cmd = command(config, args, run_dir)
+    attrs = {"knobs": {**config.engine_args, **args}, "gpus": gpus, "engine": config.engine,
+             "run_dir": str(run_dir), "command": shlex.join(cmd),
+             "deploy_command": shlex.join(ADAPTERS[config.engine].deploy_command(
+                 config.hf_id or str(run_config.model_dir()), run_config.knobs))}
+    reason = _refusal(config, run_config)
+    if reason:
+        return TrialResult("infeasible", gpus, reason, user_attrs=attrs)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "trial.log", "w") as log:
+        # Its own session: the terminal's Ctrl-C reaches the study driver, which stops trials in order.
+        process = subprocess.Popen([sys.executable, "-m", "autotune.cli", *cmd[1:]], stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, "REVATI_DIE_WITH_PARENT": str(os.getpid())})
+        outcome = _wait(process, run_dir, run_config.timeout_s + STOP_GRACE_S, stop)
+    summary_path = run_dir / "summary.json"
+    if outcome == "ok" and process.returncode == 0 and summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        metrics = summary["metrics"]
+        goodput = metrics.get("request_goodput", 0.0) / gpus
+        attrs.update(metrics=metrics, virtual_seconds=summary["virtual_seconds"],
+                     wall_seconds=summary["wall_seconds"])
+        return TrialResult("ok", gpus, goodput_per_gpu=goodput, slo_attainment=metrics["slo_attainment"],
+                           user_attrs=attrs)
+    if outcome == "ok":
+        outcome = "infeasible" if process.returncode == REFUSED else "failed"
+    return TrialResult(outcome, gpus, _reason(outcome, process.returncode, run_dir), user_attrs=attrs)
+
+
+def _refusal(config: StudyConfig, run_config: RunConfig) -> str | None:
+    """Why the configuration cannot run here, found in milliseconds instead of after start-up."""
+    budget = config.search["max_gpus"]
+    if run_config.knobs.gpus > budget:
+        return (f"{run_config.knobs.gpus} GPUs (tensor x pipeline x data parallel), over the budget "
+                f"search.max_gpus={budget}")
+    try:
+        feasibility.check(run_config.model_dir(), run_config.knobs, load_sku(run_config.sku))
+    except feasibility.Infeasible as error:
+        return str(error)
+    return None
+
+
+def _wait(process: subprocess.Popen, run_dir: Path, limit_s: float, stop: threading.Event) -> str:
+    """ok once the run exited by itself; interrupted or timeout after stopping it like Ctrl-C."""
+    waited = 0.0
+    while waited < limit_s:
+        try:
+            process.wait(1.0)
+            return "ok"
+        except subprocess.TimeoutExpired:
+            waited += 1.0
+        if stop.is_set():
+            interrupt(process, run_dir)
+            return "interrupted"
+    interrupt(process, run_dir)
+    return "timeout"
+
+
+def interrupt(process: subprocess.Popen, run_dir: Path) -> None:
+    """Ctrl-C to the run (it ends its deployment), then SIGKILL to what is left of its session."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
+    end_group(process.pid)
+    process.wait()
+    end_leftovers(run_dir)
+
+
+def end_leftovers(run_dir: Path) -> None:
+    """The deployment's sessions (processes.json): a run stopped like Ctrl-C ends them itself;
+    this is for a run that was killed before it could."""
+    path = run_dir / "processes.json"
+    if path.is_file():
+        for pid in json.loads(path.read_text()).values():
+            end_group(pid)
+
+
+def _reason(outcome: str, returncode: int, run_dir: Path) -> str:
+    log = (run_dir / "trial.log").read_text(errors="replace") if (run_dir / "trial.log").exists() else ""
+    errors = [line for line in log.splitlines() if line.startswith("revati-tune: ")]
+    detail = errors[-1].removeprefix("revati-tune: ") if errors else f"exit status {returncode}"
+    if outcome == "timeout":
+        return f"no result within search.trial_timeout_s; {detail} (logs in {run_dir})"
+    if outcome == "interrupted":
+        return "the study was stopped while this trial ran"
+    return f"{detail} (logs in {run_dir})"
+
+
+def _hydra_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)

@@ -1,0 +1,58 @@
+"""What a search space is: named knobs, each with a finite domain, some only meaningful when
+another knob has a given value. Whether a combination can run on a model and GPU (heads divisible,
+weights fitting, the GPU budget) is checked per trial before launch (autotune/study.py with
+emulator/feasibility.py), because it depends on the study, not on the engine.
+
+Knobs are named by the engine's own argument names (conf/engine/<engine>.yaml), so a trial's
+parameters are the engine arguments a user would type. Domains are lists, not ranges: serving
+knobs take a few meaningful values (powers of two for batch limits), and a categorical domain
+lets the sampler model every knob the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+
+class Suggester(Protocol):
+    """The part of an Optuna trial a space needs (optuna.Trial satisfies it)."""
+
+    def suggest_categorical(self, name: str, choices: list) -> object: ...
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str                   # the engine's argument name
+    domain: tuple
+    # Sampled only when this holds for the knobs sampled before it; otherwise the engine's default.
+    when: Callable[[dict], bool] | None = None
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Space:
+    engine: str
+    knobs: tuple[Knob, ...]
+
+    def narrowed(self, domains: dict) -> Space:
+        """The space with some knobs' domains replaced (a study's `search.space`)."""
+        names = [k.name for k in self.knobs]
+        unknown = sorted(set(domains) - set(names))
+        if unknown:
+            raise ValueError(f"search.space.{unknown[0]}: not a knob of the {self.engine} space; knobs: {', '.join(names)}")
+        knobs = []
+        for knob in self.knobs:
+            values = domains.get(knob.name, knob.domain)
+            if not isinstance(values, (list, tuple)) or not values:
+                raise ValueError(f"search.space.{knob.name}: must be a non-empty list of values, got {values!r}")
+            knobs.append(Knob(knob.name, tuple(values), knob.when, knob.help))
+        return Space(self.engine, tuple(knobs))
+
+    def suggest(self, trial: Suggester) -> dict:
+        """A trial's engine arguments: every knob the trial samples (conditions permitting)."""
+        args: dict = {}
+        for knob in self.knobs:
+            if knob.when is not None and not knob.when(args):
+                continue
+            args[knob.name] = knob.domain[0] if len(knob.domain) == 1 else trial.suggest_categorical(knob.name, list(knob.domain))
+        return args

@@ -1,0 +1,68 @@
+"""The study driver on configurations refused before launch (fast: no deployment starts), so the
+bookkeeping is tested in seconds: budget, infeasible trials with their reasons, resume, recovery
+of trials a killed driver left running. Real Optuna study in SQLite, real report."""
+import optuna
+
+from autotune import config, study as studies
+from autotune.search import search
+
+FLAGSHIP = "conf/llama70b_h100.yaml"
+
+
+def _load(tmp_path, *overrides):
+    # Llama-3.1-70B cannot fit one H100 (141 GB of weights): tensor_parallel_size=1 is refused.
+    return config.load(FLAGSHIP, ["search.space.tensor_parallel_size=[1]", f"out={tmp_path}", *overrides])
+
+
+def _trials(cfg):
+    return optuna.load_study(study_name=cfg.study_name, storage=cfg.storage).get_trials()
+
+
+def test_infeasible_trials_are_recorded_with_reasons_and_the_report_is_written(tmp_path):
+    cfg = _load(tmp_path, "search.trials=3")
+    report = search(cfg)
+    trials = _trials(cfg)
+    assert len(trials) == 3
+    for trial in trials:
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        assert trial.user_attrs["outcome"] == "infeasible"
+        assert "at least 2 GPUs" in trial.user_attrs["reason"]
+        assert trial.values == [0.0, float(trial.user_attrs["gpus"])]
+        assert trial.system_attrs["constraints:slo_attainment"] == 0.9      # violated by the whole target
+        assert trial.user_attrs["command"].startswith(f"revati-tune run {FLAGSHIP} ")
+        assert "engine.tensor_parallel_size=1" in trial.user_attrs["command"]
+        assert trial.user_attrs["deploy_command"].startswith("vllm serve meta-llama/Llama-3.1-70B-Instruct ")
+        assert not (tmp_path / "trials").exists() or not any((tmp_path / "trials").iterdir())   # nothing launched
+    assert report == tmp_path / "report.html" and "at least 2 GPUs" in report.read_text()
+    assert (tmp_path / "trials.csv").is_file()
+
+
+def test_the_gpu_budget_is_a_constraint(tmp_path):
+    cfg = _load(tmp_path, "search.trials=1", "search.space.tensor_parallel_size=[8]",
+                "search.space.data_parallel_size=[2]", "search.max_gpus=8")
+    search(cfg)
+    (trial,) = _trials(cfg)
+    assert trial.user_attrs["outcome"] == "infeasible" and "over the budget search.max_gpus=8" in trial.user_attrs["reason"]
+    assert trial.values == [0.0, 16.0]
+
+
+def test_a_rerun_resumes_the_study_and_runs_only_what_the_budget_has_left(tmp_path):
+    search(_load(tmp_path, "search.trials=2"))
+    cfg = _load(tmp_path, "search.trials=3")
+    search(cfg)
+    assert [t.number for t in _trials(cfg)] == [0, 1, 2]
+    search(cfg)
+    assert len(_trials(cfg)) == 3
+
+
+def test_trials_left_running_by_a_killed_driver_are_failed_as_interrupted_and_run_again(tmp_path):
+    cfg = _load(tmp_path, "search.trials=1")
+    study = studies.open_study(cfg)
+    orphan = study.ask()            # the driver "died" with this trial running
+    orphan.suggest_categorical("max_num_seqs", [64, 256])
+    orphan.set_user_attr("run_dir", str(tmp_path / "trials" / "0000"))
+    search(cfg)
+    first, second = _trials(cfg)
+    assert first.state == optuna.trial.TrialState.FAIL and first.user_attrs["outcome"] == "interrupted"
+    assert second.user_attrs["outcome"] == "infeasible"           # the budget of 1 is the re-run
+    assert second.params["max_num_seqs"] == first.params["max_num_seqs"]

@@ -1,0 +1,79 @@
+"""Study files through Hydra: composition, overrides, and errors that name the field and the fix."""
+from pathlib import Path
+
+import pytest
+
+from autotune import config
+from autotune.cli import main
+from search_spaces import SPACES
+
+FLAGSHIP = "conf/llama70b_h100.yaml"
+
+
+def test_the_flagship_composes_with_overrides():
+    study = config.load(FLAGSHIP, ["workload.rate=8", "search.trials=60", "engine.max_num_seqs=128"])
+    assert (study.model, study.sku, study.engine) == ("llama3_70b", "h100", "vllm")
+    assert study.hf_id == "meta-llama/Llama-3.1-70B-Instruct"
+    assert study.workload["arrival"] == {"process": "poisson", "rate": 8, "burstiness": 1.0}
+    assert study.search["trials"] == 60 and study.search["runner"] == "local"
+    assert study.slos_ms == {"ttft": 500.0, "tpot": 50.0} and study.attainment == 0.9
+    assert study.storage == f"sqlite:///{Path('studies/llama70b_h100/study.db').resolve()}"
+    assert study.study_name == "llama70b_h100"
+    run = study.run_config({"tensor_parallel_size": 4, "data_parallel_size": 2})
+    assert (run.knobs.tensor_parallel, run.knobs.data_parallel, run.knobs.gpus) == (4, 2, 8)
+    assert run.knobs.max_num_seqs == 128 and run.knobs.max_model_len == 8192
+
+
+def test_a_study_file_outside_conf_finds_the_groups(tmp_path):
+    study_file = tmp_path / "mine.yaml"
+    study_file.write_text("defaults:\n  - model: llama3_8b\n  - hardware: h200\n  - workload: chat\n"
+                          "  - slo: interactive\n  - engine: vllm\n  - search: default\n  - _self_\n"
+                          f"out: {tmp_path}/out\n")
+    study = config.load(study_file)
+    assert (study.model, study.sku, study.study_name) == ("llama3_8b", "h200", "mine")
+
+
+@pytest.mark.parametrize("overrides,words", [
+    (["search.trialz=3"], ["search.trialz", "unknown", "trials, runner, parallel"]),
+    (["model=llama3_9b"], ["model/llama3_9b", "llama3_70b", "tiny_llama"]),
+    (["hardware=b300"], ["hardware/b300", "h100"]),
+    (["workload.rate=-1"], ["workload.rate", "> 0"]),
+    (["workload.prompt_len.kind=zipf"], ["workload.prompt_len.kind", "lognormal"]),
+    (["search.runner=slurm"], ["search.runner", "local, ray"]),
+    (["search.parallel=0"], ["search.parallel", "auto or an integer"]),
+    (["slo.attainment=2"], ["slo.attainment", "(0, 1]"]),
+    (["slo.ttft_ms=null", "slo.tpot_ms=null"], ["slo", "at least one of"]),
+    (["engine.max_num_seqs=-4"], ["max_num_seqs", "positive integer"]),
+    (["engine.name=tgi"], ["engine.name", "vllm"]),
+    (["rate=3"], ["rate: unknown", "did you mean workload.rate?"]),
+    (["nonsense"], ["KEY=VALUE"]),
+])
+def test_bad_configuration_names_the_field_and_what_it_accepts(overrides, words):
+    with pytest.raises(config.ConfigError) as error:
+        config.load(FLAGSHIP, overrides)
+    for word in words:
+        assert word in str(error.value), str(error.value)
+
+
+def test_a_missing_study_file_is_named(capsys):
+    assert main(["search", "conf/no_such_study.yaml"]) == 1
+    assert "conf/no_such_study.yaml not found" in capsys.readouterr().err
+
+
+def test_a_bad_config_file_fails_the_cli_early_and_clearly(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("defaults:\n  - model: llama3_8b\n  - hardware: h100\n  - workload: chat\n  - slo: interactive\n"
+                   "  - engine: vllm\n  - search: default\n  - _self_\nsearch:\n  trials: many\nout: x\n")
+    assert main(["search", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "search.trials: must be an integer >= 1, got 'many'" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_search_space_is_narrowed_by_name_and_refuses_unknown_knobs():
+    space = SPACES["vllm"].narrowed({"tensor_parallel_size": [4, 8]})
+    assert dict((k.name, k.domain) for k in space.knobs)["tensor_parallel_size"] == (4, 8)
+    with pytest.raises(ValueError, match="search.space.tensor_paralel_size: not a knob"):
+        SPACES["vllm"].narrowed({"tensor_paralel_size": [4]})
+    with pytest.raises(ValueError, match="search.space.max_num_seqs: must be a non-empty list"):
+        SPACES["vllm"].narrowed({"max_num_seqs": []})
