@@ -383,7 +383,7 @@ static double attention_linear(int backend, const attention_batch *a) {
     double context = a->causal ? a->seqlen_k - a->seqlen_q / 2 : a->seqlen_k;
     double kv_bytes = a->seqs * a->seqlen_k * a->kv_heads * a->head_dim * 2 * 2;
     double flops = 4 * a->seqs * a->seqlen_q * context * a->heads * a->head_dim;
-    double q_bytes = a->seqs * a->seqlen_q * a->heads * a->head_dim * 2;
+    double q_bytes = a->seqs * a->seqlen_q * a->heads * a->head_dim * 2 * 2;
     const double *c = model.attention[backend];
     return c[0] + c[1] * a->seqs + c[2] * kv_bytes + c[3] * flops + c[4] * q_bytes;
 }
