@@ -7,11 +7,13 @@
  *     interpolated in log-log; a shape never measured takes the nearest measured one of its type,
  *     scaled by work; a type never measured, the roofline fallback of the file.
  *   Attention kernels: the batch composition is read from the kernel's own arguments (see
- *     flash_attention_batch). A batch of like sequences (all decoding, or all prefilling) is
- *     interpolated among measured batches of its backend and head shape: per measured sequence
- *     count a curve over the context (decode) or prompt length (prefill), then across the
- *     sequence counts, all in log-log. Other batches, and head shapes never measured, use a
- *     linear model over the batch's work (bytes of K/V read, FLOPs, query bytes).
+ *     flash_attention_batch) or, for kernels that keep it in device memory (FlashAttention 3,
+ *     vLLM's), is the one the engine published (published_attention_seconds). A batch of like
+ *     sequences (all decoding, or all prefilling) is interpolated among measured batches of its
+ *     backend and head shape: per measured sequence count a curve over the context (decode) or
+ *     prompt length (prefill), then across the sequence counts, all in log-log. Other batches,
+ *     and head shapes never measured, use a linear model over the batch's work (bytes of K/V
+ *     read, FLOPs, query bytes).
  *   Other kernels: a + b * threads, fitted per demangled name on measured kernels (the name is
  *     what profilers print, so the tables and the launches meet on it); names never measured
  *     take the default fitted over all of them.
@@ -378,14 +380,18 @@ static int flash_attention_batch(const vgpu_launch *l, attention_batch *out) {
     return 0;
 }
 
-/* The linear model's features (emulator/predictor/models.py, attention_features). */
+/* The linear model over a launch's features (emulator/predictor/models.py, attention_features). */
+static double linear_in_work(int backend, double seqs, double kv_bytes, double flops, double q_bytes) {
+    const double *c = model.attention[backend];
+    return c[0] + c[1] * seqs + c[2] * kv_bytes + c[3] * flops + c[4] * q_bytes;
+}
+
 static double attention_linear(int backend, const attention_batch *a) {
     double context = a->causal ? a->seqlen_k - a->seqlen_q / 2 : a->seqlen_k;
     double kv_bytes = a->seqs * a->seqlen_k * a->kv_heads * a->head_dim * 2 * 2;
     double flops = 4 * a->seqs * a->seqlen_q * context * a->heads * a->head_dim;
     double q_bytes = a->seqs * a->seqlen_q * a->heads * a->head_dim * 2 * 2;
-    const double *c = model.attention[backend];
-    return c[0] + c[1] * a->seqs + c[2] * kv_bytes + c[3] * flops + c[4] * q_bytes;
+    return linear_in_work(backend, a->seqs, kv_bytes, flops, q_bytes);
 }
 
 /* Seconds at log y on one curve: log-log interpolation; below the curve flat, above it growing
@@ -423,6 +429,39 @@ static double predict_attention(int backend, const attention_batch *a) {
         phase < 0 ? NULL : attention_table_for(backend, phase, (int)a->heads, (int)a->kv_heads, (int)a->head_dim);
     if (t) return table_seconds(t, a->seqs, phase == PHASE_DECODE ? a->seqlen_k : a->seqlen_q);
     return attention_linear(backend, a);
+}
+
+/* An attention kernel whose batch the engine published (attention_batch.c): FlashAttention 3, the
+ * FlashAttention 2 of vllm_flash_attn and vLLM's Triton unified attention are all charged what
+ * vLLM's Triton unified attention measured for that batch. FA3 itself was never measured (not
+ * installed on the lent GPUs): this is a model of it, carried to other SKUs as the Triton tables
+ * are (the model file's roofline transfer). A batch of like sequences is interpolated in the
+ * measured tables: all decoding at their mean context (a decode's time follows the K/V it reads,
+ * the sum of the contexts), or all prefilling one prompt length. Other batches (decodes mixed with
+ * prefills, chunks of prompts, prompts of several lengths) and 8-bit KV caches (the tables are
+ * bf16) take the linear model over the batch's work. One prediction per published batch: a
+ * step's launches of every layer share it. -1 when nothing is published or nothing measured. */
+static double published_attention_seconds(void) {
+    static __thread uint64_t cached_generation;
+    static __thread double cached_seconds;
+    if (cached_generation && vgpu_attention_batch_generation() == cached_generation) return cached_seconds;
+    vgpu_attention_batch b;
+    if (!model.have_attention[ATT_VLLM_TRITON] || !vgpu_attention_batch_current(&b)) return -1;
+    int phase = b.kv_element_bytes != 2 ? -1 : b.all_decode ? PHASE_DECODE : b.uniform_prefill ? PHASE_PREFILL : -1;
+    const attention_table *t =
+        phase < 0 ? NULL : attention_table_for(ATT_VLLM_TRITON, phase, b.heads, b.kv_heads, b.head_dim);
+    double seconds;
+    if (t) {
+        seconds = table_seconds(t, b.seqs, (phase == PHASE_DECODE ? b.context_tokens : b.query_tokens) / b.seqs);
+    } else {
+        double kv_bytes = b.context_tokens * b.kv_heads * b.head_dim * 2 * b.kv_element_bytes;
+        double flops = 4 * b.causal_pairs * b.heads * b.head_dim;
+        double q_bytes = b.query_tokens * b.heads * b.head_dim * 2 * 2;
+        seconds = linear_in_work(ATT_VLLM_TRITON, b.seqs, kv_bytes, flops, q_bytes);
+    }
+    cached_generation = b.generation;
+    cached_seconds = seconds;
+    return seconds;
 }
 
 static void forget_model(void) {
@@ -478,6 +517,10 @@ static double predict_kernel(const vgpu_launch *l) {
     attention_batch batch;
     if (model.have_attention[ATT_SDPA_FLASH] && flash_attention_batch(l, &batch) == 0)
         return predict_attention(ATT_SDPA_FLASH, &batch);
+    if (l->function && vgpu_function_reads_attention_batch(l->function)) {
+        double seconds = published_attention_seconds();
+        if (seconds >= 0) return seconds;
+    }
     const kernel_model *m = l->function ? kernel_model_for(l->function) : &model.kernel_default;
     double threads = (double)l->grid[0] * l->grid[1] * l->grid[2] * l->block[0] * l->block[1] * l->block[2];
     return m->a + m->b * threads;

@@ -9,7 +9,8 @@
  * Capture: a capturing stream appends launches to a graph with a cursor of its own; streams
  * that wait on an event recorded during the capture join it at that event's cursor, so a graph's
  * length is the critical path through its forks and joins. Replaying an instantiated graph
- * charges that length (and attributes it node by node).
+ * charges that length (and attributes it node by node), except for attention kernels whose work
+ * is the engine's current batch (attention_batch.c): those are predicted again at each replay.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -28,6 +29,10 @@ struct vgpu_graph {
     double length;              /* critical path, seconds */
     unsigned long long capture_id;
     uint64_t replays;           /* instantiated graphs: launches so far */
+    /* Instantiated graphs: the nodes predicted again at each replay, in capture order, and per
+     * node how many of them were captured before it. */
+    size_t *repredicted, n_repredicted;
+    size_t *repredicted_before;
 };
 
 struct vgpu_stream {
@@ -283,6 +288,8 @@ void vgpu_graph_destroy(vgpu_graph *g) {
     free(g->nodes);
     free(g->durations);
     free(g->starts);
+    free(g->repredicted);
+    free(g->repredicted_before);
     free(g);
 }
 
@@ -297,13 +304,45 @@ void vgpu_graph_add(vgpu_graph *g, const vgpu_launch *launch) {
     pthread_mutex_unlock(&lock);
 }
 
+static int repredicted_at_replay(const vgpu_launch *node) {
+    return node->kind == VGPU_OP_KERNEL && node->function && vgpu_function_reads_attention_batch(node->function);
+}
+
 vgpu_graph *vgpu_graph_instantiate(const vgpu_graph *g) {
     vgpu_graph *exec = vgpu_graph_create();
     pthread_mutex_lock(&lock);
     for (size_t i = 0; i < g->len; i++) graph_append(exec, &g->nodes[i], g->starts[i], g->durations[i]);
     exec->length = g->length;
     pthread_mutex_unlock(&lock);
+    for (size_t i = 0; i < exec->len; i++) {
+        if (exec->repredicted_before) exec->repredicted_before[i] = exec->n_repredicted;
+        if (!repredicted_at_replay(&exec->nodes[i])) continue;
+        if (!exec->repredicted_before) exec->repredicted_before = calloc(exec->len, sizeof(size_t));
+        exec->repredicted = realloc(exec->repredicted, (exec->n_repredicted + 1) * sizeof(size_t));
+        exec->repredicted[exec->n_repredicted++] = i;
+    }
     return exec;
+}
+
+/* A replay with the current attention batch: fresh[k] is the k-th re-predicted node's duration
+ * now, shift[k] the sum of the changes of the first k (so shift has n_repredicted + 1 entries).
+ * A node starts later than captured by the changes of the re-predicted nodes captured before it:
+ * exact for a graph captured on one stream, as vLLM captures its steps; on a forked graph every
+ * branch is taken to follow them. Returns the replay's length. */
+static double replan(const vgpu_graph *exec, double *fresh, double *shift) {
+    shift[0] = 0;
+    for (size_t k = 0; k < exec->n_repredicted; k++) {
+        size_t i = exec->repredicted[k];
+        fresh[k] = vgpu_predict(&exec->nodes[i]);
+        shift[k + 1] = shift[k] + fresh[k] - exec->durations[i];
+    }
+    double length = 0;
+    for (size_t i = 0, k = 0; i < exec->len; i++) {
+        int again = k < exec->n_repredicted && exec->repredicted[k] == i;
+        double end = exec->starts[i] + shift[exec->repredicted_before[i]] + (again ? fresh[k++] : exec->durations[i]);
+        if (end > length) length = end;
+    }
+    return length;
 }
 
 /* Each replay's collectives are new collectives: their sequence numbers say which replay (the
@@ -315,32 +354,38 @@ static uint64_t replay_seq(const vgpu_graph *exec, uint64_t captured_seq) {
 void vgpu_graph_launch(vgpu_graph *exec, vgpu_stream *s) {
     vgpu_launch whole = {.kind = VGPU_OP_GRAPH, .device = s->device, .name = "cudaGraphLaunch"};
     whole.u.graph.seconds = exec->length;
+    /* Scratch of this replay (fresh durations, then shifts), only for graphs that need it. */
+    size_t n = exec->n_repredicted;
+    double *fresh = n ? malloc((2 * n + 1) * sizeof(double)) : NULL, *shift = fresh ? fresh + n : NULL;
+    double length = n ? replan(exec, fresh, shift) : exec->length;
     double now = vgpu_now();
     pthread_mutex_lock(&lock);
     if (s->capture) {           /* a graph launched inside a capture becomes one node */
         graph_append(s->capture, &whole, s->capture_cursor, exec->length);
         s->capture_cursor += exec->length;
         pthread_mutex_unlock(&lock);
+        free(fresh);
         return;
     }
     double start = ordered_after(s);
     if (now > start) start = now;
-    s->ready_at = start + exec->length;
+    s->ready_at = start + length;
     exec->replays++;
     pthread_mutex_unlock(&lock);
     /* Walk the nodes in capture order. A collective that waits for a slower rank delays what
      * follows it: `late` carries that delay down the graph. */
     double late = 0;
-    for (size_t i = 0; i < exec->len; i++) {
+    for (size_t i = 0, k = 0; i < exec->len; i++) {
         const vgpu_launch *node = &exec->nodes[i];
-        double at = start + exec->starts[i] + late;
+        double at = start + exec->starts[i] + (n ? shift[exec->repredicted_before[i]] : 0) + late;
+        int again = k < n && exec->repredicted[k] == i;
         if (node->kind == VGPU_OP_HOST_FN) {
             /* Host nodes run when the replay reaches them: the clock moves there first. */
             vgpu_wait_until(at);
             node->u.host.fn(node->u.host.data);
             continue;
         }
-        double seconds = exec->durations[i];
+        double seconds = again ? fresh[k++] : exec->durations[i];
         if (crosses_processes(node)) {
             double done = resolve_collective(node, replay_seq(exec, node->u.coll.seq), at, seconds);
             if (done - at - seconds > 0) late += done - at - seconds;
@@ -348,7 +393,8 @@ void vgpu_graph_launch(vgpu_graph *exec, vgpu_stream *s) {
         }
         vgpu_stats_record(node, seconds, at);
     }
-    if (late > 0) vgpu_stream_wait_until(s, start + exec->length + late);
+    if (late > 0) vgpu_stream_wait_until(s, start + length + late);
+    free(fresh);
 }
 
 int vgpu_capture_begin(vgpu_stream *s, int mode) {

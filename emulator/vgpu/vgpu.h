@@ -296,6 +296,7 @@ struct vgpu_function {
     const void *predictor_data; /* the active predictor's model for this function, found once */
     const void *module;
     int max_dynamic_shared;     /* cuFuncSetAttribute bookkeeping */
+    int attention_batch;        /* 0 not yet known, 1 its work is the published attention batch, -1 not */
 };
 
 vgpu_function *vgpu_function_register(const void *key, const char *name, const void *module);
@@ -303,6 +304,27 @@ vgpu_function *vgpu_function_register(const void *key, const char *name, const v
 const char *vgpu_function_display_name(vgpu_function *fn);
 /* The function a launch handle denotes (host stub, CUfunction, cudaKernel_t), or NULL. */
 vgpu_function *vgpu_function_lookup(const void *key);
+
+/* ---- the engine's attention batch (attention_batch.c) ----------------------------------- */
+/* The composition the engine last published (revati_attention_batch), summarised for the
+ * predictor. Sums run over sequences with work; a causal query of q tokens over a context of
+ * ctx tokens (its own included) attends to q * (ctx - q/2) pairs on average. */
+typedef struct vgpu_attention_batch {
+    uint64_t generation;        /* counts publications; 0 = none yet */
+    int seqs;
+    double query_tokens, context_tokens, causal_pairs;
+    int all_decode;             /* every sequence has one query token */
+    int uniform_prefill;        /* every sequence prefills from scratch, all of one length */
+    int heads, kv_heads, head_dim, kv_element_bytes;     /* of this rank */
+} vgpu_attention_batch;
+
+/* 1 and the batch in *out if one with work has been published; 0 otherwise. */
+int vgpu_attention_batch_current(vgpu_attention_batch *out);
+/* The generation of the latest batch, without copying it (predictions made for it can be reused). */
+uint64_t vgpu_attention_batch_generation(void);
+/* Whether fn is an attention kernel whose work is the published batch, not its arguments
+ * (decided by name on first use, then kept on the function). */
+int vgpu_function_reads_attention_batch(vgpu_function *fn);
 
 /* ---- the driver's entry-point table (driver.c) ------------------------------------------ */
 /* The driver function implementing a cuGetProcAddress name ("cuMemAlloc" -> cuMemAlloc_v2),
