@@ -1,0 +1,101 @@
+"""Attention kernels whose batch lives in device memory (FlashAttention 3, vLLM's) are charged for the
+batch the engine publishes (emulator/vgpu/attention_batch.c, emulator/engines/vllm_plugin/), also
+when they replay inside a CUDA graph. The last test is end to end (the real vLLM server, about three
+minutes on 2 cores)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from emulator.engines.adapter import ServingKnobs
+from emulator.engines.envs import is_ready
+from emulator.engines.vllm import PLUGIN_DIR
+from emulator.predictor import modelfile, models, native
+from emulator.run import RunConfig, run
+from vgpu_fixtures import cuda_programs, libdir, run_on_vgpu  # noqa: F401 (fixtures)
+
+HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128          # what tests/vgpu_programs/attention_batch.cu publishes
+
+
+@pytest.fixture(scope="module")
+def h200_model() -> str:
+    return str(modelfile.ensure_model_file("h200"))
+
+
+def _decode_seconds(model: str, seqs: int, context: int) -> float:
+    return native.attention_seconds(model, "vllm_triton_unified", seqs, 1, context, HEADS, KV_HEADS, HEAD_DIM)
+
+
+def _linear_seconds(model: str, groups: list[tuple[int, int, int]]) -> float:
+    """The model file's linear attention model over models.attention_features (the reference)."""
+    line = next(x for x in open(model).read().splitlines() if x.startswith("attention vllm_triton_unified "))
+    coefficients = [float(v) for v in line.split()[2:]]
+    return float(models.attention_features(groups, HEADS, KV_HEADS, HEAD_DIM, "bf16") @ coefficients)
+
+
+def test_flash_attention_3_is_charged_for_the_published_batch_also_in_graph_replays(cuda_programs, h200_model):
+    program = cuda_programs("attention_batch")
+    _, trace = run_on_vgpu([program.binary], sku="h200", env={"REVATI_PREDICTOR": f"profiled:{h200_model}"},
+                           check=True)
+    forward = [r for r in trace if "FlashAttnFwdSm90" in r["name"]]
+    combine = [r for r in trace if "FlashAttnFwdCombine" in r["name"]]
+    plain = [r for r in trace if "other_kernel" in r["name"]]
+    assert (len(forward), len(combine), len(plain)) == (7, 3, 5)
+    before, eager_a, eager_b, replay_a, replay_b, mixed, padded = forward
+    short, long = _decode_seconds(h200_model, 8, 1024), _decode_seconds(h200_model, 8, 8192)
+    # Nothing published yet: the per-kernel model, as the combine kernel of the same launch geometry.
+    assert before["seconds"] == pytest.approx(combine[0]["seconds"], abs=2e-9)
+    # Published batches: the measured attention for them; longer contexts cost more.
+    assert eager_a["seconds"] == pytest.approx(short, rel=1e-3)
+    assert eager_b["seconds"] == pytest.approx(long, rel=1e-3)
+    assert long > 3 * short
+    # A replay charges the batch published before it, not the one of its capture.
+    assert replay_a["seconds"] == pytest.approx(short, rel=1e-3)
+    assert replay_b["seconds"] == pytest.approx(long, rel=1e-3)
+    # The other nodes keep their captured durations, and what follows the attention node moves.
+    graph_a, graph_b = plain[1:3], plain[3:5]
+    assert [r["seconds"] for r in graph_a] == [r["seconds"] for r in graph_b]
+    assert combine[1]["seconds"] == combine[2]["seconds"] == combine[0]["seconds"]
+    span = lambda graph: graph[1]["start"] - graph[0]["start"]
+    assert span(graph_b) - span(graph_a) == pytest.approx(long - short, abs=3e-9)
+    # Decodes mixed with a prefill chunk: the linear model over the batch's work.
+    assert mixed["seconds"] == pytest.approx(_linear_seconds(h200_model, [(1, 2048, 4), (512, 2048, 1)]), rel=1e-3)
+    # CUDA-graph padding rows (no tokens) are no work.
+    assert padded["seconds"] == pytest.approx(short, rel=1e-3)
+
+
+def test_vllm_finds_the_plugin_which_does_nothing_off_virtual_gpus():
+    code = ("import sys, importlib.metadata as m; sys.path.insert(0, sys.argv[1]);"
+            "(p,) = [e for e in m.entry_points(group='vllm.general_plugins') if e.name == 'revati_vgpu_attention'];"
+            "p.load()(); print('vllm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(PLUGIN_DIR)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"        # it returned before importing vLLM
+
+
+def test_vllm_decode_time_follows_the_context_on_a_virtual_h100(tmp_path):
+    """Llama-3.1-8B serving one request at a time, 64-token and 8000-token prompts in turn: the
+    decode steps of the long ones read 125 times more K/V, and their TPOT shows it."""
+    if not is_ready("vllm"):
+        pytest.fail("the vllm engine env is not set up: run `revati-tune setup vllm`")
+    trace = tmp_path / "trace.jsonl"
+    prompts = [64, 8000, 64, 8000]
+    trace.write_text("".join(json.dumps({"arrival_s": 3.0 * i, "prompt_tokens": p, "output_tokens": 32}) + "\n"
+                             for i, p in enumerate(prompts)))
+    workload = {"num_requests": len(prompts), "seed": 0, "arrival": None, "prompt_len": None, "output_len": None,
+                "shared_prefix": None, "trace": {"path": str(trace), "format": "jsonl"}, "max_concurrency": 1,
+                "ready_timeout_s": 1200.0}
+    config = RunConfig(model="llama3_8b", sku="h100", knobs=ServingKnobs(max_model_len=8192), workload=workload,
+                       timeout_s=600)
+    summary = run(config, tmp_path / "run")
+    import pandas as pd
+    requests = pd.read_parquet(tmp_path / "run" / "requests.parquet")
+    tpot = requests.groupby("prompt_tokens")["tpot_s"].mean()
+    families = {row["family"]: row for row in summary["gpu_time_by_family"]}
+    print(f"TPOT 64-token prompts {tpot[64] * 1e3:.3f} ms, 8000-token prompts {tpot[8000] * 1e3:.3f} ms; "
+          f"attention {families['attention']['share']:.1%} of GPU time")
+    assert tpot[8000] > tpot[64] * 1.1
+    assert families["attention"]["share"] > 0.03
+    assert "MODELLED, not measured" in " ".join(summary["config"]["emulation_notes"])
