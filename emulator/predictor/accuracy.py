@@ -140,7 +140,8 @@ def _kernels(kernels: pd.DataFrame, fitted: FittedModels) -> list[list]:
 
 def _modelled() -> list[list]:
     return [["attention", "flash_attn_3", 0, np.nan, np.nan, "", "",
-             "NOT measured: vLLM's Hopper default is not installed on the lent GPUs; no model"],
+             "MODELLED, not measured (vLLM's Hopper default is not installed on the lent GPUs): "
+             "charged as vllm_triton_unified on the same batch"],
             ["collective", "all ops", 0, np.nan, np.nan, "", "",
              "MODELLED, not measured (no multi-GPU machine): ring over NVLink, "
              f"{models.COLLECTIVE_LATENCY_S * 1e6:.0f} us + bytes x factor / "
@@ -155,6 +156,18 @@ def _cells(table: pd.DataFrame) -> list[list[str]]:
     return [[r.family, r.group, str(r.count), _percent(r.median), _percent(r.p90), r.target,
              r.meets, r.note] for r in table.itertuples()]
 
+
+# The gap the table's flash_attn_3 row marks, in words.
+FLASH_ATTENTION_3 = (
+    "**FlashAttention 3 is modelled, not measured.** vLLM's default attention on Hopper (H100, H200) is "
+    "FlashAttention 3, which was not installed on the lent GPUs, so no FA3 kernel was ever timed. Its "
+    "kernels read the batch from device memory; revati-tune's vLLM plugin publishes each step's batch "
+    "(query and context length of every sequence, heads, head size) to the vGPU library, which charges "
+    "every FA3 forward kernel what vLLM's Triton unified attention measured for that batch (the "
+    "`vllm_triton_unified` rows above; on SKUs without measurements, carried by the roofline) and "
+    "re-charges it at every CUDA graph replay. FA3 is generally reported faster than Triton attention "
+    "on Hopper, so attention time is likely over- rather than under-estimated; by how much is unknown "
+    "until FA3 is profiled.")
 
 HEADER = ["family", "group", "count", "median", "p90", "target (median / p90)", "meets", "note"]
 
@@ -184,4 +197,5 @@ def render_markdown(table: pd.DataFrame, measured: Tables) -> str:
         "|" + "|".join("---" for _ in HEADER) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in _cells(table)]
+    lines += ["", FLASH_ATTENTION_3]
     return "\n".join(lines) + "\n"
