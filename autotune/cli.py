@@ -358,7 +358,11 @@ def _die_with_parent() -> None:
 def _search(args: argparse.Namespace) -> int:
     from autotune import config as study_config
     from autotune.search import search
-    config = study_config.load(args.study, args.overrides)
+    try:
+        config = study_config.load(args.study, args.overrides)
+    except study_config.ConfigError as error:
+        print(f"revati-tune: {error}", file=sys.stderr)
+        return 2
     try:
         report = search(config)
     except KeyboardInterrupt:
@@ -372,7 +376,11 @@ def _search(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from autotune import config as study_config
     from autotune.plan import plan
-    study_config.load(args.study, args.overrides)      # errors in the study file show before any run
+    try:
+        study_config.load(args.study, args.overrides)      # errors in the study file show before any run
+    except study_config.ConfigError as error:
+        print(f"revati-tune: {error}", file=sys.stderr)
+        return 2
     try:
         print(plan(args.study, args.overrides, args.rates))
     except KeyboardInterrupt:

@@ -8,7 +8,11 @@ seconds (vllm bench serve's duration) over serving wall seconds, the start-up wa
 load, compilation, CUDA graph capture) and the peak resident memory of all the deployment's
 processes together, sampled every 0.2 s.
 
-    python3 benchmarks/run_speed.py [--config llama3_8b:1] [--config llama3_70b:4] [--requests 200] [--rate 8]
+    python3 benchmarks/run_speed.py [--config llama3_8b:1] [--config llama3_70b:4:1:200] [--rate 8]
+
+A configuration is MODEL:TP[:PP[:REQUESTS]] (REQUESTS defaults to --requests). The table also
+carries each run's mean TTFT/TPOT/ITL, so the same runs show that the sizes of the run issue
+(8B TP1 and 70B TP4 at 200 requests, TP8 and PP2 at 50) are served end to end.
 """
 from __future__ import annotations
 
@@ -49,7 +53,7 @@ def deployment_rss(out: Path) -> int:
     return total
 
 
-def measure(model: str, tp: int, requests: int, rate: float, sku: str) -> dict:
+def measure(model: str, tp: int, pp: int, requests: int, rate: float, sku: str) -> dict:
     workload = {"num_requests": requests, "seed": 0, "arrival": {"process": "poisson", "rate": rate, "burstiness": 1.0},
                 "prompt_len": {"kind": "uniform", "low": 128, "high": 1024},
                 "output_len": {"kind": "uniform", "low": 32, "high": 256},
@@ -66,13 +70,15 @@ def measure(model: str, tp: int, requests: int, rate: float, sku: str) -> dict:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         try:
-            summary = run(RunConfig(model=model, sku=sku, knobs=ServingKnobs(tensor_parallel=tp), workload=workload,
+            summary = run(RunConfig(model=model, sku=sku, knobs=ServingKnobs(tensor_parallel=tp, pipeline_parallel=pp), workload=workload,
                                     timeout_s=3600), out)
         finally:
             done.set()
             sampler.join()
     serving_virtual = summary["metrics"]["duration"]
-    return {"config": f"{model} TP{tp} on {sku}", "requests": summary["metrics"]["completed"],
+    m = summary["metrics"]
+    return {"config": f"{model} TP{tp} PP{pp} on {sku}", "requests": m["completed"],
+            "ttft_ms": m["mean_ttft_ms"], "tpot_ms": m["mean_tpot_ms"], "itl_ms": m["mean_itl_ms"],
             "serving_virtual_s": serving_virtual, "serving_wall_s": summary["serving_wall_seconds"],
             "speed": serving_virtual / summary["serving_wall_seconds"],
             "startup_wall_s": summary["startup_wall_seconds"], "peak_rss_gib": peak[0] / 2**30}
@@ -80,18 +86,22 @@ def measure(model: str, tp: int, requests: int, rate: float, sku: str) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", action="append", help="MODEL:TP (default llama3_8b:1)")
+    parser.add_argument("--config", action="append", help="MODEL:TP[:PP[:REQUESTS]] (default llama3_8b:1)")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--rate", type=float, default=8.0, help="requests per (virtual) second")
     parser.add_argument("--sku", default="h100")
     args = parser.parse_args()
-    rows = [measure(c.split(":")[0], int(c.split(":")[1]), args.requests, args.rate, args.sku)
-            for c in (args.config or ["llama3_8b:1"])]
-    print(f"{'configuration':<28}{'requests':>9}{'virtual s':>11}{'wall s':>9}{'virtual/wall':>14}"
-          f"{'start-up s':>12}{'peak RSS GiB':>14}")
+    rows = []
+    for config in args.config or ["llama3_8b:1"]:
+        model, tp, pp, requests = (config.split(":") + ["1", str(args.requests)][len(config.split(":")) - 2:])[:4]
+        rows.append(measure(model, int(tp), int(pp), int(requests), args.rate, args.sku))
+        print(rows[-1], flush=True)
+    print("| configuration | requests | TTFT ms | TPOT ms | ITL ms | virtual s | wall s | virtual/wall | start-up s | peak RSS GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"{r['config']:<28}{r['requests']:>9}{r['serving_virtual_s']:>11.2f}{r['serving_wall_s']:>9.2f}"
-              f"{r['speed']:>14.3f}{r['startup_wall_s']:>12.1f}{r['peak_rss_gib']:>14.2f}")
+        print(f"| {r['config']} | {r['requests']} | {r['ttft_ms']:.2f} | {r['tpot_ms']:.2f} | {r['itl_ms']:.2f} | "
+              f"{r['serving_virtual_s']:.2f} | {r['serving_wall_s']:.2f} | {r['speed']:.3f} | {r['startup_wall_s']:.1f} | "
+              f"{r['peak_rss_gib']:.2f} |")
     return 0
 
 

@@ -43,8 +43,7 @@ def test_vllm_serves_a_workload_on_virtual_gpus(tmp_path):
 
 
 def test_run_names_an_unknown_model(tmp_path, capsys):
-    code = cli.main(["run", "--model", "llama9_1t", "--sku", "h200", "--rate", "1", "--num-requests", "1",
-                     "--prompt-len", "8", "--output-len", "2", "--out", str(tmp_path)])
+    code = cli.main(["run", "conf/smoke.yaml", "model.name=llama9_1t", f"out={tmp_path}"])
     assert code == 2
     assert "conf/model/llama9_1t" in capsys.readouterr().err
 
@@ -92,9 +91,7 @@ def test_a_run_past_its_timeout_fails_and_leaves_nothing(tmp_path):
 
 
 def test_ctrl_c_stops_the_run_and_leaves_nothing(tmp_path):
-    command = [sys.executable, "-c", "import sys; from autotune.cli import main; sys.exit(main())", "run", "--model", "tiny_llama", "--sku", "h200", "--rate", "4",
-               "--num-requests", "10", "--prompt-len", "64", "--output-len", "8", "--max-model-len", "2048",
-               "--out", str(tmp_path)]
+    command = [sys.executable, "-m", "autotune.cli", "run", "conf/smoke.yaml", f"out={tmp_path}"]
     cli_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and "pid=" not in _read(tmp_path / "server.log"):

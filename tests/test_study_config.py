@@ -56,7 +56,7 @@ def test_bad_configuration_names_the_field_and_what_it_accepts(overrides, words)
 
 
 def test_a_missing_study_file_is_named(capsys):
-    assert main(["search", "conf/no_such_study.yaml"]) == 1
+    assert main(["search", "conf/no_such_study.yaml"]) == 2
     assert "conf/no_such_study.yaml not found" in capsys.readouterr().err
 
 
@@ -64,7 +64,7 @@ def test_a_bad_config_file_fails_the_cli_early_and_clearly(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("defaults:\n  - model: llama3_8b\n  - hardware: h100\n  - workload: chat\n  - slo: interactive\n"
                    "  - engine: vllm\n  - search: default\n  - _self_\nsearch:\n  trials: many\nout: x\n")
-    assert main(["search", str(bad)]) == 1
+    assert main(["search", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "search.trials: must be an integer >= 1, got 'many'" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()

@@ -1,0 +1,80 @@
+"""`revati-tune search` end to end with the real vLLM on virtual GPUs (end-to-end tier, several
+minutes on 2 cores): a study killed with SIGKILL mid-trial leaves no process and loses no
+completed trial; the resumed study writes a report whose Pareto plot draws in headless Chromium;
+failing trials are recorded and do not stop the study."""
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from autotune import config
+from autotune.search import search
+from reports import screenshot
+from reports.figures import PARETO_COLOR
+
+SMOKE = ["search.space.tensor_parallel_size=[1]", "search.trials=2", "search.parallel=1"]
+
+
+def _trials(cfg):
+    return optuna.load_study(study_name=cfg.study_name, storage=cfg.storage).get_trials()
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    lines = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in lines if text in line and "pytest" not in line]
+
+
+def test_a_killed_study_resumes_losing_nothing_and_reports(tmp_path):
+    overrides = [*SMOKE, f"out={tmp_path}"]
+    cfg = config.load("conf/smoke.yaml", overrides)
+    driver = subprocess.Popen([sys.executable, "-m", "autotune.cli", "search", "conf/smoke.yaml", *overrides],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        states = [t.state for t in _trials(cfg)] if (tmp_path / "study.db").exists() else []
+        if states[:1] == [optuna.trial.TrialState.COMPLETE] and len(states) == 2 and \
+                (tmp_path / "trials" / "0001" / "server.log").exists():
+            break
+        time.sleep(2)
+    else:
+        driver.kill()
+        pytest.fail("the first trial did not complete in time")
+    first = _trials(cfg)[0]
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    # The running trial stops its deployment by itself (it dies with its driver).
+    deadline = time.monotonic() + 120
+    while _processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(2)
+    assert not _processes_mentioning(str(tmp_path))
+
+    report = search(cfg)
+    trials = _trials(cfg)
+    assert trials[0].values == first.values and trials[0].user_attrs == first.user_attrs     # kept as it was
+    assert trials[1].user_attrs["outcome"] == "interrupted"
+    assert [t.user_attrs["outcome"] for t in trials[2:]] == ["ok"]
+    assert trials[2].params == trials[1].params                                                # run again
+    ok = trials[0].user_attrs
+    assert ok["outcome"] == "ok" and ok["metrics"]["completed"] == 12 and ok["goodput_per_gpu"] > 0
+    assert "vllm serve" in ok["deploy_command"] and "--max-num-seqs" in ok["deploy_command"]
+    assert not _processes_mentioning(str(tmp_path))
+
+    if screenshot.chromium() is None:
+        pytest.skip("headless Chromium not installed (apt-get install -y chromium)")
+    png = screenshot.render(report, tmp_path / "report.png", width=1200, height=900)
+    assert screenshot.color_pixels(png, PARETO_COLOR) > 300
+
+
+def test_failing_trials_are_recorded_with_their_reason_and_the_study_goes_on(tmp_path):
+    cfg = config.load("conf/smoke.yaml", [*SMOKE, "engine.kv_cache_dtype=no_such_dtype", f"out={tmp_path}"])
+    report = search(cfg)
+    trials = _trials(cfg)
+    assert len(trials) == 2
+    for trial in trials:
+        assert trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs["outcome"] == "failed"
+        assert "no_such_dtype" in (tmp_path / "trials" / f"{trial.number:04d}" / "server.log").read_text()
+        assert "server exited with status" in trial.user_attrs["reason"]
+    assert "server exited with status" in report.read_text()
