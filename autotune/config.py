@@ -206,9 +206,14 @@ def _workload(workload: dict) -> dict:
         workload["arrival"] = {"process": "poisson" if burstiness == 1 else "gamma", "rate": rate,
                                "burstiness": burstiness}
     try:
-        WorkloadSpec.from_dict({**workload, "base_url": "http://127.0.0.1:1", "model": "m"})
+        spec = WorkloadSpec.from_dict({**workload, "base_url": "http://127.0.0.1:1", "model": "m"})
     except SpecError as error:
         raise ConfigError(str(error).replace("workload spec: ", "workload.").replace("workload.arrival.", "workload.")) from None
+    # Hydra merges mappings: a study's {kind: uniform, low, high} over a group's {kind: fixed,
+    # value} keeps `value`; keep only what the distribution uses.
+    for key in ("prompt_len", "output_len"):
+        if getattr(spec, key) is not None:
+            workload[key] = {"kind": getattr(spec, key).kind, **getattr(spec, key).params}
     return workload
 
 
