@@ -123,3 +123,35 @@ def test_prefix_caching_shortens_time_to_first_token_on_shared_prefixes(tmp_path
         ttft[caching] = run(config, tmp_path / str(caching))["metrics"]["median_ttft_ms"]
     print(f"median TTFT with prefix caching {ttft[True]:.2f} ms, without {ttft[False]:.2f} ms")
     assert ttft[True] < ttft[False], ttft
+
+
+@pytest.mark.parametrize("tp,pp", [(8, 1), (1, 2)])
+def test_tensor_and_pipeline_parallel_deployments_serve_fifty_requests(tp, pp, tmp_path):
+    """TP8 (eight worker processes and their collectives) and PP2 (two stages passing activations)
+    on the tiny model: every request served, every worker's GPU time accounted."""
+    workload = {**WORKLOAD, "num_requests": 50, "arrival": {"process": "poisson", "rate": 10.0, "burstiness": 1.0}}
+    config = RunConfig(model="tiny_llama", sku="h200", knobs=ServingKnobs(tensor_parallel=tp, pipeline_parallel=pp,
+                                                                         max_model_len=2048),
+                       workload=workload, timeout_s=1200)
+    summary = run(config, tmp_path)
+    assert (summary["metrics"]["completed"], summary["metrics"]["failed"]) == (50, 0)
+    assert summary["config"]["knobs"]["tensor_parallel"] == tp and summary["config"]["knobs"]["pipeline_parallel"] == pp
+    # One statistics file per engine process that ran kernels: every worker's time is counted.
+    assert len(list((tmp_path / "vgpu").glob("stats-*.csv"))) >= tp * pp
+    assert _nothing_left(tmp_path)
+
+
+def test_smaller_prefill_chunks_shorten_the_longest_decode_gaps(tmp_path):
+    """Chunked prefill: long prompts arriving while others decode. With small chunks
+    (max_num_batched_tokens) a step carries a small slice of a prompt, so the decoding requests'
+    worst inter-token gaps shrink; with large chunks a whole prompt lands in one step and stalls
+    them. Llama-3.1-8B, where prefill GPU time dominates the step."""
+    workload = {**WORKLOAD, "num_requests": 24, "arrival": {"process": "poisson", "rate": 4.0, "burstiness": 1.0},
+                "prompt_len": {"kind": "uniform", "low": 3000, "high": 6000}, "output_len": {"kind": "fixed", "value": 48}}
+    p99_itl = {}
+    for chunk in (512, 8192):
+        config = RunConfig(model="llama3_8b", sku="h100", knobs=ServingKnobs(max_model_len=8192, max_num_batched_tokens=chunk),
+                           workload=workload, timeout_s=900)
+        p99_itl[chunk] = run(config, tmp_path / str(chunk))["metrics"]["p99_itl_ms"]
+    print(f"p99 ITL with 512-token chunks {p99_itl[512]:.2f} ms, with 8192-token chunks {p99_itl[8192]:.2f} ms")
+    assert p99_itl[512] < p99_itl[8192], p99_itl
