@@ -1,0 +1,259 @@
+"""The Ray runner (search.runner=ray): the study's trials as Ray Tune trials, placed by Ray on the
+nodes of a cluster, one emulated deployment per CORES_PER_DEPLOYMENT cores.
+
+Ray Tune drives; the search is Optuna's all the same: `_StudySearch` is Ray's OptunaSearch on the
+study's own storage, name and sampler, so both runners fill the same study and a study started
+with one resumes with the other. The searcher runs in this driver process and is the only writer
+of the study: trainables only serve (autotune/trial.py) and report the TrialResult back, which the
+searcher records exactly like the local runner (autotune.study.record). Ray Tune's own experiment
+state under <out>/ray is a by-product, never restored: the Optuna storage is the checkpoint.
+
+Ctrl-C (or SIGTERM): no new trials are suggested, running trials are stopped like Ctrl-C stops a
+run (their deployments end), recorded as interrupted and queued again, then the search raises
+KeyboardInterrupt. Ray Tune's own Ctrl-C handler is switched off for this: it would kill the trial
+actors after five seconds instead. A second Ctrl-C gives up waiting; a trial process whose Ray
+worker dies stops its deployment itself (REVATI_DIE_WITH_PARENT, autotune/cli.py).
+
+A cluster of several hosts needs, on every node: the same checkout of this repository at the same
+path, installed with its dependencies, and `revati-tune setup vllm` (the engine environment).
+Workers find the code through PYTHONPATH (set for this job below), so no working_dir or
+py_modules upload is needed. Each trial writes its files to <out>/trials/NNNN on the node that runs
+it: make `out` a shared filesystem mounted at the same path everywhere (NFS) for the report's
+per-trial drill-down; objectives and attributes come back through Ray either way.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from autotune import study as studies
+from autotune import trial as trials
+from autotune.config import StudyConfig
+from autotune.local_runner import CORES_PER_DEPLOYMENT, _best, _describe, parallel_slots
+from autotune.progress import StudyProgress
+from search_spaces import SPACES
+
+REPO = Path(__file__).resolve().parent.parent
+# How often a trial looks whether the driver asked it to stop.
+STOP_POLL_S = 1.0
+
+
+def run_trials(config: StudyConfig, study: optuna.Study) -> None:
+    left = config.search["trials"] - studies.budget_used(study)
+    if left <= 0:
+        return
+    # Trials run in other processes, on other nodes, in Ray Tune's trial folders: absolute paths.
+    config = dataclasses.replace(config, source=config.source.resolve(), out=config.out.resolve())
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        _init_ray(config.search["ray_address"])
+    stop = threading.Event()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()              # the searcher suggests no more; _ForwardStop tells the trials
+        for sig in previous:    # a second one is not waited on
+            signal.signal(sig, signal.default_int_handler)
+
+    try:
+        flag = _StopFlag.remote()
+        searcher = _StudySearch(config, study, stop)
+        trainable = tune.with_resources(tune.with_parameters(_serve, config=config, flag=flag),
+                                        {"cpu": CORES_PER_DEPLOYMENT})
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=left,
+                                        max_concurrent_trials=min(left, _slots(config))),
+            run_config=tune.RunConfig(name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
+                                      storage_path=str(config.out / "ray"), verbose=0,
+                                      callbacks=[_ForwardStop(stop, flag)]))
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        # Our Ctrl-C handling instead of Tune's; Tune's older output, which verbose=0 silences
+        # (the newer one prints its experiment table at any verbosity). The study's progress
+        # is shown as the local runner shows it.
+        with _environ(TUNE_DISABLE_SIGINT_HANDLER="1", RAY_AIR_NEW_OUTPUT="0"), \
+                StudyProgress(config.search["trials"], config.search["trials"] - left) as progress:
+            searcher.progress = progress
+            tuner.fit()
+        if stop.is_set():
+            raise KeyboardInterrupt
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if started_ray:
+            ray.shutdown()
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _init_ray(address: str | None) -> None:
+    # PYTHONPATH: trial workers import this repository (the trainable is pickled by reference),
+    # and so does the `revati-tune run` process each trial starts from inside Ray's trial folder.
+    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join((str(REPO), "${PYTHONPATH}"))}}
+    quiet = dict(log_to_driver=False, logging_level="WARNING", runtime_env=runtime_env)
+    if address:
+        ray.init(address=address, **quiet)
+    else:
+        # "local": always a new Ray of our own, never one found running on this host.
+        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+
+
+def _slots(config: StudyConfig) -> int:
+    """Deployments at once: search.parallel, or with auto what this host takes (a Ray started
+    here) or the cluster's cores (a cluster joined); Ray places them by cores either way."""
+    if config.search["parallel"] != "auto" or not config.search["ray_address"]:
+        return parallel_slots(config)
+    return max(1, int(ray.cluster_resources().get("CPU", 0)) // CORES_PER_DEPLOYMENT)
+
+
+def _serve(params: dict, config: StudyConfig, flag: ray.actor.ActorHandle) -> None:
+    """The Ray trainable: one trial's deployment, on whichever node Ray placed it."""
+    stop, done = threading.Event(), threading.Event()
+    watcher = threading.Thread(target=_watch, args=(flag, stop, done), daemon=True)
+    watcher.start()
+    try:
+        result = trials.evaluate(config, params["args"], Path(params["run_dir"]), stop)
+    finally:
+        done.set()
+    # Numbers for Ray Tune (and OptunaSearch's metrics); the whole result for the study's record.
+    tune.report({"goodput_per_gpu": result.goodput_per_gpu, "gpus": result.gpus, "outcome": result.outcome,
+                 "trial_result": json.dumps(dataclasses.asdict(result))})
+
+
+def _watch(flag: ray.actor.ActorHandle, stop: threading.Event, done: threading.Event) -> None:
+    """Set `stop` once the driver asks (evaluate then stops the deployment) or is gone."""
+    while not done.wait(STOP_POLL_S):
+        try:
+            stopped = ray.get(flag.is_set.remote(), timeout=30)
+        except (ray.exceptions.RayError, TimeoutError):
+            stopped = True
+        if stopped:
+            stop.set()
+            return
+
+
+@ray.remote(num_cpus=0)
+class _StopFlag:
+    """Ctrl-C in the driver, as trials on any node can see it."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def set(self) -> None:
+        self.stopped = True
+
+    def is_set(self) -> bool:
+        return self.stopped
+
+
+class _ForwardStop(tune.Callback):
+    """Raises the stop flag from Ray Tune's loop (not from the signal handler, which may interrupt
+    a Ray call of that loop)."""
+
+    def __init__(self, stop: threading.Event, flag: ray.actor.ActorHandle) -> None:
+        self.stop, self.flag, self.sent = stop, flag, False
+
+    def __getstate__(self) -> dict:
+        return _picklable(self)
+
+    def on_step_begin(self, iteration: int, trials: list, **info: object) -> None:
+        if self.stop.is_set() and not self.sent:
+            self.flag.set.remote()
+            self.sent = True
+
+
+class _StudySearch(OptunaSearch):
+    """OptunaSearch on the study, recording each trial as the local runner does."""
+
+    def __init__(self, config: StudyConfig, study: optuna.Study, stop: threading.Event) -> None:
+        space = SPACES[config.engine].narrowed(config.search["space"])
+        super().__init__(space=space.suggest, metric=studies.OBJECTIVES, mode=["max", "min"],
+                         sampler=study.sampler, study_name=config.study_name,
+                         storage=optuna.storages.get_storage(config.storage))
+        self.config, self.stop, self.progress = config, stop, None
+        self.args: dict[str, dict] = {}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if self.stop.is_set():
+            return Searcher.FINISHED
+        args = super().suggest(trial_id)
+        trial = self._ot_trials[trial_id]
+        run_dir = self.config.out / "trials" / f"{trial.number:04d}"
+        # Before it runs, as the local runner does: recover_interrupted finds its leftovers.
+        trial.set_user_attr("run_dir", str(run_dir))
+        self.args[trial_id] = args
+        return {"args": args, "run_dir": str(run_dir)}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        # Replaces OptunaSearch's tell: record() sets the attributes and the constraint, then tells
+        # (failures and timeouts as FAIL), and a trial is told only once.
+        if trial_id in self._completed_trials:
+            return
+        trial = self._ot_trials[trial_id]
+        if result and "trial_result" in result:
+            outcome = trials.TrialResult(**json.loads(result["trial_result"]))
+        else:                   # the trainable itself failed (or its node was lost): nothing measured
+            outcome = self._lost(trial_id)
+        study = self._ot_study
+        studies.record(study, trial, outcome, self.config.attainment)
+        if outcome.outcome == "interrupted":
+            _requeue(study, trial.params)
+        self._completed_trials.add(trial_id)
+        if self.progress is not None:
+            self.progress.finished(trial.number, outcome.outcome, _describe(outcome), _best(study))
+
+    def _lost(self, trial_id: str) -> trials.TrialResult:
+        args = self.args[trial_id]
+        run_dir = self._ot_trials[trial_id].user_attrs["run_dir"]
+        gpus = self.config.run_config(args).knobs.gpus
+        return trials.TrialResult("failed", gpus, f"the Ray trial failed; see its error in "
+                                  f"{self.config.out / 'ray'} (logs in {run_dir})",
+                                  user_attrs={"knobs": {**self.config.engine_args, **args}, "gpus": gpus,
+                                              "engine": self.config.engine, "run_dir": run_dir})
+
+    def __getstate__(self) -> dict:
+        return _picklable(self)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing: the Optuna storage is the search's state (and its sampler and space functions
+        do not pickle)."""
+
+
+def _requeue(study: optuna.Study, params: dict) -> None:
+    """Queue an interrupted configuration to run again, once. Not enqueue_trial's skip_if_exists:
+    that skips any trial with these parameters, the interrupted one included, so never queues."""
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    if not any(t.system_attrs.get("fixed_params") == params for t in waiting):
+        study.enqueue_trial(params)
+
+
+def _picklable(obj: object) -> dict:
+    """Ray Tune pickles its search algorithm and callbacks with the experiment, for a
+    Tuner.restore this runner never does (the study's storage is the state): without what only
+    this driver's run uses, a stop event and the progress display, which do not pickle."""
+    return {**obj.__dict__, "stop": None, "progress": None}
