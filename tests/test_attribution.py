@@ -1,7 +1,11 @@
 """Where virtual GPU time went, by kernel family (emulator/predictor/attribution.py)."""
+import subprocess
+import time
+
 import pytest
 
 from emulator.predictor.attribution import by_family, family, read_stats
+from vgpu_fixtures import cuda_programs, vgpu_env  # noqa: F401 (fixture)
 
 
 @pytest.mark.parametrize("kind,name,expected", [
@@ -37,3 +41,21 @@ def test_stats_not_written_by_the_library_are_refused(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not written by the vGPU library"):
         read_stats([tmp_path / "x.csv"])
+
+
+def test_a_process_killed_outright_has_its_stats_written_while_it_ran(cuda_programs, tmp_path):
+    """vLLM SIGKILLs workers slow to shut down; no exit handler runs, so the library also writes
+    its totals every few seconds while launching."""
+    program = cuda_programs("launch_loop")
+    stats = tmp_path / "stats.csv"
+    env = vgpu_env(1, "h100", workdir=tmp_path / "vgpu")
+    env["REVATI_VGPU_STATS"] = str(stats)
+    process = subprocess.Popen([str(program.binary)], env=env, stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "launching\n"
+    deadline = time.monotonic() + 30
+    while not stats.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    process.kill()
+    process.wait()
+    (row,) = [r for r in read_stats([stats]).itertuples() if "busy_kernel" in r.name]
+    assert row.count > 1000 and row.seconds > 0

@@ -1,4 +1,5 @@
-/* stats.c: where virtual GPU time went. REVATI_VGPU_STATS=path writes, at exit, one CSV row
+/* stats.c: where virtual GPU time went. REVATI_VGPU_STATS=path writes, at exit (and every few
+ * seconds before), one CSV row
  * per (kind, name) with the launch count and total seconds ("%p" in the path becomes the process
  * id, so that every process of a deployment writes its own), kernels under their demangled names
  * (emulator/predictor/attribution.py sorts them into families); REVATI_VGPU_TRACE=path writes a
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vgpu.h"
@@ -36,20 +38,44 @@ static void put_quoted(FILE *f, const char *text) {
     fputc('"', f);
 }
 
-static void write_stats(void) {
+/* Written to a temporary file renamed over the last one, so a reader never sees half a file. */
+static void write_stats_locked(void) {
     if (!stats_path) return;
-    FILE *f = fopen(stats_path, "w");
+    char partial[sizeof stats_path_buf + 16];
+    snprintf(partial, sizeof partial, "%s.partial", stats_path);
+    FILE *f = fopen(partial, "w");
     if (!f) return;
     fprintf(f, "kind,name,count,seconds\n");
-    pthread_mutex_lock(&stats_lock);
     for (size_t i = 0; i < totals_len; i++) {
         const total *t = &totals[i];
         fprintf(f, "%s,", vgpu_op_kind_name(t->kind));
         put_quoted(f, t->function ? vgpu_function_display_name(t->function) : t->name ? t->name : "");
         fprintf(f, ",%llu,%.9f\n", (unsigned long long)t->count, t->seconds);
     }
-    pthread_mutex_unlock(&stats_lock);
     fclose(f);
+    rename(partial, stats_path);
+}
+
+static void write_stats(void) {
+    pthread_mutex_lock(&stats_lock);
+    write_stats_locked();
+    pthread_mutex_unlock(&stats_lock);
+}
+
+/* Also written every few wall seconds while launches happen: an engine process killed at
+ * shutdown (vLLM sends SIGTERM to workers slow to exit, then SIGKILL) runs no exit handler. */
+#define STATS_FLUSH_EVERY_NS 5000000000LL
+#define STATS_FLUSH_CHECK_EVERY 4096        /* launches between looks at the clock */
+static uint64_t records_since_check;
+static int64_t flushed_at_ns;
+
+static void flush_now_and_then_locked(void) {
+    if (++records_since_check < STATS_FLUSH_CHECK_EVERY) return;
+    records_since_check = 0;
+    int64_t now = vgpu_host_clock_ns(CLOCK_MONOTONIC);
+    if (now - flushed_at_ns < STATS_FLUSH_EVERY_NS) return;
+    flushed_at_ns = now;
+    write_stats_locked();
 }
 
 static void open_outputs(void) {
@@ -103,6 +129,7 @@ void vgpu_stats_record(const vgpu_launch *l, double seconds, double start) {
         }
         totals[i].count++;
         totals[i].seconds += seconds;
+        flush_now_and_then_locked();
     }
     if (trace) {
         long long m = 0, n = 0, k = 0, batch = 0, bytes = 0, nranks = 0;
