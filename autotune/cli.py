@@ -136,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.set_defaults(run=_plan)
 
     reports_cli.register(commands)
+    importlib.import_module("autotune.validate").register(commands)
 
     predictor = commands.add_parser("predictor", help="the runtime predictor's fitted models")
     actions = predictor.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -319,8 +320,10 @@ def _run(args: argparse.Namespace) -> int:
     from autotune.progress import RunProgress, summary_table
     from emulator.run import RunFailed, run
     _die_with_parent()
-    # A stop request (the study driver's, or an operator's) ends the deployment like Ctrl-C does.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # A stop request (the study driver's, or an operator's) ends the deployment like Ctrl-C does,
+    # even where SIGINT came in ignored (a shell's background job).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
     try:
         config = study_config.load(args.study, args.overrides)
         run_config = config.run_config()
@@ -363,6 +366,7 @@ def _search(args: argparse.Namespace) -> int:
     except study_config.ConfigError as error:
         print(f"revati-tune: {error}", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGINT, signal.default_int_handler)      # also in a shell's background job
     try:
         report = search(config)
     except KeyboardInterrupt:

@@ -54,15 +54,18 @@ def run_trials(config: StudyConfig, study: optuna.Study) -> None:
             with lock:
                 trial = study.ask()
             args = space.suggest(trial)
-            run_dir = (config.out / "trials" / f"{trial.number:04d}").resolve()
-            trial.set_user_attr("run_dir", str(run_dir))
-            result = trials.evaluate(config, args, run_dir, stop)
+            result = studies.result_of_same_configuration(study, trial)
+            if result is None:
+                run_dir = (config.out / "trials" / f"{trial.number:04d}").resolve()
+                trial.set_user_attr("run_dir", str(run_dir))
+                result = trials.evaluate(config, args, run_dir, stop)
             with lock:
                 studies.record(study, trial, result, config.attainment)
                 if result.outcome == "interrupted":
                     study.enqueue_trial(trial.params)
                     claimed[0] -= 1
-            progress.finished(trial.number, result.outcome, _describe(result), _best(study))
+            progress.finished(trial.number, result.outcome, _describe(result), _best(study),
+                              counted=result.outcome != "interrupted")
 
     slots = parallel_slots(config)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -86,6 +89,8 @@ def _describe(result: trials.TrialResult) -> str:
     knobs = ", ".join(f"{k}={v}" for k, v in result.user_attrs.get("knobs", {}).items()
                       if v is not None and k in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
                                                  "max_num_seqs", "max_num_batched_tokens"))
+    if "same_as_trial" in result.user_attrs:
+        knobs += f" (as trial {result.user_attrs['same_as_trial']}, not run again)"
     if result.outcome != "ok":
         return f"{knobs}: {result.reason}"
     return (f"{knobs}: {result.goodput_per_gpu:.3f} good req/s per GPU on {result.gpus} GPU(s), "

@@ -75,6 +75,6 @@ class StudyProgress:
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()
 
-    def finished(self, number: int, outcome: str, summary: str, best: str | None) -> None:
+    def finished(self, number: int, outcome: str, summary: str, best: str | None, counted: bool = True) -> None:
         self.bar.console.print(f"trial {number}: {outcome}: {summary}")
-        self.bar.update(self.task, advance=1, best=f"best {best}" if best else "no feasible trial yet")
+        self.bar.update(self.task, advance=1 if counted else 0, best=f"best {best}" if best else "no feasible trial yet")

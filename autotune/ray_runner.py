@@ -17,9 +17,11 @@ worker dies stops its deployment itself (REVATI_DIE_WITH_PARENT, autotune/cli.py
 A cluster of several hosts needs, on every node: the same checkout of this repository at the same
 path, installed with its dependencies, and `revati-tune setup vllm` (the engine environment).
 Workers find the code through PYTHONPATH (set for this job below), so no working_dir or
-py_modules upload is needed. Each trial writes its files to <out>/trials/NNNN on the node that runs
-it: make `out` a shared filesystem mounted at the same path everywhere (NFS) for the report's
-per-trial drill-down; objectives and attributes come back through Ray either way.
+py_modules upload is needed. A cluster with token authentication (Ray's default for a new one)
+also needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token) in the
+environment of `revati-tune search`. Each trial writes its files to <out>/trials/NNNN on the node
+that runs it: make `out` a shared filesystem mounted at the same path everywhere (NFS) for the
+report's per-trial drill-down; objectives and attributes come back through Ray either way.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import secrets
 import signal
 import threading
 import time
@@ -56,9 +59,38 @@ def run_trials(config: StudyConfig, study: optuna.Study) -> None:
         return
     # Trials run in other processes, on other nodes, in Ray Tune's trial folders: absolute paths.
     config = dataclasses.replace(config, source=config.source.resolve(), out=config.out.resolve())
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        _init_ray(config.search["ray_address"])
+    with contextlib.ExitStack() as stack:
+        if not ray.is_initialized():        # else the caller's Ray, left as it is
+            stack.enter_context(_ray(config.search["ray_address"]))
+        _tune(config, study, left)
+
+
+@contextlib.contextmanager
+def _ray(address: str | None):
+    # PYTHONPATH: trial workers import this repository (the trainable is pickled by reference),
+    # and so does the `revati-tune run` process each trial starts from inside Ray's trial folder.
+    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join((str(REPO), "${PYTHONPATH}"))}}
+    quiet = dict(log_to_driver=False, logging_level="WARNING", runtime_env=runtime_env)
+    auth = {}
+    if not address and not {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(os.environ):
+        # A new local Ray turns token authentication on and, lacking a token, writes one to
+        # ~/.ray/auth_token, which later `ray start`s on this host pick up (a head does, a node
+        # joining it does not, and fails). A token of this search's own in the environment that
+        # Ray's processes inherit leaves no such file; RAY_AUTH_MODE, which Ray sets, is put back.
+        auth = {"RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_AUTH_MODE": None}
+    with _environ(**auth):
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            # "local": always a new Ray of our own, never one found running on this host.
+            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+def _tune(config: StudyConfig, study: optuna.Study, left: int) -> None:
     stop = threading.Event()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
@@ -67,20 +99,20 @@ def run_trials(config: StudyConfig, study: optuna.Study) -> None:
         for sig in previous:    # a second one is not waited on
             signal.signal(sig, signal.default_int_handler)
 
+    flag = _StopFlag.remote()
+    searcher = _StudySearch(config, study, stop)
+    trainable = tune.with_resources(tune.with_parameters(_serve, config=config, flag=flag),
+                                    {"cpu": CORES_PER_DEPLOYMENT})
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=left,
+                                    max_concurrent_trials=min(left, _slots(config))),
+        run_config=tune.RunConfig(name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
+                                  storage_path=str(config.out / "ray"), verbose=0,
+                                  callbacks=[_ForwardStop(stop, flag)]))
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
-        flag = _StopFlag.remote()
-        searcher = _StudySearch(config, study, stop)
-        trainable = tune.with_resources(tune.with_parameters(_serve, config=config, flag=flag),
-                                        {"cpu": CORES_PER_DEPLOYMENT})
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=left,
-                                        max_concurrent_trials=min(left, _slots(config))),
-            run_config=tune.RunConfig(name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
-                                      storage_path=str(config.out / "ray"), verbose=0,
-                                      callbacks=[_ForwardStop(stop, flag)]))
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
         # Our Ctrl-C handling instead of Tune's; Tune's older output, which verbose=0 silences
         # (the newer one prints its experiment table at any verbosity). The study's progress
         # is shown as the local runner shows it.
@@ -88,19 +120,18 @@ def run_trials(config: StudyConfig, study: optuna.Study) -> None:
                 StudyProgress(config.search["trials"], config.search["trials"] - left) as progress:
             searcher.progress = progress
             tuner.fit()
-        if stop.is_set():
-            raise KeyboardInterrupt
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if started_ray:
-            ray.shutdown()
+    if stop.is_set():
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
-def _environ(**values: str):
+def _environ(**values: str | None):
+    """Environment variables set for a while (None: only restored afterwards)."""
     saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
+    os.environ.update({name: value for name, value in values.items() if value is not None})
     try:
         yield
     finally:
@@ -109,18 +140,6 @@ def _environ(**values: str):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _init_ray(address: str | None) -> None:
-    # PYTHONPATH: trial workers import this repository (the trainable is pickled by reference),
-    # and so does the `revati-tune run` process each trial starts from inside Ray's trial folder.
-    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join((str(REPO), "${PYTHONPATH}"))}}
-    quiet = dict(log_to_driver=False, logging_level="WARNING", runtime_env=runtime_env)
-    if address:
-        ray.init(address=address, **quiet)
-    else:
-        # "local": always a new Ray of our own, never one found running on this host.
-        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
 
 
 def _slots(config: StudyConfig) -> int:
@@ -240,8 +259,8 @@ class _StudySearch(OptunaSearch):
         return _picklable(self)
 
     def save(self, checkpoint_path: str) -> None:
-        """Nothing: the Optuna storage is the search's state (and its sampler and space functions
-        do not pickle)."""
+        """Nothing: the Optuna storage is the search's state (and OptunaSearch.save's pickle of
+        the space would fail on its knobs' conditions, which are lambdas)."""
 
 
 def _requeue(study: optuna.Study, params: dict) -> None:

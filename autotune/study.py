@@ -63,6 +63,20 @@ def budget_used(study: optuna.Study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("outcome") in COUNTED)
 
 
+def result_of_same_configuration(study: optuna.Study, trial: optuna.Trial) -> TrialResult | None:
+    """What an earlier trial with the very same parameters gave: a sampler proposing a
+    configuration again (likely in small discrete spaces) gets its result without a second
+    deployment. Emulated runs are deterministic up to CPU-time noise; a run again would mostly
+    measure that noise."""
+    for earlier in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        attrs = earlier.user_attrs
+        if earlier.params == trial.params and attrs.get("outcome") in ("ok", "infeasible"):
+            copied = {k: v for k, v in attrs.items() if k not in ("outcome", "reason", "goodput_per_gpu", "slo_attainment")}
+            return TrialResult(attrs["outcome"], attrs["gpus"], attrs.get("reason", ""), attrs["goodput_per_gpu"],
+                               attrs["slo_attainment"], {**copied, "same_as_trial": earlier.number})
+    return None
+
+
 def record(study: optuna.Study, trial: optuna.Trial, result: TrialResult, attainment: float) -> None:
     """Store what the trial did, then tell Optuna: ok and infeasible trials complete with their
     objectives (an infeasible configuration serves nothing: zero goodput, constraint violated);

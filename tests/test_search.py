@@ -66,3 +66,14 @@ def test_trials_left_running_by_a_killed_driver_are_failed_as_interrupted_and_ru
     assert first.state == optuna.trial.TrialState.FAIL and first.user_attrs["outcome"] == "interrupted"
     assert second.user_attrs["outcome"] == "infeasible"           # the budget of 1 is the re-run
     assert second.params["max_num_seqs"] == first.params["max_num_seqs"]
+
+
+def test_a_configuration_proposed_again_takes_the_earlier_result_without_a_run(tmp_path):
+    single = [f"search.space.{knob}=[{value}]" for knob, value in
+              (("data_parallel_size", 1), ("max_num_seqs", 64), ("max_num_batched_tokens", 2048))]
+    cfg = _load(tmp_path, "search.trials=2", *single)
+    search(cfg)
+    first, second = _trials(cfg)
+    assert first.params == second.params
+    assert "same_as_trial" not in first.user_attrs and second.user_attrs["same_as_trial"] == 0
+    assert second.values == first.values and second.user_attrs["reason"] == first.user_attrs["reason"]
