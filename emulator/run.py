@@ -25,6 +25,7 @@ from typing import Callable
 from emulator import feasibility, metrics
 from emulator.engines.adapter import EngineAdapter, ServingKnobs
 from emulator.engines.envs import env_python
+from emulator.engines.hf_transformers import TransformersAdapter
 from emulator.engines.vllm import VllmAdapter
 from emulator.hardware import load_sku
 from emulator.loadgen import READY_LINE
@@ -35,7 +36,7 @@ from emulator.vgpu_environment import vgpu_environment
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "conf" / "model"
-ADAPTERS: dict[str, EngineAdapter] = {"vllm": VllmAdapter()}
+ADAPTERS: dict[str, EngineAdapter] = {"vllm": VllmAdapter(), "transformers": TransformersAdapter()}
 SERVER_STOP_S = 30.0
 
 
