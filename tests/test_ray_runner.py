@@ -53,10 +53,13 @@ def _session(sid: int) -> list[int]:
 
 
 def _start_node(args: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+    # Without token authentication, whatever ~/.ray/auth_token holds: a head finding a token there
+    # turns it on, a node joining it does not (and fails), and a driver connecting sends a token
+    # only with RAY_AUTH_MODE=token set before Ray reads its config. A loopback cluster of a test.
     with open(log, "w") as out:
         node = subprocess.Popen(["ray", "start", *args, "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
                                  "--disable-usage-stats", "--block"], stdout=out, stderr=subprocess.STDOUT,
-                                cwd=cwd, start_new_session=True)
+                                cwd=cwd, start_new_session=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     deadline = time.monotonic() + 120
     while "--block" not in log.read_text():       # printed once the node's processes are up
         assert node.poll() is None, f"ray start failed:\n{log.read_text()}"
@@ -140,10 +143,14 @@ def test_ray_runner_smoke_study(ray_cluster, tmp_path):
 
 def test_ctrl_c_stops_the_ray_search(tmp_path):
     """Ctrl-C to `revati-tune search` with a Ray it started itself: the running trial's deployment
-    is stopped, the trial recorded as interrupted and queued again, and nothing is left running."""
+    is stopped, the trial recorded as interrupted and queued again, and nothing is left running,
+    not even a Ray token file in the home folder."""
+    token_file = Path.home() / ".ray" / "auth_token"
+    had_token = token_file.exists()
     driver = subprocess.Popen([sys.executable, "-m", "autotune.cli", "search", "conf/smoke.yaml", "search.runner=ray",
                                "search.trials=1", f"out={tmp_path}"], cwd=REPO, start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")})
     processes = tmp_path / "trials" / "0000" / "processes.json"
     try:
         deadline = time.monotonic() + 300
@@ -172,3 +179,4 @@ def test_ctrl_c_stops_the_ray_search(tmp_path):
     while _session(driver.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not _session(driver.pid)
+    assert token_file.exists() == had_token
