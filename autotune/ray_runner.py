@@ -152,13 +152,15 @@ def _slots(config: StudyConfig) -> int:
 
 def _serve(params: dict, config: StudyConfig, flag: ray.actor.ActorHandle) -> None:
     """The Ray trainable: one trial's deployment, on whichever node Ray placed it."""
-    stop, done = threading.Event(), threading.Event()
-    watcher = threading.Thread(target=_watch, args=(flag, stop, done), daemon=True)
-    watcher.start()
-    try:
-        result = trials.evaluate(config, params["args"], Path(params["run_dir"]), stop)
-    finally:
-        done.set()
+    if params.get("same"):      # a configuration run before: its result, no second deployment
+        result = trials.TrialResult(**json.loads(params["same"]))
+    else:
+        stop, done = threading.Event(), threading.Event()
+        threading.Thread(target=_watch, args=(flag, stop, done), daemon=True).start()
+        try:
+            result = trials.evaluate(config, params["args"], Path(params["run_dir"]), stop)
+        finally:
+            done.set()
     # Numbers for Ray Tune (and OptunaSearch's metrics); the whole result for the study's record.
     tune.report({"goodput_per_gpu": result.goodput_per_gpu, "gpus": result.gpus, "outcome": result.outcome,
                  "trial_result": json.dumps(dataclasses.asdict(result))})
@@ -222,10 +224,15 @@ class _StudySearch(OptunaSearch):
             return Searcher.FINISHED
         args = super().suggest(trial_id)
         trial = self._ot_trials[trial_id]
+        self.args[trial_id] = args
+        # As the local runner: a configuration proposed again takes the earlier result (it still
+        # passes through Ray as a trial, which keeps Ray Tune's count of trials the budget's).
+        same = studies.result_of_same_configuration(self._ot_study, trial)
+        if same is not None:
+            return {"args": args, "same": json.dumps(dataclasses.asdict(same))}
         run_dir = self.config.out / "trials" / f"{trial.number:04d}"
         # Before it runs, as the local runner does: recover_interrupted finds its leftovers.
         trial.set_user_attr("run_dir", str(run_dir))
-        self.args[trial_id] = args
         return {"args": args, "run_dir": str(run_dir)}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -244,11 +251,12 @@ class _StudySearch(OptunaSearch):
             _requeue(study, trial.params)
         self._completed_trials.add(trial_id)
         if self.progress is not None:
-            self.progress.finished(trial.number, outcome.outcome, _describe(outcome), _best(study))
+            self.progress.finished(trial.number, outcome.outcome, _describe(outcome), _best(study),
+                                   counted=outcome.outcome != "interrupted")
 
     def _lost(self, trial_id: str) -> trials.TrialResult:
         args = self.args[trial_id]
-        run_dir = self._ot_trials[trial_id].user_attrs["run_dir"]
+        run_dir = self._ot_trials[trial_id].user_attrs.get("run_dir", "")
         gpus = self.config.run_config(args).knobs.gpus
         return trials.TrialResult("failed", gpus, f"the Ray trial failed; see its error in "
                                   f"{self.config.out / 'ray'} (logs in {run_dir})",
