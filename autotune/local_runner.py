@@ -17,7 +17,7 @@ import optuna
 from autotune import study as studies
 from autotune import trial as trials
 from autotune.config import StudyConfig
-from autotune.progress import StudyProgress
+from autotune.progress import StudyProgress, best_so_far, describe
 from search_spaces import SPACES
 
 # What one emulated deployment of a search needs: the engine's processes are busy on CPU
@@ -62,9 +62,9 @@ def run_trials(config: StudyConfig, study: optuna.Study) -> None:
             with lock:
                 studies.record(study, trial, result, config.attainment)
                 if result.outcome == "interrupted":
-                    study.enqueue_trial(trial.params)
+                    studies.requeue(study, trial.params)
                     claimed[0] -= 1
-            progress.finished(trial.number, result.outcome, _describe(result), _best(study),
+            progress.finished(trial.number, result.outcome, describe(result), best_so_far(study),
                               counted=result.outcome != "interrupted")
 
     slots = parallel_slots(config)
@@ -83,26 +83,3 @@ def run_trials(config: StudyConfig, study: optuna.Study) -> None:
                 future.result()
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _describe(result: trials.TrialResult) -> str:
-    knobs = ", ".join(f"{k}={v}" for k, v in result.user_attrs.get("knobs", {}).items()
-                      if v is not None and k in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
-                                                 "max_num_seqs", "max_num_batched_tokens"))
-    if "same_as_trial" in result.user_attrs:
-        knobs += f" (as trial {result.user_attrs['same_as_trial']}, not run again)"
-    if result.outcome != "ok":
-        return f"{knobs}: {result.reason}"
-    return (f"{knobs}: {result.goodput_per_gpu:.3f} good req/s per GPU on {result.gpus} GPU(s), "
-            f"SLO attainment {result.slo_attainment:.0%}")
-
-
-def _best(study: optuna.Study) -> str | None:
-    attainment = study.user_attrs["slo"]["attainment"]
-    ok = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-          if t.user_attrs.get("outcome") == "ok" and t.user_attrs.get("slo_attainment", 0) >= attainment]
-    if not ok:
-        return None
-    best = max(ok, key=lambda t: t.user_attrs["goodput_per_gpu"])
-    return f"{best.user_attrs['goodput_per_gpu']:.3f} req/s/GPU (trial {best.number}, {best.user_attrs['gpus']} GPUs)"
-

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import math
 
+import optuna
+
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from autotune.trial import TrialResult
 
 
 class RunProgress:
@@ -78,3 +82,28 @@ class StudyProgress:
     def finished(self, number: int, outcome: str, summary: str, best: str | None, counted: bool = True) -> None:
         self.bar.console.print(f"trial {number}: {outcome}: {summary}")
         self.bar.update(self.task, advance=1 if counted else 0, best=f"best {best}" if best else "no feasible trial yet")
+
+
+def describe(result: TrialResult) -> str:
+    """One line on how a trial ended."""
+    knobs = ", ".join(f"{k}={v}" for k, v in result.user_attrs.get("knobs", {}).items()
+                      if v is not None and k in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
+                                                 "max_num_seqs", "max_num_batched_tokens"))
+    if "same_as_trial" in result.user_attrs:
+        knobs += f" (as trial {result.user_attrs['same_as_trial']}, not run again)"
+    if result.outcome != "ok":
+        return f"{knobs}: {result.reason}"
+    return (f"{knobs}: {result.goodput_per_gpu:.3f} good req/s per GPU on {result.gpus} GPU(s), "
+            f"SLO attainment {result.slo_attainment:.0%}")
+
+
+def best_so_far(study: optuna.Study) -> str | None:
+    """The feasible trial with the most goodput per GPU, in words."""
+    attainment = study.user_attrs["slo"]["attainment"]
+    ok = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+          if t.user_attrs.get("outcome") == "ok" and t.user_attrs.get("slo_attainment", 0) >= attainment]
+    if not ok:
+        return None
+    best = max(ok, key=lambda t: t.user_attrs["goodput_per_gpu"])
+    return f"{best.user_attrs['goodput_per_gpu']:.3f} req/s/GPU (trial {best.number}, {best.user_attrs['gpus']} GPUs)"
+

@@ -44,8 +44,8 @@ from ray.tune.search.optuna import OptunaSearch
 from autotune import study as studies
 from autotune import trial as trials
 from autotune.config import StudyConfig
-from autotune.local_runner import CORES_PER_DEPLOYMENT, _best, _describe, parallel_slots
-from autotune.progress import StudyProgress
+from autotune.local_runner import CORES_PER_DEPLOYMENT, parallel_slots
+from autotune.progress import StudyProgress, best_so_far, describe
 from search_spaces import SPACES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -248,10 +248,10 @@ class _StudySearch(OptunaSearch):
         study = self._ot_study
         studies.record(study, trial, outcome, self.config.attainment)
         if outcome.outcome == "interrupted":
-            _requeue(study, trial.params)
+            studies.requeue(study, trial.params)
         self._completed_trials.add(trial_id)
         if self.progress is not None:
-            self.progress.finished(trial.number, outcome.outcome, _describe(outcome), _best(study),
+            self.progress.finished(trial.number, outcome.outcome, describe(outcome), best_so_far(study),
                                    counted=outcome.outcome != "interrupted")
 
     def _lost(self, trial_id: str) -> trials.TrialResult:
@@ -269,14 +269,6 @@ class _StudySearch(OptunaSearch):
     def save(self, checkpoint_path: str) -> None:
         """Nothing: the Optuna storage is the search's state (and OptunaSearch.save's pickle of
         the space would fail on its knobs' conditions, which are lambdas)."""
-
-
-def _requeue(study: optuna.Study, params: dict) -> None:
-    """Queue an interrupted configuration to run again, once. Not enqueue_trial's skip_if_exists:
-    that skips any trial with these parameters, the interrupted one included, so never queues."""
-    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-    if not any(t.system_attrs.get("fixed_params") == params for t in waiting):
-        study.enqueue_trial(params)
 
 
 def _picklable(obj: object) -> dict:

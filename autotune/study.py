@@ -107,6 +107,14 @@ def recover_interrupted(study: optuna.Study) -> int:
         trial.set_user_attr("outcome", "interrupted")
         trial.set_user_attr("reason", "the study driver stopped while it ran")
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(frozen.params)
+        requeue(study, frozen.params)
         recovered += 1
     return recovered
+
+
+def requeue(study: optuna.Study, params: dict) -> None:
+    """Queue an interrupted configuration to run again, once. Not enqueue_trial's skip_if_exists:
+    that skips any trial with these parameters, the interrupted one included, so never queues."""
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    if not any(t.system_attrs.get("fixed_params") == params for t in waiting):
+        study.enqueue_trial(params)
