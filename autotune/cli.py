@@ -110,22 +110,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("command", nargs="*", help="the command to run, after `--`")
     run.set_defaults(run=_exec, parser=run)
 
-    serve = commands.add_parser(
-        "run", help="serve a study's workload with one configuration (the engine group's values) on "
-                    "virtual GPUs, measured as `vllm bench serve` measures it",
-        usage="revati-tune run STUDY.yaml [KEY=VALUE ...]")
-    serve.add_argument("study", type=Path, help="a study file, e.g. conf/llama70b_h100.yaml")
-    serve.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                       help="Hydra overrides, e.g. engine.tensor_parallel_size=4 workload.rate=8 out=runs/x")
-    serve.set_defaults(run=_run)
-
-    search = commands.add_parser(
-        "search", help="search the configurations of a study for the most good requests per GPU",
-        usage="revati-tune search STUDY.yaml [KEY=VALUE ...]")
-    search.add_argument("study", type=Path, help="a study file, e.g. conf/llama70b_h100.yaml")
-    search.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="Hydra overrides, e.g. workload.rate=8 search.trials=60 search.parallel=2")
-    search.set_defaults(run=_search)
+    _study_command(commands, "run", _run, "engine.tensor_parallel_size=4 workload.rate=8 out=runs/x",
+                   "serve a study's workload with one configuration (the engine group's values) on virtual "
+                   "GPUs, measured as `vllm bench serve` measures it")
+    _study_command(commands, "search", _search, "workload.rate=8 search.trials=60 search.parallel=2",
+                   "search the configurations of a study for the most good requests per GPU")
 
     plan = commands.add_parser(
         "plan", help="capacity planning: the fewest GPUs that hold the SLO at each of several rates",
@@ -154,6 +143,14 @@ def _parser() -> argparse.ArgumentParser:
                             help="a SKU with measurements under emulator/predictor/data")
         action.set_defaults(run=handler)
     return parser
+
+
+def _study_command(commands: argparse._SubParsersAction, name: str, handler: Callable, example: str,
+                   help_text: str) -> None:
+    parser = commands.add_parser(name, help=help_text, usage=f"revati-tune {name} STUDY.yaml [KEY=VALUE ...]")
+    parser.add_argument("study", type=Path, help="a study file, e.g. conf/llama70b_h100.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"Hydra overrides, e.g. {example}")
+    parser.set_defaults(run=handler)
 
 
 def _gpu_count(text: str) -> int:

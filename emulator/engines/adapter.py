@@ -55,6 +55,20 @@ class ServingKnobs:
         return cls(**values)
 
 
+def knobs_from_arguments(engine: str, arguments: dict[str, str], args: dict,
+                         inverted: tuple[str, ...] = ()) -> ServingKnobs:
+    """ServingKnobs from an engine's own argument names. arguments maps each name to its knob;
+    an argument in `inverted` is the knob's negation (vLLM's enforce_eager is CUDA graphs off);
+    None leaves the engine's default."""
+    values = {}
+    for arg, value in args.items():
+        if arg not in arguments:
+            raise ValueError(f"{arg} is not a {engine} argument the emulator maps; known: {', '.join(arguments)}")
+        if value is not None:
+            values[arguments[arg]] = (not value) if arg in inverted else value
+    return ServingKnobs.from_dict(values)
+
+
 class EngineAdapter(Protocol):
     name: str           # its managed environment (emulator/engines/envs.py)
 

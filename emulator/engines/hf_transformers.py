@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from emulator.engines.adapter import ServingKnobs
+from emulator.engines.adapter import ServingKnobs, knobs_from_arguments
 from emulator.engines import envs
 
 # transformers' ContinuousBatchingConfig field names for the knobs of ServingKnobs.
@@ -52,14 +52,7 @@ class TransformersAdapter:
         return list(ARGUMENTS)
 
     def knobs(self, args: dict) -> ServingKnobs:
-        values = {}
-        for arg, value in args.items():
-            if arg not in ARGUMENTS:
-                raise ValueError(f"{arg} is not a transformers continuous-batching argument the emulator maps; "
-                                 f"known: {', '.join(ARGUMENTS)}")
-            if value is not None:
-                values[ARGUMENTS[arg]] = value
-        return ServingKnobs.from_dict(values)
+        return knobs_from_arguments("transformers continuous-batching", ARGUMENTS, args)
 
     def server_command(self, model_dir: Path, port: int, knobs: ServingKnobs) -> list[str]:
         return [str(self.python()), "-m", "emulator.engines.hf_server", "--model-dir", str(model_dir),

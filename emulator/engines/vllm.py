@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emulator.engines.adapter import ServingKnobs
+from emulator.engines.adapter import ServingKnobs, knobs_from_arguments
 
 # revati-tune's vLLM general plugin (a module and its static dist-info, found by importlib.metadata
 # on PYTHONPATH): publishes each step's attention batch to the vGPU library.
@@ -62,14 +62,7 @@ class VllmAdapter:
         return list(ARGUMENTS)
 
     def knobs(self, args: dict) -> ServingKnobs:
-        """ServingKnobs from vLLM's argument names (None: vLLM's default)."""
-        values = {}
-        for arg, value in args.items():
-            if arg not in ARGUMENTS:
-                raise ValueError(f"{arg} is not a vLLM argument the emulator maps; known: {', '.join(ARGUMENTS)}")
-            if value is not None:
-                values[ARGUMENTS[arg]] = (not value) if arg == "enforce_eager" else value
-        return ServingKnobs.from_dict(values)
+        return knobs_from_arguments("vLLM", ARGUMENTS, args, inverted=("enforce_eager",))
 
     def server_command(self, model_dir: Path, port: int, knobs: ServingKnobs) -> list[str]:
         return ["vllm", "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
