@@ -77,3 +77,17 @@ def test_a_configuration_proposed_again_takes_the_earlier_result_without_a_run(t
     assert first.params == second.params
     assert "same_as_trial" not in first.user_attrs and second.user_attrs["same_as_trial"] == 0
     assert second.values == first.values and second.user_attrs["reason"] == first.user_attrs["reason"]
+
+
+def test_plan_answers_per_rate_and_says_when_no_configuration_holds(tmp_path):
+    from autotune.plan import plan
+    text = plan(FLAGSHIP, ["search.space.tensor_parallel_size=[1]", "search.trials=1", f"out={tmp_path}"], [2.0, 8.0])
+    for rate in ("2", "8"):
+        cfg = config.load(FLAGSHIP, ["search.space.tensor_parallel_size=[1]", f"out={tmp_path}",
+                                     f"search.study_name=llama70b_h100-rate{rate}",
+                                     f"search.storage=sqlite:///{tmp_path.resolve()}/study.db"])
+        (trial,) = _trials(cfg)
+        assert trial.user_attrs["outcome"] == "infeasible"
+        assert f"workload.rate={float(rate)}" in trial.user_attrs["command"]
+    assert text.count("none holds the SLO") == 2
+    assert "none holds the SLO" in (tmp_path / "report.html").read_text()
