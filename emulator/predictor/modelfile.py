@@ -11,6 +11,7 @@ as %.9g:
     copy <direction> <pinned> <latency_s> <bytes_per_s>
     memset <latency_s> <bytes_per_s>
     collective <op> <latency_s> <bus_bytes_per_s>
+    collective_curve <op> <nranks> <npoints> <bytes1> <s1> <bytes2> <s2> ...  (bytes ascending)
     kernel_default <a_s> <b_s_per_thread>
     kernel <a_s> <b_s_per_thread> <demangled name: the rest of the line, verbatim>
 
@@ -117,13 +118,26 @@ def render(fitted: FittedModels) -> str:
     for (direction, pinned), copy in sorted(fitted.copies.items()):
         lines.append(f"copy {direction} {pinned} {_g(copy.latency_s)} {_g(copy.bytes_per_s)}")
     lines.append(f"memset {_g(fitted.memset.latency_s)} {_g(fitted.memset.bytes_per_s)}")
-    lines.append("# collective: MODELLED, not measured (no multi-GPU profile); bytes are the full "
-                 "buffer, factor 2(n-1)/n all_reduce, (n-1)/n all_gather and reduce_scatter, "
-                 "1 broadcast and send_recv")
+    measured = [op for op in models.COLLECTIVE_OPS if fitted.collectives[op].measured]
+    modelled = [op for op in models.COLLECTIVE_OPS if op not in measured]
+    lines.append("# collective: latency + bus bytes / rate; bytes are the full buffer, factor "
+                 "2(n-1)/n all_reduce, (n-1)/n all_gather and reduce_scatter, 1 broadcast and "
+                 "send_recv; for group sizes without a collective_curve. "
+                 + (f"Fitted on collectives.csv (all group sizes pooled): {', '.join(measured)}. "
+                    if measured else "")
+                 + (f"MODELLED, not measured (no multi-GPU profile): {', '.join(modelled)}"
+                    if modelled else ""))
     for op in models.COLLECTIVE_OPS:
         collective = fitted.collectives[op]
         lines.append(f"collective {op} {_g(collective.latency_s)} "
                      f"{_g(collective.bus_bytes_per_s)}")
+    if fitted.collective_curves:
+        lines.append("# collective_curve: op nranks points, then bytes (full buffer) seconds pairs, "
+                     "measured (collectives.csv), log-log interpolated; send_recv's (2 ranks) "
+                     "serves any communicator")
+    for (op, nranks), curve in sorted(fitted.collective_curves.items()):
+        points = " ".join(f"{int(b)} {_g(s)}" for b, s in zip(curve.bytes, curve.seconds))
+        lines.append(f"collective_curve {op} {nranks} {len(curve.bytes)} {points}")
     lines.append("# kernel: seconds = a + b * grid.x*grid.y*grid.z*block.x*block.y*block.z, "
                  "by exact demangled name")
     default = fitted.kernels.default

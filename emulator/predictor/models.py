@@ -1,7 +1,8 @@
 """The predictor's fitted models: pure functions of a SKU's fit rows (tables.py), each with predict.
 
 Every model here is rebuilt from the measured tables; none holds a hand-set number except the
-collectives, which are modelled (no multi-GPU measurement exists) and say so. modelfile.py writes
+collectives of a SKU without collectives.csv (no multi-GPU measurement), which are modelled and
+say so. modelfile.py writes
 these models as the text file the C predictor loads, so the C side must compute exactly what the
 predict methods here compute; each docstring states its formula for that reason.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -113,11 +114,16 @@ class GemmCurve:
     def predict(self, n: float) -> float:
         """Piecewise linear in log(n)-log(seconds) between measured n; above the largest n the
         time grows linearly with n (compute-bound); below the smallest it stays at its time."""
-        if n >= self.n[-1]:
-            return float(self.seconds[-1] * n / self.n[-1])
-        if n <= self.n[0]:
-            return float(self.seconds[0])
-        return float(np.exp(np.interp(math.log(n), np.log(self.n), np.log(self.seconds))))
+        return log_log_curve(n, self.n, self.seconds)
+
+
+def log_log_curve(x: float, xs: np.ndarray, seconds: np.ndarray) -> float:
+    """GemmCurve.predict's rule over any ascending xs (the C predictor's curve_at)."""
+    if x >= xs[-1]:
+        return float(seconds[-1] * x / xs[-1])
+    if x <= xs[0]:
+        return float(seconds[0])
+    return float(np.exp(np.interp(math.log(x), np.log(xs), np.log(seconds))))
 
 
 @dataclass(frozen=True)
@@ -502,7 +508,7 @@ class KernelModels:
         return self.by_name.get(name, self.default).predict(threads)
 
 
-# ---- collectives: MODELLED, not measured -------------------------------------------------------
+# ---- collectives: measured per (op, ranks) where collectives.csv exists, else MODELLED ----------
 
 COLLECTIVE_OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "send_recv")
 # Fixed cost of one NCCL collective within a node, the order NCCL tests show at small sizes.
@@ -528,18 +534,65 @@ def collective_factor(op: str, nranks: int) -> float:
 
 @dataclass(frozen=True)
 class CollectiveModel:
-    """seconds = latency_s + bytes * collective_factor(op, nranks) / bus_bytes_per_s."""
+    """seconds = latency_s + bytes * collective_factor(op, nranks) / bus_bytes_per_s: the model
+    file's `collective` record, used for group sizes without a measured curve. `measured`: fitted
+    on collectives.csv (pooled over its group sizes) rather than modelled."""
     op: str
     latency_s: float
     bus_bytes_per_s: float
+    measured: bool = False
 
     @classmethod
     def modelled(cls, sku: Sku) -> dict[str, CollectiveModel]:
         bus = sku.nvlink_bandwidth_gbps * 1e9 * NVLINK_BUS_EFFICIENCY
         return {op: cls(op, COLLECTIVE_LATENCY_S, bus) for op in COLLECTIVE_OPS}
 
+    @classmethod
+    def fit(cls, op: str, nbytes: np.ndarray, ranks: np.ndarray, seconds: np.ndarray) -> CollectiveModel:
+        """Least absolute relative error over the rows, all group sizes pooled: NCCL's protocol
+        changes (LL, LL128, Simple) bend the curve, which a line follows in the bulk only. Rows
+        whose time does not grow with bytes (a noisy CPU test table) give an infinite rate:
+        latency only."""
+        bus = nbytes * np.array([collective_factor(op, int(r)) for r in ranks])
+        line = LinearModel.fit(bus, seconds, absolute=True)
+        return cls(op, line.a, 1.0 / line.b if line.b > 0 else math.inf, measured=True)
+
     def predict(self, nbytes: float, nranks: int) -> float:
         return self.latency_s + nbytes * collective_factor(self.op, nranks) / self.bus_bytes_per_s
+
+
+@dataclass(frozen=True)
+class CollectiveCurve:
+    """Measured seconds of one (op, ranks) over bytes (the whole buffer, collectives.csv's
+    convention), bytes ascending; log_log_curve between and beyond them. send_recv is measured
+    between two GPUs and its curve serves any communicator size."""
+    op: str
+    ranks: int
+    bytes: np.ndarray
+    seconds: np.ndarray
+
+    def predict(self, nbytes: float) -> float:
+        return log_log_curve(nbytes, self.bytes, self.seconds)
+
+
+def fit_collectives(collectives: pd.DataFrame, sku: Sku
+                    ) -> tuple[dict[tuple[str, int], CollectiveCurve], dict[str, CollectiveModel]]:
+    """(a curve per measured (op, ranks), the `collective` line per op): from the fit rows, repeated
+    (op, ranks, bytes) rows taking their median. Ops never measured (broadcast) keep the modelled
+    line."""
+    rows = _fit_rows(collectives)
+    for dtype in rows["dtype"].unique():
+        _element_bytes(dtype, "collectives.csv column dtype")
+    curves = {}
+    for (op, ranks), group in rows.groupby(["op", "ranks"], sort=True):
+        points = group.groupby("bytes")["seconds"].median()
+        curves[str(op), int(ranks)] = CollectiveCurve(str(op), int(ranks), points.index.to_numpy(dtype=float),
+                                                      points.to_numpy(dtype=float))
+    lines = CollectiveModel.modelled(sku)
+    for op, group in rows.groupby("op", sort=True):
+        lines[str(op)] = CollectiveModel.fit(str(op), group["bytes"].to_numpy(dtype=float),
+                                             group["ranks"].to_numpy(), group["seconds"].to_numpy(dtype=float))
+    return curves, lines
 
 
 # ---- everything for one SKU --------------------------------------------------------------------
@@ -557,6 +610,19 @@ class FittedModels:
     memset: TransferModel
     kernels: KernelModels
     collectives: dict[str, CollectiveModel]
+    # Measured (op, ranks) -> curve over bytes; empty where collectives.csv is absent.
+    collective_curves: dict[tuple[str, int], CollectiveCurve] = field(default_factory=dict)
+
+    def collective_seconds(self, op: str, nbytes: float, nranks: int) -> float:
+        """What the C predictor charges (predict_collective): the measured curve of (op, nranks)
+        (send_recv: of two ranks) if there is one, else the op's `collective` line; bytes are
+        the whole buffer."""
+        if nranks <= 1:
+            return self.collectives[op].latency_s
+        curve = self.collective_curves.get((op, 2 if op == "send_recv" else nranks))
+        if curve is not None:
+            return curve.predict(nbytes)
+        return self.collectives[op].predict(nbytes, nranks)
 
     def gemm_seconds(self, dtype: str, trans_a: int, trans_b: int, m: int, n: int, k: int,
                      batch: int = 1) -> float:
@@ -570,6 +636,8 @@ def fit(tables: Tables, sku: Sku) -> FittedModels:
     """Every model of the SKU, from its tables' fit rows and its conf/hardware entry."""
     efficiency = GemmRoofline.fit_efficiencies(tables.gemm, sku)
     copies, memset = fit_copies(tables.copy)
+    curves, collectives = ({}, CollectiveModel.modelled(sku)) if tables.collectives is None else \
+        fit_collectives(tables.collectives, sku)
     return FittedModels(
         sku=tables.sku,
         gemm=GemmTable.fit(tables.gemm),
@@ -581,7 +649,8 @@ def fit(tables: Tables, sku: Sku) -> FittedModels:
         copies=copies,
         memset=memset,
         kernels=KernelModels.fit(tables.kernels),
-        collectives=CollectiveModel.modelled(sku),
+        collectives=collectives,
+        collective_curves=curves,
     )
 
 
@@ -593,7 +662,8 @@ def transfer(source: FittedModels, source_sku: Sku, target_sku: Sku) -> FittedMo
     max(flops / peak, bytes / bandwidth) from each SKU's datasheet (conf/hardware): a point that
     was memory-bound scales with the bandwidth ratio, a compute-bound one with the peak ratio.
     Kernels outside GEMM and attention are taken as memory-bound; host copies (PCIe) and the
-    modelled collectives come from the target's own figures. Nothing here is checked against a
+    modelled collectives come from the target's own figures (measured collectives are not carried:
+    the link, not the chip, sets them). Nothing here is checked against a
     measurement of the target: `accuracy` reports none for it."""
     def ratio(flops: float, nbytes: float, dtype: str) -> float:
         def roof(sku: Sku) -> float:

@@ -17,7 +17,8 @@ def _library():
     ffi = cffi.FFI()
     ffi.cdef("void revati_predictor_load(const char *model_path);"
              "double revati_predict_attention(const char *backend, double seqs, double query_len,"
-             " double context_len, double heads, double kv_heads, double head_dim);")
+             " double context_len, double heads, double kv_heads, double head_dim);"
+             "double revati_predict_collective(const char *op, double whole_bytes, double nranks);")
     return ffi.dlopen(str(build_library() / LIBRARY))
 
 
@@ -40,4 +41,13 @@ def attention_seconds(model: Path, backend: str, seqs: int, query_len: int, cont
                                                           kv_heads, head_dim)
     if seconds < 0:
         raise ValueError(f"the vGPU library has no attention backend {backend!r}")
+    return seconds
+
+
+def collective_seconds(model: Path, op: str, nbytes: float, nranks: int) -> float:
+    """What the emulator charges one collective of the model file's `op` over `nbytes` (the whole
+    buffer, collectives.csv's convention) in a communicator of `nranks`."""
+    seconds = _load(Path(model)).revati_predict_collective(op.encode(), nbytes, nranks)
+    if seconds < 0:
+        raise ValueError(f"the vGPU library has no collective {op!r}")
     return seconds

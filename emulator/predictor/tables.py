@@ -6,6 +6,10 @@ text compresses 70 times); profiler/README.md gives
 their columns. Every table comes back with a `split` column of "fit" or "holdout". kernels.csv has
 none of its own: its split is by composition (KERNEL_FIT_COMPOSITIONS), so that whole forward
 passes of the other compositions stay unseen by every fitted model.
+
+collectives.csv (with meta_collectives.json), from profiler/profile_collectives.py on a machine of
+several GPUs, is optional: a SKU without it keeps the modelled collectives (models.py). Only NCCL
+rows are data; a table from a CPU test run (backend gloo) is refused.
 """
 from __future__ import annotations
 
@@ -37,6 +41,12 @@ TEXT_COLUMNS = {"dtype", "split", "backend", "phase", "composition", "op", "dire
                 "kernel_name"}
 META_FILE = "meta.json"
 SPLITS = ("fit", "holdout")
+# Tables a SKU may lack: name -> (file, columns read, its metadata file).
+OPTIONAL_TABLES = {
+    "collectives": ("collectives.csv", ["op", "ranks", "bytes", "dtype", "backend", "seconds",
+                                        "split"], "meta_collectives.json"),
+}
+COLLECTIVE_OPS_MEASURED = ("all_reduce", "all_gather", "reduce_scatter", "send_recv")
 
 # The forward-pass compositions whose kernels the generic-kernel models are fitted on; the others
 # (decode_b64_ctx1024, prefill_p512, mixed_p512_d32_ctx1024) are held out.
@@ -62,6 +72,8 @@ class Tables:
     meta: dict
     # sha256 over the files read, in a fixed order: what a model file is rebuilt from.
     sha256: str
+    # NCCL collectives by (op, ranks, bytes) (collectives.csv), or None where none were measured.
+    collectives: pd.DataFrame | None = None
 
 
 def measured_skus() -> list[str]:
@@ -99,7 +111,30 @@ def load(sku: str) -> Tables:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{meta_path}: not valid JSON ({error})") from error
-    return Tables(sku=sku, directory=directory, meta=meta, sha256=_sha256(directory), **frames)
+    return Tables(sku=sku, directory=directory, meta=meta, sha256=_sha256(directory),
+                  collectives=load_collectives(directory / OPTIONAL_TABLES["collectives"][0]),
+                  **frames)
+
+
+def load_collectives(path: Path, allow_gloo: bool = False) -> pd.DataFrame | None:
+    """collectives.csv checked, or None if there is no such file. `allow_gloo` is for tests of the
+    profiler's CPU path only: gloo rows are never GPU data."""
+    if not path.is_file():
+        return None
+    _, columns, _ = OPTIONAL_TABLES["collectives"]
+    frame = _read_table(path, columns)
+    _check_split(path, frame)
+    backends = set(frame["backend"])
+    if backends != {"nccl"} and not (allow_gloo and backends == {"gloo"}):
+        raise ValueError(f"{path}: column backend must be nccl (GPU measurements), got "
+                         f"{sorted(backends)}; a gloo table is a CPU test run, never data")
+    unknown = sorted(set(frame["op"]) - set(COLLECTIVE_OPS_MEASURED))
+    if unknown:
+        raise ValueError(f"{path}: column op: unknown {unknown}; expected "
+                         f"{', '.join(COLLECTIVE_OPS_MEASURED)}")
+    if not ((frame["ranks"] >= 2) & (frame["bytes"] > 0)).all():
+        raise ValueError(f"{path}: ranks must be at least 2 and bytes positive on every row")
+    return frame
 
 
 def _source_files() -> list[str]:
@@ -145,8 +180,12 @@ def sha256(sku: str) -> str:
 
 
 def _sha256(directory: Path) -> str:
+    """Over the required files and whichever optional ones exist (a SKU without collectives hashes
+    as it did before they existed)."""
     digest = hashlib.sha256()
-    for name in _source_files():
+    optional = sorted(name for file, _, meta in OPTIONAL_TABLES.values() for name in (file, meta)
+                      if (directory / name).is_file())
+    for name in _source_files() + optional:
         digest.update(name.encode() + b"\0")
         digest.update((directory / name).read_bytes())
     return digest.hexdigest()

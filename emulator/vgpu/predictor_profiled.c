@@ -17,7 +17,9 @@
  *   Other kernels: a + b * threads, fitted per demangled name on measured kernels (the name is
  *     what profilers print, so the tables and the launches meet on it); names never measured
  *     take the default fitted over all of them.
- *   Copies and memsets: latency + bytes / bandwidth; collectives: latency + bus bytes / bandwidth.
+ *   Copies and memsets: latency + bytes / bandwidth.
+ *   Collectives: per (op, ranks) measured on the SKU, a curve over the whole buffer's bytes,
+ *     interpolated in log-log; otherwise latency + bus bytes / bandwidth (fitted or modelled).
  * Lookups on the launch path are a hash probe and a binary search, with per-function caching of
  * the kernel model, so predicting stays well under a microsecond.
  */
@@ -68,6 +70,8 @@ enum { COPY_H2D, COPY_D2H, COPY_D2D, COPY_DIRECTIONS };
 enum { COLL_ALL_REDUCE, COLL_ALL_GATHER, COLL_REDUCE_SCATTER, COLL_BROADCAST, COLL_SEND_RECV, COLL_COUNT };
 static const char *collective_names[COLL_COUNT] = {"all_reduce", "all_gather", "reduce_scatter", "broadcast",
                                                    "send_recv"};
+/* A measured (op, ranks): seconds over the whole buffer's bytes (log_n holds log bytes). */
+typedef struct collective_curve { int op, nranks; gemm_curve curve; } collective_curve;
 
 static struct {
     gemm_curve *curves;
@@ -83,6 +87,8 @@ static struct {
     rates copy[COPY_DIRECTIONS][2];     /* [direction][pinned] */
     rates memset;
     rates collective[COLL_COUNT];
+    collective_curve *collective_curves;
+    size_t n_collective_curves;
     kernel_model kernel_default;
     named_kernel *kernels;
     size_t n_kernels;
@@ -123,6 +129,30 @@ static int parse_gemm(char *rest, gemm_curve *c) {
         if (sscanf(p, " %lf %lf%n", &n, &s, &used) != 2 || n <= 0 || s <= 0) return -1;
         c->log_n[i] = log(n);
         c->log_s[i] = log(s);
+        p += used;
+    }
+    return 0;
+}
+
+/* collective_curve <op> <nranks> <points> bytes s ... (bytes ascending) */
+static int parse_collective_curve(char *rest) {
+    char name[64];
+    int nranks, points, used, op;
+    if (sscanf(rest, "%63s %d %d%n", name, &nranks, &points, &used) != 3 || points < 1 || nranks < 2 ||
+        (op = name_index(collective_names, COLL_COUNT, name)) < 0)
+        return -1;
+    model.collective_curves = realloc(model.collective_curves,
+                                      (model.n_collective_curves + 1) * sizeof *model.collective_curves);
+    collective_curve *c = &model.collective_curves[model.n_collective_curves++];
+    *c = (collective_curve){op, nranks, {.points = points, .log_n = malloc(points * sizeof(double)),
+                                         .log_s = malloc(points * sizeof(double))}};
+    char *p = rest + used;
+    for (int i = 0; i < points; i++) {
+        double b, sec;
+        if (sscanf(p, " %lf %lf%n", &b, &sec, &used) != 2 || b <= 0 || sec <= 0) return -1;
+        if (i && log(b) <= c->curve.log_n[i - 1]) return -1;
+        c->curve.log_n[i] = log(b);
+        c->curve.log_s[i] = log(sec);
         p += used;
     }
     return 0;
@@ -225,6 +255,8 @@ void vgpu_profiled_init(const char *path) {
                 (i = name_index(collective_names, COLL_COUNT, name)) < 0)
                 bad_model(path, number, "bad collective record");
             model.collective[i] = (rates){a, b, 1};
+        } else if (strcmp(kind, "collective_curve") == 0) {
+            if (parse_collective_curve(rest) != 0) bad_model(path, number, "bad collective_curve record");
         } else if (strcmp(kind, "kernel_default") == 0) {
             if (sscanf(rest, "%lf %lf", &a, &b) != 2) bad_model(path, number, "bad kernel_default record");
             model.kernel_default = (kernel_model){a, b};
@@ -472,7 +504,9 @@ static void forget_model(void) {
         free(model.tables[i].curves);
     }
     for (size_t i = 0; i < model.n_kernels; i++) free(model.kernels[i].name);
-    free(model.curves), free(model.slots), free(model.tables), free(model.kernels);
+    for (size_t i = 0; i < model.n_collective_curves; i++)
+        free(model.collective_curves[i].curve.log_n), free(model.collective_curves[i].curve.log_s);
+    free(model.curves), free(model.slots), free(model.tables), free(model.kernels), free(model.collective_curves);
     memset(&model, 0, sizeof model);
 }
 
@@ -540,20 +574,45 @@ static double predict_copy(const vgpu_launch *l) {
     }
 }
 
+/* The measured curve of (op, nranks), if any; send/recv's (two ranks) serves any communicator. */
+static const gemm_curve *collective_curve_for(int op, int nranks) {
+    if (op == COLL_SEND_RECV) nranks = 2;
+    for (size_t i = 0; i < model.n_collective_curves; i++)
+        if (model.collective_curves[i].op == op && model.collective_curves[i].nranks == nranks)
+            return &model.collective_curves[i].curve;
+    return NULL;
+}
+
 static double predict_collective(const vgpu_launch *l) {
-    double n = l->u.coll.nranks, bytes = l->u.coll.bytes, bus;
+    double n = l->u.coll.nranks, bytes = l->u.coll.bytes, bus, whole = bytes;   /* whole: the full buffer */
     int op;
     switch (l->u.coll.op) {
     case VGPU_COLL_ALL_REDUCE: op = COLL_ALL_REDUCE; bus = bytes * 2 * (n - 1) / n; break;
-    case VGPU_COLL_ALL_GATHER: op = COLL_ALL_GATHER; bus = bytes * (n - 1); break;      /* bytes: one rank's part */
+    case VGPU_COLL_ALL_GATHER: op = COLL_ALL_GATHER; bus = bytes * (n - 1); whole = bytes * n; break;  /* bytes: one rank's part */
     case VGPU_COLL_ALL_TO_ALL: op = COLL_ALL_GATHER; bus = bytes * (n - 1) / n; break;
     case VGPU_COLL_REDUCE_SCATTER: op = COLL_REDUCE_SCATTER; bus = bytes * (n - 1) / n; break;
     case VGPU_COLL_BROADCAST: case VGPU_COLL_REDUCE: op = COLL_BROADCAST; bus = bytes; break;
     default: op = COLL_SEND_RECV; bus = bytes; break;
     }
+    const gemm_curve *c = n > 1 ? collective_curve_for(op, (int)n) : NULL;
+    if (c) return curve_at(c, whole);
     const rates *r = &model.collective[op];
     if (!r->present) return 0;
     return n <= 1 ? r->latency : r->latency + bus / r->per_second;
+}
+
+/* For emulator/predictor (accuracy, parity tests): a collective by the model file's op name over
+ * `whole` bytes (the full buffer), charged as the launch NCCL's interception would make. */
+VGPU_EXPORT double revati_predict_collective(const char *op, double whole, double nranks) {
+    static const vgpu_collective_op ops[COLL_COUNT] = {VGPU_COLL_ALL_REDUCE, VGPU_COLL_ALL_GATHER,
+                                                       VGPU_COLL_REDUCE_SCATTER, VGPU_COLL_BROADCAST, VGPU_COLL_SEND};
+    int i = name_index(collective_names, COLL_COUNT, op);
+    if (i < 0 || nranks < 1) return -1;
+    vgpu_launch l = {.kind = VGPU_OP_COLLECTIVE};
+    l.u.coll.op = ops[i];
+    l.u.coll.nranks = (int)nranks;
+    l.u.coll.bytes = (size_t)(ops[i] == VGPU_COLL_ALL_GATHER ? whole / nranks : whole);   /* one rank's part */
+    return predict_collective(&l);
 }
 
 double vgpu_profiled_predict(const vgpu_launch *l) {
