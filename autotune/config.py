@@ -28,7 +28,7 @@ from search_spaces import SPACES
 CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("model", "hardware", "workload", "slo", "engine", "search")
 RUNNERS = ("local", "ray")
-SAMPLERS = ("tpe", "random", "nsga2")
+SAMPLERS = ("tpe", "random", "nsga2", "grid")
 SLO_KEYS = ("ttft_ms", "tpot_ms", "e2el_ms")
 
 
@@ -118,9 +118,11 @@ def validate(cfg: DictConfig, source: Path, overrides: tuple[str, ...] = ()) -> 
     except ValueError as error:
         raise ConfigError(f"engine: {error}") from None
     try:
-        SPACES[engine].narrowed(search["space"])
+        space = SPACES[engine].narrowed(search["space"])
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    if search["sampler"] == "grid":
+        search["trials"] = len(space.configurations())     # every configuration once
     return config
 
 

@@ -8,7 +8,9 @@ Pareto front holds only configurations a user could deploy.
 Sampler: multi-objective TPE (multivariate, grouped for conditional knobs, with the constraint).
 Trials here cost minutes each and budgets are tens of trials; NSGA-II needs generations of about
 fifty trials before selection does anything, while TPE models the space from its first ten or
-so and handles knobs that exist only under others (group=True). nsga2 and random can be chosen.
+so and handles knobs that exist only under others (group=True). nsga2 and random can be chosen,
+and grid runs every configuration of a small space once, each queued as a trial
+(benchmarks/search_efficiency.py measures TPE against it).
 
 Storage is SQLite under the study's out folder by default: a rerun of the same command resumes,
 and optuna-dashboard opens it. A trial interrupted by a stopped or killed driver is recorded as
@@ -24,6 +26,7 @@ import optuna
 
 from autotune.config import StudyConfig
 from autotune.trial import TrialResult, end_leftovers
+from search_spaces import SPACES
 
 DIRECTIONS = ["maximize", "minimize"]
 OBJECTIVES = ["goodput_per_gpu", "gpus"]
@@ -44,12 +47,17 @@ def open_study(config: StudyConfig) -> optuna.Study:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(OBJECTIVES)
+    if config.search["sampler"] == "grid":
+        # Queued, not Optuna's GridSampler: that one calls Study.stop, which ask-and-tell refuses.
+        # A configuration already tried (by an earlier run of this study) is not queued again.
+        for params in SPACES[config.engine].narrowed(config.search["space"]).configurations():
+            study.enqueue_trial(params, skip_if_exists=True)
     return study
 
 
 def sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
     seed, name = config.search["seed"], config.search["sampler"]
-    if name == "random":
+    if name in ("random", "grid"):          # grid: every trial is queued, nothing is sampled
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)

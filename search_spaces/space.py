@@ -48,6 +48,21 @@ class Space:
             knobs.append(Knob(knob.name, tuple(values), knob.when, knob.help))
         return Space(self.engine, tuple(knobs))
 
+    def configurations(self) -> list[dict]:
+        """Every set of trial parameters `suggest` can produce, conditions respected: the grid of
+        an exhaustive study. Found by replaying `suggest`, branching on each knob it asks for."""
+        complete, pending = [], [{}]
+        while pending:
+            fixed = pending.pop(0)
+            branch = _Branch(fixed)
+            self.suggest(branch)
+            if branch.open is None:
+                complete.append(fixed)
+            else:
+                name, choices = branch.open
+                pending += [{**fixed, name: value} for value in choices]
+        return complete
+
     def suggest(self, trial: Suggester) -> dict:
         """A trial's engine arguments: every knob the trial samples (conditions permitting)."""
         args: dict = {}
@@ -56,3 +71,18 @@ class Space:
                 continue
             args[knob.name] = knob.domain[0] if len(knob.domain) == 1 else trial.suggest_categorical(knob.name, list(knob.domain))
         return args
+
+
+class _Branch:
+    """A Suggester answering with fixed values; of the knobs not fixed, it notes the first one asked."""
+
+    def __init__(self, fixed: dict) -> None:
+        self.fixed = fixed
+        self.open: tuple[str, list] | None = None
+
+    def suggest_categorical(self, name: str, choices: list) -> object:
+        if name in self.fixed:
+            return self.fixed[name]
+        if self.open is None:
+            self.open = (name, choices)
+        return choices[0]

@@ -91,3 +91,25 @@ def test_plan_answers_per_rate_and_says_when_no_configuration_holds(tmp_path):
         assert f"workload.rate={float(rate)}" in trial.user_attrs["command"]
     assert text.count("none holds the SLO") == 2
     assert "none holds the SLO" in (tmp_path / "report.html").read_text()
+
+
+def test_a_grid_study_runs_every_configuration_once_and_resumes_without_repeats(tmp_path):
+    grid = ["search.sampler=grid", "search.space.max_num_seqs=[64,256]", "search.space.max_num_batched_tokens=[2048,8192]",
+            "search.space.data_parallel_size=[1,2]"]
+    cfg = _load(tmp_path, *grid)
+    assert cfg.search["trials"] == 8            # 2 x 2 x 2, whatever search.trials said
+    search(cfg)
+    search(_load(tmp_path, *grid))
+    params = [t.params for t in _trials(cfg)]
+    assert len(params) == 8 and len({tuple(sorted(p.items())) for p in params}) == 8
+    assert {p["max_num_seqs"] for p in params} == {64, 256} and {p["data_parallel_size"] for p in params} == {1, 2}
+
+
+def test_a_grid_respects_conditional_knobs():
+    from search_spaces import SPACES
+    space = SPACES["vllm"].narrowed({"tensor_parallel_size": [1], "pipeline_parallel_size": [1],
+                                     "data_parallel_size": [1], "max_num_seqs": [64],
+                                     "enable_chunked_prefill": [True, False], "max_num_batched_tokens": [2048, 8192]})
+    assert space.configurations() == [{"enable_chunked_prefill": False},
+                                      {"enable_chunked_prefill": True, "max_num_batched_tokens": 2048},
+                                      {"enable_chunked_prefill": True, "max_num_batched_tokens": 8192}]
