@@ -29,3 +29,16 @@ def best_by_gpus(frame: pd.DataFrame) -> pd.Series:
     """gpus -> best goodput per GPU on the front (what capacity planning reads off it)."""
     rows = front(frame)
     return rows.groupby("gpus")["goodput_per_gpu"].max().rename_axis("gpus")
+
+
+def hypervolume(frame: pd.DataFrame, reference_gpus: float) -> float:
+    """The area the front dominates in (GPUs, goodput per GPU), bounded by zero goodput and
+    `reference_gpus` GPUs (above any configuration's count). One number for how good a front is:
+    it grows with every configuration that serves more per GPU, or the same with fewer GPUs."""
+    rows = front(frame)
+    area, best = 0.0, 0.0
+    for gpus, goodput in sorted(zip(rows["gpus"].astype(float), rows["goodput_per_gpu"].astype(float))):
+        if goodput > best:          # fewest GPUs first: a point adds the strip it raises
+            area += (goodput - best) * (reference_gpus - gpus)
+            best = goodput
+    return area

@@ -22,7 +22,7 @@ from reports import cli, screenshot
 from reports.compare import compare
 from reports.figures import PARETO_COLOR
 from reports.loading import load_study, trials_frame
-from reports.pareto import best_by_gpus
+from reports.pareto import best_by_gpus, hypervolume
 from reports.plan import NONE_HOLDS, plan_table
 from reports.report import write_report
 
@@ -143,6 +143,13 @@ def test_feasible_and_pareto(study_dir):
     # missed the SLO; trials that did not run are never on the front.
     assert list(trials.index[trials["pareto"]]) == [0, 1, 7]
     assert best_by_gpus(trials).to_dict() == {1: 3.0, 2: 3.5, 4: 4.0}
+
+
+def test_hypervolume_counts_only_the_feasible_front(study_dir):
+    trials = trials_frame(load_study(study_dir))
+    # Front (1 GPU, 3.0), (2, 3.5), (4, 4.0) under a 5-GPU bound: 3.0*4 + 0.5*3 + 0.5*1.
+    assert hypervolume(trials, 5) == pytest.approx(14.0)
+    assert hypervolume(trials[trials["gpus"] != 1], 5) == pytest.approx(3.5 * 3 + 0.5 * 1)
 
 
 def test_equal_trials_are_both_on_the_front(tmp_path):
