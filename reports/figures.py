@@ -42,10 +42,12 @@ def pareto_figure(trials: pd.DataFrame) -> go.Figure:
         ("failed / refused", trials[~ran & trials["gpus"].notna()], FAILED_COLOR, "x", "markers", 9),
     ]
     figure = go.Figure()
-    for name, rows, color, symbol, mode, size in groups:
+    # Drawn last to first, so that the front lies on top of a dominated trial next to it (a
+    # near-copy of a front configuration would hide its marker); the legend keeps the list's order.
+    for rank, (name, rows, color, symbol, mode, size) in reversed(list(enumerate(groups))):
         figure.add_trace(go.Scatter(
             x=rows["gpus"], y=rows["goodput_per_gpu"].fillna(0.0) if len(rows) else [], name=name, mode=mode,
-            marker={"color": color, "symbol": symbol, "size": size}, line={"color": color}, cliponaxis=False,
+            legendrank=rank, marker={"color": color, "symbol": symbol, "size": size}, line={"color": color}, cliponaxis=False,
             hovertext=[_hover(row) for _, row in rows.iterrows()], hoverinfo="text"))
     figure.update_layout(title="Goodput per GPU against GPUs (up and left is better)", height=480,
                          xaxis={"title": "GPUs", "dtick": 1}, yaxis={"title": "goodput per GPU (good req/s)",

@@ -65,7 +65,9 @@ def test_a_killed_study_resumes_losing_nothing_and_reports(tmp_path):
     if screenshot.chromium() is None:
         pytest.skip("headless Chromium not installed (apt-get install -y chromium)")
     png = screenshot.render(report, tmp_path / "report.png", width=1200, height=900)
-    assert screenshot.color_pixels(png, PARETO_COLOR) > 300
+    # One front marker of 13 px (~130 px of its colour) besides the legend's (~110 px); measured: 246,
+    # and 154 when a dominated trial's marker was drawn over the front's.
+    assert screenshot.color_pixels(png, PARETO_COLOR) > 200
 
 
 def test_failing_trials_are_recorded_with_their_reason_and_the_study_goes_on(tmp_path):
