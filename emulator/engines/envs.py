@@ -89,6 +89,15 @@ RECIPES: dict[str, WheelRecipe] = {
         replacements={"certifi": "certifi"},
         verify={"vllm": "0.33.0", "torch": "2.14.0"},
     ),
+    # SGLang 0.5.23 pins torch 2.14.1 (vLLM 0.33 pins 2.14.0), sglang-kernel 0.4.10 and flashinfer
+    # 0.7.2: an env of its own. Every pin resolves from the registry here (pip --dry-run, 76
+    # requirements), so nothing is replaced.
+    "sglang": WheelRecipe(
+        package="sglang",
+        version="0.5.23",
+        replacements={},
+        verify={"sglang": "0.5.23", "torch": "2.14.1"},
+    ),
 }
 
 
