@@ -70,7 +70,7 @@ def test_paths(monkeypatch, tmp_path):
 
 
 def test_unknown_engine():
-    with pytest.raises(ValueError, match="unknown engine 'tgi': known engines are vllm"):
+    with pytest.raises(ValueError, match="unknown engine 'tgi': known engines are sglang, vllm"):
         envs.env_path("tgi")
 
 
