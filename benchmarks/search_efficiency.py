@@ -90,9 +90,9 @@ def main() -> int:
     grid = optuna.load_study(study_name=config.study_name, storage=config.storage)
     size = config.search["trials"]
     reference_gpus = config.search["max_gpus"] + 1
-    best = front_hypervolume(grid, reference_gpus)
-    outcomes = [t.user_attrs.get("outcome") for t in grid.get_trials(deepcopy=False)]
     frame = trials_frame(grid)
+    best = hypervolume(frame, reference_gpus)
+    outcomes = list(frame["outcome"])
     print(f"grid: {size} configurations ({', '.join(f'{outcomes.count(o)} {o}' for o in sorted(set(outcomes)))}), "
           f"{int(frame['feasible'].sum())} within the SLOs, hypervolume {best:.4g}, "
           f"{grid_wall:.0f} s wall this time (study in {config.out})")
