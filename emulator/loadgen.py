@@ -1,4 +1,4 @@
-"""Load generator: replays a workload against a vLLM OpenAI-compatible server, like `vllm bench serve`.
+"""Load generator: replays a workload against a serving engine's streaming API, like `vllm bench serve`.
 
 Runs as its own process inside the emulated deployment, so every clock it reads and every sleep it
 takes is virtual; nothing here knows that. It must import only the standard library and aiohttp
@@ -7,14 +7,16 @@ only where requests are sent, so the workload code can be imported and tested an
 
     python -m emulator.loadgen --spec SPEC.json --out RECORDS.jsonl
 
-The spec (see `WorkloadSpec`) describes arrivals, prompt/output lengths, shared prefixes or a trace.
+The spec (see `WorkloadSpec`) describes arrivals, prompt/output lengths, shared prefixes or a trace,
+and the API to send to (`API`): OpenAI completions (vLLM's, with token-id prompts) or SGLang's
+native /generate (SGLang's OpenAI endpoints need a tokenizer; `sglang.bench_serving` uses /generate).
 The output is one JSON line per request (times in seconds relative to t0, the monotonic time at
 which load starts) and a final line {"summary": {...}}. What the fields mean is what
 emulator/metrics.py needs to compute the metrics exactly as `vllm bench serve` does:
 
     sent_s          when the POST was issued (after the client concurrency semaphore), = vLLM's start_time
-    first_token_s   arrival of the first SSE chunk carrying a choice (vLLM: ttft = this - sent)
-    chunk_times     one timestamp per SSE chunk carrying a choice (vLLM: itl = their differences)
+    first_token_s   arrival of the first SSE chunk carrying a token (vLLM: ttft = this - sent)
+    chunk_times     one timestamp per SSE chunk carrying a token (vLLM: itl = their differences)
     finish_s        the last such chunk (vLLM: latency = most_recent_timestamp - start_time)
     done_s          when the response (or the error) was fully handled; ends the benchmark duration
 """
@@ -220,6 +222,7 @@ class WorkloadSpec:
     trace: TraceSpec | None = None
     max_concurrency: int | None = None
     ready_timeout_s: float = 600.0
+    api: str = "openai"                 # a key of APIS
 
     @classmethod
     def from_dict(cls, data) -> "WorkloadSpec":
@@ -257,6 +260,7 @@ class WorkloadSpec:
             trace=trace,
             max_concurrency=max_concurrency,
             ready_timeout_s=_number(data, "ready_timeout_s", "", positive=True, default=600.0),
+            api=_choice(data, "api", "", tuple(APIS), default="openai"),
         )
 
 
@@ -434,16 +438,62 @@ def new_record(planned: PlannedRequest) -> dict:
     }
 
 
-def completion_payload(spec: WorkloadSpec, planned: PlannedRequest) -> dict:
-    return {
-        "model": spec.model, "prompt": planned.prompt, "max_tokens": planned.output_len,
-        "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}, "temperature": 0,
-    }
+class OpenAICompletions:
+    """POST /v1/completions (vLLM): a chunk with a choice is one timestamp (as vLLM counts); the
+    usage chunk (choices empty) carries the authoritative token counts."""
+    path = "/v1/completions"
+
+    @staticmethod
+    def payload(spec: WorkloadSpec, planned: PlannedRequest) -> dict:
+        return {
+            "model": spec.model, "prompt": planned.prompt, "max_tokens": planned.output_len,
+            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}, "temperature": 0,
+        }
+
+    @staticmethod
+    def handle(data: dict, record: dict, now: float) -> None:
+        if data.get("choices"):
+            _token_chunk(record, now)
+        elif usage := data.get("usage"):
+            record["output_tokens"] = usage.get("completion_tokens") or 0
+            if usage.get("prompt_tokens") is not None:
+                record["prompt_tokens"] = usage["prompt_tokens"]
 
 
-def handle_message(message: str, record: dict, now: float) -> None:
-    """One SSE message: a chunk with a choice is one timestamp (as vLLM counts); the usage chunk
-    (choices empty) carries the authoritative token counts."""
+class SGLangGenerate:
+    """POST /generate (SGLang's native API, token ids in and out): every chunk carries the output
+    so far and its token counts; one with new output ids is one timestamp (as sglang.bench_serving
+    and vLLM count chunks)."""
+    path = "/generate"
+
+    @staticmethod
+    def payload(spec: WorkloadSpec, planned: PlannedRequest) -> dict:
+        return {"input_ids": planned.prompt, "stream": True,
+                "sampling_params": {"max_new_tokens": planned.output_len, "ignore_eos": True, "temperature": 0}}
+
+    @staticmethod
+    def handle(data: dict, record: dict, now: float) -> None:
+        meta = data.get("meta_info") or {}
+        tokens = meta.get("completion_tokens") or 0
+        if tokens > record["output_tokens"]:
+            _token_chunk(record, now)
+            record["output_tokens"] = tokens
+        if meta.get("prompt_tokens") is not None:
+            record["prompt_tokens"] = meta["prompt_tokens"]
+
+
+APIS = {"openai": OpenAICompletions, "sglang": SGLangGenerate}
+
+
+def _token_chunk(record: dict, now: float) -> None:
+    if record["first_token_s"] is None:
+        record["first_token_s"] = now
+    record["chunk_times"].append(now)
+    record["finish_s"] = now
+
+
+def handle_message(api, message: str, record: dict, now: float) -> None:
+    """One SSE message of the API's stream."""
     if message.startswith(":"):  # SSE comment / keep-alive
         return
     payload = message.removeprefix("data: ")
@@ -452,22 +502,16 @@ def handle_message(message: str, record: dict, now: float) -> None:
     data = json.loads(payload)
     if data.get("error"):
         record["error"] = f"server error in stream: {data['error']}"
-    elif data.get("choices"):
-        if record["first_token_s"] is None:
-            record["first_token_s"] = now
-        record["chunk_times"].append(now)
-        record["finish_s"] = now
-    elif usage := data.get("usage"):
-        record["output_tokens"] = usage.get("completion_tokens") or 0
-        if usage.get("prompt_tokens") is not None:
-            record["prompt_tokens"] = usage["prompt_tokens"]
+    else:
+        api.handle(data, record, now)
 
 
-async def send_request(session, url: str, spec: WorkloadSpec, planned: PlannedRequest, t0: float) -> dict:
+async def send_request(session, spec: WorkloadSpec, planned: PlannedRequest, t0: float) -> dict:
+    api = APIS[spec.api]
     record = new_record(planned)
     record["sent_s"] = time.monotonic() - t0
     try:
-        async with session.post(url, json=completion_payload(spec, planned),
+        async with session.post(spec.base_url + api.path, json=api.payload(spec, planned),
                                 headers={"x-request-id": planned.request_id}) as response:
             if response.status != 200:
                 body = (await response.text())[:500]
@@ -476,7 +520,7 @@ async def send_request(session, url: str, spec: WorkloadSpec, planned: PlannedRe
                 parser = SSEParser()
                 async for data in response.content.iter_any():
                     for message in parser.feed(data):
-                        handle_message(message, record, time.monotonic() - t0)
+                        handle_message(api, message, record, time.monotonic() - t0)
                 if record["error"] is None and record["first_token_s"] is None:
                     record["error"] = "the stream ended without a chunk carrying a token"
     except Exception as exc:  # a failed request is a record, never a crash of the generator
@@ -516,13 +560,11 @@ async def run_load(spec: WorkloadSpec, plan: list[PlannedRequest]) -> tuple[list
                                      timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)) as session:
         await wait_until_ready(session, spec.base_url, spec.ready_timeout_s)
         semaphore = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
-        url = f"{spec.base_url}/v1/completions"
-
         async def limited(planned: PlannedRequest) -> dict:
             if semaphore is None:
-                return await send_request(session, url, spec, planned, t0)
+                return await send_request(session, spec, planned, t0)
             async with semaphore:
-                return await send_request(session, url, spec, planned, t0)
+                return await send_request(session, spec, planned, t0)
 
         print(READY_LINE, flush=True)   # the run driver times start-up and serving from this line
         t0 = time.monotonic()

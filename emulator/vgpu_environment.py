@@ -54,6 +54,7 @@ def vgpu_environment(gpus: int, sku: str, engine: str | None = None, workdir: Pa
     # Engines open these by path with ctypes/dlopen rather than through the loader.
     env["VLLM_NCCL_SO_PATH"] = str(libdir / "libnccl.so.2")
     env["TRITON_LIBCUDA_PATH"] = str(libdir)
+    env["CUTE_DSL_LIBS"] = str(libdir / "libcute_dsl_runtime.so")
     # Every virtual device is the process's to use; a real GPU selection must not hide them.
     env.pop("CUDA_VISIBLE_DEVICES", None)
     # NVLink SHARP (multicast) needs fabric support the vGPU library does not model.

@@ -46,6 +46,7 @@ def base_spec(**overrides) -> dict:
     ({"max_concurrency": 0}, "max_concurrency", ">= 1"),
     ({"base_url": "127.0.0.1:8000"}, "base_url", "http"),
     ({"rate": 3}, "rate", "allowed:"),
+    ({"api": "tgi"}, "api", "'openai', 'sglang'"),
 ])
 def test_spec_errors_name_the_field_and_the_fix(overrides, field, hint):
     with pytest.raises(SpecError) as err:
@@ -229,9 +230,11 @@ def test_records_frame_round_trips_through_parquet(tmp_path):
 
 # ---------------------------------------------------------------------------- end to end (mock server)
 
-class MockVllm(BaseHTTPRequestHandler):
-    """Streams completions like vLLM's /v1/completions without a tokenizer: text "" per chunk,
-    the first chunk carrying two tokens, then a usage chunk with empty choices, then [DONE]."""
+class MockServer(BaseHTTPRequestHandler):
+    """Streams like vLLM's /v1/completions without a tokenizer (text "" per chunk, the first chunk
+    carrying two tokens, then a usage chunk with empty choices, then [DONE]) or like SGLang's
+    /generate with token ids (every chunk the output ids so far with their counts, the first
+    carrying two tokens, then [DONE])."""
 
     server_version = "mock-vllm"
     state = None  # set per server: lock, in_flight, max_in_flight, health_calls, payloads
@@ -258,16 +261,24 @@ class MockVllm(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Connection", "close")
             self.end_headers()
-            n = payload["max_tokens"]
+            sglang = self.path == "/generate"
+            n = payload["sampling_params"]["max_new_tokens"] if sglang else payload["max_tokens"]
             sizes = [2] + [1] * (n - 2) if n >= 2 else [1]
             for i, _ in enumerate(sizes):
                 time.sleep(0.01)
+                if sglang:
+                    done = sum(sizes[:i + 1])
+                    self.send_event({"output_ids": list(range(done)), "meta_info": {
+                        "prompt_tokens": len(payload["input_ids"]), "completion_tokens": done,
+                        "finish_reason": {"type": "length"} if i == len(sizes) - 1 else None}})
+                    continue
                 choice = {"index": 0, "text": "", "token_ids": None, "logprobs": None,
                           "finish_reason": "length" if i == len(sizes) - 1 else None}
                 self.send_event({"id": "cmpl", "object": "text_completion", "choices": [choice], "usage": None})
-            self.send_event({"id": "cmpl", "object": "text_completion", "choices": [],
-                             "usage": {"prompt_tokens": len(payload["prompt"]), "completion_tokens": n,
-                                       "total_tokens": len(payload["prompt"]) + n}})
+            if not sglang:
+                self.send_event({"id": "cmpl", "object": "text_completion", "choices": [],
+                                 "usage": {"prompt_tokens": len(payload["prompt"]), "completion_tokens": n,
+                                           "total_tokens": len(payload["prompt"]) + n}})
             self.wfile.write(b"data: [DONE]\n\n")
         finally:
             with s["lock"]:
@@ -280,7 +291,7 @@ class MockVllm(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def mock_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), MockVllm)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), MockServer)
     server.daemon_threads = True
     server.state = {"lock": threading.Lock(), "in_flight": 0, "max_in_flight": 0, "health_calls": 0,
                     "payloads": []}
@@ -308,10 +319,11 @@ def run_loadgen(tmp_path, spec: dict, timeout=60):
     return proc, out
 
 
-def test_loadgen_end_to_end_records_and_concurrency(tmp_path, mock_server):
+@pytest.mark.parametrize("api", ["openai", "sglang"])
+def test_loadgen_end_to_end_records_and_concurrency(tmp_path, mock_server, api):
     spec = base_spec(base_url=f"http://127.0.0.1:{mock_server.server_address[1]}", num_requests=12,
                      arrival={"process": "poisson", "rate": "inf"}, max_concurrency=3,
-                     output_len={"kind": "uniform", "low": 3, "high": 6}, ready_timeout_s=30)
+                     output_len={"kind": "uniform", "low": 3, "high": 6}, ready_timeout_s=30, api=api)
     proc, out = run_loadgen(tmp_path, spec)
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(x) for x in out.read_text().splitlines()]
@@ -320,8 +332,12 @@ def test_loadgen_end_to_end_records_and_concurrency(tmp_path, mock_server):
     assert mock_server.state["max_in_flight"] == 3
     assert mock_server.state["health_calls"] >= 3
     payload = mock_server.state["payloads"][0]
-    assert payload["ignore_eos"] is True and payload["stream"] is True and payload["temperature"] == 0
-    assert payload["stream_options"] == {"include_usage": True} and payload["model"] == "m"
+    if api == "openai":
+        assert payload["ignore_eos"] is True and payload["stream"] is True and payload["temperature"] == 0
+        assert payload["stream_options"] == {"include_usage": True} and payload["model"] == "m"
+    else:
+        assert payload["stream"] is True and len(payload["input_ids"]) == 8
+        assert payload["sampling_params"]["ignore_eos"] is True and payload["sampling_params"]["temperature"] == 0
     for r in records:
         assert r["error"] is None
         assert r["output_tokens"] == r["requested_output_tokens"]

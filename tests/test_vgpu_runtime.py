@@ -276,6 +276,26 @@ def test_waiting_on_an_event_from_an_ended_capture_does_not_start_a_capture(chec
     assert ms(keys, "elapsed_after_wait_ms") == pytest.approx(1.0, abs=1e-4)
 
 
+def test_an_external_event_record_is_replayed_with_its_graph(checks):
+    keys, _, _ = run_section(checks, "external_event")
+    assert int(keys["external_graph_nodes"]) == 3
+    # Recorded after the replay's first 1 ms kernel, not at the end of its 10 s one.
+    assert ms(keys, "elapsed_to_external_record_ms") == pytest.approx(1.0, abs=1e-4)
+    assert ms(keys, "elapsed_replay_marker_ms") == pytest.approx(1.0, abs=1e-4)
+
+
+def test_the_cute_dsl_runtime_loads_once_and_launches_on_the_vgpu(checks):
+    keys, rows, proc = run_section(checks, "cute_dsl", str(checks.cubin))
+    assert keys["cute_loads"] == "1" and keys["cute_library_loaded"] == "1"
+    assert ms(keys, "cute_elapsed_ms") == pytest.approx(1.0, abs=1e-4)
+    assert [(r["name"], r["grid"], r["block"]) for r in rows if r["name"] == KERNEL] == [(KERNEL, (2, 1, 1), (128, 1, 1))]
+    assert keys["cute_library_unloaded"] == "1"
+    # A failing load: -1, and the CUDA error reported through the caller's error setter.
+    assert keys["cute_failed_init"] == "-1"
+    assert keys["cute_error"].startswith("RuntimeError: CUDA error cudaErrorNotSupported (801)")
+    assert keys["cute_error_name"] == "cudaErrorMemoryAllocation"
+
+
 def test_stream_synchronize_waits_only_for_its_own_work(checks):
     keys, _, _ = run_section(checks, "legacy_sync")
     # The blocking stream's 1 ms kernel (plus host time); the legacy stream's 10 s came after it.

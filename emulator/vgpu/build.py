@@ -7,8 +7,8 @@ compiled here with the system C compiler.
 Layout of a build, under $REVATI_HOME/vgpu/<source hash>/:
     libcudart.so.13       the library itself (soname libcudart.so.13, so a DT_NEEDED on the real
                           cudart resolves to it and the real one never loads)
-    libcuda.so.1, libcuda.so, libnvidia-ml.so.1, libnccl.so.2, libcudart.so
-                          links to it: the driver, NVML and NCCL it stands in for
+    libcuda.so.1, libcuda.so, libnvidia-ml.so.1, libnccl.so.2, libcudart.so, libcute_dsl_runtime.so
+                          links to it: the driver, NVML, NCCL and the CuTe DSL runtime it stands in for
     bin/nvidia-smi        the nvidia-smi stand-in
 Builds are keyed by a hash of the sources and flags and published by an atomic rename, so
 concurrent trials share one build and never see a half-written one.
@@ -24,7 +24,8 @@ from pathlib import Path
 
 SOURCE_DIR = Path(__file__).resolve().parent
 LIBRARY = "libcudart.so.13"
-ALIASES = ("libcudart.so", "libcuda.so.1", "libcuda.so", "libnvidia-ml.so.1", "libnccl.so.2")
+ALIASES = ("libcudart.so", "libcuda.so.1", "libcuda.so", "libnvidia-ml.so.1", "libnccl.so.2",
+           "libcute_dsl_runtime.so")
 TOOLS: dict[str, str] = {"nvidia-smi": "tools/nvidia_smi.c"}
 CFLAGS = ["-O2", "-g", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter",
           "-Werror=implicit-function-declaration", "-std=gnu11"]
@@ -37,6 +38,7 @@ STUB_ERRORS = {
     "cublas": 15,       # CUBLAS_STATUS_NOT_SUPPORTED
     "cublasLt": 15,
     "nccl": 5,          # ncclInvalidUsage
+    "cute_dsl": 10,     # CuteDSLRT_Error_UnsupportedOnPlatform
 }
 
 

@@ -434,6 +434,14 @@ API CUresult cuKernelGetFunction(CUfunction *f, CUkernel kernel) {
     return CUDA_SUCCESS;
 }
 
+API CUresult cuFuncGetAttribute(int *value, CUfunction_attribute a, CUfunction f);
+
+/* A kernel's attributes do not depend on the device here: every device is the same SKU. */
+API CUresult cuKernelGetAttribute(int *value, CUfunction_attribute a, CUkernel kernel, CUdevice dev) {
+    if (!vgpu_device_valid(dev)) return CUDA_ERROR_INVALID_DEVICE;
+    return cuFuncGetAttribute(value, a, (CUfunction)kernel);
+}
+
 API CUresult cuFuncGetAttribute(int *value, CUfunction_attribute a, CUfunction f) {
     vgpu_function *fn = vgpu_function_lookup(f);
     if (!fn) return CUDA_ERROR_INVALID_HANDLE;
@@ -613,7 +621,7 @@ API CUresult cuEventElapsedTime(float *ms, CUevent start, CUevent end) {
     X(cuMemsetD32) X(cuMemsetD32Async) X(cuMemGetAllocationGranularity) X(cuMemCreate) X(cuMemRelease) \
     X(cuMemAddressReserve) X(cuMemAddressFree) X(cuMemMap) X(cuMemUnmap) X(cuMemSetAccess) X(cuModuleLoadData) \
     X(cuModuleLoadDataEx) X(cuModuleLoad) X(cuModuleUnload) X(cuModuleGetFunction) X(cuLibraryLoadData) \
-    X(cuLibraryUnload) X(cuLibraryGetKernel) X(cuKernelGetFunction) X(cuFuncGetAttribute) X(cuFuncSetAttribute) \
+    X(cuLibraryUnload) X(cuLibraryGetKernel) X(cuKernelGetFunction) X(cuKernelGetAttribute) X(cuFuncGetAttribute) X(cuFuncSetAttribute) \
     X(cuFuncSetCacheConfig) X(cuOccupancyMaxActiveBlocksPerMultiprocessor) X(cuOccupancyMaxActiveClusters) \
     X(cuLinkCreate) X(cuLinkAddData) X(cuLinkComplete) X(cuLinkDestroy) X(cuTensorMapEncodeTiled) X(cuTensorMapEncodeIm2col) \
     X(cuLaunchKernel) X(cuLaunchCooperativeKernel) X(cuLaunchKernelEx) X(cuStreamCreate) \

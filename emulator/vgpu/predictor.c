@@ -35,7 +35,7 @@ static double fixed_default[VGPU_OP_KIND_COUNT] = {
 static const char *kind_names[VGPU_OP_KIND_COUNT] = {
     [VGPU_OP_KERNEL] = "kernel", [VGPU_OP_GEMM] = "gemm", [VGPU_OP_COLLECTIVE] = "collective",
     [VGPU_OP_COPY] = "copy", [VGPU_OP_MEMSET] = "memset", [VGPU_OP_GRAPH] = "graph",
-    [VGPU_OP_HOST_FN] = "host_fn",
+    [VGPU_OP_HOST_FN] = "host_fn", [VGPU_OP_EVENT_RECORD] = "event_record",
 };
 
 static int kind_from_name(const char *s) {
@@ -96,7 +96,7 @@ static void choose(void) {
 
 double vgpu_predict(const vgpu_launch *launch) {
     if (launch->kind == VGPU_OP_GRAPH) return launch->u.graph.seconds;
-    if (launch->kind == VGPU_OP_HOST_FN) return 0;
+    if (launch->kind == VGPU_OP_HOST_FN || launch->kind == VGPU_OP_EVENT_RECORD) return 0;
     pthread_once(&active_once, choose);
     return active->predict(launch);
 }

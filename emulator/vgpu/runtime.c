@@ -798,14 +798,13 @@ API cudaError_t cudaEventDestroy(cudaEvent_t event) {
     return cudaSuccess;
 }
 
-API cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
-    vgpu_event_record((vgpu_event *)event, vgpu_stream_resolve(stream));
+API cudaError_t cudaEventRecordWithFlags(cudaEvent_t event, cudaStream_t stream, unsigned int flags) {
+    vgpu_event_record((vgpu_event *)event, vgpu_stream_resolve(stream), (flags & cudaEventRecordExternal) != 0);
     return cudaSuccess;
 }
 
-API cudaError_t cudaEventRecordWithFlags(cudaEvent_t event, cudaStream_t stream, unsigned int flags) {
-    (void)flags;
-    return cudaEventRecord(event, stream);
+API cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+    return cudaEventRecordWithFlags(event, stream, cudaEventRecordDefault);
 }
 
 API cudaError_t cudaEventQuery(cudaEvent_t event) {

@@ -219,10 +219,14 @@ vgpu_event *vgpu_event_create(unsigned flags) {
 
 void vgpu_event_destroy(vgpu_event *e) { free(e); }
 
-void vgpu_event_record(vgpu_event *e, vgpu_stream *s) {
+void vgpu_event_record(vgpu_event *e, vgpu_stream *s, int external) {
     double now = vgpu_now();
     pthread_mutex_lock(&lock);
-    if (s->capture) {
+    if (s->capture && external) {
+        vgpu_launch l = {.kind = VGPU_OP_EVENT_RECORD, .device = s->device, .name = "cudaEventRecordWithFlags"};
+        l.u.record.event = e;
+        graph_append(s->capture, &l, s->capture_cursor, 0);
+    } else if (s->capture) {
         e->capture_id = s->capture->capture_id;
         e->capture_time = s->capture_cursor;
     } else {
@@ -379,6 +383,14 @@ void vgpu_graph_launch(vgpu_graph *exec, vgpu_stream *s) {
         const vgpu_launch *node = &exec->nodes[i];
         double at = start + exec->starts[i] + (n ? shift[exec->repredicted_before[i]] : 0) + late;
         int again = k < n && exec->repredicted[k] == i;
+        if (node->kind == VGPU_OP_EVENT_RECORD) {
+            pthread_mutex_lock(&lock);
+            node->u.record.event->time = at;
+            node->u.record.event->recorded = 1;
+            node->u.record.event->capture_id = 0;
+            pthread_mutex_unlock(&lock);
+            continue;
+        }
         if (node->kind == VGPU_OP_HOST_FN) {
             /* Host nodes run when the replay reaches them: the clock moves there first. */
             vgpu_wait_until(at);

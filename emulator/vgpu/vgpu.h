@@ -126,6 +126,7 @@ typedef enum {
     VGPU_OP_MEMSET,
     VGPU_OP_GRAPH,              /* replay of an instantiated CUDA graph (duration precomputed) */
     VGPU_OP_HOST_FN,            /* cudaLaunchHostFunc: runs on the host when the stream reaches it */
+    VGPU_OP_EVENT_RECORD,       /* an external event record captured into a graph: each replay records it */
     VGPU_OP_KIND_COUNT
 } vgpu_op_kind;
 
@@ -176,6 +177,9 @@ typedef struct vgpu_launch {
             void (*fn)(void *);
             void *data;
         } host;
+        struct {
+            struct vgpu_event *event;
+        } record;
     } u;
 } vgpu_launch;
 
@@ -262,7 +266,9 @@ void vgpu_device_synchronize(int dev);
 
 vgpu_event *vgpu_event_create(unsigned flags);
 void vgpu_event_destroy(vgpu_event *e);
-void vgpu_event_record(vgpu_event *e, vgpu_stream *s);
+/* external (cudaEventRecordExternal): recorded during a capture, the event becomes a node of the
+ * graph that every replay records, instead of a point inside the capture for other streams to join. */
+void vgpu_event_record(vgpu_event *e, vgpu_stream *s, int external);
 int vgpu_event_query(vgpu_event *e);            /* 1 = complete */
 void vgpu_event_synchronize(vgpu_event *e);
 /* -1 if e was recorded in a capture that has ended (CUDA rejects such a wait). */

@@ -7,7 +7,7 @@
 // program under the fixed predictor, so launch durations and event times are exact.
 //
 // Sections: devices, memory, copies, launches CUBIN_PATH, timing, capture_event_after_end,
-// legacy_sync, threads, unimplemented NAME.
+// external_event, legacy_sync, threads, cute_dsl CUBIN_PATH, unimplemented NAME.
 //
 // The program is also valid on a real GPU (built with -cudart static), to check that what it
 // expects is what CUDA does: RUNTIME_CHECKS_SLOW_NS=200000000 makes `slow` spin for 200 ms there,
@@ -768,6 +768,127 @@ static int section_capture_event_after_end(void) {
     return 0;
 }
 
+// An event recorded into a capture with cudaEventRecordExternal is a node of the graph: every
+// replay records it where it was captured, and other streams may wait on it after the capture
+// (SGLang's scheduler waits on the one its decode graphs record once their inputs are read).
+static int section_external_event(void) {
+    cudaStream_t s1, s2;
+    CK(cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking));
+    CK(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking));
+    cudaEvent_t marker = event();
+    cudaGraph_t graph;
+    CK(cudaStreamBeginCapture(s1, cudaStreamCaptureModeThreadLocal));
+    kernel<<<1, 1, 0, s1>>>(NULL);
+    CK(cudaEventRecordWithFlags(marker, s1, cudaEventRecordExternal));
+    slow<<<1, 1, 0, s1>>>(slow_ns);
+    CK(cudaStreamEndCapture(s1, &graph));
+    size_t nodes = 0;
+    CK(cudaGraphGetNodes(graph, NULL, &nodes));
+    printf("external_graph_nodes %zu\n", nodes);
+    cudaGraphExec_t exec;
+    CK(cudaGraphInstantiate(&exec, graph, 0));
+    CK(cudaStreamWaitEvent(s2, marker, 0));     // never recorded yet: nothing to wait for
+    cudaEvent_t a = event(), b = event();
+    slow<<<1, 1, 0, s1>>>(slow_ns);         // the stream is busy: the replay below queues up
+    CK(cudaEventRecord(a, s1));
+    CK(cudaGraphLaunch(exec, s1));
+    CK(cudaStreamWaitEvent(s2, marker, 0));     // the replay's record: after its first kernel
+    CK(cudaEventRecord(b, s2));
+    CK(cudaStreamSynchronize(s2));
+    printf("elapsed_to_external_record_ms %.6f\n", elapsed(a, b));
+    CK(cudaStreamSynchronize(s1));
+    printf("elapsed_replay_marker_ms %.6f\n", elapsed(a, marker));
+    CK(cudaGraphExecDestroy(exec));
+    CK(cudaGraphDestroy(graph));
+    printf("external_event_done 1\n");
+    return 0;
+}
+
+// The CuTe DSL's runtime library (CUTE_DSL_LIBS names it), called as the DSL's compiled host code
+// calls it: cuda_dialect_init_library_once with callbacks that load a cubin and look up its
+// kernel, then launches through its `_cuda` wrappers.
+static const char *cute_cubin;
+static void *cute_kernel;
+static int cute_loads;
+static int (*cute_load_data)(void **, const void *, void *, void *, unsigned, void *, void *, unsigned);
+static int (*cute_get_kernel)(void **, void *, const char *);
+static char cute_error[512];
+
+static int cute_load(void **library) {
+    cute_loads++;
+    FILE *f = fopen(cute_cubin, "rb");
+    if (!f) fail("cannot open the cubin");
+    static char image[1 << 20];
+    size_t n = fread(image, 1, sizeof image, f);
+    fclose(f);
+    if (n == 0) fail("empty cubin");
+    return cute_load_data(library, image, NULL, NULL, 0, NULL, NULL, 0);
+}
+
+static int cute_load_to_device(void **library, int device) {
+    return cute_get_kernel(&cute_kernel, *library, "_Z6kernelPf");
+}
+
+static int cute_load_fails(void **library) { return cudaErrorNotSupported; }
+
+static void cute_set_error(const char *kind, const char *message) {
+    snprintf(cute_error, sizeof cute_error, "%s: %s", kind, message);
+}
+
+static void *cute_symbol(void *lib, const char *name) {
+    void *f = dlsym(lib, name);
+    if (!f) fail(name);
+    return f;
+}
+
+static int section_cute_dsl(const char *cubin_path) {
+    const char *path = getenv("CUTE_DSL_LIBS");
+    void *lib = path ? dlopen(path, RTLD_NOW) : NULL;
+    if (!lib) fail("CUTE_DSL_LIBS does not name a loadable library");
+    cute_cubin = cubin_path;
+    cute_load_data = (decltype(cute_load_data))cute_symbol(lib, "_cudaLibraryLoadData");
+    cute_get_kernel = (decltype(cute_get_kernel))cute_symbol(lib, "_cudaLibraryGetKernel");
+    auto init_once = (int (*)(void **, void *, void *, void *))cute_symbol(lib, "cuda_dialect_init_library_once");
+    auto unload_once = (void (*)(void **))cute_symbol(lib, "cuda_dialect_unload_library_once");
+    auto error_name = (const char *(*)(int))cute_symbol(lib, "cuda_dialect_get_error_name");
+    auto launch = (int (*)(const cudaLaunchConfig_t *, const void *, void **))cute_symbol(lib, "_cudaLaunchKernelEx");
+    auto stream_create = (int (*)(cudaStream_t *))cute_symbol(lib, "_cudaStreamCreate");
+    auto record = (int (*)(cudaEvent_t, cudaStream_t))cute_symbol(lib, "_cudaEventRecord");
+    auto synchronize = (int (*)(cudaStream_t))cute_symbol(lib, "_cudaStreamSynchronize");
+
+    void *slot = NULL;
+    CK((cudaError_t)init_once(&slot, (void *)cute_load, (void *)cute_load_to_device, (void *)cute_set_error));
+    CK((cudaError_t)init_once(&slot, (void *)cute_load, (void *)cute_load_to_device, (void *)cute_set_error));
+    printf("cute_loads %d\n", cute_loads);
+    printf("cute_library_loaded %d\n", slot != NULL);
+
+    cudaStream_t s;
+    CK((cudaError_t)stream_create(&s));
+    cudaEvent_t a = event(), b = event();
+    float *x = NULL;
+    void *args[] = {&x};
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(2, 1, 1);
+    config.blockDim = dim3(128, 1, 1);
+    config.stream = s;
+    slow<<<1, 1, 0, s>>>(slow_ns);          // the stream is busy: the launch below queues up
+    CK((cudaError_t)record(a, s));
+    CK((cudaError_t)launch(&config, cute_kernel, args));
+    CK((cudaError_t)record(b, s));
+    CK((cudaError_t)synchronize(s));
+    printf("cute_elapsed_ms %.6f\n", elapsed(a, b));
+
+    unload_once(&slot);
+    printf("cute_library_unloaded %d\n", slot == NULL);
+    void *failing = NULL;
+    int status = init_once(&failing, (void *)cute_load_fails, NULL, (void *)cute_set_error);
+    printf("cute_failed_init %d\n", status);
+    printf("cute_error %s\n", cute_error);
+    printf("cute_error_name %s\n", error_name(cudaErrorMemoryAllocation));
+    printf("cute_dsl_done 1\n");
+    return 0;
+}
+
 // cudaStreamSynchronize(s) waits for the work issued to s, not for legacy-stream work issued
 // after it (the legacy stream waits for s, not the other way round).
 static int section_legacy_sync(void) {
@@ -844,6 +965,8 @@ int main(int argc, char **argv) {
     if (!strcmp(s, "launches") && argc > 2) return section_launches(argv[2]);
     if (!strcmp(s, "timing")) return section_timing();
     if (!strcmp(s, "capture_event_after_end")) return section_capture_event_after_end();
+    if (!strcmp(s, "external_event")) return section_external_event();
+    if (!strcmp(s, "cute_dsl") && argc > 2) return section_cute_dsl(argv[2]);
     if (!strcmp(s, "legacy_sync")) return section_legacy_sync();
     if (!strcmp(s, "threads")) return section_threads();
     if (!strcmp(s, "unimplemented") && argc > 2) return section_unimplemented(argv[2]);
