@@ -84,11 +84,16 @@ class StudyProgress:
         self.bar.update(self.task, advance=1 if counted else 0, best=f"best {best}" if best else "no feasible trial yet")
 
 
+# The engine arguments a trial's line names (vLLM's, then SGLang's): parallelism and batch limits.
+SHOWN_KNOBS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "max_num_seqs",
+               "max_num_batched_tokens", "tp_size", "pp_size", "dp_size", "max_running_requests",
+               "chunked_prefill_size")
+
+
 def describe(result: TrialResult) -> str:
     """One line on how a trial ended."""
     knobs = ", ".join(f"{k}={v}" for k, v in result.user_attrs.get("knobs", {}).items()
-                      if v is not None and k in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
-                                                 "max_num_seqs", "max_num_batched_tokens"))
+                      if v is not None and k in SHOWN_KNOBS)
     if "same_as_trial" in result.user_attrs:
         knobs += f" (as trial {result.user_attrs['same_as_trial']}, not run again)"
     if result.outcome != "ok":

@@ -26,6 +26,7 @@ from emulator import feasibility, metrics
 from emulator.engines.adapter import EngineAdapter, ServingKnobs
 from emulator.engines.envs import env_python
 from emulator.engines.hf_transformers import TransformersAdapter
+from emulator.engines.sglang import SglangAdapter
 from emulator.engines.vllm import VllmAdapter
 from emulator.hardware import load_sku
 from emulator.loadgen import READY_LINE
@@ -36,7 +37,8 @@ from emulator.vgpu_environment import vgpu_environment
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "conf" / "model"
-ADAPTERS: dict[str, EngineAdapter] = {"vllm": VllmAdapter(), "transformers": TransformersAdapter()}
+ADAPTERS: dict[str, EngineAdapter] = {"vllm": VllmAdapter(), "sglang": SglangAdapter(),
+                                      "transformers": TransformersAdapter()}
 SERVER_STOP_S = 30.0
 
 
@@ -73,7 +75,7 @@ def run(config: RunConfig, out: Path, progress: Callable[[float, bool], None] = 
     feasibility.check(model_dir, config.knobs, load_sku(config.sku))
     out.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    spec = {**config.workload, "base_url": f"http://127.0.0.1:{port}", "model": str(model_dir)}
+    spec = {**config.workload, "base_url": f"http://127.0.0.1:{port}", "model": str(model_dir), "api": adapter.api}
     (out / "workload.json").write_text(json.dumps(spec, indent=2))
     records_path = out / "requests.jsonl"
     started = time.monotonic()

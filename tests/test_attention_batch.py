@@ -1,7 +1,7 @@
 """Attention kernels whose batch lives in device memory (FlashAttention 3, vLLM's) are charged for the
-batch the engine publishes (emulator/vgpu/attention_batch.c, emulator/engines/vllm_plugin/), also
-when they replay inside a CUDA graph. The last test is end to end (the real vLLM server, about three
-minutes on 2 cores)."""
+batch the engine publishes (emulator/vgpu/attention_batch.c, emulator/engines/vllm_plugin/ and
+sglang_plugin/), also when they replay inside a CUDA graph. The last tests are end to end (the real
+vLLM and SGLang servers, about three minutes each on 2 cores)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import pytest
 
 from emulator.engines.adapter import ServingKnobs
 from emulator.engines.envs import is_ready
-from emulator.engines.vllm import PLUGIN_DIR
+from emulator.engines import sglang, vllm
 from emulator.predictor import modelfile, models, native
 from emulator.run import RunConfig, run
 from vgpu_fixtures import cuda_programs, libdir, run_on_vgpu  # noqa: F401 (fixtures)
@@ -67,19 +67,22 @@ def test_flash_attention_3_is_charged_for_the_published_batch_also_in_graph_repl
     assert padded["seconds"] == pytest.approx(short, rel=1e-3)
 
 
-def test_vllm_finds_the_plugin_which_does_nothing_off_virtual_gpus():
+@pytest.mark.parametrize("engine, plugin_dir, group", [("vllm", vllm.PLUGIN_DIR, "vllm.general_plugins"),
+                                                       ("sglang", sglang.PLUGIN_DIR, "sglang.srt.plugins")])
+def test_the_engine_finds_the_plugin_which_does_nothing_off_virtual_gpus(engine, plugin_dir, group):
     code = ("import sys, importlib.metadata as m; sys.path.insert(0, sys.argv[1]);"
-            "(p,) = [e for e in m.entry_points(group='vllm.general_plugins') if e.name == 'revati_vgpu_attention'];"
-            "p.load()(); print('vllm' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code, str(PLUGIN_DIR)], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"        # it returned before importing vLLM
+            f"(p,) = [e for e in m.entry_points(group='{group}') if e.name == 'revati_vgpu_attention'];"
+            f"p.load()(); print('{engine}' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(plugin_dir)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"        # it returned before importing the engine
 
 
-def test_vllm_decode_time_follows_the_context_on_a_virtual_h100(tmp_path):
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_decode_time_follows_the_context_on_a_virtual_h100(engine, tmp_path):
     """Llama-3.1-8B serving one request at a time, 64-token and 8000-token prompts in turn: the
     decode steps of the long ones read 125 times more K/V, and their TPOT shows it."""
-    if not is_ready("vllm"):
-        pytest.fail("the vllm engine env is not set up: run `revati-tune setup vllm`")
+    if not is_ready(engine):
+        pytest.fail(f"the {engine} engine env is not set up: run `revati-tune setup {engine}`")
     trace = tmp_path / "trace.jsonl"
     prompts = [64, 8000, 64, 8000]
     trace.write_text("".join(json.dumps({"arrival_s": 3.0 * i, "prompt_tokens": p, "output_tokens": 32}) + "\n"
@@ -87,8 +90,8 @@ def test_vllm_decode_time_follows_the_context_on_a_virtual_h100(tmp_path):
     workload = {"num_requests": len(prompts), "seed": 0, "arrival": None, "prompt_len": None, "output_len": None,
                 "shared_prefix": None, "trace": {"path": str(trace), "format": "jsonl"}, "max_concurrency": 1,
                 "ready_timeout_s": 1200.0}
-    config = RunConfig(model="llama3_8b", sku="h100", knobs=ServingKnobs(max_model_len=8192), workload=workload,
-                       timeout_s=600)
+    config = RunConfig(model="llama3_8b", sku="h100", engine=engine, knobs=ServingKnobs(max_model_len=8192),
+                       workload=workload, timeout_s=600)
     summary = run(config, tmp_path / "run")
     import pandas as pd
     requests = pd.read_parquet(tmp_path / "run" / "requests.parquet")

@@ -19,6 +19,7 @@ from emulator.vgpu.build import build_library
 
 GPUS = 4
 H100 = load_sku("h100")
+N_CC_SETTINGS_V1 = 20 | 1 << 24       # nvml.h: NVML_STRUCT_VERSION(SystemConfComputeSettings, 1), 20 bytes
 MIB = 1 << 20
 BUS_BASE = 24        # the pci_bus_base emulator/hardware.py writes: GPU i is on bus 24 + i
 
@@ -62,6 +63,10 @@ def nvml(env):
                "nvml_version": N.nvmlSystemGetNVMLVersion(),
                "cuda": N.nvmlSystemGetCudaDriverVersion(), "cuda_v2": N.nvmlSystemGetCudaDriverVersion_v2(),
                "devices": []}
+        cc = N.c_nvmlSystemConfComputeSettings_v1_t()     # as SGLang asks at start-up
+        out["cc_settings"] = [N.nvmlSystemGetConfComputeSettings(ctypes.byref(cc)), cc.version, cc.ccFeature,
+                              cc.multiGpuMode]
+        out["cc_feature"] = N.nvmlSystemGetConfComputeState().ccFeature
         # 256 MiB allocated on device 1 must show in device 1's NVML usage only.
         ptr = ctypes.c_void_p()
         assert cuda.cudaSetDevice(1) == 0 and cuda.cudaMalloc(ctypes.byref(ptr), ctypes.c_size_t(256 << 20)) == 0
@@ -119,6 +124,8 @@ def test_system_facts_come_from_the_model(nvml):
     assert nvml["nvml_version"] == "13." + H100.driver_version
     assert nvml["cuda"] == nvml["cuda_v2"] == H100.cuda_driver_version
     assert nvml["after_one_shutdown"] == GPUS     # init/shutdown nest
+    # Confidential computing is off: success, the caller's struct version kept, features disabled.
+    assert nvml["cc_settings"] == [0, N_CC_SETTINGS_V1, 0, 0] and nvml["cc_feature"] == 0
 
 
 def test_devices_match_the_model_and_the_runtime(nvml):

@@ -17,7 +17,7 @@ class ServingKnobs:
     pipeline_parallel: int = 1
     data_parallel: int = 1
     max_num_seqs: int | None = None
-    max_num_batched_tokens: int | None = None
+    max_num_batched_tokens: int | None = None     # tokens per step; SGLang: its prefill chunk size
     chunked_prefill: bool | None = None
     prefix_caching: bool | None = None
     block_size: int | None = None
@@ -27,20 +27,22 @@ class ServingKnobs:
     cuda_graphs: bool | None = None
     compilation_mode: int | None = None
     max_model_len: int | None = None
+    max_total_tokens: int | None = None           # KV cache capacity in tokens (SGLang)
 
     def __post_init__(self) -> None:
         for name in ("tensor_parallel", "pipeline_parallel", "data_parallel"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "max_model_len"):
+        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "max_model_len", "max_total_tokens"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or unset, got {value!r}")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
-        if self.scheduling_policy not in (None, "fcfs", "priority"):
-            raise ValueError(f"scheduling_policy must be fcfs or priority, got {self.scheduling_policy!r}")
+        # Which policies exist is the engine's to say (each adapter checks its own).
+        if self.scheduling_policy is not None and not isinstance(self.scheduling_policy, str):
+            raise ValueError(f"scheduling_policy must be a policy name or unset, got {self.scheduling_policy!r}")
 
     @property
     def gpus(self) -> int:
@@ -71,6 +73,7 @@ def knobs_from_arguments(engine: str, arguments: dict[str, str], args: dict,
 
 class EngineAdapter(Protocol):
     name: str           # its managed environment (emulator/engines/envs.py)
+    api: str            # the streaming API the load generator sends to (emulator.loadgen.APIS)
 
     def knob_names(self) -> list[str]:
         """The engine's own argument names that map to ServingKnobs (what conf/engine/ sets)."""

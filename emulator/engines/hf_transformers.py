@@ -47,6 +47,7 @@ NOTES = [
 
 class TransformersAdapter:
     name = "transformers"
+    api = "openai"
 
     def knob_names(self) -> list[str]:
         return list(ARGUMENTS)
@@ -94,7 +95,8 @@ def _imports(python: str, *modules: str) -> bool:
 
 
 def _flags(knobs: ServingKnobs) -> list[str]:
-    unsupported = [name for name in ("chunked_prefill", "kv_cache_dtype", "compilation_mode", "max_model_len")
+    unsupported = [name for name in ("chunked_prefill", "kv_cache_dtype", "compilation_mode", "max_model_len",
+                                     "max_total_tokens")
                    if getattr(knobs, name) is not None]
     if knobs.gpus != 1 or unsupported:
         raise ValueError("the transformers engine serves on one GPU with the knobs "

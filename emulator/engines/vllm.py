@@ -57,6 +57,7 @@ ARGUMENTS = {
 
 class VllmAdapter:
     name = "vllm"
+    api = "openai"
 
     def knob_names(self) -> list[str]:
         return list(ARGUMENTS)
@@ -83,6 +84,10 @@ class VllmAdapter:
 
 
 def _flags(knobs: ServingKnobs) -> list[str]:
+    if knobs.scheduling_policy not in (None, "fcfs", "priority"):
+        raise ValueError(f"scheduling_policy must be fcfs or priority for vLLM, got {knobs.scheduling_policy!r}")
+    if knobs.max_total_tokens is not None:
+        raise ValueError("max_total_tokens is an SGLang knob; vLLM sizes its KV cache by gpu_memory_utilization")
     cmd = ["--tensor-parallel-size", str(knobs.tensor_parallel),
            "--pipeline-parallel-size", str(knobs.pipeline_parallel),
            "--data-parallel-size", str(knobs.data_parallel)]

@@ -132,6 +132,23 @@ API nvmlReturn_t nvmlSystemGetCudaDriverVersion_v2(int *version) {
 }
 ALIAS(nvmlSystemGetCudaDriverVersion, nvmlSystemGetCudaDriverVersion_v2)
 
+/* Confidential computing is off on the modelled machines (SGLang asks at start-up). */
+API nvmlReturn_t nvmlSystemGetConfComputeSettings(nvmlSystemConfComputeSettings_t *settings) {
+    nvmlReturn_t r = ready(settings);
+    if (r) return r;
+    unsigned int version = settings->version;
+    memset(settings, 0, sizeof *settings);
+    settings->version = version;
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlSystemGetConfComputeState(nvmlConfComputeSystemState_t *state) {
+    nvmlReturn_t r = ready(state);
+    if (r) return r;
+    memset(state, 0, sizeof *state);
+    return NVML_SUCCESS;
+}
+
 /* ---- finding devices ---------------------------------------------------------------------------- */
 
 API nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *count) {

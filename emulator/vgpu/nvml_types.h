@@ -99,6 +99,11 @@ typedef enum {
 
 typedef enum { NVML_P2P_STATUS_OK = 0, NVML_P2P_STATUS_NOT_SUPPORTED = 5 } nvmlGpuP2PStatus_t;
 
+/* Confidential computing (nvml.h's nvmlSystemConfComputeSettings_v1_t and nvmlConfComputeSystemState_t):
+ * the values are the *_DISABLED / *_OFF / *_NONE zeros. */
+typedef struct { unsigned int version, environment, ccFeature, devToolsMode, multiGpuMode; } nvmlSystemConfComputeSettings_t;
+typedef struct { unsigned int environment, ccFeature, devToolsMode; } nvmlConfComputeSystemState_t;
+
 #define NVML_NVLINK_MAX_LINKS 36         /* nvml.h of CUDA 13; an H100 has 18 of them */
 typedef enum {
     NVML_NVLINK_DEVICE_TYPE_GPU = 0, NVML_NVLINK_DEVICE_TYPE_IBMNPU = 1,
