@@ -1,22 +1,19 @@
 """The variables vgpu_environment composes, with a stand-in for the library build (the real
 build is emulator/vgpu/build.py's and is tested with it)."""
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import pytest
 
 from emulator.engines import envs
+from emulator.vgpu import build
 from emulator.vgpu_environment import vgpu_environment
 
 
 @pytest.fixture
 def libdir(monkeypatch, tmp_path):
     libdir = tmp_path / "lib"
-    build = types.ModuleType("emulator.vgpu.build")
-    build.build_library = lambda: libdir
-    monkeypatch.setitem(sys.modules, "emulator.vgpu.build", build)
+    monkeypatch.setattr(build, "build_library", lambda: libdir)
     return libdir
 
 
@@ -31,6 +28,7 @@ def test_environment(libdir, tmp_path):
     assert env["PATH"] == f"{libdir}/bin:/usr/bin:/bin"
     assert env["VLLM_NCCL_SO_PATH"] == f"{libdir}/libnccl.so.2"
     assert env["TRITON_LIBCUDA_PATH"] == str(libdir)
+    assert env["CUTE_DSL_LIBS"] == f"{libdir}/libcute_dsl_runtime.so"
     assert env["NCCL_NVLS_ENABLE"] == "0"
     assert "CUDA_VISIBLE_DEVICES" not in env and "VIRTUAL_ENV" not in env
     assert env["HOME"] == "/root"
