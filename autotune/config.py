@@ -6,12 +6,18 @@ The study file is a Hydra primary config: a defaults list picking one option of 
 conf/ (model, hardware, workload, slo, engine, search) and its own values on top. A study file
 kept outside conf/ still finds the groups (conf/ is on Hydra's search path). Every error names the
 field and what it accepts, so a typo costs seconds, not a failed hour-long study.
+
+A study searches its engine (the `engine` group) or, with `search.engines: [vllm, sglang]`, several:
+the engine is then the first knob of every trial. An engine other than the study's takes its
+arguments from conf/engine/<engine>.yaml and `search.engine_args.<engine>` (the study file's
+`engine:` section is in the study engine's argument names); its trials run as the study file with
+`engine=<engine>`, that section's keys it does not know removed.
 """
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -23,7 +29,7 @@ from emulator.engines.adapter import ServingKnobs
 from emulator.hardware import load_sku
 from emulator.loadgen import SpecError, WorkloadSpec
 from emulator.run import ADAPTERS, MODELS, RunConfig
-from search_spaces import SPACES
+from search_spaces import study_space
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("model", "hardware", "workload", "slo", "engine", "search")
@@ -34,6 +40,12 @@ SLO_KEYS = ("ttft_ms", "tpot_ms", "e2el_ms")
 
 class ConfigError(ValueError):
     """The study configuration is wrong; the message names the field and the fix."""
+
+
+@dataclass(frozen=True)
+class SearchedEngine:
+    args: dict                  # its base arguments, by its own names; None = the engine's default
+    overrides: tuple[str, ...]  # what turns the study file into one for this engine (trial commands)
 
 
 @dataclass(frozen=True)
@@ -50,13 +62,19 @@ class StudyConfig:
     attainment: float           # share of all requests that must meet the SLOs
     search: dict
     out: Path
+    engines: dict               # engine -> SearchedEngine: the engines searched, the study's first
 
-    def run_config(self, engine_args: dict | None = None) -> RunConfig:
+    def run_config(self, engine_args: dict | None = None, engine: str | None = None) -> RunConfig:
         """One deployment: this study's model, hardware and workload with these engine arguments."""
-        args = {**self.engine_args, **(engine_args or {})}
-        return RunConfig(model=self.model, sku=self.sku, knobs=knobs_from_engine_args(self.engine, args),
-                         workload=self.workload, engine=self.engine, slos_ms=self.slos_ms or None,
+        engine = engine or self.engine
+        args = {**self.engines[engine].args, **(engine_args or {})}
+        return RunConfig(model=self.model, sku=self.sku, knobs=knobs_from_engine_args(engine, args),
+                         workload=self.workload, engine=engine, slos_ms=self.slos_ms or None,
                          timeout_s=float(self.search["trial_timeout_s"]))
+
+    def space(self):
+        """What trials sample: the engine's space, or with several engines the engine and then its space."""
+        return study_space(list(self.engines), self.search["space"])
 
     @property
     def storage(self) -> str:
@@ -79,14 +97,42 @@ def load(study_file: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         raise ConfigError(f"study file {study_file} not found (for example: conf/llama70b_h100.yaml)")
     overrides = tuple(overrides)
     for override in overrides:
-        if "=" not in override:
+        if "=" not in override and not override.startswith("~"):
             raise ConfigError(f"override {override!r} is not KEY=VALUE (for example: workload.rate=8)")
     search_path = f"hydra.searchpath=[file://{CONF}]"
     try:
         cfg = _compose(path, [*overrides, search_path])
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(_explain(error, path, overrides, search_path)) from None
-    return validate(cfg, path, overrides)
+    config = validate(cfg, path, overrides)
+    engines = dict(config.engines)
+    for engine in config.search["engines"] or ():
+        if engine not in engines:
+            engines[engine] = _other_engine(path, overrides, search_path, engine, config.search["engine_args"])
+    config = replace(config, engines=engines)
+    _check_space(config)
+    return config
+
+
+def _other_engine(path: Path, overrides: tuple[str, ...], search_path: str, engine: str,
+                  engine_args: dict) -> SearchedEngine:
+    """An engine searched beside the study's: the study file composed with engine=<engine>; the
+    keys of its `engine:` section this engine does not know are removed, search.engine_args set."""
+    own = [o for o in overrides if not o.lstrip("+~").startswith("engine")]
+    try:
+        cfg = _compose(path, [*own, f"engine={engine}", search_path])
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(f"search.engines: the study with engine={engine}: {_explain(error, path, tuple(own), search_path)}") from None
+    known = ADAPTERS[engine].knob_names()
+    stray = [key for key in cfg.engine if key != "name" and key not in known]
+    extra = engine_args.get(engine) or {}
+    unknown = sorted(set(extra) - set(known))
+    if unknown:
+        raise ConfigError(f"search.engine_args.{engine}.{unknown[0]}: not a {engine} argument the emulator maps; "
+                          f"known: {', '.join(known)}")
+    args = {**{k: v for k, v in OmegaConf.to_container(cfg.engine).items() if k in known}, **extra}
+    return SearchedEngine(args, (f"engine={engine}", *(f"~engine.{key}" for key in stray),
+                                 *(f"engine.{key}={hydra_value(value)}" for key, value in extra.items())))
 
 
 def _compose(path: Path, overrides: list[str]) -> DictConfig:
@@ -110,20 +156,30 @@ def validate(cfg: DictConfig, source: Path, overrides: tuple[str, ...] = ()) -> 
     out = data.get("out")
     if not isinstance(out, str) or not out:
         raise ConfigError("out: must be a folder for the study's database, trials and report (out=studies/NAME)")
+    if search["engines"] is not None and engine not in search["engines"]:
+        raise ConfigError(f"search.engines: must include the study's engine ({engine}, its engine.name), "
+                          f"got {search['engines']}")
     config = StudyConfig(source=source, overrides=overrides, model=model["name"], hf_id=model.get("hf_id"),
                          sku=sku, engine=engine, engine_args=engine_args, workload=workload, slos_ms=slos,
-                         attainment=attainment, search=search, out=Path(out))
+                         attainment=attainment, search=search, out=Path(out),
+                         engines={engine: SearchedEngine(engine_args, ())})
+    return config
+
+
+def _check_space(config: StudyConfig) -> None:
+    """Every searched engine's arguments make knobs, and the space narrows; grid sizes the budget."""
+    for engine in config.engines:
+        try:
+            config.run_config(engine=engine)
+        except ValueError as error:
+            raise ConfigError(f"engine: {error}" if engine == config.engine
+                              else f"search.engine_args.{engine}: {error}") from None
     try:
-        config.run_config()
-    except ValueError as error:
-        raise ConfigError(f"engine: {error}") from None
-    try:
-        space = SPACES[engine].narrowed(search["space"])
+        space = config.space()
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    if search["sampler"] == "grid":
-        search["trials"] = len(space.configurations())     # every configuration once
-    return config
+    if config.search["sampler"] == "grid":
+        config.search["trials"] = len(space.configurations())     # every configuration once
 
 
 def knobs_from_engine_args(engine: str, args: dict) -> ServingKnobs:
@@ -190,6 +246,11 @@ def _search(search: dict) -> dict:
         "max_gpus": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
         "trial_timeout_s": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
         "space": (lambda v: isinstance(v, dict), "a mapping of knob name to a list of values"),
+        "engines": (lambda v: v is None or isinstance(v, list) and len(v) >= 1 and all(e in ADAPTERS for e in v),
+                    f"null (the study's engine) or a list of engines from {', '.join(ADAPTERS)}"),
+        "engine_args": (lambda v: isinstance(v, dict) and all(e in ADAPTERS and isinstance(a, dict | None)
+                                                              for e, a in v.items()),
+                        "a mapping of engine name to its arguments, e.g. {sglang: {context_length: 2048}}"),
     }
     unknown = sorted(set(search) - set(checks))
     if unknown:
@@ -217,6 +278,13 @@ def _workload(workload: dict) -> dict:
         if getattr(spec, key) is not None:
             workload[key] = {"kind": getattr(spec, key).kind, **getattr(spec, key).params}
     return workload
+
+
+def hydra_value(value: object) -> str:
+    """A value as a Hydra override writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
 
 
 def _is_number(value: object) -> bool:

@@ -18,7 +18,6 @@ from autotune import study as studies
 from autotune import trial as trials
 from autotune.config import StudyConfig
 from autotune.progress import StudyProgress, best_so_far, describe
-from search_spaces import SPACES
 
 # What one emulated deployment of a search needs: the engine's processes are busy on CPU
 # (vLLM's scheduler, API server and workers) and each holds a few GiB of Python and torch.
@@ -36,7 +35,7 @@ def parallel_slots(config: StudyConfig) -> int:
 
 
 def run_trials(config: StudyConfig, study: optuna.Study) -> None:
-    space = SPACES[config.engine].narrowed(config.search["space"])
+    space = config.space()
     budget = config.search["trials"]
     lock = threading.Lock()
     stop = threading.Event()

@@ -92,8 +92,8 @@ SHOWN_KNOBS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_
 
 def describe(result: TrialResult) -> str:
     """One line on how a trial ended."""
-    knobs = ", ".join(f"{k}={v}" for k, v in result.user_attrs.get("knobs", {}).items()
-                      if v is not None and k in SHOWN_KNOBS)
+    knobs = f"{result.user_attrs.get('engine')}: " + ", ".join(
+        f"{k}={v}" for k, v in result.user_attrs.get("knobs", {}).items() if v is not None and k in SHOWN_KNOBS)
     if "same_as_trial" in result.user_attrs:
         knobs += f" (as trial {result.user_attrs['same_as_trial']}, not run again)"
     if result.outcome != "ok":

@@ -46,7 +46,6 @@ from autotune import trial as trials
 from autotune.config import StudyConfig
 from autotune.local_runner import CORES_PER_DEPLOYMENT, parallel_slots
 from autotune.progress import StudyProgress, best_so_far, describe
-from search_spaces import SPACES
 
 REPO = Path(__file__).resolve().parent.parent
 # How often a trial looks whether the driver asked it to stop.
@@ -212,7 +211,7 @@ class _StudySearch(OptunaSearch):
     """OptunaSearch on the study, recording each trial as the local runner does."""
 
     def __init__(self, config: StudyConfig, study: optuna.Study, stop: threading.Event) -> None:
-        space = SPACES[config.engine].narrowed(config.search["space"])
+        space = config.space()
         super().__init__(space=space.suggest, metric=studies.OBJECTIVES, mode=["max", "min"],
                          sampler=study.sampler, study_name=config.study_name,
                          storage=optuna.storages.get_storage(config.storage))
@@ -255,13 +254,14 @@ class _StudySearch(OptunaSearch):
                                    counted=outcome.outcome != "interrupted")
 
     def _lost(self, trial_id: str) -> trials.TrialResult:
-        args = self.args[trial_id]
+        args = dict(self.args[trial_id])
+        engine = args.pop("engine", self.config.engine)
         run_dir = self._ot_trials[trial_id].user_attrs.get("run_dir", "")
-        gpus = self.config.run_config(args).knobs.gpus
+        gpus = self.config.run_config(args, engine).knobs.gpus
         return trials.TrialResult("failed", gpus, f"the Ray trial failed; see its error in "
                                   f"{self.config.out / 'ray'} (logs in {run_dir})",
-                                  user_attrs={"knobs": {**self.config.engine_args, **args}, "gpus": gpus,
-                                              "engine": self.config.engine, "run_dir": run_dir})
+                                  user_attrs={"knobs": {**self.config.engines[engine].args, **args}, "gpus": gpus,
+                                              "engine": engine, "run_dir": run_dir})
 
     def __getstate__(self) -> dict:
         return _picklable(self)

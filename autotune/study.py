@@ -26,7 +26,6 @@ import optuna
 
 from autotune.config import StudyConfig
 from autotune.trial import TrialResult, end_leftovers
-from search_spaces import SPACES
 
 DIRECTIONS = ["maximize", "minimize"]
 OBJECTIVES = ["goodput_per_gpu", "gpus"]
@@ -50,7 +49,7 @@ def open_study(config: StudyConfig) -> optuna.Study:
     if config.search["sampler"] == "grid":
         # Queued, not Optuna's GridSampler: that one calls Study.stop, which ask-and-tell refuses.
         # A configuration already tried (by an earlier run of this study) is not queued again.
-        for params in SPACES[config.engine].narrowed(config.search["space"]).configurations():
+        for params in config.space().configurations():
             study.enqueue_trial(params, skip_if_exists=True)
     return study
 

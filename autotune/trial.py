@@ -1,6 +1,7 @@
 """One trial: a configuration checked, then served by a real emulated deployment, then scored.
 
-The deployment runs as `revati-tune run <study file> <overrides> engine.K=V ... out=<run dir>`,
+The deployment runs as `revati-tune run <study file> <overrides> engine.K=V ... out=<run dir>`
+(with `engine=<engine>` and its settings first for an engine other than the study's),
 a process of its own: exactly the command a user types to reproduce the trial, and a boundary
 that a hung or crashing deployment cannot cross. Both runners (local, Ray) score trials here.
 """
@@ -16,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autotune.config import StudyConfig
+from autotune.config import StudyConfig, hydra_value
 from emulator import feasibility
 from emulator.hardware import load_sku
 from emulator.process_groups import end_group
@@ -43,20 +44,27 @@ class TrialResult:
         return self.goodput_per_gpu, float(self.gpus)
 
 
-def command(config: StudyConfig, args: dict, run_dir: Path) -> list[str]:
-    engine = [f"engine.{name}={_hydra_value(value)}" for name, value in args.items()]
+def command(config: StudyConfig, engine: str, args: dict, run_dir: Path) -> list[str]:
+    """The trial's `revati-tune run`; args are the engine's arguments (the trial's engine knob aside)."""
+    knobs = [f"engine.{name}={hydra_value(value)}" for name, value in args.items()]
     study = [o for o in config.overrides if not o.startswith("out=")]      # the study's out, not the run's
-    return ["revati-tune", "run", str(config.source), *study, *engine, f"out={run_dir}"]
+    if engine != config.engine:     # the study's engine.* overrides are in its engine's names
+        study = [o for o in study if not o.lstrip("+~").startswith("engine")]
+    return ["revati-tune", "run", str(config.source), *study, *config.engines[engine].overrides, *knobs,
+            f"out={run_dir}"]
 
 
 def evaluate(config: StudyConfig, args: dict, run_dir: Path, stop: threading.Event) -> TrialResult:
-    """Serve the study's workload with these engine arguments; never raises for a bad trial."""
-    run_config = config.run_config(args)
+    """Serve the study's workload with these engine arguments (and, when the study searches several
+    engines, the `engine` they are for); never raises for a bad trial."""
+    args = dict(args)
+    engine = args.pop("engine", config.engine)
+    run_config = config.run_config(args, engine)
     gpus = run_config.knobs.gpus
-    cmd = command(config, args, run_dir)
-    attrs = {"knobs": {**config.engine_args, **args}, "gpus": gpus, "engine": config.engine,
+    cmd = command(config, engine, args, run_dir)
+    attrs = {"knobs": {**config.engines[engine].args, **args}, "gpus": gpus, "engine": engine,
              "run_dir": str(run_dir), "command": shlex.join(cmd),
-             "deploy_command": shlex.join(ADAPTERS[config.engine].deploy_command(
+             "deploy_command": shlex.join(ADAPTERS[engine].deploy_command(
                  config.hf_id or str(run_config.model_dir()), run_config.knobs))}
     reason = _refusal(config, run_config)
     if reason:
@@ -143,8 +151,3 @@ def _reason(outcome: str, returncode: int, run_dir: Path) -> str:
         return "the study was stopped while this trial ran"
     return f"{detail} (logs in {run_dir})"
 
-
-def _hydra_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "null" if value is None else str(value)

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Emulation speed of `revati-tune run`: virtual seconds served per wall second, start-up wall time
-and peak host memory of an emulated vLLM deployment on this machine.
+and peak host memory of an emulated vLLM or SGLang deployment on this machine.
 
-Runs one deployment per configuration (default: Llama-3.1-8B TP1 on virtual H100s, CUDA graphs
-on, as vLLM deploys it) serving a Poisson workload, and prints per configuration: serving virtual
+Runs one deployment per configuration (default: vLLM serving Llama-3.1-8B TP1 on virtual H100s,
+CUDA graphs on, as vLLM deploys it) serving a Poisson workload, and prints per configuration: serving virtual
 seconds (vllm bench serve's duration) over serving wall seconds, the start-up wall time (engine
 load, compilation, CUDA graph capture) and the peak resident memory of all the deployment's
 processes together, sampled every 0.2 s, and where the host CPU went while serving: CPU seconds
@@ -12,9 +12,10 @@ the Timekeeper) for each serving virtual second. CPU time is what each emulated 
 in virtual time, so when the processes together need more CPU seconds per virtual second than the
 host has cores, the emulation cannot run faster than real time.
 
-    python3 benchmarks/run_speed.py [--config llama3_8b:1] [--config llama3_70b:4:1:200] [--rate 8]
+    python3 benchmarks/run_speed.py [--config llama3_8b:1] [--config sglang/llama3_70b:4:1:200] [--rate 8]
 
-A configuration is MODEL:TP[:PP[:REQUESTS]] (REQUESTS defaults to --requests). The table also
+A configuration is [ENGINE/]MODEL:TP[:PP[:REQUESTS]] (ENGINE defaults to vllm, REQUESTS to
+--requests); configurations of both engines side by side compare their emulation costs in one run. The table also
 carries each run's mean TTFT/TPOT/ITL, so the same runs show that the sizes of the run issue
 (8B TP1 and 70B TP4 at 200 requests, TP8 and PP2 at 50) are served end to end.
 """
@@ -75,7 +76,7 @@ def serving_cpu(samples: list[tuple[float, dict]], serving_from: float) -> dict[
     return dict(sorted(by_name.items(), key=lambda item: -item[1]))
 
 
-def measure(model: str, tp: int, pp: int, requests: int, rate: float, sku: str) -> dict:
+def measure(engine: str, model: str, tp: int, pp: int, requests: int, rate: float, sku: str) -> dict:
     workload = {"num_requests": requests, "seed": 0, "arrival": {"process": "poisson", "rate": rate, "burstiness": 1.0},
                 "prompt_len": {"kind": "uniform", "low": 128, "high": 1024},
                 "output_len": {"kind": "uniform", "low": 32, "high": 256},
@@ -93,8 +94,8 @@ def measure(model: str, tp: int, pp: int, requests: int, rate: float, sku: str) 
         started = time.monotonic()
         sampler.start()
         try:
-            summary = run(RunConfig(model=model, sku=sku, knobs=ServingKnobs(tensor_parallel=tp, pipeline_parallel=pp), workload=workload,
-                                    timeout_s=3600), out)
+            summary = run(RunConfig(model=model, sku=sku, engine=engine, workload=workload, timeout_s=3600,
+                                    knobs=ServingKnobs(tensor_parallel=tp, pipeline_parallel=pp)), out)
         finally:
             done.set()
             sampler.join()
@@ -102,7 +103,7 @@ def measure(model: str, tp: int, pp: int, requests: int, rate: float, sku: str) 
     m = summary["metrics"]
     peak = max((sum(rss for _, rss, _ in processes.values()) for _, processes in samples), default=0)
     cpu = serving_cpu(samples, started + summary["startup_wall_seconds"])
-    return {"config": f"{model} TP{tp} PP{pp} on {sku}", "requests": m["completed"],
+    return {"config": f"{engine}: {model} TP{tp} PP{pp} on {sku}", "requests": m["completed"],
             "ttft_ms": m["mean_ttft_ms"], "tpot_ms": m["mean_tpot_ms"], "itl_ms": m["mean_itl_ms"],
             "serving_virtual_s": serving_virtual, "serving_wall_s": summary["serving_wall_seconds"],
             "speed": serving_virtual / summary["serving_wall_seconds"],
@@ -112,15 +113,16 @@ def measure(model: str, tp: int, pp: int, requests: int, rate: float, sku: str) 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", action="append", help="MODEL:TP[:PP[:REQUESTS]] (default llama3_8b:1)")
+    parser.add_argument("--config", action="append", help="[ENGINE/]MODEL:TP[:PP[:REQUESTS]] (default vllm/llama3_8b:1)")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--rate", type=float, default=8.0, help="requests per (virtual) second")
     parser.add_argument("--sku", default="h100")
     args = parser.parse_args()
     rows = []
     for config in args.config or ["llama3_8b:1"]:
+        engine, _, config = config.rpartition("/")
         model, tp, pp, requests = (config.split(":") + ["1", str(args.requests)][len(config.split(":")) - 2:])[:4]
-        rows.append(measure(model, int(tp), int(pp), int(requests), args.rate, args.sku))
+        rows.append(measure(engine or "vllm", model, int(tp), int(pp), int(requests), args.rate, args.sku))
         print(rows[-1], flush=True)
     print("| configuration | requests | TTFT ms | TPOT ms | ITL ms | virtual s | wall s | virtual/wall | start-up s | peak RSS GiB |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -37,7 +37,6 @@ from autotune.search import search  # noqa: E402
 from autotune.trial import TrialResult  # noqa: E402
 from reports.loading import trials_frame  # noqa: E402
 from reports.pareto import hypervolume  # noqa: E402
-from search_spaces import SPACES  # noqa: E402
 
 
 def front_hypervolume(study: optuna.Study, reference_gpus: float) -> float:
@@ -60,7 +59,7 @@ def replay(config: study_config.StudyConfig, grid: optuna.Study, sampler: str, s
     cfg = dataclasses.replace(config, search={**config.search, "sampler": sampler, "seed": seed, "trials": budget})
     study = optuna.create_study(directions=studies.DIRECTIONS, sampler=studies.sampler(cfg))
     study.set_user_attr("slo", {"attainment": config.attainment})
-    space = SPACES[config.engine].narrowed(config.search["space"])
+    space = config.space()
     evaluated = set()
     for _ in range(budget):
         trial = study.ask()

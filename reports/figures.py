@@ -20,7 +20,7 @@ LATENCY_TITLES = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2el": "E2EL"}
 
 def _hover(row: pd.Series) -> str:
     knobs = json.loads(row["knobs"])
-    lines = [f"trial {row['number']}: {row['outcome']}", f"gpus {row['gpus']}"]
+    lines = [f"trial {row['number']}: {row['outcome']}", f"{row.get('engine')}, gpus {row['gpus']}"]
     if pd.notna(row.get("goodput_per_gpu")):
         lines.append(f"goodput/GPU {row['goodput_per_gpu']:.3g} req/s")
     if pd.notna(row.get("slo_attainment")):

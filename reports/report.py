@@ -47,6 +47,7 @@ def write_report(study: optuna.Study | str | Path, out_dir: str | Path, study_na
                                 div_id="pareto", config={"displaylogo": False}),
         plan=plan_html(plan) if plan is not None else None,
         pareto_table=pareto_table(trials),
+        engines_table=engines_table(trials),
         recommended=[_trial_view(row) for _, row in front(trials).iterrows()],
         runs=[_run_view(row) for _, row in trials[trials["outcome"] == "ok"].iterrows()],
         not_run=[_trial_view(row) for _, row in trials[trials["outcome"] != "ok"].iterrows()],
@@ -69,8 +70,10 @@ def header(study: optuna.Study, trials: pd.DataFrame) -> dict[str, str]:
     if others:
         counts += f", {others} not finished"
     model = describe(config.get("model")) + (f" ({config['hf_id']})" if config.get("hf_id") else "")
+    searched = (config.get("search") or {}).get("engines") or []
+    engine = f"{', '.join(searched)} (the engine is a knob)" if len(searched) > 1 else describe(config.get("engine"))
     return {"model": model, "hardware": describe(config.get("hardware")),
-            "engine": describe(config.get("engine")), "workload": describe(config.get("workload")),
+            "engine": engine, "workload": describe(config.get("workload")),
             "SLOs": slo_text(study.user_attrs.get("slo") or config.get("slo") or {}), "trials": counts}
 
 
@@ -96,7 +99,7 @@ def slo_text(slo: Mapping) -> str:
 def pareto_table(trials: pd.DataFrame) -> str:
     """The front's configurations: latency percentiles (ms), throughputs and attainment."""
     rows = front(trials)
-    table = pd.DataFrame({"trial": rows["number"], "GPUs": rows["gpus"],
+    table = pd.DataFrame({"trial": rows["number"], "engine": rows["engine"], "GPUs": rows["gpus"],
                           "goodput/GPU": rows["goodput_per_gpu"].map("{:.3g}".format),
                           "SLO attainment": rows["slo_attainment"].map(_percent)})
     for metric in LATENCIES:
@@ -107,6 +110,25 @@ def pareto_table(trials: pd.DataFrame) -> str:
         table[label] = rows[column].map(_number) if column in rows else ""
     table["knobs"] = rows["knobs"].map(lambda k: ", ".join(f"{n}={v}" for n, v in json.loads(k).items()))
     return table.to_html(index=False, border=0, classes="pareto", table_id="pareto-table", escape=True)
+
+
+def engines_table(trials: pd.DataFrame) -> str | None:
+    """With trials of several engines: per engine, how its trials ended and its best configuration
+    that held the SLO (most good requests per second per GPU, then fewest GPUs)."""
+    if trials["engine"].nunique() < 2:
+        return None
+    rows = []
+    for engine, group in trials.groupby("engine", sort=False):
+        held = group[group["feasible"]].sort_values(["goodput_per_gpu", "gpus"], ascending=[False, True])
+        best = held.iloc[0] if len(held) else None
+        rows.append({"engine": engine, "trials": len(group), "ran": int((group["outcome"] == "ok").sum()),
+                     "held the SLO": len(held),
+                     "best goodput/GPU": "" if best is None else f"{_number(best['goodput_per_gpu'])} (trial {best['number']})",
+                     "its GPUs": "" if best is None else int(best["gpus"]),
+                     "its TTFT / TPOT p50 (ms)": "" if best is None else
+                     f"{_number(best.get('median_ttft_ms'))} / {_number(best.get('median_tpot_ms'))}",
+                     "fewest GPUs holding the SLO": "" if best is None else int(held["gpus"].min())})
+    return pd.DataFrame(rows).to_html(index=False, border=0, classes="pareto", table_id="engines-table", escape=True)
 
 
 def _number(value) -> str:
@@ -121,7 +143,7 @@ def _percent(value) -> str:
 
 
 def _trial_view(row: pd.Series) -> dict:
-    return {"number": int(row["number"]), "gpus": "" if pd.isna(row["gpus"]) else int(row["gpus"]),
+    return {"number": int(row["number"]), "engine": row["engine"] if isinstance(row["engine"], str) else "", "gpus": "" if pd.isna(row["gpus"]) else int(row["gpus"]),
             "outcome": row["outcome"], "reason": row["reason"] or "",
             "goodput_per_gpu": _number(row["goodput_per_gpu"]), "slo_attainment": _percent(row["slo_attainment"]),
             "feasible": bool(row["feasible"]), "pareto": bool(row["pareto"]),

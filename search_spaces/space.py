@@ -86,3 +86,17 @@ class _Branch:
         if self.open is None:
             self.open = (name, choices)
         return choices[0]
+
+
+@dataclass(frozen=True)
+class EngineSpaces:
+    """Several engines' spaces searched in one study: the engine is the first knob (`engine`), then
+    that engine's own knobs (their names differ between engines, so each keeps its own history)."""
+    spaces: dict[str, Space]
+
+    def suggest(self, trial: Suggester) -> dict:
+        engine = trial.suggest_categorical("engine", list(self.spaces))
+        return {"engine": engine, **self.spaces[engine].suggest(trial)}
+
+    def configurations(self) -> list[dict]:
+        return [{"engine": engine, **params} for engine, space in self.spaces.items() for params in space.configurations()]

@@ -73,7 +73,8 @@ def _write_run(run_dir: Path) -> dict:
     return summary["metrics"]
 
 
-def make_study(out: Path, trials=TRIALS, name: str = "synthetic") -> optuna.Study:
+def make_study(out: Path, trials=TRIALS, name: str = "synthetic", engines=None) -> optuna.Study:
+    """engines: each trial's engine (default vllm for all)."""
     out.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name=name,
                                 directions=["maximize", "minimize"])
@@ -82,7 +83,7 @@ def make_study(out: Path, trials=TRIALS, name: str = "synthetic") -> optuna.Stud
     for number, (outcome, gpus, tp, seqs, goodput, attainment, reason) in enumerate(trials):
         knobs = {"tensor_parallel_size": tp, "pipeline_parallel_size": 1, "data_parallel_size": gpus // tp,
                  "max_num_seqs": seqs, "enable_prefix_caching": None}
-        attrs = {"outcome": outcome, "knobs": knobs, "gpus": gpus, "engine": "vllm",
+        attrs = {"outcome": outcome, "knobs": knobs, "gpus": gpus, "engine": engines[number] if engines else "vllm",
                  "deploy_command": f"vllm serve meta-llama/Llama-3.1-8B-Instruct --tensor-parallel-size {tp} "
                                    f"--data-parallel-size {gpus // tp} --max-num-seqs {seqs}",
                  "command": f"revati-tune run --model llama3_8b --sku h100 --tp {tp} --max-num-seqs {seqs}"}
@@ -177,6 +178,27 @@ def test_report_contents(report):
         assert f'id="trial-{number}"' in html
     assert html.count('class="figure"') == 5 * 3
     assert "TTFT p50 / p90 / p99 (ms)" in html
+
+
+def test_a_report_over_two_engines_compares_them(tmp_path):
+    engines = ["vllm", "sglang", "sglang", "vllm", "vllm", "sglang", "vllm", "sglang"]
+    html = write_report(make_study(tmp_path / "s", engines=engines), tmp_path / "r").read_text()
+    table = _html_table(html, "engines-table")
+    assert [r["engine"] for r in table] == ["vllm", "sglang"]
+    assert [(r["trials"], r["ran"], r["held the SLO"]) for r in table] == [("4", "2", "1"), ("4", "3", "3")]
+    # Per engine its best feasible trial: vLLM's trial 0 (3 good req/s per GPU), SGLang's trial 7 (4).
+    assert [(r["best goodput/GPU"], r["its GPUs"]) for r in table] == [("3 (trial 0)", "1"), ("4 (trial 7)", "4")]
+    assert [r["fewest GPUs holding the SLO"] for r in table] == ["1", "2"]
+    assert [r["engine"] for r in _html_table(html, "pareto-table")] == ["vllm", "sglang", "sglang"]
+    assert "Trial 7 (sglang)" in html
+
+
+def _html_table(html: str, table_id: str) -> list[dict]:
+    """The rows of a pandas-written table, as {header: cell text}."""
+    table = re.search(rf'<table[^>]*id="{table_id}".*?</table>', html, re.S).group(0)
+    header = re.findall(r"<th>(.*?)</th>", table, re.S)
+    rows = re.findall(r"<tr>\s*(<td>.*?)</tr>", table, re.S)
+    return [dict(zip(header, (cell.strip() for cell in re.findall(r"<td>(.*?)</td>", row, re.S)))) for row in rows]
 
 
 def test_report_is_self_contained(report):

@@ -85,3 +85,25 @@ def test_sglang_refuses_what_it_cannot_take(args, message, tmp_path):
     with pytest.raises(ValueError) as error:
         adapter.server_command(tmp_path, 8000, adapter.knobs(args))
     assert message in str(error.value)
+
+
+def test_a_study_over_both_engines_runs_each_and_reports_both(tmp_path):
+    """conf/smoke_engines.yaml: the engine as a knob, one trial per engine (grid), each a real
+    deployment; the report's engine comparison shows both."""
+    from autotune import config
+    from autotune.search import search
+    import optuna
+
+    cfg = config.load("conf/smoke_engines.yaml", ["search.parallel=1", f"out={tmp_path}"])
+    report = search(cfg)
+    trials = optuna.load_study(study_name=cfg.study_name, storage=cfg.storage).get_trials()
+    assert sorted(t.params["engine"] for t in trials) == ["sglang", "vllm"]
+    for trial in trials:
+        attrs = trial.user_attrs
+        assert attrs["outcome"] == "ok", attrs.get("reason")
+        assert attrs["engine"] == trial.params["engine"] and attrs["metrics"]["completed"] == 12
+        assert attrs["deploy_command"].startswith("vllm serve" if attrs["engine"] == "vllm" else "sglang serve")
+    html = report.read_text()
+    comparison = html[html.index('id="engines-table"'):]
+    comparison = comparison[:comparison.index("</table>")]
+    assert "<td>vllm</td>" in comparison and "<td>sglang</td>" in comparison

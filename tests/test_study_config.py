@@ -1,10 +1,12 @@
 """Study files through Hydra: composition, overrides, and errors that name the field and the fix."""
 from pathlib import Path
 
+import optuna
 import pytest
 
 from autotune import config
 from autotune.cli import main
+from autotune.trial import command
 from search_spaces import SPACES
 
 FLAGSHIP = "conf/llama70b_h100.yaml"
@@ -77,3 +79,40 @@ def test_a_search_space_is_narrowed_by_name_and_refuses_unknown_knobs():
         SPACES["vllm"].narrowed({"tensor_paralel_size": [4]})
     with pytest.raises(ValueError, match="search.space.max_num_seqs: must be a non-empty list"):
         SPACES["vllm"].narrowed({"max_num_seqs": []})
+
+
+def test_a_study_over_both_engines_makes_the_engine_a_knob(tmp_path):
+    study = config.load("conf/smoke_engines.yaml", ["engine.max_num_seqs=64", f"out={tmp_path}"])
+    assert list(study.engines) == ["vllm", "sglang"] and study.search["trials"] == 2     # grid: one per engine
+    # Every other knob has one value here: the engine is all the grid branches on.
+    assert study.space().configurations() == [{"engine": "vllm"}, {"engine": "sglang"}]
+    args = study.space().suggest(optuna.trial.FixedTrial({"engine": "sglang"}))
+    assert args == {"engine": "sglang", "tp_size": 1, "pp_size": 1, "dp_size": 1, "max_running_requests": 32,
+                    "chunked_prefill_size": 2048, "disable_radix_cache": False, "schedule_policy": "fcfs",
+                    "mem_fraction_static": None}
+    sglang = study.engines["sglang"]
+    assert sglang.args["context_length"] == 2048 and "max_model_len" not in sglang.args
+    # Its trials run as the study file turned to SGLang: the vLLM-named setting removed.
+    assert sglang.overrides == ("engine=sglang", "~engine.max_model_len", "engine.context_length=2048")
+
+    cmd = command(study, "sglang", {"tp_size": 1, "max_running_requests": 32}, tmp_path / "t")
+    assert "engine.max_num_seqs=64" not in cmd and cmd[-3:] == ["engine.tp_size=1", "engine.max_running_requests=32",
+                                                               f"out={tmp_path / 't'}"]
+    assert "engine.max_num_seqs=64" in command(study, "vllm", {}, tmp_path / "t")
+    # The command composes to the SGLang deployment the trial is.
+    reproduced = config.load(cmd[2], cmd[3:])
+    assert reproduced.engine == "sglang" and reproduced.run_config().knobs.max_model_len == 2048
+    assert reproduced.run_config().knobs.max_num_seqs == 32
+
+
+@pytest.mark.parametrize("overrides,words", [
+    (["search.engines=[sglang]"], ["search.engines", "must include the study's engine (vllm"]),
+    (["search.engines=[tgi]"], ["search.engines", "vllm, sglang"]),
+    (["+search.engine_args.sglang.max_num_seqs=4"], ["search.engine_args.sglang.max_num_seqs", "known: tp_size"]),
+    (["+search.space.max_batch=[1]"], ["search.space.max_batch", "vllm or sglang"]),
+])
+def test_a_bad_engine_search_names_the_field(overrides, words):
+    with pytest.raises(config.ConfigError) as error:
+        config.load("conf/smoke_engines.yaml", overrides)
+    for word in words:
+        assert word in str(error.value), str(error.value)
