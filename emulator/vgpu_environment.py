@@ -52,7 +52,7 @@ def vgpu_environment(gpus: int, sku: str, engine: str | None = None, workdir: Pa
         env["VIRTUAL_ENV"] = str(envs.env_path(engine))
     env["PATH"] = _prepend(":".join(path), env.get("PATH", os.defpath))
     # Engines open these by path with ctypes/dlopen rather than through the loader.
-    env["VLLM_NCCL_SO_PATH"] = str(libdir / "libnccl.so.2")
+    env["VLLM_NCCL_SO_PATH"] = env["SGLANG_NCCL_SO_PATH"] = str(libdir / "libnccl.so.2")
     env["TRITON_LIBCUDA_PATH"] = str(libdir)
     env["CUTE_DSL_LIBS"] = str(libdir / "libcute_dsl_runtime.so")
     # Every virtual device is the process's to use; a real GPU selection must not hide them.

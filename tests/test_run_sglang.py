@@ -61,6 +61,19 @@ def test_the_radix_cache_shortens_time_to_first_token_on_shared_prefixes(tmp_pat
     assert ttft[True] < ttft[False], ttft
 
 
+def test_sglang_tensor_parallel_serves_with_its_collectives(tmp_path):
+    """TP2: two scheduler ranks, their NCCL communicators (the vGPU library's, named by
+    SGLANG_NCCL_SO_PATH) and torch's VMM handle sharing. The tiny model's KV cache is capped: left to
+    fill an H200 it holds 263M tokens, and SGLang's per-token buffers then no longer fit (as they
+    would not on a real H200)."""
+    config = RunConfig(model="tiny_llama", sku="h200", engine="sglang", workload=WORKLOAD, timeout_s=900,
+                       knobs=ServingKnobs(tensor_parallel=2, max_model_len=2048, max_total_tokens=1_000_000))
+    summary = run(config, tmp_path)
+    assert (summary["metrics"]["completed"], summary["metrics"]["failed"]) == (12, 0)
+    assert "collective" in {row["family"] for row in summary["gpu_time_by_family"]}
+    assert len(list((tmp_path / "vgpu").glob("stats-*.csv"))) >= 2
+
+
 @pytest.mark.parametrize("args, flags", [
     ({"tp_size": 2, "chunked_prefill_size": 4096, "disable_radix_cache": True, "schedule_policy": "lpm"},
      ["--tp-size", "2", "--chunked-prefill-size", "4096", "--schedule-policy", "lpm", "--disable-radix-cache"]),

@@ -26,7 +26,7 @@ def test_environment(libdir, tmp_path):
     assert env["LD_PRELOAD"] == f"{libdir}/libcudart.so.13:/opt/other.so"
     assert env["LD_LIBRARY_PATH"] == str(libdir)
     assert env["PATH"] == f"{libdir}/bin:/usr/bin:/bin"
-    assert env["VLLM_NCCL_SO_PATH"] == f"{libdir}/libnccl.so.2"
+    assert env["VLLM_NCCL_SO_PATH"] == env["SGLANG_NCCL_SO_PATH"] == f"{libdir}/libnccl.so.2"
     assert env["TRITON_LIBCUDA_PATH"] == str(libdir)
     assert env["CUTE_DSL_LIBS"] == f"{libdir}/libcute_dsl_runtime.so"
     assert env["NCCL_NVLS_ENABLE"] == "0"

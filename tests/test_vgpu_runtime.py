@@ -302,6 +302,77 @@ def test_stream_synchronize_waits_only_for_its_own_work(checks):
     assert ms(keys, "elapsed_sync_blocking_ms") < 1000
 
 
+VMM_SHARING = r"""
+import ctypes, json
+cuda = ctypes.CDLL("libcuda.so.1")
+def entry(name):
+    # As torch's DriverAPI finds them: through cuGetProcAddress, every one of them required.
+    fn = ctypes.c_void_p()
+    assert cuda.cuGetProcAddress_v2(name.encode(), ctypes.byref(fn), 12000, 0, None) == 0, name
+    return ctypes.CFUNCTYPE(ctypes.c_int, *[ctypes.c_void_p] * 5)(fn.value)
+
+class Prop(ctypes.Structure):   # CUmemAllocationProp: type, requestedHandleTypes, location {type, id}, ...
+    _fields_ = [("type", ctypes.c_int), ("handle_types", ctypes.c_int), ("location_type", ctypes.c_int),
+                ("device", ctypes.c_int), ("win32", ctypes.c_void_p), ("flags", ctypes.c_ubyte * 8)]
+MB = 1 << 20
+assert cuda.cuInit(0) == 0
+prop = Prop(type=1, handle_types=1, location_type=1, device=1)      # pinned, POSIX fd, device 1
+handle, base = ctypes.c_ulonglong(), ctypes.c_ulonglong()
+assert entry("cuMemCreate")(ctypes.byref(handle), 8 * MB, ctypes.byref(prop), 0, None) == 0
+assert entry("cuMemAddressReserve")(ctypes.byref(base), 8 * MB, 0, 0, 0) == 0
+assert entry("cuMemMap")(base.value, 8 * MB, 0, handle.value, 0) == 0
+out = {}
+retained = ctypes.c_ulonglong()
+out["retain"] = entry("cuMemRetainAllocationHandle")(ctypes.byref(retained), base.value + 4096, None, None, None)
+out["retained_same"] = retained.value == handle.value
+back = Prop()
+entry("cuMemGetAllocationPropertiesFromHandle")(ctypes.byref(back), handle.value, None, None, None)
+out["props"] = [back.type, back.handle_types, back.device]
+fd = ctypes.c_int(-1)
+out["export"] = entry("cuMemExportToShareableHandle")(ctypes.byref(fd), handle.value, 1, 0, None)
+imported = ctypes.c_ulonglong()
+out["import"] = entry("cuMemImportFromShareableHandle")(ctypes.byref(imported), fd.value, 1, None, None)
+entry("cuMemGetAllocationPropertiesFromHandle")(ctypes.byref(back), imported.value, None, None, None)
+out["imported_device"] = back.device
+out["fabric_export"] = entry("cuMemExportToShareableHandle")(ctypes.byref(fd), handle.value, 8, 0, None)
+free, total = ctypes.c_size_t(), ctypes.c_size_t()
+rt = ctypes.CDLL("libcudart.so.13")
+rt.cudaSetDevice(1)
+def used():
+    rt.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total))
+    return (total.value - free.value) // MB
+out["used_mapped"] = used()
+for h in (imported, retained):      # an import charges its owner; a retained handle keeps the memory
+    entry("cuMemRelease")(h.value, None, None, None, None)
+out["used_after_two_releases"] = used()
+entry("cuMemUnmap")(base.value, 8 * MB, None, None, None)
+entry("cuMemRelease")(handle.value, None, None, None, None)
+out["used_after_last"] = used()
+small = ctypes.c_void_p()
+rt.cudaMalloc(ctypes.byref(small), ctypes.c_size_t(256))
+out["retain_cudamalloc"] = entry("cuMemRetainAllocationHandle")(ctypes.byref(retained), small.value, None, None, None)
+out["write_value"] = entry("cuStreamWriteValue32")(None, small.value, 0x5eed, 0, None)
+value = ctypes.c_uint32()
+rt.cudaMemcpy(ctypes.byref(value), small, ctypes.c_size_t(4), 2)
+out["written"] = value.value
+print(json.dumps(out))
+"""
+
+
+def test_vmm_handles_are_retained_shared_and_released_as_torch_uses_them(libdir):
+    import json
+    import sys
+    proc, _ = run_on_vgpu([sys.executable, "-c", VMM_SHARING], gpus=2, check=True)
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["retain"] == 0 and out["retained_same"] and out["props"] == [1, 1, 1]
+    assert out["export"] == 0 and out["import"] == 0 and out["imported_device"] == 1
+    assert out["fabric_export"] == CUDA_ERROR_NOT_SUPPORTED
+    context = out["used_after_last"]                    # the context's own memory
+    assert out["used_mapped"] == out["used_after_two_releases"] == context + 8
+    assert out["retain_cudamalloc"] == 1                # CUDA_ERROR_INVALID_VALUE: not a VMM mapping
+    assert out["write_value"] == 0 and out["written"] == 0x5eed
+
+
 # ---- the library's own failure modes ----------------------------------------------------------------
 
 def stubbed_runtime_entry_point(libdir: Path) -> str:

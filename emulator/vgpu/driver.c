@@ -6,11 +6,15 @@
  * CUstream is a vgpu_stream, a CUfunction/CUkernel is a vgpu_function. cuGetProcAddress answers
  * from the table at the bottom of this file.
  */
+#define _GNU_SOURCE             /* memfd_create */
 #include <cuda.h>
 #include <cuda_runtime_api.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "vgpu.h"
 
@@ -324,6 +328,13 @@ API CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned int value, size_t n, CUs
     return CUDA_SUCCESS;
 }
 
+/* Stream memory operations: the value is written at once (as memsets are here) and the stream
+ * charged a 4-byte memset. */
+API CUresult cuStreamWriteValue32(CUstream stream, CUdeviceptr addr, cuuint32_t value, unsigned int flags) {
+    (void)flags;
+    return cuMemsetD32Async(addr, value, 1, stream);
+}
+
 API CUresult cuMemsetD32(CUdeviceptr dst, unsigned int value, size_t n) {
     cuMemsetD32Async(dst, value, n, NULL);
     vgpu_stream_synchronize(vgpu_stream_resolve(NULL));
@@ -334,7 +345,28 @@ API CUresult cuMemsetD32(CUdeviceptr dst, unsigned int value, size_t n) {
 
 #define VMM_GRANULARITY ((size_t)2 << 20)
 
-typedef struct physical { size_t size; int device; } physical;
+/* A physical allocation (cuMemCreate) or one imported from another process, which charges its
+ * owner, not this process. Handles are counted: cuMemRetainAllocationHandle adds one. */
+typedef struct physical {
+    size_t size;
+    CUmemAllocationProp prop;
+    int imported, refs;
+} physical;
+
+/* Which handle is mapped where, for cuMemRetainAllocationHandle. */
+typedef struct mapping { uintptr_t base; size_t size; physical *handle; } mapping;
+static pthread_mutex_t vmm_lock = PTHREAD_MUTEX_INITIALIZER;
+static mapping *mappings;
+static size_t n_mappings, mappings_cap;
+
+static void unref(physical *p) {
+    pthread_mutex_lock(&vmm_lock);
+    int last = --p->refs == 0;
+    pthread_mutex_unlock(&vmm_lock);
+    if (!last) return;
+    if (!p->imported) vgpu_mem_release(p->prop.location.id, p->size);
+    free(p);
+}
 
 API CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAllocationProp *prop,
                                            CUmemAllocationGranularity_flags option) {
@@ -346,18 +378,75 @@ API CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAlloc
 API CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size, const CUmemAllocationProp *prop,
                          unsigned long long flags) {
     (void)flags;
-    int dev = prop->location.id;
-    if (vgpu_mem_charge(dev, size) != 0) return CUDA_ERROR_OUT_OF_MEMORY;
+    if (!vgpu_device_valid(prop->location.id)) return CUDA_ERROR_INVALID_DEVICE;
+    if (vgpu_mem_charge(prop->location.id, size) != 0) return CUDA_ERROR_OUT_OF_MEMORY;
     physical *p = malloc(sizeof *p);
-    *p = (physical){size, dev};
+    *p = (physical){.size = size, .prop = *prop, .refs = 1};
     *handle = (CUmemGenericAllocationHandle)p;
     return CUDA_SUCCESS;
 }
 
 API CUresult cuMemRelease(CUmemGenericAllocationHandle handle) {
+    unref((physical *)handle);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp *prop, CUmemGenericAllocationHandle handle) {
+    *prop = ((physical *)handle)->prop;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *handle, void *addr) {
+    physical *found = NULL;
+    pthread_mutex_lock(&vmm_lock);
+    for (size_t i = 0; i < n_mappings && !found; i++)
+        if ((uintptr_t)addr >= mappings[i].base && (uintptr_t)addr < mappings[i].base + mappings[i].size) {
+            found = mappings[i].handle;
+            found->refs++;
+        }
+    pthread_mutex_unlock(&vmm_lock);
+    if (!found) return CUDA_ERROR_INVALID_VALUE;     /* not mapped through the VMM API (cudaMalloc) */
+    *handle = (CUmemGenericAllocationHandle)found;
+    return CUDA_SUCCESS;
+}
+
+/* Sharing a physical allocation with another process (torch's expandable segments over CUDA IPC):
+ * the file descriptor is a memfd whose name carries the allocation's size and device, which is
+ * all the importer needs (the bytes are not shared, as for cudaIpcOpenMemHandle). */
+#define SHARED_NAME "revati-vmm"
+
+API CUresult cuMemExportToShareableHandle(void *shareable, CUmemGenericAllocationHandle handle,
+                                          CUmemAllocationHandleType type, unsigned long long flags) {
+    (void)flags;
+    if (type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) return CUDA_ERROR_NOT_SUPPORTED;
     physical *p = (physical *)handle;
-    vgpu_mem_release(p->device, p->size);
-    free(p);
+    char name[96];
+    snprintf(name, sizeof name, SHARED_NAME " %zu %d", p->size, p->prop.location.id);
+    int fd = memfd_create(name, MFD_CLOEXEC);
+    if (fd < 0) return CUDA_ERROR_OUT_OF_MEMORY;
+    *(int *)shareable = fd;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *handle, void *os_handle,
+                                            CUmemAllocationHandleType type) {
+    if (type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) return CUDA_ERROR_NOT_SUPPORTED;
+    char link[64], target[160];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", (int)(intptr_t)os_handle);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    size_t size;
+    int dev;
+    if (n < 0) return CUDA_ERROR_INVALID_VALUE;
+    target[n] = 0;
+    if (sscanf(target, "/memfd:" SHARED_NAME " %zu %d", &size, &dev) != 2 || !vgpu_device_valid(dev))
+        return CUDA_ERROR_INVALID_VALUE;
+    physical *p = malloc(sizeof *p);
+    *p = (physical){.size = size, .imported = 1, .refs = 1};
+    p->prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+    p->prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    p->prop.location.id = dev;
+    p->prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+    *handle = (CUmemGenericAllocationHandle)p;
     return CUDA_SUCCESS;
 }
 
@@ -378,11 +467,27 @@ API CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericA
                       unsigned long long flags) {
     (void)offset; (void)flags;
     physical *p = (physical *)handle;
-    return vgpu_vmm_map((void *)ptr, size, p->device) == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+    if (vgpu_vmm_map((void *)ptr, size, p->prop.location.id) != 0) return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&vmm_lock);
+    if (n_mappings == mappings_cap) {
+        mappings_cap = mappings_cap ? 2 * mappings_cap : 64;
+        mappings = realloc(mappings, mappings_cap * sizeof *mappings);
+    }
+    mappings[n_mappings++] = (mapping){ptr, size, p};
+    pthread_mutex_unlock(&vmm_lock);
+    return CUDA_SUCCESS;
 }
 
 API CUresult cuMemUnmap(CUdeviceptr ptr, size_t size) {
-    return vgpu_vmm_unmap((void *)ptr, size) == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+    if (vgpu_vmm_unmap((void *)ptr, size) != 0) return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&vmm_lock);
+    for (size_t i = 0; i < n_mappings; i++)
+        if (mappings[i].base == ptr) {
+            mappings[i] = mappings[--n_mappings];
+            break;
+        }
+    pthread_mutex_unlock(&vmm_lock);
+    return CUDA_SUCCESS;
 }
 
 API CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *desc, size_t count) {
@@ -619,6 +724,8 @@ API CUresult cuEventElapsedTime(float *ms, CUevent start, CUevent end) {
     X(cuPointerGetAttribute) X(cuPointerGetAttributes) X(cuMemcpyHtoD) X(cuMemcpyDtoH) X(cuMemcpyDtoD) X(cuMemcpyHtoDAsync) \
     X(cuMemcpyDtoHAsync) X(cuMemcpyDtoDAsync) X(cuMemcpyAsync) X(cuMemcpy) X(cuMemsetD8) X(cuMemsetD8Async) \
     X(cuMemsetD32) X(cuMemsetD32Async) X(cuMemGetAllocationGranularity) X(cuMemCreate) X(cuMemRelease) \
+    X(cuMemGetAllocationPropertiesFromHandle) X(cuMemRetainAllocationHandle) X(cuMemExportToShareableHandle) \
+    X(cuMemImportFromShareableHandle) X(cuStreamWriteValue32) \
     X(cuMemAddressReserve) X(cuMemAddressFree) X(cuMemMap) X(cuMemUnmap) X(cuMemSetAccess) X(cuModuleLoadData) \
     X(cuModuleLoadDataEx) X(cuModuleLoad) X(cuModuleUnload) X(cuModuleGetFunction) X(cuLibraryLoadData) \
     X(cuLibraryUnload) X(cuLibraryGetKernel) X(cuKernelGetFunction) X(cuKernelGetAttribute) X(cuFuncGetAttribute) X(cuFuncSetAttribute) \
