@@ -32,6 +32,9 @@ POLICIES = ("fcfs", "lpm", "lof", "random", "dfs-weight")
 NOTES = [
     "SGLang's JIT kernels (sgl-kernel's jit modules) are compiled with the host's nvcc at start-up, "
     "as on a real deployment; CUDA_HOME names the toolkit the vGPU library was built against",
+    "--disable-custom-all-reduce: SGLang's custom all-reduce kernels synchronise the ranks through flags in "
+    "peer memory, which kernels that do nothing cannot; tensor-parallel all-reduces go through NCCL, whose "
+    "collectives the vGPU library times from measurements and synchronises across ranks",
     "requests go to SGLang's native /generate with token ids (its OpenAI endpoints need a tokenizer, and "
     "no tokenizer is downloaded), as sglang.bench_serving sends them",
     "FlashAttention 3 kernels (SGLang's Hopper default, from sgl-kernel) are MODELLED, not measured: each is "
@@ -58,7 +61,7 @@ class SglangAdapter:
 
     def server_command(self, model_dir: Path, port: int, knobs: ServingKnobs) -> list[str]:
         return ["sglang", "serve", "--model-path", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
-                "--load-format", "dummy", "--skip-tokenizer-init", *_flags(knobs)]
+                "--load-format", "dummy", "--skip-tokenizer-init", "--disable-custom-all-reduce", *_flags(knobs)]
 
     def deploy_command(self, model: str, knobs: ServingKnobs) -> list[str]:
         """The same deployment on real GPUs: what a report recommends."""
