@@ -1,6 +1,7 @@
 """SGLang 0.5.23 as a serving engine under emulation: `sglang serve` with the trial's knobs."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from emulator.engines.adapter import ServingKnobs, knobs_from_arguments
@@ -52,12 +53,11 @@ class SglangAdapter:
         return list(ARGUMENTS)
 
     def knobs(self, args: dict) -> ServingKnobs:
-        args = dict(args)
-        if args.get("chunked_prefill_size") == -1:     # SGLang's way of turning chunked prefill off
-            del args["chunked_prefill_size"]
-            knobs = knobs_from_arguments("SGLang", ARGUMENTS, args, inverted=INVERTED)
-            return ServingKnobs.from_dict({**_fields(knobs), "chunked_prefill": False})
-        return knobs_from_arguments("SGLang", ARGUMENTS, args, inverted=INVERTED)
+        off = args.get("chunked_prefill_size") == -1      # SGLang's way of turning chunked prefill off
+        knobs = knobs_from_arguments("SGLang", ARGUMENTS, {k: v for k, v in args.items()
+                                                           if not (off and k == "chunked_prefill_size")},
+                                     inverted=INVERTED)
+        return replace(knobs, chunked_prefill=False) if off else knobs
 
     def server_command(self, model_dir: Path, port: int, knobs: ServingKnobs) -> list[str]:
         return ["sglang", "serve", "--model-path", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
@@ -73,10 +73,6 @@ class SglangAdapter:
 
     def emulation_notes(self) -> list[str]:
         return list(NOTES)
-
-
-def _fields(knobs: ServingKnobs) -> dict:
-    return {name: getattr(knobs, name) for name in knobs.__dataclass_fields__}
 
 
 def _flags(knobs: ServingKnobs) -> list[str]:
