@@ -118,7 +118,7 @@ def _other_engine(path: Path, overrides: tuple[str, ...], search_path: str, engi
                   engine_args: dict) -> SearchedEngine:
     """An engine searched beside the study's: the study file composed with engine=<engine>; the
     keys of its `engine:` section this engine does not know are removed, search.engine_args set."""
-    own = [o for o in overrides if not o.lstrip("+~").startswith("engine")]
+    own = without_engine_overrides(overrides)
     try:
         cfg = _compose(path, [*own, f"engine={engine}", search_path])
     except (HydraException, OmegaConfBaseException) as error:
@@ -133,6 +133,11 @@ def _other_engine(path: Path, overrides: tuple[str, ...], search_path: str, engi
     args = {**{k: v for k, v in OmegaConf.to_container(cfg.engine).items() if k in known}, **extra}
     return SearchedEngine(args, (f"engine={engine}", *(f"~engine.{key}" for key in stray),
                                  *(f"engine.{key}={hydra_value(value)}" for key, value in extra.items())))
+
+
+def without_engine_overrides(overrides) -> list[str]:
+    """The overrides less those of the `engine` group (named in the study's own engine's terms)."""
+    return [o for o in overrides if not o.lstrip("+~").startswith("engine")]
 
 
 def _compose(path: Path, overrides: list[str]) -> DictConfig:

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autotune.config import StudyConfig, hydra_value
+from autotune.config import StudyConfig, hydra_value, without_engine_overrides
 from emulator import feasibility
 from emulator.hardware import load_sku
 from emulator.process_groups import end_group
@@ -49,7 +49,7 @@ def command(config: StudyConfig, engine: str, args: dict, run_dir: Path) -> list
     knobs = [f"engine.{name}={hydra_value(value)}" for name, value in args.items()]
     study = [o for o in config.overrides if not o.startswith("out=")]      # the study's out, not the run's
     if engine != config.engine:     # the study's engine.* overrides are in its engine's names
-        study = [o for o in study if not o.lstrip("+~").startswith("engine")]
+        study = without_engine_overrides(study)
     return ["revati-tune", "run", str(config.source), *study, *config.engines[engine].overrides, *knobs,
             f"out={run_dir}"]
 
