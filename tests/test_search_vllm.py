@@ -34,7 +34,10 @@ def test_a_killed_study_resumes_losing_nothing_and_reports(tmp_path):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
-        states = [t.state for t in _trials(cfg)] if (tmp_path / "study.db").exists() else []
+        try:
+            states = [t.state for t in _trials(cfg)]
+        except KeyError:                            # the driver has not created the study yet
+            states = []
         if states[:1] == [optuna.trial.TrialState.COMPLETE] and len(states) == 2 and \
                 (tmp_path / "trials" / "0001" / "server.log").exists():
             break

@@ -144,6 +144,7 @@ def run_ranks(engine_python: str, args: list[str], world: int, tmp_path: Path) -
     env = vgpu_environment(world, "h100", engine="vllm", workdir=tmp_path)
     (tmp_path / "rules").write_text(TORCH_RULES)
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(world),
+               STORE_FILE=str(tmp_path / "store"),
                REVATI_VGPU_LOG="1", REVATI_PREDICTOR=f"fixed:{tmp_path / 'rules'}")
     procs = []
     try:

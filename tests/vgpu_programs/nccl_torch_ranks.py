@@ -1,7 +1,8 @@
 """One rank of a torch.distributed job on the NCCL backend, run under the vGPU library.
 
-Started once per rank with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set; rank r uses device
-r. Kernels are no-ops, so results are not checked, only that every collective completes and
+Started once per rank with RANK, WORLD_SIZE and STORE_FILE set; rank r uses device r. The ranks
+meet in a file store, which no rank hosts: with a TCP store hosted by rank 0, a rank 0 done first
+ends the store under the others (seen on a loaded host: rank 1 exited 1, "Broken pipe"). Kernels are no-ops, so results are not checked, only that every collective completes and
 returns tensors of the right shape; tests/test_vgpu_nccl.py checks the trace.
 argv[1] picks how the default group is made:
   nccl   init_process_group("nccl"), communicators made lazily at the first collective
@@ -18,11 +19,12 @@ mode = sys.argv[1]
 rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
 device = torch.device("cuda", rank)
 torch.cuda.set_device(device)
+store = f"file://{os.environ['STORE_FILE']}"
 if mode == "nccl":
-    dist.init_process_group("nccl")
+    dist.init_process_group("nccl", init_method=store, rank=rank, world_size=world)
     group = None
 else:
-    dist.init_process_group("cpu:gloo,cuda:nccl", device_id=device)
+    dist.init_process_group("cpu:gloo,cuda:nccl", init_method=store, rank=rank, world_size=world, device_id=device)
     group = dist.split_group(split_ranks=[[r, r + 1] for r in range(0, world, 2)])
 size = dist.get_world_size(group)
 
