@@ -97,6 +97,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_spin_waits_cost_no_virtual_time_and_hold_off_no_jumps(tmp_path):
+    """Three readers spin (sched_yield) on a shared-memory queue while its writer sleeps or
+    computes, as vLLM's TP workers spin on their queue. Charged their spinning, readers on two
+    cores would see each write late by their share of the host, and keep the deployment busy
+    through every sleep. Here readers see writes when they were made, the writer sees every
+    reader's 5 ms of work, and the sleeps are jumps. A reader that finds a write without waiting
+    (descheduled past it in wall time) keeps its own, earlier time: shared memory carries no
+    time (a limit README states), so sightings are asserted by their median and latest."""
+    readers, rounds = 3, 10
+    queue = tmp_path / "queue"
+    queue.write_bytes(bytes(8 * (1 + readers)))
+    program = PROGRAMS / "spin_queue.py"
+    run = run_deployment([[sys.executable, program, "writer", queue, readers, rounds],
+                          *[[sys.executable, program, "reader", queue, i, rounds] for i in range(readers)]],
+                         timeout=120)
+    assert run.failure is None, run.failure
+    writer, *seen = [json_line(p.stdout) for p in run.processes]
+    late = [reader["seen"][r] - written for reader in seen for r, written in enumerate(writer["written"])]
+    took = [taken - written for taken, written in zip(writer["taken"], writer["written"])]
+    print(f"spin queue: readers saw writes {statistics.median(late) * 1e3:.3f} ms late (median), "
+          f"{max(late) * 1e3:.3f} ms at most; the writer saw them taken after {statistics.median(took) * 1e3:.2f} ms "
+          f"(median); {run.jumps} jumps, {run.wall_s:.2f} s wall")
+    assert 0 <= statistics.median(late) < 0.001 and max(late) < 0.002, late
+    assert statistics.median(took) == pytest.approx(0.005, abs=0.0015), took
+    assert run.jumps >= rounds // 2
+
+
 DEADLOCK = """
 import os, time
 time.sleep(0)                      # becomes an actor
@@ -170,3 +197,18 @@ def test_cpu_work_gives_the_same_timeline_on_one_core_two_cores_and_twice(tmp_pa
 def _due_times(requests: int) -> list[float]:
     """When cpu_scenario.py's clients send, client by client (its schedule)."""
     return [0.08 * i + 0.04 * index for index in range(2) for i in range(requests)]
+
+
+def test_an_error_inside_the_timekeeper_fails_the_deployment_with_its_traceback(monkeypatch):
+    """A Timekeeper whose loop raises would leave its deployment waiting for jumps forever: it
+    fails instead, naming the error, so the run ends with a reason."""
+    from emulator.timekeeper.server import Timekeeper
+
+    def broken(self, now):
+        raise RuntimeError("the clock page is gone")
+
+    monkeypatch.setattr(Timekeeper, "_advance_if_idle", broken)
+    failures = []
+    with Timekeeper(on_failure=failures.append, log=lambda line: None) as timekeeper:
+        timekeeper._thread.join(timeout=10)
+    assert len(failures) == 1 and "internal error" in failures[0] and "the clock page is gone" in failures[0]

@@ -65,9 +65,13 @@ NAMES = {code: name for name, code in TYPES.items()}
 #                     Timekeeper does not move the clock while it has received fewer, since a
 #                     thread may block right after sending (its message still in flight)
 #   sent_ns           the latest virtual time at which any thread sent anything (a write, a
-#                     send): what a thread that receives catches up with (clock.c)
+#                     send), or the time of the latest jump: what a thread that receives
+#                     catches up with (clock.c)
+#   wake_gen          a futex word (its low 32 bits) bumped by every send and jump: threads in a
+#                     spin-wait (sched_yield) sleep on it instead of spinning (clock.c)
+#   yielders          how many threads sleep on wake_gen (a send wakes them only if any do)
 CLOCK_FIELDS = ("magic", "now_ns", "realtime_base_ns", "monotonic_base_ns", "cpu_scale_ppm",
-                "messages_sent", "sent_ns")
+                "messages_sent", "sent_ns", "wake_gen", "yielders")
 CLOCK_MAGIC = 0x5245564154493031   # "REVATI01"
 CLOCK_PAGE = 4096
 

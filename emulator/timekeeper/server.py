@@ -20,6 +20,7 @@ import os
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -86,7 +87,7 @@ class SharedClock:
         self._fields["monotonic_base_ns"].value = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         self._fields["cpu_scale_ppm"].value = round(cpu_scale * 1_000_000)
         self._fields["magic"].value = protocol.CLOCK_MAGIC
-        self._raise = _clock_raise_function()
+        self._jump = _clock_jump_function()
 
     @property
     def now_ns(self) -> int:
@@ -96,9 +97,10 @@ class SharedClock:
     def messages_sent(self) -> int:
         return self._fields["messages_sent"].value
 
-    def raise_to(self, t_ns: int) -> None:
-        """Move the clock to t_ns unless threads have already moved it further."""
-        self._raise(ctypes.addressof(self._fields["now_ns"]), t_ns)
+    def jump_to(self, t_ns: int) -> None:
+        """Move the clock to t_ns unless threads have already moved it further; whatever happens
+        next happens at t_ns or later (clock.c: a jump is received like a send)."""
+        self._jump(ctypes.addressof(self._fields["magic"]), t_ns)
 
     def close(self) -> None:
         self._fields.clear()
@@ -106,15 +108,16 @@ class SharedClock:
         Path(self.path).unlink(missing_ok=True)
 
 
-def _clock_raise_function():
-    """The vGPU library's atomic maximum on the clock, so this process and the threads that
-    publish their CPU time into the same word never undo each other's writes."""
+def _clock_jump_function():
+    """The vGPU library's jump (clock.c): the same atomic maximum the threads use on the clock,
+    so this process and the threads that publish their CPU time into the same word never undo
+    each other's writes, and the wake-up of threads sleeping in a spin-wait."""
     import cffi
     from emulator.vgpu.build import LIBRARY, build_library
     ffi = cffi.FFI()
-    ffi.cdef("void revati_clock_raise(int64_t *now_ns, int64_t t);")
+    ffi.cdef("void revati_clock_jump(void *page, int64_t t);")
     lib = ffi.dlopen(str(build_library() / LIBRARY))
-    return lambda address, t: lib.revati_clock_raise(ffi.cast("int64_t *", address), t)
+    return lambda address, t: lib.revati_clock_jump(ffi.cast("void *", address), t)
 
 
 class Timekeeper:
@@ -176,6 +179,12 @@ class Timekeeper:
     # ---- the loop -------------------------------------------------------------------------------
 
     def serve(self) -> None:
+        try:
+            self._serve()
+        except Exception:       # a Timekeeper that dies silently leaves its deployment hung
+            self._fail(f"internal error:\n{traceback.format_exc()}")
+
+    def _serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
         last_reap = 0.0
@@ -256,7 +265,7 @@ class Timekeeper:
             self._idle_since = None
             return
         if self.waits:
-            self.clock.raise_to(min(w.deadline_ns for w in self.waits.values()))
+            self.clock.jump_to(min(w.deadline_ns for w in self.waits.values()))
             self.jumps += 1
             self._idle.reset()
             self._resume_due()

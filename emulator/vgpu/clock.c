@@ -17,7 +17,18 @@
  *   - Jumps: a thread whose virtual deadline was reached (a sleep, a timeout, a GPU
  *     synchronisation) resumes at that deadline. The Timekeeper grants deadlines once the
  *     deployment's clock, now_ns (the latest time any thread has read), passes them, or, when
- *     every thread is idle, moves now_ns to the earliest deadline (a time jump).
+ *     every thread is idle, moves now_ns to the earliest deadline (a time jump). A jump raises
+ *     sent_ns too: every thread was idle, so whatever happens next happens after it.
+ *   - Spin-waits: a thread calling sched_yield is waiting for another thread's write to shared
+ *     memory (vLLM's and SGLang's worker queues spin so, for up to a second after each read).
+ *     Charged its spinning, a waiting rank's clock runs on by whatever CPU share the host gives
+ *     it, and a collective then waits for the rank that spun longest. So a yield sleeps instead
+ *     (on the page's wake_gen futex, which every send and jump bumps) and is received like a
+ *     message: the thread catches up with sent_ns. The writers of those queues announce each
+ *     write with a send (a ZeroMQ notification) right after it; a reader that finds the data
+ *     before that send (woken by another send, or by YIELD_PATIENCE_NS of wall time passing)
+ *     runs up to the writer's time since its previous send early. A sleeping yielder is idle to
+ *     the Timekeeper (state S), so spinning no longer holds off jumps either.
  * Without a Timekeeper (a program run directly with the library preloaded, as the library's own
  * tests do), time is the process's own: host monotonic time plus the jumps it has taken.
  */
@@ -25,10 +36,13 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -96,9 +110,24 @@ static int64_t advance(int explained) {
     return local_ns;
 }
 
-/* Exported so that the Timekeeper can raise the clock through cffi with the same atomic
- * maximum the threads use. */
-VGPU_EXPORT void revati_clock_raise(int64_t *now_ns, int64_t t) { raise_to(now_ns, t); }
+/* wake_gen's low 32 bits (x86-64 is little-endian): futexes are 32-bit words. Shared futexes
+ * (no FUTEX_PRIVATE_FLAG): the page is mapped by every process of the deployment. */
+static uint32_t *wake_word(tk_clock *page) { return (uint32_t *)&page->wake_gen; }
+
+static void wake_yielders(tk_clock *page) {
+    __atomic_fetch_add(wake_word(page), 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&page->yielders, __ATOMIC_SEQ_CST) > 0)
+        syscall(SYS_futex, wake_word(page), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/* Exported for the Timekeeper (through cffi): a jump to t, with the atomic maximum the threads
+ * use on the same words, so that neither side undoes the other's writes. */
+VGPU_EXPORT void revati_clock_jump(void *page, int64_t t) {
+    tk_clock *clock = page;
+    raise_to(&clock->now_ns, t);
+    raise_to(&clock->sent_ns, t);
+    wake_yielders(clock);
+}
 
 static void map_shared_clock(const char *path) {
     int fd = open(path, O_RDWR | O_CLOEXEC);
@@ -140,8 +169,10 @@ static __thread int untimed_thread;
 
 void vgpu_clock_untimed_thread(void) { untimed_thread = 1; }
 
-void vgpu_clock_sending(void) {
-    if (shared && !untimed_thread) raise_to(&shared->sent_ns, advance(0));
+void vgpu_clock_sending(int wakes_yielders) {
+    if (!shared || untimed_thread) return;
+    raise_to(&shared->sent_ns, advance(0));
+    if (wakes_yielders) wake_yielders(shared);
 }
 
 void vgpu_clock_received(void) {
@@ -150,6 +181,21 @@ void vgpu_clock_received(void) {
     int64_t sent = __atomic_load_n(&shared->sent_ns, __ATOMIC_ACQUIRE);
     if (sent > local_ns) local_ns = sent;
     raise_to(&shared->now_ns, local_ns);
+}
+
+/* Wall time a yielding thread sleeps at most before it looks again: the bound on how late it
+ * sees a write that no send announces (long against the Timekeeper's looks, which need a
+ * sleeping thread not to have run between two of them). */
+#define YIELD_PATIENCE_NS 20000000
+
+void vgpu_clock_yield(void) {
+    advance(0);
+    uint32_t seen = __atomic_load_n(wake_word(shared), __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&shared->yielders, 1, __ATOMIC_SEQ_CST);
+    struct timespec patience = {0, YIELD_PATIENCE_NS};
+    syscall(SYS_futex, wake_word(shared), FUTEX_WAIT, seen, &patience, NULL, 0);
+    __atomic_fetch_sub(&shared->yielders, 1, __ATOMIC_SEQ_CST);
+    vgpu_clock_received();
 }
 
 void vgpu_clock_resumed(int64_t deadline_ns) {

@@ -10,6 +10,7 @@
  *     being what the host clock read at virtual 0. CPU-time clocks stay real.
  *   - Sleeps (nanosleep, clock_nanosleep, usleep, sleep): a virtual wait whose eventfd the thread
  *     polls; a signal interrupts it like a real sleep (EINTR, with the virtual time left).
+ *   - sched_yield: a spin-wait's turn; it sleeps until the next send or jump (clock.c).
  *   - Timeouts (poll, ppoll, select, pselect, epoll_wait, epoll_pwait, epoll_pwait2): first the
  *     real call with a zero timeout; if nothing is ready, a virtual wait for the deadline and the
  *     real call with no timeout on the caller's descriptors plus the wait's eventfd. The caller
@@ -77,9 +78,9 @@
     X(SENDING, ssize_t, sendto, (int fd, const void *buf, size_t n, int flags, const struct sockaddr *to, \
                                  socklen_t len), (fd, buf, n, flags, to, len)) \
     X(SENDING, ssize_t, sendmsg, (int fd, const struct msghdr *msg, int flags), (fd, msg, flags)) \
-    X(SENDING, int, pthread_cond_signal, (pthread_cond_t *cond), (cond)) \
-    X(SENDING, int, pthread_cond_broadcast, (pthread_cond_t *cond), (cond)) \
-    X(SENDING, int, sem_post, (sem_t *sem), (sem)) \
+    X(SIGNALLING, int, pthread_cond_signal, (pthread_cond_t *cond), (cond)) \
+    X(SIGNALLING, int, pthread_cond_broadcast, (pthread_cond_t *cond), (cond)) \
+    X(SIGNALLING, int, sem_post, (sem_t *sem), (sem)) \
     X(SENDING, int, kill, (pid_t pid, int sig), (pid, sig)) \
     X(SENDING, int, pthread_kill, (pthread_t thread, int sig), (thread, sig))
 
@@ -92,6 +93,7 @@ static struct {
     int (*clock_nanosleep)(clockid_t, int, const struct timespec *, struct timespec *);
     int (*usleep)(useconds_t);
     unsigned (*sleep)(unsigned);
+    int (*sched_yield)(void);
     int (*poll)(struct pollfd *, nfds_t, int);
     int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
     int (*select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
@@ -128,7 +130,7 @@ static int active = -1;
 static void resolve(void) {
     RESOLVE(gettimeofday); RESOLVE(time); RESOLVE(timespec_get);
     RESOLVE(nanosleep); RESOLVE(clock_nanosleep); RESOLVE(usleep); RESOLVE(sleep);
-    RESOLVE(poll); RESOLVE(ppoll); RESOLVE(select); RESOLVE(pselect);
+    RESOLVE(sched_yield); RESOLVE(poll); RESOLVE(ppoll); RESOLVE(select); RESOLVE(pselect);
     RESOLVE(epoll_wait); RESOLVE(epoll_pwait); RESOLVE(epoll_pwait2);
     RESOLVE(pthread_cond_timedwait); RESOLVE(pthread_cond_clockwait); RESOLVE(pthread_cond_wait);
     RESOLVE(pthread_mutex_lock); RESOLVE(pthread_mutex_unlock);
@@ -188,7 +190,10 @@ __attribute__((constructor)) static void interpose_time_start(void) {
     })
 
 /* A call that sends: its message carries the thread's time. */
-#define SENDING(call) (vgpu_clock_sending(), (call))
+#define SENDING(call) (vgpu_clock_sending(1), (call))
+/* Signalling a condition variable or a semaphore sends within the process (every GIL hand-over
+ * is one): it wakes no spin-waiting thread, which waits for another process's write. */
+#define SIGNALLING(call) (vgpu_clock_sending(0), (call))
 
 /* TCP connections, made or accepted, send without Nagle's delay: in virtual time a small write
  * that the kernel holds back until an acknowledgement (tens of milliseconds of wall time, while
@@ -320,6 +325,12 @@ static int sleep_for(const struct timespec *req, struct timespec *rem, const cha
     int r = virtual_sleep_until(deadline_after(duration), call, &left);
     if (rem) *rem = ns_ts(r == EINTR ? left : 0);
     return r;
+}
+
+VGPU_EXPORT int sched_yield(void) {
+    if (__builtin_expect(!virtual_time(), 1)) return REAL(sched_yield)();
+    vgpu_clock_yield();
+    return 0;
 }
 
 VGPU_EXPORT int nanosleep(const struct timespec *req, struct timespec *rem) {

@@ -204,11 +204,15 @@ int64_t vgpu_realtime_base_ns(void);
 int64_t vgpu_monotonic_base_ns(void);
 /* The host's own clocks, bypassing this library's interposition. */
 int64_t vgpu_host_clock_ns(int clock_id);
-/* Messages between threads (clock.c): before a send; after a receive (catches up with the
- * latest send); after a granted virtual deadline (the thread is then at least there). */
-void vgpu_clock_sending(void);
+/* Messages between threads (clock.c): before a send (one that may reach another process wakes
+ * spin-waiting threads); after a receive (catches up with the latest send); after a granted
+ * virtual deadline (the thread is then at least there). */
+void vgpu_clock_sending(int wakes_yielders);
 void vgpu_clock_received(void);
 void vgpu_clock_resumed(int64_t deadline_ns);
+/* sched_yield under a Timekeeper: sleep until the next send or jump (a spin-wait's partner
+ * writes), then catch up like a receive. */
+void vgpu_clock_yield(void);
 /* The calling thread is the library's own: its signals and posts are not the deployment's sends. */
 void vgpu_clock_untimed_thread(void);
 /* Counts a message to the Timekeeper on the clock page, before it is written (see protocol.py). */
