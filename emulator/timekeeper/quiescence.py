@@ -6,6 +6,11 @@ every registered process is asleep (state S) and none has run since the previous
 (/proc/<pid>/task/<tid>/schedstat counts the timeslices a thread has had). A thread woken by a
 message (a socket write, a futex wake) is runnable (R) from the moment of the wake-up, before it
 gets a CPU, so a message in flight is never mistaken for idleness.
+
+Looks are on the path of every time jump and run on the host's cores beside the deployment, so
+they are kept cheap: a busy deployment is usually busy in the thread found busy last time, which
+is asked first; thread lists are read anew only by a look that may declare idleness (a new thread
+was started by one that ran, so the look before it was not idle either).
 """
 from __future__ import annotations
 
@@ -28,40 +33,54 @@ def _read(path: str) -> str:
 class ThreadFiles:
     """The stat and schedstat files of every watched thread, kept open: procfs makes their
     content anew on each read from offset 0, so a look costs one pread per file instead of an
-    open, a read and a close (a third of the time; looks are on the path of every time jump)."""
+    open, a read and a close (a third of the time)."""
 
     def __init__(self) -> None:
-        self._open: dict[int, dict[int, tuple[int, int]]] = {}     # pid -> tid -> (stat, schedstat)
+        self._open: dict[int, dict[int, tuple[int, int] | None]] = {}   # pid -> tid -> (stat, schedstat)
 
-    def states(self, pid: int) -> dict[int, tuple[str, bytes]]:
-        """tid -> (state letter, schedstat line) for every thread of pid; {} if pid is gone."""
-        try:
-            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-        except (FileNotFoundError, ProcessLookupError):
-            self.forget(pid)
-            return {}
-        files = self._open.setdefault(pid, {})
-        for tid in set(files) - set(tids):
-            _close(files.pop(tid))
-        states = {}
-        for tid in tids:
-            if tid not in files:
-                try:
-                    files[tid] = (os.open(f"/proc/{pid}/task/{tid}/stat", os.O_RDONLY | os.O_CLOEXEC),
-                                  os.open(f"/proc/{pid}/task/{tid}/schedstat", os.O_RDONLY | os.O_CLOEXEC))
-                except OSError:         # exited since the listing
-                    continue
-            stat_fd, sched_fd = files[tid]
+    def tids(self, pid: int, relist: bool) -> list[int]:
+        """The threads of pid, as listed last time or (relist, or never listed) listed now."""
+        files = self._open.get(pid)
+        if files is None or relist:
             try:
-                stat = os.pread(stat_fd, 1024, 0)
-                sched = os.pread(sched_fd, 128, 0)
-            except OSError:
-                stat = b""
-            if not stat:                # exited: its files read empty or fail
+                listed = {int(t) for t in os.listdir(f"/proc/{pid}/task")}
+            except (FileNotFoundError, ProcessLookupError):
+                self.forget(pid)
+                return []
+            files = self._open.setdefault(pid, {})
+            for tid in set(files) - listed:
                 _close(files.pop(tid))
-                continue
-            states[tid] = (chr(stat[stat.rindex(b")") + 2]), sched)
-        return states
+            for tid in listed - set(files):
+                files[tid] = None           # opened at its first read
+        return list(files)
+
+    def state(self, pid: int, tid: int) -> str | None:
+        """The thread's state letter (S: asleep), None once it has exited."""
+        stat = self._pread(pid, tid, 0, 1024)
+        return chr(stat[stat.rindex(b")") + 2]) if stat else None
+
+    def schedstat(self, pid: int, tid: int) -> bytes | None:
+        """The thread's CPU time, run-queue time and timeslices, None once it has exited."""
+        return self._pread(pid, tid, 1, 128) or None
+
+    def _pread(self, pid: int, tid: int, which: int, size: int) -> bytes:
+        files = self._open.setdefault(pid, {})
+        fds = files.get(tid)
+        if fds is None:
+            try:
+                fds = (os.open(f"/proc/{pid}/task/{tid}/stat", os.O_RDONLY | os.O_CLOEXEC),
+                       os.open(f"/proc/{pid}/task/{tid}/schedstat", os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:             # exited since the listing
+                files.pop(tid, None)
+                return b""
+            files[tid] = fds
+        try:
+            data = os.pread(fds[which], size, 0)
+        except OSError:
+            data = b""
+        if not data:                    # exited: its files read empty or fail
+            _close(files.pop(tid))
+        return data
 
     def forget(self, pid: int) -> None:
         for fds in self._open.pop(pid, {}).values():
@@ -72,9 +91,13 @@ class ThreadFiles:
             self.forget(pid)
 
 
-def _close(fds: tuple[int, int]) -> None:
-    for fd in fds:
+def _close(fds: tuple[int, int] | None) -> None:
+    for fd in fds or ():
         os.close(fd)
+
+
+def _busy(state: str | None) -> bool:
+    return state is not None and state not in "SZX"     # running, runnable, in disk wait or stopped
 
 
 class IdleDetector:
@@ -88,7 +111,8 @@ class IdleDetector:
     def __init__(self) -> None:
         self._files = ThreadFiles()
         self._previous: dict[int, tuple[str, bytes]] | None = None
-        self._expected: dict[tuple[int, int], str] = {}
+        self._expected: dict[tuple[int, int], tuple[bytes | None, float]] = {}
+        self._last_busy: tuple[int, int] | None = None
 
     def reset(self) -> None:
         self._previous = None
@@ -101,30 +125,33 @@ class IdleDetector:
         self._files.close()
 
     def expect_run(self, pid: int, tid: int) -> None:
-        self._expected[pid, tid] = (_read(f"/proc/{pid}/task/{tid}/schedstat"), time.monotonic())
+        self._expected[pid, tid] = (self._files.schedstat(pid, tid), time.monotonic())
         self._previous = None
 
     def _answers_in_flight(self) -> bool:
         now = time.monotonic()
         for (pid, tid), (before, since) in list(self._expected.items()):
-            current = _read(f"/proc/{pid}/task/{tid}/schedstat")
+            current = self._files.schedstat(pid, tid)
             # Ran, gone, or (a safety net: an answer that raced with the thread waking up by
             # itself wakes nothing) not run after ANSWER_LATENCY_S of wall time.
-            if not current or current != before or now - since > ANSWER_LATENCY_S:
+            if current is None or current != before or now - since > ANSWER_LATENCY_S:
                 del self._expected[pid, tid]
         return bool(self._expected)
 
     def look(self, pids) -> bool:
-        if self._answers_in_flight():
+        if self._answers_in_flight() or (self._last_busy and _busy(self._files.state(*self._last_busy))):
             self._previous = None
             return False
         sample: dict[int, tuple[str, bytes]] = {}
         for pid in pids:
-            for tid, (state, sched) in self._files.states(pid).items():
-                if state not in "SZX":      # running, runnable, in disk wait or stopped
+            for tid in self._files.tids(pid, relist=self._previous is not None):
+                state = self._files.state(pid, tid)
+                if _busy(state):
+                    self._last_busy = (pid, tid)
                     self._previous = None
                     return False
-                sample[tid] = (state, sched)
+                if state is not None:
+                    sample[tid] = (state, self._files.schedstat(pid, tid))
         idle = sample == self._previous
         self._previous = sample
         return idle
