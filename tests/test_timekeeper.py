@@ -124,6 +124,22 @@ def test_spin_waits_cost_no_virtual_time_and_hold_off_no_jumps(tmp_path):
     assert run.jumps >= rounds // 2
 
 
+@pytest.mark.parametrize("thread_name", ["gloo_tcp_loop", "worker"])
+def test_housekeeping_polls_are_stretched(thread_name):
+    """A thread polling every 10 ms beside 5 s of sleep. Named as torch's gloo loop, its polls are
+    housekeeping and time out after 1 virtual second, so they cost a few jumps; any other thread's
+    timeouts are kept, 100 jumps a second."""
+    run = run_deployment([[sys.executable, PROGRAMS / "housekeeping_poll.py", thread_name, 5]], timeout=120)
+    assert run.failure is None, run.failure
+    out = json_line(run.processes[0].stdout)
+    print(f"{thread_name}: {out['polls']} polls timed out, {run.jumps} jumps, {run.wall_s:.2f} s wall")
+    assert out["slept"] == pytest.approx(5.0, abs=0.05)
+    if thread_name == "gloo_tcp_loop":
+        assert 4 <= out["polls"] <= 7 and run.jumps <= 14, (out, run.jumps)
+    else:
+        assert out["polls"] >= 450 and run.jumps >= 450, (out, run.jumps)
+
+
 DEADLOCK = """
 import os, time
 time.sleep(0)                      # becomes an actor
