@@ -53,6 +53,7 @@ static tk_clock *shared;                /* NULL without a Timekeeper */
 static __thread int64_t local_ns = -1;  /* this thread's virtual now; -1 until first read */
 static __thread int64_t last_cpu_ns;
 static __thread long last_sleeps;       /* voluntary context switches at the last reading */
+static __thread int64_t last_wall_ns;   /* host monotonic time at the last reading */
 
 static int (*host_clock_gettime)(clockid_t, struct timespec *);
 
@@ -72,14 +73,11 @@ static int64_t process_now_ns(void) { return vgpu_host_clock_ns(CLOCK_MONOTONIC)
 
 /* ---- under a Timekeeper --------------------------------------------------------------------- */
 
-/* This thread's CPU time and its voluntary context switches so far. Two calls: getrusage's CPU
- * time leaves out the running timeslice (up to a scheduler tick, milliseconds), and the thread CPU
- * clock does not count switches. */
-static int64_t thread_cpu_ns(long *sleeps) {
+/* This thread's voluntary context switches so far: getrusage's count. */
+static long voluntary_switches(void) {
     struct rusage ru;
     getrusage(RUSAGE_THREAD, &ru);
-    *sleeps = ru.ru_nvcsw;
-    return vgpu_host_clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    return ru.ru_nvcsw;
 }
 
 static void raise_to(int64_t *word, int64_t t) {
@@ -88,24 +86,34 @@ static void raise_to(int64_t *word, int64_t t) {
     }
 }
 
+/* Wall time off the CPU below which a thread cannot have slept: a voluntary switch out and back
+ * in takes longer. Readings closer than this to their CPU time skip getrusage, a system call made
+ * tens of thousands of times a second otherwise (every GIL hand-over is a reading). */
+#define OFF_CPU_NS 2000
+
 /* Charge the thread's CPU time since its last reading; a thread that slept unseen catches up with
  * the last message sent (see the top of this file), unless `explained` (it slept in a wait whose
- * end is accounted for by the caller). */
+ * end is accounted for by the caller). Host wall time is read before and after the CPU time, so
+ * the gap between them bounds the time off the CPU from above. */
 static int64_t advance(int explained) {
-    long sleeps;
-    int64_t cpu = thread_cpu_ns(&sleeps);
+    int64_t wall_before = vgpu_host_clock_ns(CLOCK_MONOTONIC);
+    int64_t cpu = vgpu_host_clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    int64_t wall_after = vgpu_host_clock_ns(CLOCK_MONOTONIC);
     if (local_ns < 0) {             /* a new thread: it starts at the deployment's clock */
         local_ns = __atomic_load_n(&shared->now_ns, __ATOMIC_ACQUIRE);
         last_cpu_ns = cpu;
+        last_sleeps = voluntary_switches();
+    } else if (wall_after - last_wall_ns > cpu - last_cpu_ns + OFF_CPU_NS) {
+        long sleeps = voluntary_switches();
+        if (sleeps != last_sleeps && !explained) {
+            int64_t sent = __atomic_load_n(&shared->sent_ns, __ATOMIC_ACQUIRE);
+            if (sent > local_ns) local_ns = sent;
+        }
         last_sleeps = sleeps;
-    }
-    if (sleeps != last_sleeps && !explained) {
-        int64_t sent = __atomic_load_n(&shared->sent_ns, __ATOMIC_ACQUIRE);
-        if (sent > local_ns) local_ns = sent;
     }
     local_ns += (cpu - last_cpu_ns) * shared->cpu_scale_ppm / 1000000;
     last_cpu_ns = cpu;
-    last_sleeps = sleeps;
+    last_wall_ns = wall_before;
     raise_to(&shared->now_ns, local_ns);
     return local_ns;
 }
