@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import select
 import tempfile
 import threading
 import time
@@ -185,24 +186,27 @@ class Timekeeper:
             self._fail(f"internal error:\n{traceback.format_exc()}")
 
     def _serve(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._socket, zmq.POLLIN)
+        # The socket's descriptor, for waits finer than zmq.poll's whole milliseconds. It is
+        # edge-triggered: pending messages are looked for (zmq.EVENTS) before each wait on it.
+        fd = self._socket.getsockopt(zmq.FD)
         last_reap = 0.0
         pause = PAUSE_MIN_S
         while not self._stop.is_set() and self.failure is None:
-            # With threads waiting, look for idleness soon after anything happens, then less and
-            # less often (zmq's poll takes whole milliseconds, so short pauses are sleeps).
-            if poller.poll(0 if self.waits else 20):
-                while self._socket.poll(0):
+            if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                while self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     identity, data = self._socket.recv_multipart()
                     self._received += 1
                     self._handle(identity, Message.unpack(data))
                 self._idle.reset()
                 self._idle_since = None
                 pause = PAUSE_MIN_S
-            elif self.waits:
-                time.sleep(pause)
-                pause = min(2 * pause, PAUSE_MAX_S)
+            else:
+                # With threads waiting, look for idleness soon after anything happens, then less
+                # and less often. A message ends the wait at once: a thread may be blocked on its
+                # reply (a cancelled wait).
+                select.select([fd], [], [], pause if self.waits else 0.02)
+                if self.waits:
+                    pause = min(2 * pause, PAUSE_MAX_S)
             now = time.monotonic()
             if now - last_reap > 0.1:
                 self._reap_dead()
