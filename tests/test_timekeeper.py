@@ -124,6 +124,23 @@ def test_spin_waits_cost_no_virtual_time_and_hold_off_no_jumps(tmp_path):
     assert run.jumps >= rounds // 2
 
 
+def test_waits_ended_by_messages_in_flight_cost_no_jumps():
+    """Two threads ping-pong through queues with 10 s timeouts: every wait is cancelled, and a
+    thread often sleeps on its next wait before the Timekeeper has read the message that
+    registered it, so the deployment looks idle with a message in flight thousands of times.
+    The Timekeeper gave such a message up as lost (meant for a process killed while sending)
+    when its timer had been started by an earlier, long over, message in flight, jumped 10 s,
+    and then counted the message twice when it came, blind to one message in flight for the
+    rest of the run: hundreds of 10 s jumps for 3000 rounds."""
+    run = run_deployment([[sys.executable, PROGRAMS / "queue_pingpong.py", 3000]], timeout=120)
+    assert run.failure is None, run.failure
+    out = json_line(run.processes[0].stdout)
+    print(f"queue ping-pong: {out['rounds']} rounds in {run.virtual_s:.3f} virtual s, {run.jumps} jumps, "
+          f"{run.wall_s:.2f} s wall")
+    assert out["took"] < 1.0 and run.virtual_s < 1.0, (out, run.virtual_s, run.jumps)
+    assert not [line for line in run.log if "never arrived" in line], run.log
+
+
 @pytest.mark.parametrize("thread_name", ["gloo_tcp_loop", "worker"])
 def test_housekeeping_polls_are_stretched(thread_name):
     """A thread polling every 10 ms beside 5 s of sleep. Named as torch's gloo loop, its polls are

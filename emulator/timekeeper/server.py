@@ -197,6 +197,10 @@ class Timekeeper:
                     identity, data = self._socket.recv_multipart()
                     self._received += 1
                     self._handle(identity, Message.unpack(data))
+                # More received than counted: messages given up on as lost came after all (each
+                # is counted before it is sent, so the excess is theirs). Counted twice, they
+                # would hide as many messages in flight from every look from here on.
+                self._received = min(self._received, self.clock.messages_sent)
                 self._idle.reset()
                 self._idle_since = None
                 pause = PAUSE_MIN_S
@@ -265,7 +269,11 @@ class Timekeeper:
                 self._answer(wait.identity, wait.pid, wait.tid, Message(TYPES["RESUME"], token=wait.token, time_ns=now))
 
     def _advance_if_idle(self, now: float) -> None:
-        if not self.processes or not self._idle.look(self.processes) or self._messages_in_flight(now):
+        if not self.processes or not self._idle.look(self.processes):
+            self._idle_since = None
+            self._unreceived_since = None       # a missing count is timed over idleness only
+            return
+        if self._messages_in_flight(now):
             self._idle_since = None
             return
         if self.waits:
@@ -283,7 +291,8 @@ class Timekeeper:
     def _messages_in_flight(self, now: float) -> bool:
         """Whether a client has counted a message this loop has not received yet. A process
         killed between counting and writing leaves a count that never arrives: after
-        LOST_MESSAGE_S of idleness the count is taken as it is."""
+        LOST_MESSAGE_S of unbroken idleness the count is taken as it is (idle with a message in
+        flight is common: a thread writes its wait and sleeps before the Timekeeper reads it)."""
         missing = self.clock.messages_sent - self._received
         if missing <= 0:
             self._unreceived_since = None
