@@ -139,7 +139,8 @@ class IdleDetector:
         return bool(self._expected)
 
     def look(self, pids) -> bool:
-        if self._answers_in_flight() or (self._last_busy and _busy(self._files.state(*self._last_busy))):
+        busy = self._last_busy
+        if self._answers_in_flight() or (busy and busy[0] in pids and _busy(self._files.state(*busy))):
             self._previous = None
             return False
         sample: dict[int, tuple[str, bytes]] = {}
