@@ -523,6 +523,12 @@ async def send_request(session, spec: WorkloadSpec, planned: PlannedRequest, t0:
                         handle_message(api, message, record, time.monotonic() - t0)
                 if record["error"] is None and record["first_token_s"] is None:
                     record["error"] = "the stream ended without a chunk carrying a token"
+                elif record["error"] is None and 0 < record["output_tokens"] != planned.output_len:
+                    # Output lengths are the workload's (ignore_eos): an engine that stops a request
+                    # itself is not serving the workload (under emulation: a stop on a token that
+                    # no kernel computed).
+                    record["error"] = (f"the engine ended the request after {record['output_tokens']} of the "
+                                       f"{planned.output_len} output tokens asked for with ignore_eos")
     except Exception as exc:  # a failed request is a record, never a crash of the generator
         record["error"] = f"{type(exc).__name__}: {exc}"
     record["done_s"] = time.monotonic() - t0

@@ -234,10 +234,10 @@ class MockServer(BaseHTTPRequestHandler):
     """Streams like vLLM's /v1/completions without a tokenizer (text "" per chunk, the first chunk
     carrying two tokens, then a usage chunk with empty choices, then [DONE]) or like SGLang's
     /generate with token ids (every chunk the output ids so far with their counts, the first
-    carrying two tokens, then [DONE])."""
+    carrying two tokens, then [DONE]); short_by tokens fewer than asked for."""
 
     server_version = "mock-vllm"
-    state = None  # set per server: lock, in_flight, max_in_flight, health_calls, payloads
+    state = None  # set per server: lock, in_flight, max_in_flight, health_calls, payloads, short_by
 
     def log_message(self, *args):
         pass
@@ -262,7 +262,7 @@ class MockServer(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.end_headers()
             sglang = self.path == "/generate"
-            n = payload["sampling_params"]["max_new_tokens"] if sglang else payload["max_tokens"]
+            n = (payload["sampling_params"]["max_new_tokens"] if sglang else payload["max_tokens"]) - s["short_by"]
             sizes = [2] + [1] * (n - 2) if n >= 2 else [1]
             for i, _ in enumerate(sizes):
                 time.sleep(0.01)
@@ -294,7 +294,7 @@ def mock_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), MockServer)
     server.daemon_threads = True
     server.state = {"lock": threading.Lock(), "in_flight": 0, "max_in_flight": 0, "health_calls": 0,
-                    "payloads": []}
+                    "payloads": [], "short_by": 0}
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -354,3 +354,18 @@ def test_loadgen_fails_clearly_when_the_server_never_becomes_ready(tmp_path):
     assert proc.returncode != 0
     assert "not ready after 1.0 s" in proc.stderr and "ready_timeout_s" in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("api", ["openai", "sglang"])
+def test_a_request_the_engine_ends_early_fails_with_the_reason(tmp_path, mock_server, api):
+    """ignore_eos sets every output length: an engine that stops a request itself (under
+    emulation: on a token no kernel computed) is not serving the workload."""
+    mock_server.state["short_by"] = 1
+    spec = base_spec(base_url=f"http://127.0.0.1:{mock_server.server_address[1]}", num_requests=3,
+                     arrival={"process": "poisson", "rate": "inf"}, output_len={"kind": "fixed", "value": 5},
+                     ready_timeout_s=30, api=api)
+    proc, out = run_loadgen(tmp_path, spec)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(x) for x in out.read_text().splitlines()][:-1]
+    assert [r["error"] for r in records] == ["the engine ended the request after 4 of the 5 output tokens asked "
+                                             "for with ignore_eos"] * 3
