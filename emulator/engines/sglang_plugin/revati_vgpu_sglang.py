@@ -11,13 +11,24 @@ SGLang loads it through its extension point (entry-point group `sglang.srt.plugi
 scheduler process, tensor-parallel ranks included) from the static dist-info beside this file;
 the SGLang adapter puts this folder on PYTHONPATH, so nothing is installed in SGLang's environment
 and its sources are untouched. Outside emulation (no vGPU library loaded) it does nothing.
+
+It also makes every rank sample the same, valid token. Each tensor-parallel rank of SGLang runs its
+own scheduler on the ids its sampler returns, trusting them to agree (on a GPU they do: same logits,
+same seeds). Under emulation the sampling kernels are no-ops and the ids are whatever the buffer
+held, which differs between ranks and may lie outside the vocabulary, which SGLang treats as a
+finished request: ranks then batch different requests, replay different CUDA graphs, and their
+collectives never meet (seen: Llama-3.1-70B TP4 hung after 4 requests). So the sampler's output is
+overwritten with token 0 by a host-to-device copy, which the vGPU library carries out for real.
+Output lengths are set by the load generator (max_tokens with ignore_eos), so which token it is
+does not matter.
 """
 from __future__ import annotations
 
 import ctypes
 import itertools
 
-TARGET = "sglang.srt.model_executor.model_runner.ModelRunner.forward"
+FORWARD = "sglang.srt.model_executor.model_runner.ModelRunner.forward"
+SAMPLE = "sglang.srt.layers.sampler.Sampler.forward"
 
 
 def register() -> None:
@@ -32,7 +43,17 @@ def register() -> None:
     def before_forward(model_runner, forward_batch, *args, **kwargs):
         _publish(publish, model_runner, forward_batch)
 
-    HookRegistry.register(TARGET, before_forward, HookType.BEFORE)
+    HookRegistry.register(FORWARD, before_forward, HookType.BEFORE)
+    HookRegistry.register(SAMPLE, _same_token_on_every_rank, HookType.AFTER)
+
+
+def _same_token_on_every_rank(next_token_ids, *args, **kwargs):
+    import torch
+    zeros = torch.zeros(next_token_ids.shape, dtype=next_token_ids.dtype, pin_memory=True)
+    # Asynchronous: a blocking copy would synchronise the host with the GPU here, where SGLang's
+    # overlapped scheduling does not.
+    next_token_ids.copy_(zeros, non_blocking=True)
+    return next_token_ids
 
 
 def _publish(publish, model_runner, batch) -> None:
