@@ -9,8 +9,10 @@ gets a CPU, so a message in flight is never mistaken for idleness.
 
 Looks are on the path of every time jump and run on the host's cores beside the deployment, so
 they are kept cheap: a busy deployment is usually busy in the thread found busy last time, which
-is asked first; thread lists are read anew only by a look that may declare idleness (a new thread
-was started by one that ran, so the look before it was not idle either).
+is asked first; the first of two looks only notes how much each thread has run (schedstat, a
+quarter of the cost of stat), since the second asks every thread for both; thread lists are read
+anew only by a look that may declare idleness (a new thread was started by one that ran, so the
+look before it was not idle either).
 """
 from __future__ import annotations
 
@@ -101,8 +103,8 @@ def _busy(state: str | None) -> bool:
 
 
 class IdleDetector:
-    """Reports idle once two consecutive looks at the same threads found them all asleep and
-    unchanged. Any activity the caller sees itself (a message) should call reset().
+    """Reports idle when a look finds every thread asleep and none has run since the previous
+    look. Any activity the caller sees itself (a message) should call reset().
 
     A thread the caller has just answered (resumed, sent a completion) is asleep until the answer
     reaches it, which takes a moment: expect_run() makes the deployment count as busy until that
@@ -110,7 +112,7 @@ class IdleDetector:
 
     def __init__(self) -> None:
         self._files = ThreadFiles()
-        self._previous: dict[int, tuple[str, bytes]] | None = None
+        self._previous: dict[int, bytes | None] | None = None     # tid -> schedstat
         self._expected: dict[tuple[int, int], tuple[bytes | None, float]] = {}
         self._last_busy: tuple[int, int] | None = None
 
@@ -143,16 +145,22 @@ class IdleDetector:
         if self._answers_in_flight() or (busy and busy[0] in pids and _busy(self._files.state(*busy))):
             self._previous = None
             return False
-        sample: dict[int, tuple[str, bytes]] = {}
+        if self._previous is None:
+            # The first look only notes how much every thread has run; the next one asks each
+            # whether it is asleep and has not run since.
+            self._previous = {tid: self._files.schedstat(pid, tid)
+                              for pid in pids for tid in self._files.tids(pid, relist=False)}
+            return False
+        sample: dict[int, bytes | None] = {}
         for pid in pids:
-            for tid in self._files.tids(pid, relist=self._previous is not None):
+            for tid in self._files.tids(pid, relist=True):
                 state = self._files.state(pid, tid)
                 if _busy(state):
                     self._last_busy = (pid, tid)
                     self._previous = None
                     return False
                 if state is not None:
-                    sample[tid] = (state, self._files.schedstat(pid, tid))
+                    sample[tid] = self._files.schedstat(pid, tid)
         idle = sample == self._previous
         self._previous = sample
         return idle
