@@ -42,6 +42,9 @@ NOTES = [
     "charged what vLLM's Triton unified attention measured for the forward pass's batch (published by "
     "revati-tune's SGLang plugin), as for vLLM; SGLang's other kernels (sgl-kernel, FlashInfer, its CuTe DSL "
     "norms) were not profiled and take the default kernel model fitted over measured kernels",
+    "every rank samples token 0 (revati-tune's SGLang plugin overwrites the sampler's output): each "
+    "tensor-parallel rank schedules from the ids its own sampler returned, and ids no kernel computed would "
+    "differ between ranks; output lengths are the workload's (ignore_eos), so the token does not matter",
 ]
 
 
