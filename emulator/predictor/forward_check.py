@@ -28,7 +28,8 @@ def compare(sku: str) -> pd.DataFrame:
     with tempfile.TemporaryDirectory(prefix="revati-forward-") as tmp:
         env = vgpu_environment(1, sku, engine="vllm", workdir=Path(tmp))
         env["REVATI_PREDICTOR"] = f"profiled:{modelfile.ensure_model_file(sku)}"
-        proc = subprocess.run([str(env_python("vllm")), str(SCRIPT), "--out", tmp], env=env,
+        models = ",".join(measured["model"].unique())
+        proc = subprocess.run([str(env_python("vllm")), str(SCRIPT), "--out", tmp, "--models", models], env=env,
                               capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
             raise RuntimeError(f"forward_pass.py on virtual GPUs failed:\n{proc.stderr[-3000:]}")

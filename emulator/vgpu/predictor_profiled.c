@@ -64,6 +64,10 @@ typedef struct attention_table {
     attention_curve *curves;        /* ascending sequence count */
 } attention_table;
 typedef struct kernel_model { double a, b; } kernel_model;
+/* PyTorch's memory-efficient attention for one head size: c0 + c1 * waves * keys * head_dim +
+ * c2 * bias bytes, waves = ceil(CTAs / slots) (emulator/predictor/models.py, fit_efficient). */
+typedef struct efficient_model { int head_dim; double slots, c0, c1, c2; } efficient_model;
+static const char *memory_classes[VGPU_MEMORY_CLASSES] = {"elementwise", "cat", "gather"};
 typedef struct named_kernel { char *name; kernel_model model; } named_kernel;
 
 enum { COPY_H2D, COPY_D2H, COPY_D2D, COPY_DIRECTIONS };
@@ -92,6 +96,9 @@ static struct {
     kernel_model kernel_default;
     named_kernel *kernels;
     size_t n_kernels;
+    gemm_curve memory[VGPU_MEMORY_CLASSES];     /* seconds over bytes moved; points 0: not measured */
+    efficient_model *efficient;
+    size_t n_efficient;
 } model;
 
 static pthread_mutex_t gemm_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -134,6 +141,32 @@ static int parse_gemm(char *rest, gemm_curve *c) {
     return 0;
 }
 
+/* <points> pairs of x, seconds (x ascending) into c; -1 on a malformed list. */
+static int parse_points(char *p, int points, gemm_curve *c) {
+    int used;
+    c->points = points;
+    c->log_n = malloc(points * sizeof(double));
+    c->log_s = malloc(points * sizeof(double));
+    for (int i = 0; i < points; i++) {
+        double x, sec;
+        if (sscanf(p, " %lf %lf%n", &x, &sec, &used) != 2 || x <= 0 || sec <= 0) return -1;
+        if (i && log(x) <= c->log_n[i - 1]) return -1;
+        c->log_n[i] = log(x);
+        c->log_s[i] = log(sec);
+        p += used;
+    }
+    return 0;
+}
+
+/* memory_curve <class> <points> bytes s ... */
+static int parse_memory_curve(char *rest) {
+    char name[64];
+    int points, used, i;
+    if (sscanf(rest, "%63s %d%n", name, &points, &used) != 2 || points < 1) return -1;
+    if ((i = name_index(memory_classes, VGPU_MEMORY_CLASSES, name)) < 0) return 0;  /* a newer class */
+    return parse_points(rest + used, points, &model.memory[i]);
+}
+
 /* collective_curve <op> <nranks> <points> bytes s ... (bytes ascending) */
 static int parse_collective_curve(char *rest) {
     char name[64];
@@ -144,18 +177,8 @@ static int parse_collective_curve(char *rest) {
     model.collective_curves = realloc(model.collective_curves,
                                       (model.n_collective_curves + 1) * sizeof *model.collective_curves);
     collective_curve *c = &model.collective_curves[model.n_collective_curves++];
-    *c = (collective_curve){op, nranks, {.points = points, .log_n = malloc(points * sizeof(double)),
-                                         .log_s = malloc(points * sizeof(double))}};
-    char *p = rest + used;
-    for (int i = 0; i < points; i++) {
-        double b, sec;
-        if (sscanf(p, " %lf %lf%n", &b, &sec, &used) != 2 || b <= 0 || sec <= 0) return -1;
-        if (i && log(b) <= c->curve.log_n[i - 1]) return -1;
-        c->curve.log_n[i] = log(b);
-        c->curve.log_s[i] = log(sec);
-        p += used;
-    }
-    return 0;
+    *c = (collective_curve){.op = op, .nranks = nranks};
+    return parse_points(rest + used, points, &c->curve);
 }
 
 static attention_table *attention_table_for(int backend, int phase, int heads, int kv_heads, int head_dim) {
@@ -257,6 +280,14 @@ void vgpu_profiled_init(const char *path) {
             model.collective[i] = (rates){a, b, 1};
         } else if (strcmp(kind, "collective_curve") == 0) {
             if (parse_collective_curve(rest) != 0) bad_model(path, number, "bad collective_curve record");
+        } else if (strcmp(kind, "memory_curve") == 0) {
+            if (parse_memory_curve(rest) != 0) bad_model(path, number, "bad memory_curve record");
+        } else if (strcmp(kind, "efficient_attention") == 0) {
+            efficient_model e;
+            if (sscanf(rest, "%d %lf %lf %lf %lf", &e.head_dim, &e.slots, &e.c0, &e.c1, &e.c2) != 5 || e.slots < 1)
+                bad_model(path, number, "bad efficient_attention record");
+            model.efficient = realloc(model.efficient, (model.n_efficient + 1) * sizeof *model.efficient);
+            model.efficient[model.n_efficient++] = e;
         } else if (strcmp(kind, "kernel_default") == 0) {
             if (sscanf(rest, "%lf %lf", &a, &b) != 2) bad_model(path, number, "bad kernel_default record");
             model.kernel_default = (kernel_model){a, b};
@@ -506,7 +537,9 @@ static void forget_model(void) {
     for (size_t i = 0; i < model.n_kernels; i++) free(model.kernels[i].name);
     for (size_t i = 0; i < model.n_collective_curves; i++)
         free(model.collective_curves[i].curve.log_n), free(model.collective_curves[i].curve.log_s);
+    for (int i = 0; i < VGPU_MEMORY_CLASSES; i++) free(model.memory[i].log_n), free(model.memory[i].log_s);
     free(model.curves), free(model.slots), free(model.tables), free(model.kernels), free(model.collective_curves);
+    free(model.efficient);
     memset(&model, 0, sizeof model);
 }
 
@@ -547,22 +580,87 @@ static const kernel_model *kernel_model_for(vgpu_function *fn) {
     return m;
 }
 
+static double over(const rates *r, double bytes) { return r->present ? r->latency + bytes / r->per_second : 0; }
+
+/* A memory-bound kernel moving `bytes` (read plus written): the curve measured for its class
+ * (memory.csv), else the elementwise one, else the generic kernels' fitted floor plus the bytes at
+ * the device-to-device copy rate (which counts each byte once: a copy reads and writes it). The
+ * copy's own latency is not a kernel's: cudaMemcpy adds driver work a kernel launch does not. */
+static double memory_seconds(vgpu_memory_class cls, double bytes) {
+    const gemm_curve *c = model.memory[cls].points ? &model.memory[cls]
+                        : model.memory[VGPU_MEMORY_ELEMENTWISE].points ? &model.memory[VGPU_MEMORY_ELEMENTWISE] : NULL;
+    if (c) return curve_at(c, fmax(bytes, 1));
+    const rates *d2d = &model.copy[COPY_D2D][0];
+    return model.kernel_default.a + (d2d->present ? bytes / 2 / d2d->per_second : 0);
+}
+
+/* PyTorch's memory-efficient attention (fmha_cutlassF_*, from xFormers' AttentionKernel) takes
+ * one Params by value: 7 pointers (query, key, value, attn_bias, seqstart_q, seqstart_k,
+ * seqlen_k), a uint32, 3 output pointers, then (in newer PyTorch) an int32 window size, then the
+ * float scale, head_dim, head_dim_value, num_queries, num_keys, num_keys_absolute and the uint8
+ * custom mask type. Which of the two layouts a build has is told by the values: the head sizes
+ * agree, and the scale is the softmax scale. Its grid is (query blocks, heads, batch). */
+typedef struct efficient_batch { double batch, heads, queries, keys, head_dim, bias_bytes; int causal; } efficient_batch;
+
+static int efficient_attention_batch(const vgpu_launch *l, efficient_batch *out) {
+    if (!l->function || !l->args || !l->args[0]) return -1;
+    if (!strstr(vgpu_function_display_name(l->function), "fmha_cutlassF")) return -1;
+    const unsigned char *p = l->args[0];
+    static const int head_dim_offsets[] = {96, 92};
+    for (size_t i = 0; i < sizeof head_dim_offsets / sizeof *head_dim_offsets; i++) {
+        int o = head_dim_offsets[i], d, dv, q, k;
+        float scale;
+        unsigned char mask;
+        const void *bias;
+        memcpy(&scale, p + o - 4, 4);
+        memcpy(&d, p + o, 4), memcpy(&dv, p + o + 4, 4), memcpy(&q, p + o + 8, 4), memcpy(&k, p + o + 12, 4);
+        memcpy(&mask, p + o + 20, 1);
+        memcpy(&bias, p + 24, sizeof bias);
+        if (d < 8 || d > 512 || dv != d || q < 1 || k < 1 || !(scale > 0 && scale <= 1)) continue;
+        *out = (efficient_batch){l->grid[2], l->grid[1], q, k, d, bias ? 2.0 * q * k : 0, mask != 0};
+        return 0;
+    }
+    return -1;
+}
+
+static double predict_efficient_attention(const efficient_batch *a, const vgpu_launch *l) {
+    /* A causal CTA stops at its diagonal: on average half its queries' block fewer keys. */
+    double keys = a->causal ? fmax(a->keys - a->queries / 2, 1) : a->keys;
+    for (size_t i = 0; i < model.n_efficient; i++) {
+        const efficient_model *m = &model.efficient[i];
+        if (m->head_dim != (int)a->head_dim) continue;
+        double ctas = (double)l->grid[0] * l->grid[1] * l->grid[2];
+        return m->c0 + m->c1 * ceil(ctas / m->slots) * keys * a->head_dim + m->c2 * a->bias_bytes;
+    }
+    /* Not measured for this head size: the flash kernel's time for the same work, plus the bias
+     * read at copy speed. */
+    attention_batch f = {a->batch, a->queries, a->keys, a->heads, a->heads, a->head_dim, a->causal};
+    return predict_attention(ATT_SDPA_FLASH, &f) + memory_seconds(VGPU_MEMORY_ELEMENTWISE, a->bias_bytes);
+}
+
 static double predict_kernel(const vgpu_launch *l) {
     attention_batch batch;
+    efficient_batch efficient;
+    vgpu_memory_class cls;
+    double bytes;
     if (model.have_attention[ATT_SDPA_FLASH] && flash_attention_batch(l, &batch) == 0)
         return predict_attention(ATT_SDPA_FLASH, &batch);
+    if (efficient_attention_batch(l, &efficient) == 0) return predict_efficient_attention(&efficient, l);
     if (l->function && vgpu_function_reads_attention_batch(l->function)) {
         double seconds = published_attention_seconds();
         if (seconds >= 0) return seconds;
     }
+    /* Copies and gathers cap their grids, so only their bytes tell their time. An elementwise
+     * kernel's grid grows with its elements: one measured by name keeps its own fitted line (it
+     * knows the kernel's real traffic, fp32 intermediates included), others go by bytes. */
     const kernel_model *m = l->function ? kernel_model_for(l->function) : &model.kernel_default;
+    if ((bytes = vgpu_kernel_memory_bytes(l, &cls)) >= 0 && (cls != VGPU_MEMORY_ELEMENTWISE || m == &model.kernel_default))
+        return memory_seconds(cls, bytes);
     double threads = (double)l->grid[0] * l->grid[1] * l->grid[2] * l->block[0] * l->block[1] * l->block[2];
     return m->a + m->b * threads;
 }
 
 /* ---- data movement and collectives ------------------------------------------------------------ */
-
-static double over(const rates *r, double bytes) { return r->present ? r->latency + bytes / r->per_second : 0; }
 
 static double predict_copy(const vgpu_launch *l) {
     int pinned = l->u.copy.pinned;

@@ -307,6 +307,7 @@ struct vgpu_function {
     const void *module;
     int max_dynamic_shared;     /* cuFuncSetAttribute bookkeeping */
     int attention_batch;        /* 0 not yet known, 1 its work is the published attention batch, -1 not */
+    const void *memory_shape;   /* kernel_bytes.c's reading of the name, made on first use */
 };
 
 vgpu_function *vgpu_function_register(const void *key, const char *name, const void *module);
@@ -314,6 +315,12 @@ vgpu_function *vgpu_function_register(const void *key, const char *name, const v
 const char *vgpu_function_display_name(vgpu_function *fn);
 /* The function a launch handle denotes (host stub, CUfunction, cudaKernel_t), or NULL. */
 vgpu_function *vgpu_function_lookup(const void *key);
+
+/* ---- memory-bound kernels (kernel_bytes.c) ---------------------------------------------- */
+typedef enum { VGPU_MEMORY_ELEMENTWISE = 0, VGPU_MEMORY_CAT, VGPU_MEMORY_GATHER, VGPU_MEMORY_CLASSES } vgpu_memory_class;
+/* Bytes read plus written by a PyTorch copy, gather or elementwise kernel, decoded from its
+ * arguments, with its class; -1 for kernels it does not know. */
+double vgpu_kernel_memory_bytes(const vgpu_launch *launch, vgpu_memory_class *cls);
 
 /* ---- the engine's attention batch (attention_batch.c) ----------------------------------- */
 /* The composition the engine last published (revati_attention_batch), summarised for the

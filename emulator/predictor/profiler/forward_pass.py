@@ -103,12 +103,21 @@ def llama3_70b_slice(tp: int) -> ModelSpec:
                      inter=28672 // tp, layers=80, vocab=128256 // tp)
 
 
+LLAMA3_8B = ModelSpec(hidden=4096, heads=32, kv_heads=8, head_dim=128, inter=14336, layers=32,
+                      vocab=128256)
 MODELS = {
-    "llama3_8b": ModelSpec(hidden=4096, heads=32, kv_heads=8, head_dim=128, inter=14336,
-                           layers=32, vocab=128256),
+    "llama3_8b": LLAMA3_8B,
     "llama3_70b_tp4": llama3_70b_slice(4),
     "llama3_70b_tp8": llama3_70b_slice(8),
+    # The same shapes written as a plain PyTorch program writes them (see plain_decoder_layer),
+    # with SDPA's default backend choice, or pinned to the backend named last.
+    "llama3_8b_plain": LLAMA3_8B,
+    "llama3_70b_tp8_plain": llama3_70b_slice(8),
+    "llama3_8b_plain_efficient": LLAMA3_8B,
+    "llama3_8b_plain_flash": LLAMA3_8B,
 }
+ENGINE_MODELS = [name for name in MODELS if "_plain" not in name]
+PLAIN_BACKENDS = {"efficient": SDPBackend.EFFICIENT_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,16 @@ COMPOSITIONS = [
     Composition(2048, 0, 0),
     Composition(512, 32, 1024),
     Composition(2048, 128, 2048),
+]
+# A plain program runs a batch of sequences at one length: no mixed steps.
+PLAIN_COMPOSITIONS = [
+    Composition(0, 1, 1024),
+    Composition(0, 8, 1024),
+    Composition(0, 32, 1024),
+    Composition(0, 8, 4096),
+    Composition(0, 32, 4096),
+    Composition(512, 0, 0),
+    Composition(2048, 0, 0),
 ]
 QUICK_MODELS = ["llama3_8b"]
 QUICK_COMPOSITIONS = ["decode_b64_ctx1024", "mixed_p512_d32_ctx1024"]
@@ -236,11 +255,12 @@ def kv_buffer_count(per_layer_bytes: int, layers: int, device) -> int:
     return min(layers, fits)
 
 
-def build_inputs(model: Model, comp: Composition, device) -> StepInputs:
+def build_inputs(model: Model, comp: Composition, device, plain: bool = False) -> StepInputs:
+    """plain: the caches hold the past (context - 1) tokens, to which the step appends its own."""
     spec, p, b = model.spec, comp.prefill_tokens, comp.decode_seqs
     positions = torch.cat([torch.arange(p), torch.full((b,), comp.context_len - 1)])
     last = ([p - 1] if p else []) + list(range(p, p + b))
-    cache_shape = (b, spec.kv_heads, comp.context_len, spec.head_dim)
+    cache_shape = (b, spec.kv_heads, comp.context_len - plain, spec.head_dim)
     buffers = kv_buffer_count(comp.kv_bytes(spec, 1), len(model.layers), device)
     distinct = [(rand(cache_shape, 1.0, device), rand(cache_shape, 1.0, device))
                 for _ in range(buffers)]
@@ -295,6 +315,70 @@ def decoder_layer(x, layer: Layer, spec: ModelSpec, cos, sin, inputs: StepInputs
     gate, up = F.linear(F.rms_norm(x, (spec.hidden,), layer.mlp_norm, RMS_EPS),
                         layer.gate_up).chunk(2, dim=-1)
     return x + F.linear(F.silu(gate) * up, layer.down)
+
+
+def is_plain(model_name: str) -> bool:
+    return "_plain" in model_name
+
+
+def plain_sdpa_backends(model_name: str) -> list:
+    """SDPA backends a plain model may use: all (PyTorch's own choice) unless its name pins one."""
+    pinned = PLAIN_BACKENDS.get(model_name.rsplit("_", 1)[-1])
+    return [pinned] if pinned else list(SDPBackend.__members__.values())
+
+
+def plain_rms_norm(x, weight):
+    """RMSNorm as model code writes it (in fp32, several elementwise kernels), not F.rms_norm."""
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + RMS_EPS)
+    return weight * h.to(x.dtype)
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def plain_decoder_layer(x, layer: Layer, spec: ModelSpec, cos, sin, inputs: StepInputs, index: int):
+    """x [B, S, hidden]: a decoder layer as plain PyTorch model code writes it.
+
+    Sequences stay in a batch dimension; the KV cache grows by torch.cat; grouped K/V heads are
+    repeated to the query heads (repeat_interleave, a gather over the whole cache); SDPA runs
+    with PyTorch's default backend choice. This is the memory-bound work (copies and gathers over
+    gigabytes) that serving engines avoid, which the emulator must charge by the bytes it moves.
+    """
+    b, s, d = x.shape[0], x.shape[1], spec.head_dim
+    h = plain_rms_norm(x, layer.attn_norm)
+    qkv = F.linear(h, layer.qkv)
+    q, k, v = qkv.split([spec.heads * d, spec.kv_heads * d, spec.kv_heads * d], dim=-1)
+    q = q.view(b, s, spec.heads, d).transpose(1, 2)
+    k = k.view(b, s, spec.kv_heads, d).transpose(1, 2)
+    v = v.view(b, s, spec.kv_heads, d).transpose(1, 2)
+    q = q * cos + rotate_half(q) * sin
+    k = k * cos + rotate_half(k) * sin
+    if inputs.kv_cache:
+        k_past, v_past = inputs.kv_cache[index]
+        k, v = torch.cat([k_past, k], dim=2), torch.cat([v_past, v], dim=2)
+    groups = spec.heads // spec.kv_heads
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=s > 1)
+    x = x + F.linear(out.transpose(1, 2).reshape(b, s, spec.heads * d), layer.o)
+    h = plain_rms_norm(x, layer.mlp_norm)
+    gate, up = F.linear(h, layer.gate_up).chunk(2, dim=-1)
+    return x + F.linear(F.silu(gate) * up, layer.down)
+
+
+def plain_forward_step(model: Model, inputs: StepInputs) -> torch.Tensor:
+    """One step of a plain program: a prefill of one prompt, or one decode of a batch."""
+    comp, spec = inputs.comp, model.spec
+    b, s = (1, comp.prefill_tokens) if comp.prefill_tokens else (comp.decode_seqs, 1)
+    x = inputs.hidden.view(b, s, spec.hidden)
+    cos = model.rope_cos.index_select(0, inputs.positions[:s])
+    sin = model.rope_sin.index_select(0, inputs.positions[:s])
+    cos, sin = torch.cat((cos, cos), dim=-1)[None, None], torch.cat((sin, sin), dim=-1)[None, None]
+    for index, layer in enumerate(model.layers):
+        x = plain_decoder_layer(x, layer, spec, cos, sin, inputs, index)
+    return F.linear(plain_rms_norm(x[:, -1], model.final_norm), model.lm_head)
 
 
 def forward_step(model: Model, inputs: StepInputs) -> torch.Tensor:
@@ -466,8 +550,15 @@ class Output:
 
 
 def measure(out: Output, model_name: str, model: Model, comp: Composition, profile: bool, device):
-    inputs = build_inputs(model, comp, device)
-    step = functools.partial(forward_step, model, inputs)
+    plain = is_plain(model_name)
+    inputs = build_inputs(model, comp, device, plain)
+    step = functools.partial(plain_forward_step if plain else forward_step, model, inputs)
+    if plain:
+        forward = step
+
+        def step():
+            with sdpa_kernel(plain_sdpa_backends(model_name)):
+                return forward()
     timing = time_step(step)
     kernels = ""
     if profile:
@@ -486,6 +577,8 @@ def measure(out: Output, model_name: str, model: Model, comp: Composition, profi
 
 def run_model(out: Output, name: str, comps: list[Composition], args, device):
     spec = MODELS[name]
+    if is_plain(name):
+        comps = [c for c in PLAIN_COMPOSITIONS if not args.quick or c.name in QUICK_COMPOSITIONS]
     layers = min(args.layers or spec.layers, spec.layers)
     largest_kv = max(c.kv_bytes(spec, layers) for c in comps)
     print(f"{name}: {layers} layers, weights {spec.weight_bytes(layers) / GiB:.1f} GiB, "
@@ -518,7 +611,8 @@ def describe(args) -> dict:
             "python": sys.version.split()[0],
             "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": [sys.executable] + sys.argv, "script_sha256": sha,
-            "attention": "sdpa, FlashAttention backend, enable_gqa=True",
+            "attention": "sdpa, FlashAttention backend, enable_gqa=True; *_plain models: SDPA's "
+                         "default backend choice over repeat_interleave'd K/V",
             "timing": {"warmup_steps": WARMUP_STEPS, "warmup_replays": WARMUP_REPLAYS,
                        "timed_replays": TIMED_REPLAYS, "eager_steps": EAGER_STEPS},
             "kernel_profile": "off" if not args.kernel_profile else "on",
@@ -538,7 +632,8 @@ def print_table(rows: list[dict]):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder for the CSVs and meta JSON")
-    parser.add_argument("--models", help=f"comma-separated, from {','.join(MODELS)} (default: all; "
+    parser.add_argument("--models", help=f"comma-separated, from {','.join(MODELS)} (default: every "
+                                         f"engine-style one, {','.join(ENGINE_MODELS)}; "
                                          f"--quick: {','.join(QUICK_MODELS)})")
     parser.add_argument("--layers", type=int, help="cap on decoder layers (default: the model's own)")
     parser.add_argument("--kernel-profile", action="store_true",
@@ -547,7 +642,7 @@ def parse_args(argv=None):
                         help=f"only {','.join(QUICK_COMPOSITIONS)} (and, unless --models, "
                              f"{','.join(QUICK_MODELS)})")
     args = parser.parse_args(argv)
-    names = args.models.split(",") if args.models else QUICK_MODELS if args.quick else list(MODELS)
+    names = args.models.split(",") if args.models else QUICK_MODELS if args.quick else ENGINE_MODELS
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {list(MODELS)}")
