@@ -1,7 +1,7 @@
 /* vgpu.h: the internals every API family of the vGPU library shares.
  *
- * The library implements the CUDA runtime, the driver API, NVML, NCCL and the cuBLAS/cuBLASLt
- * entry points that serving engines call, on top of four ideas kept here:
+ * The library implements the CUDA runtime, the driver API, NVML, NCCL and the cuBLAS/cuBLASLt and
+ * cuDNN entry points that serving engines call, on top of four ideas kept here:
  *   - a device model (device.c): N devices of one SKU, read from the spec file that
  *     REVATI_VGPU_SPEC names (written by emulator/hardware.py from conf/hardware/<sku>.yaml);
  *   - split-state memory (memory.c): small allocations are host-backed, large ones are reserved
