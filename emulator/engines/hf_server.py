@@ -37,8 +37,9 @@ def build_manager(args):
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
     if not args.cudnn_attention:
-        # cuDNN cannot initialise under the vGPU library; SDPA's cuDNN backend is left out on both
-        # sides so that the real and the emulated engine pick the same attention kernels.
+        # SDPA's cuDNN backend is left out on both sides, as it was in the validation runs on real
+        # GPUs (before the vGPU library implemented cuDNN), so that the real and the emulated engine
+        # pick the same attention kernels: the measured FlashAttention ones.
         torch.backends.cuda.enable_cudnn_sdp(False)
     config = AutoConfig.from_pretrained(args.model_dir)
     started = time.monotonic()

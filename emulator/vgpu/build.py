@@ -39,6 +39,7 @@ STUB_ERRORS = {
     "cublasLt": 15,
     "nccl": 5,          # ncclInvalidUsage
     "cute_dsl": 10,     # CuteDSLRT_Error_UnsupportedOnPlatform
+    "cudnn": 3000,      # CUDNN_STATUS_NOT_SUPPORTED
 }
 
 
@@ -101,8 +102,9 @@ def _defined_symbols(objects: list[Path], cwd: Path) -> set[str]:
 
 
 # Libraries importing this library's symbols ask for them by version (cudaMalloc@libcudart.so.13,
-# cublasGemmEx@libcublas.so.13), so each symbol is defined under the version its real library uses.
-VERSION_NODES = (("cublasLt", "libcublasLt.so.13"), ("cublas", "libcublas.so.13"),
+# cublasGemmEx@libcublas.so.13, cudnnCreate@libcudnn.so.9), so each symbol is defined under the
+# version its real library uses.
+VERSION_NODES = (("cublasLt", "libcublasLt.so.13"), ("cublas", "libcublas.so.13"), ("cudnn", "libcudnn.so.9"),
                  ("cuda", "libcudart.so.13"), ("__cuda", "libcudart.so.13"))
 OTHER_NODE = "REVATI_VGPU"   # driver, NCCL, NVML: their real libraries are not versioned
 

@@ -5,7 +5,7 @@
  *   profiled -- measured on the real GPU (predictor_profiled.c); its argument is the model file.
  *   fixed  -- a TEST DOUBLE: fixed durations per launch kind and kernel name, read from the file
  *             given as its argument (lines "<kind> <name|*> <seconds>", kind one of kernel, gemm,
- *             collective, copy, memset). It stands behind the interface until the profiled
+ *             collective, copy, memset, attention). It stands behind the interface until the profiled
  *             predictor exists, and stays for tests that need exact, hand-checkable timelines.
  */
 #include <pthread.h>
@@ -29,13 +29,13 @@ static size_t fixed_len;
 /* Used when no rule matches (and when no file is given): round, recognisable numbers. */
 static double fixed_default[VGPU_OP_KIND_COUNT] = {
     [VGPU_OP_KERNEL] = 5e-6, [VGPU_OP_GEMM] = 20e-6, [VGPU_OP_COLLECTIVE] = 30e-6,
-    [VGPU_OP_COPY] = 2e-6, [VGPU_OP_MEMSET] = 2e-6,
+    [VGPU_OP_COPY] = 2e-6, [VGPU_OP_MEMSET] = 2e-6, [VGPU_OP_ATTENTION] = 10e-6,
 };
 
 static const char *kind_names[VGPU_OP_KIND_COUNT] = {
     [VGPU_OP_KERNEL] = "kernel", [VGPU_OP_GEMM] = "gemm", [VGPU_OP_COLLECTIVE] = "collective",
     [VGPU_OP_COPY] = "copy", [VGPU_OP_MEMSET] = "memset", [VGPU_OP_GRAPH] = "graph",
-    [VGPU_OP_HOST_FN] = "host_fn", [VGPU_OP_EVENT_RECORD] = "event_record",
+    [VGPU_OP_HOST_FN] = "host_fn", [VGPU_OP_EVENT_RECORD] = "event_record", [VGPU_OP_ATTENTION] = "attention",
 };
 
 static int kind_from_name(const char *s) {

@@ -720,6 +720,14 @@ double vgpu_profiled_predict(const vgpu_launch *l) {
     case VGPU_OP_COPY: return predict_copy(l);
     case VGPU_OP_MEMSET: return over(&model.memset, l->u.copy.bytes);
     case VGPU_OP_COLLECTIVE: return predict_collective(l);
+    case VGPU_OP_ATTENTION: {
+        /* A fused attention kernel of known shape (cuDNN's SDPA, cudnn.c): a flash-style kernel,
+         * charged what SDPA's FlashAttention 2 measured for the same batch. */
+        attention_batch batch = {l->u.attention.batch, l->u.attention.seqlen_q, l->u.attention.seqlen_k,
+                                 l->u.attention.heads, l->u.attention.kv_heads, l->u.attention.head_dim,
+                                 l->u.attention.causal};
+        return predict_attention(ATT_SDPA_FLASH, &batch);
+    }
     default: return 0;
     }
 }

@@ -136,6 +136,10 @@ void vgpu_stats_record(const vgpu_launch *l, double seconds, double start) {
         if (l->kind == VGPU_OP_GEMM) { m = l->u.gemm.m; n = l->u.gemm.n; k = l->u.gemm.k; batch = l->u.gemm.batch; }
         if (l->kind == VGPU_OP_COLLECTIVE) { bytes = l->u.coll.bytes; nranks = l->u.coll.nranks; }
         if (l->kind == VGPU_OP_COPY || l->kind == VGPU_OP_MEMSET) bytes = l->u.copy.bytes;
+        if (l->kind == VGPU_OP_ATTENTION) {     /* m: query rows, n: keys, k: head dim, batch: batch x heads */
+            m = (long long)l->u.attention.seqlen_q; n = (long long)l->u.attention.seqlen_k;
+            k = (long long)l->u.attention.head_dim; batch = (long long)(l->u.attention.batch * l->u.attention.heads);
+        }
         fprintf(trace, "%s,%s,%d,%.9f,%.9f,%ux%ux%u,%ux%ux%u,%zu,%lld,%lld,%lld,%lld,%lld,%lld\n",
                 vgpu_op_kind_name(l->kind), l->name ? l->name : "", l->device, start, seconds,
                 l->grid[0], l->grid[1], l->grid[2], l->block[0], l->block[1], l->block[2],

@@ -1,7 +1,7 @@
 /* vgpu.h: the internals every API family of the vGPU library shares.
  *
- * The library implements the CUDA runtime, the driver API, NVML, NCCL and the cuBLAS/cuBLASLt
- * entry points that serving engines call, on top of four ideas kept here:
+ * The library implements the CUDA runtime, the driver API, NVML, NCCL and the cuBLAS/cuBLASLt and
+ * cuDNN entry points that serving engines call, on top of four ideas kept here:
  *   - a device model (device.c): N devices of one SKU, read from the spec file that
  *     REVATI_VGPU_SPEC names (written by emulator/hardware.py from conf/hardware/<sku>.yaml);
  *   - split-state memory (memory.c): small allocations are host-backed, large ones are reserved
@@ -127,6 +127,7 @@ typedef enum {
     VGPU_OP_GRAPH,              /* replay of an instantiated CUDA graph (duration precomputed) */
     VGPU_OP_HOST_FN,            /* cudaLaunchHostFunc: runs on the host when the stream reaches it */
     VGPU_OP_EVENT_RECORD,       /* an external event record captured into a graph: each replay records it */
+    VGPU_OP_ATTENTION,          /* a fused attention kernel of known shape (cuDNN's SDPA: cudnn.c) */
     VGPU_OP_KIND_COUNT
 } vgpu_op_kind;
 
@@ -180,6 +181,10 @@ typedef struct vgpu_launch {
         struct {
             struct vgpu_event *event;
         } record;
+        struct {                /* softmax(Q K^T) V over batch x heads, Q: seqlen_q rows, K/V: seqlen_k */
+            double batch, seqlen_q, seqlen_k, heads, kv_heads, head_dim;
+            int causal;                 /* masked causally (a prefill of a decoder) */
+        } attention;
     } u;
 } vgpu_launch;
 
