@@ -19,9 +19,10 @@
  *         composite graph of two matmuls around a softmax): one VGPU_OP_ATTENTION launch of its
  *         shape (batch, heads, query rows, keys, head dim, causal when a mask is generated and
  *         there is more than one query row);
- *       SDPA backward: its five matrix products, as GEMMs;
+ *       SDPA backward: its five matrix products, as GEMMs (the unified node's; torch 2.14's
+ *         backward is a composite graph of five matmuls, each charged as one);
  *       matmul: a GEMM; convolution forward / backward data / backward filter: the implicit
- *         GEMM each computes (groups as the batch);
+ *         GEMM each computes (groups as the batch; float convolutions on TF32, torch's default);
  *       pointwise, reduction, normalisation, ... ops next to one of those are fused into it and
  *         cost nothing of their own; a graph of only such ops is one elementwise kernel over its
  *         largest tensor.
@@ -29,6 +30,9 @@
  *     whose work is known, and none for one that is not (an operation this file does not charge,
  *     named once on stderr), so such a graph fails in the frontend instead of running for free.
  * Nothing is computed: outputs keep whatever they held, as for every kernel of the library.
+ * Not modelled: the host time libcudnn spends on heuristics and plan finalization for each new
+ * shape (milliseconds; torch caches plans per shape, but transformers' continuous batching meets
+ * new shapes at every step). Building a graph here costs next to nothing.
  * The legacy (v7) entry points torch imports (RNN, CTC loss, batch norm, the v7 convolution
  * API, ...) are generated stubs that name themselves and return CUDNN_STATUS_NOT_SUPPORTED.
  */
