@@ -224,7 +224,11 @@ def test_cpu_work_gives_the_same_timeline_on_one_core_two_cores_and_twice(tmp_pa
         # Each request takes the server some 8 ms of CPU and a 30 ms step, after the client's own
         # CPU time: every request ends some 36-45 ms after it was due, never before 30 ms.
         assert all(0.030 < latency < 0.060 for latency in latencies), (placement, latencies)
-        assert summary == pytest.approx(fastest["free"][0], rel=0.02), placement
+        # 5%: on a 2-core host "free" and "two cores" are the same placement, and their fastest
+        # runs were seen 2.7% apart (CI, 2026-12-06: 38.86 vs 39.96 ms median), CPU time's own
+        # noise on ~9 ms of work a request. A leak of the host into virtual time as large as the
+        # one measured on vLLM (+14% mean TTFT on one core) still fails here.
+        assert summary == pytest.approx(fastest["free"][0], rel=0.05), placement
 
 
 def _due_times(requests: int) -> list[float]:
