@@ -117,6 +117,7 @@ MODELS = {
     "llama3_8b_plain_flash": LLAMA3_8B,
 }
 ENGINE_MODELS = [name for name in MODELS if "_plain" not in name]
+PLAIN_MODELS = [name for name in MODELS if "_plain" in name]
 PLAIN_BACKENDS = {"efficient": SDPBackend.EFFICIENT_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}
 
 

@@ -7,8 +7,11 @@
 #            revati-tune predictor fit --sku <sku>
 #
 # FAMILIES (default: every family of profile_gpu.py, then the forward passes) is a comma list;
-# "forward_pass" names the whole-step measurement. Everything lands in one tarball because the
-# device tool returns at most 8 files.
+# "forward_pass" names the engines' whole-step measurement, "memory_bound" profile_memory_bound.py
+# (efficient attention, memory-bound torch ops) and "forward_pass_plain" the plain-PyTorch
+# decoders' steps (forward_pass.py's PLAIN_MODELS, into forward_pass_plain/). Everything lands in
+# one tarball because the device tool returns at most 8 files. STEP_LIMIT_S caps each step (timeout(1)): rows are written
+# as they are measured, so a step cut short still returns what it measured.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/profile-out}
@@ -16,18 +19,27 @@ FAMILIES=${1:-gemm,attention,elementwise,copy,forward_pass}
 WORK=/tmp/profile
 mkdir -p "$WORK" "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,power.limit --format=csv
-kernel_families=$(echo "$FAMILIES" | tr ',' '\n' | grep -v '^forward_pass$' | paste -sd, -)
+kernel_families=$(echo "$FAMILIES" | tr ',' '\n' | grep -vx -e forward_pass -e memory_bound -e forward_pass_plain \
+    | paste -sd, -)
+step() { timeout "${STEP_LIMIT_S:-0}" "$@"; }
+has() { echo "$FAMILIES" | tr ',' '\n' | grep -qx "$1"; }
 status=0
 if [ -n "$kernel_families" ]; then
-    python3 emulator/predictor/profiler/profile_gpu.py --out "$WORK" --families "$kernel_families" \
+    step python3 emulator/predictor/profiler/profile_gpu.py --out "$WORK" --families "$kernel_families" \
         --max-seconds 480 || status=1
 fi
-if echo "$FAMILIES" | tr ',' '\n' | grep -qx forward_pass; then
-    python3 emulator/predictor/profiler/forward_pass.py --out "$WORK/forward_pass" --kernel-profile \
-        || status=1
-    gzip -f "$WORK/forward_pass/kernels.csv" 2>/dev/null
+if has memory_bound; then
+    step python3 emulator/predictor/profiler/profile_memory_bound.py --out "$WORK" || status=1
 fi
+forward_passes() {  # folder, forward_pass.py arguments
+    local folder=$1; shift
+    step python3 emulator/predictor/profiler/forward_pass.py --out "$WORK/$folder" --kernel-profile "$@" || status=1
+    gzip -f "$WORK/$folder/kernels.csv" 2>/dev/null
+}
+has forward_pass && forward_passes forward_pass
+has forward_pass_plain && forward_passes forward_pass_plain \
+    --models "$(cd emulator/predictor/profiler && python3 -c 'from forward_pass import PLAIN_MODELS; print(",".join(PLAIN_MODELS))')"
 tar czf "$OUT/profile.tgz" -C "$WORK" .
 cp "$WORK/profile.log" "$OUT/" 2>/dev/null
-ls -la "$WORK" "$WORK/forward_pass" 2>/dev/null
+ls -la "$WORK" "$WORK"/forward_pass* 2>/dev/null
 exit $status
