@@ -156,7 +156,7 @@ def parse_model_file(text):
         if line.startswith("#"):
             continue
         kind, _, rest = line.partition(" ")
-        fields = rest.split(" ", 2) if kind == "kernel" else rest.split(" ")
+        fields = rest.split(" ", 3) if kind == "kernel" else rest.split(" ")
         assert all(fields), f"empty field in {line!r}"
         records.setdefault(kind, []).append(fields)
     return records
@@ -181,11 +181,11 @@ def test_model_file_round_trips(fitted):
     assert {(d, int(p)) for d, p, *_ in records["copy"]} == set(fitted.copies)
     assert len(records["memset"]) == 1 and len(records["kernel_default"]) == 1
     assert [f[0] for f in records["collective"]] == list(models.COLLECTIVE_OPS)
-    names = {fields[2]: (float(fields[0]), float(fields[1])) for fields in records["kernel"]}
+    names = {fields[3]: tuple(map(float, fields[:3])) for fields in records["kernel"]}
     assert set(names) == set(fitted.kernels.by_name)
-    for name, (a, b) in names.items():
-        assert (a, b) == pytest.approx((fitted.kernels.by_name[name].a,
-                                        fitted.kernels.by_name[name].b), rel=1e-8)
+    for name, (a, b, max_threads) in names.items():
+        assert (a, b, max_threads) == pytest.approx((fitted.kernels.by_name[name].a, fitted.kernels.by_name[name].b,
+                                                     fitted.kernels.max_threads[name]), rel=1e-8)
     assert modelfile.render(fitted) == modelfile.render(fitted)
 
 

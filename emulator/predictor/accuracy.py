@@ -10,6 +10,7 @@ table.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,8 @@ def accuracy_of(measured: Tables, fitted: FittedModels, model_file: Path) -> pd.
     rows = (_gemm(measured.gemm, fitted) + _attention(measured.attention, fitted, model_file)
             + _elementwise(measured.elementwise, fitted) + _copies(measured.copy, fitted)
             + _kernels(measured.kernels, fitted) + _modelled()
-            + _collectives(measured.collectives, fitted, model_file))
+            + _collectives(measured.collectives, fitted, model_file)
+            + _memory(measured.memory, model_file) + _efficient_attention(measured.efficient_attention, model_file))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -181,6 +183,35 @@ def _collectives(collectives: pd.DataFrame | None, fitted: FittedModels, model_f
     unmeasured = [op for op in models.COLLECTIVE_OPS if not fitted.collectives[op].measured]
     if unmeasured:
         out.append(_modelled_collectives(", ".join(unmeasured)))
+    return out
+
+
+def _memory(memory: pd.DataFrame | None, model_file: Path) -> list[list]:
+    """Held-out sizes of each memory.csv op, charged by its class's curve (the C predictor)."""
+    if memory is None:
+        return [["memory", "all ops", 0, np.nan, np.nan, "", "",
+                 "not measured (no memory.csv): memory-bound kernels charged at the D2D copy rate"]]
+    out = []
+    class_of = {op: cls for cls, ops in models.MEMORY_CLASSES.items() for op in ops}
+    for (op, dtype), group in _holdout(memory).groupby(["op", "dtype"], sort=True):
+        predicted = [native.memory_seconds(model_file, class_of[op], b) for b in group["bytes"]]
+        out.append(_row("memory", f"{op} {dtype}", predicted, group["seconds"].to_numpy(),
+                        f"by bytes moved, {class_of[op]} curve (64 KiB-2 GiB)", targeted=True))
+    return out
+
+
+def _efficient_attention(frame: pd.DataFrame | None, model_file: Path) -> list[list]:
+    """Held-out batches of PyTorch's memory-efficient SDPA kernel, charged by its work."""
+    if frame is None:
+        return [["attention", "sdpa_efficient", 0, np.nan, np.nan, "", "",
+                 "not measured (no efficient_attention.csv): charged as sdpa_flash on the same batch"]]
+    out = []
+    for kind, group in _holdout(frame).groupby("kind", sort=True):
+        predicted = [native.efficient_attention_seconds(
+            model_file, r.batch, r.heads, r.q_len, r.kv_len, r.head_dim, bool(r.mask), bool(r.causal),
+            math.ceil(r.q_len / models.efficient_query_block(r.head_dim))) for r in group.itertuples()]
+        out.append(_row("attention", f"sdpa_efficient {kind}", predicted, group["seconds"].to_numpy(),
+                        "measured kernel; waves x keys x head_dim + mask bytes", targeted=True))
     return out
 
 

@@ -12,8 +12,10 @@ as %.9g:
     memset <latency_s> <bytes_per_s>
     collective <op> <latency_s> <bus_bytes_per_s>
     collective_curve <op> <nranks> <npoints> <bytes1> <s1> <bytes2> <s2> ...  (bytes ascending)
+    memory_curve <elementwise|cat|gather> <npoints> <bytes1> <s1> ...  (bytes ascending)
+    efficient_attention <head_dim> <slots> <c_const> <c_wave_key_dims> <c_bias_bytes>
     kernel_default <a_s> <b_s_per_thread>
-    kernel <a_s> <b_s_per_thread> <demangled name: the rest of the line, verbatim>
+    kernel <a_s> <b_s_per_thread> <max_threads> <demangled name: the rest of the line, verbatim>
 
 models.py's predict methods are the reference for what each record computes. The file lives at
 $REVATI_HOME/predictor/<sku>.model and is rewritten (by an atomic rename) only when the tables or
@@ -138,10 +140,21 @@ def render(fitted: FittedModels) -> str:
     for (op, nranks), curve in sorted(fitted.collective_curves.items()):
         points = " ".join(f"{int(b)} {_g(s)}" for b, s in zip(curve.bytes, curve.seconds))
         lines.append(f"collective_curve {op} {nranks} {len(curve.bytes)} {points}")
+    if fitted.memory:
+        lines.append("# memory_curve: class points, then bytes moved (read plus written) seconds pairs, "
+                     "measured (memory.csv), log-log interpolated")
+    for cls, curve in sorted(fitted.memory.items()):
+        points = " ".join(f"{int(b)} {_g(s)}" for b, s in zip(curve.bytes, curve.seconds))
+        lines.append(f"memory_curve {cls} {len(curve.bytes)} {points}")
+    if fitted.efficient_attention:
+        lines.append("# efficient_attention: head_dim slots, then coefficients of [1, ceil(CTAs / slots) * "
+                     "keys * head_dim, mask bytes] (models.efficient_attention_work)")
+    for head_dim, m in sorted(fitted.efficient_attention.items()):
+        lines.append(f"efficient_attention {head_dim} {m.slots} " + " ".join(_g(c) for c in m.coefficients))
     lines.append("# kernel: seconds = a + b * grid.x*grid.y*grid.z*block.x*block.y*block.z, "
-                 "by exact demangled name")
+                 "by exact demangled name, measured up to max_threads")
     default = fitted.kernels.default
     lines.append(f"kernel_default {_g(default.a)} {_g(default.b)}")
     for name, line in sorted(fitted.kernels.by_name.items()):
-        lines.append(f"kernel {_g(line.a)} {_g(line.b)} {name}")
+        lines.append(f"kernel {_g(line.a)} {_g(line.b)} {_g(fitted.kernels.max_threads[name])} {name}")
     return "\n".join(lines) + "\n"

@@ -486,9 +486,14 @@ def is_generic_kernel(name: str) -> bool:
 @dataclass(frozen=True)
 class KernelModels:
     """Per exact demangled name, seconds = a + b * total_threads (grid x block, all dimensions);
-    names never profiled use `default`, fitted over every generic kernel pooled."""
+    names never profiled use `default`, fitted over every generic kernel pooled. `max_threads`:
+    the largest launch each name was measured at. Past it, the C predictor charges a kernel whose
+    bytes it can decode (kernel_bytes.c) the line at max_threads plus the added bytes on the
+    memory curve: a line fitted on small launches, where the intercept rules, says little of the
+    slope at gigabytes."""
     by_name: dict[str, LinearModel]
     default: LinearModel
+    max_threads: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, kernels: pd.DataFrame) -> KernelModels:
@@ -500,12 +505,106 @@ class KernelModels:
             raise ValueError("kernels.csv column kernel_name: a name spans lines")
         threads = rows["threads"].to_numpy(dtype=float)
         seconds = rows["seconds"].to_numpy(dtype=float)
-        by_name = {str(name): LinearModel.fit(threads[index], seconds[index])
-                   for (name,), index in _group_positions(rows, ["kernel_name"]).items()}
-        return cls(by_name, LinearModel.fit(threads, seconds))
+        groups = _group_positions(rows, ["kernel_name"])
+        by_name = {str(name): LinearModel.fit(threads[index], seconds[index]) for (name,), index in groups.items()}
+        max_threads = {str(name): float(threads[index].max()) for (name,), index in groups.items()}
+        return cls(by_name, LinearModel.fit(threads, seconds), max_threads)
 
     def predict(self, name: str, threads: float) -> float:
         return self.by_name.get(name, self.default).predict(threads)
+
+
+# ---- memory-bound torch ops, by bytes moved (memory.csv) ---------------------------------------
+
+# The kernel classes the C predictor decodes bytes for (kernel_bytes.c), and the memory.csv ops
+# that stand for each: torch's elementwise kernels (contiguous and strided), CatArrayBatchedCopy,
+# and the index kernels behind index_select and repeat_interleave.
+MEMORY_CLASSES = {"elementwise": ("add", "copy", "transpose_copy"), "cat": ("cat_kv",),
+                  "gather": ("repeat_interleave", "index_select")}
+
+
+@dataclass(frozen=True)
+class MemoryCurve:
+    """Seconds over bytes moved (read plus written) of one kernel class, bytes ascending;
+    log_log_curve between and beyond them (the C predictor's memory_curve record)."""
+    cls: str
+    bytes: np.ndarray
+    seconds: np.ndarray
+
+    def predict(self, nbytes: float) -> float:
+        return log_log_curve(nbytes, self.bytes, self.seconds)
+
+
+def fit_memory_curves(memory: pd.DataFrame) -> dict[str, MemoryCurve]:
+    """Per class, from the fit rows: each (op, dtype) series is read at the powers of two near its
+    sizes (a series moves a few bytes less than its nominal size) and the class takes the median
+    over its series at each size."""
+    rows = _fit_rows(memory)
+    unknown = sorted(set(rows["op"]) - {op for ops in MEMORY_CLASSES.values() for op in ops})
+    if unknown:
+        raise ValueError(f"memory.csv column op: unknown {unknown}; expected one of "
+                         f"{', '.join(op for ops in MEMORY_CLASSES.values() for op in ops)}")
+    curves = {}
+    for cls, ops in MEMORY_CLASSES.items():
+        series = [(g["bytes"].to_numpy(dtype=float), g["seconds"].to_numpy(dtype=float))
+                  for _, g in rows[rows["op"].isin(ops)].sort_values("bytes").groupby(["op", "dtype"])]
+        if not series:
+            continue
+        sizes = np.unique(np.exp2(np.round(np.log2(np.concatenate([b for b, _ in series])))))
+        seconds = [float(np.median([log_log_curve(size, b, t) for b, t in series])) for size in sizes]
+        curves[cls] = MemoryCurve(cls, sizes, np.array(seconds))
+    return curves
+
+
+# ---- PyTorch's memory-efficient attention (efficient_attention.csv) ---------------------------
+
+def efficient_query_block(head_dim: int) -> int:
+    """Queries per CTA of the fmha_cutlassF kernel PyTorch picks on sm80+ (its 64x64, 64x128 and
+    32x128 tiles): what its grid.x counts blocks of."""
+    return 64 if head_dim <= 128 else 32
+
+
+def efficient_attention_work(frame: pd.DataFrame, slots: int) -> np.ndarray:
+    """[1, waves * keys * head_dim, bias bytes] per row: the CTAs (query blocks x heads x batch)
+    run `slots` at a time, each streaming its keys (a causal CTA on average half its queries
+    fewer) through head_dim; an additive mask is read once per query and key (bf16)."""
+    head_dim = frame["head_dim"].to_numpy(dtype=float)
+    queries = frame["q_len"].to_numpy(dtype=float)
+    block = np.array([efficient_query_block(int(d)) for d in head_dim])
+    ctas = np.ceil(queries / block) * frame["heads"].to_numpy(dtype=float) * frame["batch"].to_numpy(dtype=float)
+    keys = frame["kv_len"].to_numpy(dtype=float)
+    keys = np.where(frame["causal"].to_numpy() != 0, np.maximum(keys - queries / 2, 1), keys)
+    bias = 2.0 * queries * frame["kv_len"].to_numpy(dtype=float) * (frame["mask"].to_numpy() != 0)
+    return np.column_stack([np.ones(len(frame)), np.ceil(ctas / slots) * keys * head_dim, bias])
+
+
+@dataclass(frozen=True)
+class EfficientAttentionModel:
+    """seconds = c . efficient_attention_work(rows, slots), for one head_dim (the C predictor's
+    efficient_attention record)."""
+    head_dim: int
+    slots: int
+    coefficients: np.ndarray
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return efficient_attention_work(frame, self.slots) @ self.coefficients
+
+
+def fit_efficient_attention(frame: pd.DataFrame, sm_count: int) -> dict[int, EfficientAttentionModel]:
+    """Per head_dim: the CTAs resident at once (1 to 8 per SM) that fit the fit rows best, and
+    the non-negative coefficients at that count."""
+    models = {}
+    for head_dim, rows in _fit_rows(frame).groupby("head_dim", sort=True):
+        seconds = rows["seconds"].to_numpy(dtype=float)
+        best = None
+        for slots in (sm_count * per_sm for per_sm in range(1, 9)):
+            work = efficient_attention_work(rows, slots)
+            c = fit_relative(work, seconds)
+            error = float(np.mean((work @ c / seconds - 1) ** 2))
+            if best is None or error < best[0]:
+                best = (error, EfficientAttentionModel(int(head_dim), slots, c))
+        models[int(head_dim)] = best[1]
+    return models
 
 
 # ---- collectives: measured per (op, ranks) where collectives.csv exists, else MODELLED ----------
@@ -612,6 +711,10 @@ class FittedModels:
     collectives: dict[str, CollectiveModel]
     # Measured (op, ranks) -> curve over bytes; empty where collectives.csv is absent.
     collective_curves: dict[tuple[str, int], CollectiveCurve] = field(default_factory=dict)
+    # Memory class -> curve over bytes; empty where memory.csv is absent.
+    memory: dict[str, MemoryCurve] = field(default_factory=dict)
+    # head_dim -> model; empty where efficient_attention.csv is absent.
+    efficient_attention: dict[int, EfficientAttentionModel] = field(default_factory=dict)
 
     def collective_seconds(self, op: str, nbytes: float, nranks: int) -> float:
         """What the C predictor charges (predict_collective): the measured curve of (op, nranks)
@@ -651,6 +754,9 @@ def fit(tables: Tables, sku: Sku) -> FittedModels:
         kernels=KernelModels.fit(tables.kernels),
         collectives=collectives,
         collective_curves=curves,
+        memory={} if tables.memory is None else fit_memory_curves(tables.memory),
+        efficient_attention=({} if tables.efficient_attention is None
+                             else fit_efficient_attention(tables.efficient_attention, sku.sm_count)),
     )
 
 
@@ -708,6 +814,15 @@ def transfer(source: FittedModels, source_sku: Sku, target_sku: Sku) -> FittedMo
         copies=on_device,
         memset=dataclasses.replace(source.memset, bytes_per_s=source.memset.bytes_per_s / bandwidth),
         kernels=KernelModels({name: LinearModel(m.a, m.b * bandwidth) for name, m in source.kernels.by_name.items()},
-                             LinearModel(source.kernels.default.a, source.kernels.default.b * bandwidth)),
+                             LinearModel(source.kernels.default.a, source.kernels.default.b * bandwidth),
+                             source.kernels.max_threads),
         collectives=CollectiveModel.modelled(target_sku),
+        memory={cls: dataclasses.replace(c, seconds=c.seconds * bandwidth) for cls, c in source.memory.items()},
+        # The same CTAs per SM; a wave's time scales with one SM's arithmetic rate, the mask's
+        # read with bandwidth.
+        efficient_attention={d: EfficientAttentionModel(
+            d, max(1, round(m.slots * target_sku.sm_count / source_sku.sm_count)),
+            m.coefficients * np.array([1.0, (_peak_flops(source_sku, "bf16") / source_sku.sm_count)
+                                       / (_peak_flops(target_sku, "bf16") / target_sku.sm_count), bandwidth]))
+            for d, m in source.efficient_attention.items()},
     )

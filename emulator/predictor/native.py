@@ -18,7 +18,10 @@ def _library():
     ffi.cdef("void revati_predictor_load(const char *model_path);"
              "double revati_predict_attention(const char *backend, double seqs, double query_len,"
              " double context_len, double heads, double kv_heads, double head_dim);"
-             "double revati_predict_collective(const char *op, double whole_bytes, double nranks);")
+             "double revati_predict_collective(const char *op, double whole_bytes, double nranks);"
+             "double revati_predict_memory(const char *cls, double bytes);"
+             "double revati_predict_efficient_attention(double batch, double heads, double queries,"
+             " double keys, double head_dim, double mask, double causal, double query_blocks);")
     return ffi.dlopen(str(build_library() / LIBRARY))
 
 
@@ -51,3 +54,19 @@ def collective_seconds(model: Path, op: str, nbytes: float, nranks: int) -> floa
     if seconds < 0:
         raise ValueError(f"the vGPU library has no collective {op!r}")
     return seconds
+
+
+def memory_seconds(model: Path, cls: str, nbytes: float) -> float:
+    """What the emulator charges a memory-bound kernel of class `cls` (models.MEMORY_CLASSES)
+    moving `nbytes`, read plus written."""
+    seconds = _load(Path(model)).revati_predict_memory(cls.encode(), nbytes)
+    if seconds < 0:
+        raise ValueError(f"the vGPU library has no memory class {cls!r}")
+    return seconds
+
+
+def efficient_attention_seconds(model: Path, batch: int, heads: int, queries: int, keys: int, head_dim: int,
+                                mask: bool, causal: bool, query_blocks: int) -> float:
+    """What the emulator charges one launch of PyTorch's memory-efficient attention kernel."""
+    return _load(Path(model)).revati_predict_efficient_attention(batch, heads, queries, keys, head_dim, mask,
+                                                                  causal, query_blocks)

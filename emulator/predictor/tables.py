@@ -9,7 +9,10 @@ passes of the other compositions stay unseen by every fitted model.
 
 collectives.csv (with meta_collectives.json), from profiler/profile_collectives.py on a machine of
 several GPUs, is optional: a SKU without it keeps the modelled collectives (models.py). Only NCCL
-rows are data; a table from a CPU test run (backend gloo) is refused.
+rows are data; a table from a CPU test run (backend gloo) is refused. memory.csv and
+efficient_attention.csv (with meta_memory_bound.json), from profiler/profile_memory_bound.py, are
+optional too: without them memory-bound kernels are charged at the copy rate and PyTorch's
+memory-efficient attention as flash attention of the same batch.
 """
 from __future__ import annotations
 
@@ -38,13 +41,17 @@ TABLE_FILES = {
 }
 # Columns holding words; every other column read must be numeric.
 TEXT_COLUMNS = {"dtype", "split", "backend", "phase", "composition", "op", "direction", "model",
-                "kernel_name"}
+                "kernel_name", "kind"}
 META_FILE = "meta.json"
 SPLITS = ("fit", "holdout")
 # Tables a SKU may lack: name -> (file, columns read, its metadata file).
 OPTIONAL_TABLES = {
     "collectives": ("collectives.csv", ["op", "ranks", "bytes", "dtype", "backend", "seconds",
                                         "split"], "meta_collectives.json"),
+    "memory": ("memory.csv", ["op", "dtype", "bytes", "seconds", "split"], "meta_memory_bound.json"),
+    "efficient_attention": ("efficient_attention.csv", ["kind", "batch", "heads", "head_dim", "q_len",
+                                                        "kv_len", "mask", "causal", "seconds", "split"],
+                            "meta_memory_bound.json"),
 }
 COLLECTIVE_OPS_MEASURED = ("all_reduce", "all_gather", "reduce_scatter", "send_recv")
 
@@ -74,6 +81,10 @@ class Tables:
     sha256: str
     # NCCL collectives by (op, ranks, bytes) (collectives.csv), or None where none were measured.
     collectives: pd.DataFrame | None = None
+    # Memory-bound torch ops by bytes moved (memory.csv), or None.
+    memory: pd.DataFrame | None = None
+    # PyTorch's memory-efficient SDPA kernel over batches (efficient_attention.csv), or None.
+    efficient_attention: pd.DataFrame | None = None
 
 
 def measured_skus() -> list[str]:
@@ -113,7 +124,17 @@ def load(sku: str) -> Tables:
         raise ValueError(f"{meta_path}: not valid JSON ({error})") from error
     return Tables(sku=sku, directory=directory, meta=meta, sha256=_sha256(directory),
                   collectives=load_collectives(directory / OPTIONAL_TABLES["collectives"][0]),
-                  **frames)
+                  memory=_load_optional(directory, "memory"),
+                  efficient_attention=_load_optional(directory, "efficient_attention"), **frames)
+
+
+def _load_optional(directory: Path, name: str) -> pd.DataFrame | None:
+    file, columns, _ = OPTIONAL_TABLES[name]
+    if not (directory / file).is_file():
+        return None
+    frame = _read_table(directory / file, columns)
+    _check_split(directory / file, frame)
+    return frame
 
 
 def load_collectives(path: Path, allow_gloo: bool = False) -> pd.DataFrame | None:
@@ -183,8 +204,8 @@ def _sha256(directory: Path) -> str:
     """Over the required files and whichever optional ones exist (a SKU without collectives hashes
     as it did before they existed)."""
     digest = hashlib.sha256()
-    optional = sorted(name for file, _, meta in OPTIONAL_TABLES.values() for name in (file, meta)
-                      if (directory / name).is_file())
+    optional = sorted({name for file, _, meta in OPTIONAL_TABLES.values() for name in (file, meta)
+                       if (directory / name).is_file()})
     for name in _source_files() + optional:
         digest.update(name.encode() + b"\0")
         digest.update((directory / name).read_bytes())

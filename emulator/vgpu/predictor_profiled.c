@@ -63,9 +63,10 @@ typedef struct attention_table {
     int n_curves;
     attention_curve *curves;        /* ascending sequence count */
 } attention_table;
-typedef struct kernel_model { double a, b; } kernel_model;
+/* seconds = a + b * threads, measured up to max_threads (the default model: unbounded). */
+typedef struct kernel_model { double a, b, max_threads; } kernel_model;
 /* PyTorch's memory-efficient attention for one head size: c0 + c1 * waves * keys * head_dim +
- * c2 * bias bytes, waves = ceil(CTAs / slots) (emulator/predictor/models.py, fit_efficient). */
+ * c2 * bias bytes, waves = ceil(CTAs / slots) (emulator/predictor/models.py, fit_efficient_attention). */
 typedef struct efficient_model { int head_dim; double slots, c0, c1, c2; } efficient_model;
 static const char *memory_classes[VGPU_MEMORY_CLASSES] = {"elementwise", "cat", "gather"};
 typedef struct named_kernel { char *name; kernel_model model; } named_kernel;
@@ -290,11 +291,13 @@ void vgpu_profiled_init(const char *path) {
             model.efficient[model.n_efficient++] = e;
         } else if (strcmp(kind, "kernel_default") == 0) {
             if (sscanf(rest, "%lf %lf", &a, &b) != 2) bad_model(path, number, "bad kernel_default record");
-            model.kernel_default = (kernel_model){a, b};
+            model.kernel_default = (kernel_model){a, b, INFINITY};
         } else if (strcmp(kind, "kernel") == 0) {
-            if (sscanf(rest, "%lf %lf %n", &a, &b, &used) != 2 || !rest[used]) bad_model(path, number, "bad kernel record");
+            double max_threads;
+            if (sscanf(rest, "%lf %lf %lf %n", &a, &b, &max_threads, &used) != 3 || !rest[used])
+                bad_model(path, number, "bad kernel record");
             model.kernels = realloc(model.kernels, (model.n_kernels + 1) * sizeof *model.kernels);
-            model.kernels[model.n_kernels++] = (named_kernel){strdup(rest + used), {a, b}};
+            model.kernels[model.n_kernels++] = (named_kernel){strdup(rest + used), {a, b, max_threads}};
         }
         /* Unknown kinds are newer families this build does not predict: skipped on purpose. */
     }
@@ -573,7 +576,7 @@ static const kernel_model *kernel_model_for(vgpu_function *fn) {
     if (cached) return cached;
     static pthread_once_t sorted = PTHREAD_ONCE_INIT;
     pthread_once(&sorted, sort_kernels);
-    named_kernel probe = {(char *)vgpu_function_display_name(fn), {0, 0}};
+    named_kernel probe = {(char *)vgpu_function_display_name(fn), {0, 0, 0}};
     const named_kernel *found = bsearch(&probe, model.kernels, model.n_kernels, sizeof *model.kernels, by_name);
     const kernel_model *m = found ? &found->model : &model.kernel_default;
     __atomic_store_n((const kernel_model **)&fn->predictor_data, m, __ATOMIC_RELEASE);
@@ -623,19 +626,33 @@ static int efficient_attention_batch(const vgpu_launch *l, efficient_batch *out)
     return -1;
 }
 
-static double predict_efficient_attention(const efficient_batch *a, const vgpu_launch *l) {
+static double predict_efficient_attention(const efficient_batch *a, double ctas) {
     /* A causal CTA stops at its diagonal: on average half its queries' block fewer keys. */
     double keys = a->causal ? fmax(a->keys - a->queries / 2, 1) : a->keys;
     for (size_t i = 0; i < model.n_efficient; i++) {
         const efficient_model *m = &model.efficient[i];
         if (m->head_dim != (int)a->head_dim) continue;
-        double ctas = (double)l->grid[0] * l->grid[1] * l->grid[2];
         return m->c0 + m->c1 * ceil(ctas / m->slots) * keys * a->head_dim + m->c2 * a->bias_bytes;
     }
     /* Not measured for this head size: the flash kernel's time for the same work, plus the bias
      * read at copy speed. */
     attention_batch f = {a->batch, a->queries, a->keys, a->heads, a->heads, a->head_dim, a->causal};
     return predict_attention(ATT_SDPA_FLASH, &f) + memory_seconds(VGPU_MEMORY_ELEMENTWISE, a->bias_bytes);
+}
+
+/* For accuracy.py: what a kernel of the class moving `bytes` is charged (-1: no such class). */
+VGPU_EXPORT double revati_predict_memory(const char *cls, double bytes) {
+    int i = name_index(memory_classes, VGPU_MEMORY_CLASSES, cls);
+    return i < 0 ? -1 : memory_seconds((vgpu_memory_class)i, bytes);
+}
+
+/* For accuracy.py: one fmha_cutlassF launch of grid (query_blocks, heads, batch); mask: an
+ * additive bf16 bias over queries x keys. */
+VGPU_EXPORT double revati_predict_efficient_attention(double batch, double heads, double queries, double keys,
+                                                      double head_dim, double mask, double causal,
+                                                      double query_blocks) {
+    efficient_batch a = {batch, heads, queries, keys, head_dim, mask != 0 ? 2.0 * queries * keys : 0, causal != 0};
+    return predict_efficient_attention(&a, query_blocks * heads * batch);
 }
 
 static double predict_kernel(const vgpu_launch *l) {
@@ -645,18 +662,25 @@ static double predict_kernel(const vgpu_launch *l) {
     double bytes;
     if (model.have_attention[ATT_SDPA_FLASH] && flash_attention_batch(l, &batch) == 0)
         return predict_attention(ATT_SDPA_FLASH, &batch);
-    if (efficient_attention_batch(l, &efficient) == 0) return predict_efficient_attention(&efficient, l);
+    if (efficient_attention_batch(l, &efficient) == 0)
+        return predict_efficient_attention(&efficient, (double)l->grid[0] * l->grid[1] * l->grid[2]);
     if (l->function && vgpu_function_reads_attention_batch(l->function)) {
         double seconds = published_attention_seconds();
         if (seconds >= 0) return seconds;
     }
     /* Copies and gathers cap their grids, so only their bytes tell their time. An elementwise
      * kernel's grid grows with its elements: one measured by name keeps its own fitted line (it
-     * knows the kernel's real traffic, fp32 intermediates included), others go by bytes. */
+     * knows the kernel's real traffic, fp32 intermediates included) over the launches it was
+     * measured at; past them, the line's end plus the added bytes on the memory curve (a line
+     * fitted where its intercept rules says little of the slope at gigabytes). Others go by bytes. */
     const kernel_model *m = l->function ? kernel_model_for(l->function) : &model.kernel_default;
-    if ((bytes = vgpu_kernel_memory_bytes(l, &cls)) >= 0 && (cls != VGPU_MEMORY_ELEMENTWISE || m == &model.kernel_default))
-        return memory_seconds(cls, bytes);
     double threads = (double)l->grid[0] * l->grid[1] * l->grid[2] * l->block[0] * l->block[1] * l->block[2];
+    if ((bytes = vgpu_kernel_memory_bytes(l, &cls)) >= 0) {
+        if (cls != VGPU_MEMORY_ELEMENTWISE || m == &model.kernel_default) return memory_seconds(cls, bytes);
+        if (threads > m->max_threads)
+            return m->a + m->b * m->max_threads + memory_seconds(cls, bytes) -
+                   memory_seconds(cls, bytes * m->max_threads / threads);
+    }
     return m->a + m->b * threads;
 }
 
