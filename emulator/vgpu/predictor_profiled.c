@@ -121,27 +121,6 @@ static int name_index(const char *const *names, int count, const char *name) {
     return -1;
 }
 
-static int parse_gemm(char *rest, gemm_curve *c) {
-    int ta, tb, used;
-    long long m, k, batch;
-    char dtype[16];
-    if (sscanf(rest, "%15s %d %d %lld %lld %lld %d%n", dtype, &ta, &tb, &m, &k, &batch, &c->points, &used) != 7 ||
-        (c->dtype = dtype_index(dtype)) < 0 || c->points < 1)
-        return -1;
-    c->m = m, c->k = k, c->batch = batch;
-    c->log_n = malloc(c->points * sizeof(double));
-    c->log_s = malloc(c->points * sizeof(double));
-    char *p = rest + used;
-    for (int i = 0; i < c->points; i++) {
-        double n, s;
-        if (sscanf(p, " %lf %lf%n", &n, &s, &used) != 2 || n <= 0 || s <= 0) return -1;
-        c->log_n[i] = log(n);
-        c->log_s[i] = log(s);
-        p += used;
-    }
-    return 0;
-}
-
 /* <points> pairs of x, seconds (x ascending) into c; -1 on a malformed list. */
 static int parse_points(char *p, int points, gemm_curve *c) {
     int used;
@@ -157,6 +136,17 @@ static int parse_points(char *p, int points, gemm_curve *c) {
         p += used;
     }
     return 0;
+}
+
+static int parse_gemm(char *rest, gemm_curve *c) {
+    int ta, tb, used, points;
+    long long m, k, batch;
+    char dtype[16];
+    if (sscanf(rest, "%15s %d %d %lld %lld %lld %d%n", dtype, &ta, &tb, &m, &k, &batch, &points, &used) != 7 ||
+        (c->dtype = dtype_index(dtype)) < 0 || points < 1)
+        return -1;
+    c->m = m, c->k = k, c->batch = batch;
+    return parse_points(rest + used, points, c);
 }
 
 /* memory_curve <class> <points> bytes s ... */
@@ -211,18 +201,10 @@ static int parse_attention_curve(char *rest) {
     }
     t->curves = realloc(t->curves, (t->n_curves + 1) * sizeof *t->curves);
     attention_curve *c = &t->curves[t->n_curves++];
-    *c = (attention_curve){log(seqs), points, malloc(points * sizeof(double)), malloc(points * sizeof(double))};
-    if (t->n_curves > 1 && c->log_seqs <= c[-1].log_seqs) return -1;
-    char *q = rest + used;
-    for (int i = 0; i < points; i++) {
-        double y, sec;
-        if (sscanf(q, " %lf %lf%n", &y, &sec, &used) != 2 || y <= 0 || sec <= 0) return -1;
-        if (i && log(y) <= c->log_y[i - 1]) return -1;
-        c->log_y[i] = log(y);
-        c->log_s[i] = log(sec);
-        q += used;
-    }
-    return 0;
+    gemm_curve xy = {0};
+    int bad = parse_points(rest + used, points, &xy);
+    *c = (attention_curve){log(seqs), points, xy.log_n, xy.log_s};
+    return bad || (t->n_curves > 1 && c->log_seqs <= c[-1].log_seqs) ? -1 : 0;
 }
 
 void vgpu_profiled_init(const char *path) {
