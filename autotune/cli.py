@@ -137,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     forward = actions.add_parser("forward-pass", help="emulate the measured whole forward passes "
                                                       "and print emulated against measured step times")
     forward.add_argument("--markdown", action="store_true", help="as a markdown document")
+    forward.add_argument("--steps", choices=("engine", "plain"), default="engine",
+                         help="the engine-style decoder steps (forward_pass/, default) or the plain-PyTorch "
+                              "decoders' (forward_pass_plain/)")
     for action, handler in ((accuracy, _predictor_accuracy), (fit, _predictor_fit),
                             (forward, _predictor_forward_pass)):
         action.add_argument("--sku", required=True, type=str.lower,
@@ -291,12 +294,14 @@ def _predictor_fit(args: argparse.Namespace) -> int:
 def _predictor_forward_pass(args: argparse.Namespace) -> int:
     from emulator.predictor import forward_check, tables
     sku = SKU_ALIASES.get(args.sku, args.sku)
-    if not (tables.DATA_DIR / sku / "forward_pass" / "forward_pass.csv").is_file():
+    folder = forward_check.FOLDERS[args.steps]
+    if not (tables.DATA_DIR / sku / folder / "forward_pass.csv").is_file():
         print(f"revati-tune: no measured forward passes for SKU {sku!r} (emulator/predictor/data/{sku}/"
-              f"forward_pass/)", file=sys.stderr)
+              f"{folder}/)", file=sys.stderr)
         return NO_MEASUREMENTS
-    table = forward_check.compare(sku)
-    print(forward_check.render_markdown(table, sku) if args.markdown else forward_check.render_text(table), end="")
+    table = forward_check.compare(sku, folder)
+    print(forward_check.render_markdown(table, sku, folder) if args.markdown else forward_check.render_text(table),
+          end="")
     return 0
 
 

@@ -18,13 +18,16 @@ from emulator.predictor import modelfile, tables
 
 SCRIPT = Path(__file__).resolve().parent / "profiler" / "forward_pass.py"
 TARGET = 0.05       # the issue's bar: predicted step time within 5% of measured
+# Which steps: the engine-style decoders' (fitted on in part) or the plain-PyTorch decoders'.
+FOLDERS = {"engine": "forward_pass", "plain": "forward_pass_plain"}
 
 
-def compare(sku: str) -> pd.DataFrame:
-    """model, composition, measured_ms, emulated_ms, error, held_out for every measured step."""
+def compare(sku: str, folder: str = "forward_pass") -> pd.DataFrame:
+    """model, composition, measured_ms, emulated_ms, error, held_out for every measured step
+    under data/<sku>/<folder>/."""
     from emulator.engines.envs import env_python
     from emulator.vgpu_environment import vgpu_environment
-    measured = pd.read_csv(tables.DATA_DIR / sku / "forward_pass" / "forward_pass.csv")
+    measured = pd.read_csv(tables.DATA_DIR / sku / folder / "forward_pass.csv")
     with tempfile.TemporaryDirectory(prefix="revati-forward-") as tmp:
         env = vgpu_environment(1, sku, engine="vllm", workdir=Path(tmp))
         env["REVATI_PREDICTOR"] = f"profiled:{modelfile.ensure_model_file(sku)}"
@@ -39,15 +42,16 @@ def compare(sku: str) -> pd.DataFrame:
         "model": table["model"], "composition": table["composition"],
         "measured_ms": table["graph_ms_real"], "emulated_ms": table["graph_ms_emu"],
         "error": table["graph_ms_emu"] / table["graph_ms_real"] - 1,
-        "held_out": ~table["composition"].isin(tables.KERNEL_FIT_COMPOSITIONS),
+        "held_out": ~table["composition"].isin(tables.KERNEL_FIT_COMPOSITIONS) | (folder != "forward_pass"),
     })
 
 
-def render_markdown(table: pd.DataFrame, sku: str) -> str:
+def render_markdown(table: pd.DataFrame, sku: str, folder: str = "forward_pass") -> str:
     within = (table["error"].abs() <= TARGET).sum()
-    lines = [f"# Whole forward passes on {sku}: emulated against measured",
+    steps = next(name for name, f in FOLDERS.items() if f == folder)
+    lines = [f"# Whole forward passes on {sku}: emulated against measured ({steps} decoders)",
              "",
-             f"Regenerate with `revati-tune predictor forward-pass --sku {sku} --markdown`. Measured: "
+             f"Regenerate with `revati-tune predictor forward-pass --sku {sku} --steps {steps} --markdown`. Measured: "
              f"`emulator/predictor/profiler/forward_pass.py` on a real {sku.upper()} (CUDA-graph replays, "
              f"median); emulated: the same script on virtual {sku.upper()}s under the profiled predictor.",
              "",
