@@ -1,25 +1,38 @@
 """`revati-tune validate SCENARIO`: fidelity of the emulation, measured against a real GPU end to end.
 
-On a machine with a real NVIDIA GPU, each scenario is served twice by the reference engine
-(Hugging Face transformers' continuous batching, emulator/engines/hf_transformers.py) with the same
-load generator (emulator/loadgen.py) and metrics (emulator/metrics.py) as `revati-tune run`:
+On a machine with a real NVIDIA GPU, each scenario is served by the reference engine (Hugging Face
+transformers' continuous batching, emulator/engines/hf_transformers.py) with the same load generator
+(emulator/loadgen.py) and metrics (emulator/metrics.py) as `revati-tune run`, on two sides:
 
-    real      the engine on the real GPU, in real time
-    emulated  the same engine on one virtual GPU of the same SKU: the vGPU library preloaded (the
-              real driver is never loaded, so the real GPU is hidden), every launch charged by the
-              predictor, server and load generator in virtual time under one Timekeeper
+    real      the engine on the real GPU, in real time, --real-repeats times (default 3), each with a
+              fresh server: one run cannot tell the emulation's error from the GPU's run-to-run noise
+    emulated  the same engine on one virtual GPU of the same SKU, once (it is deterministic up to host
+              noise): the vGPU library preloaded (the real driver is never loaded, so the real GPU is
+              hidden), every launch charged by the predictor, server and load generator in virtual
+              time under one Timekeeper
 
-and prints, per metric (TTFT, TPOT, ITL, E2EL at mean/p50/p90; request and output throughput),
-real vs emulated and the relative error (emulated - real) / real, with the wall time of both runs.
-The table (`scenario, metric, stat, real, emulated, rel_error`) goes to TABLE.csv and TABLE.md.
+and prints, per metric (TTFT, TPOT, ITL, E2EL at mean/p50/p90; request and output throughput), the
+median of the real repeats, their spread (min and max), the emulated value, whether it lies inside
+the spread, and the relative error (emulated - real median) / real median, with every run's wall
+time. The table (`scenario, metric, stat, real, real_min, real_max, emulated, rel_error`; `real` is
+the median) goes to TABLE.csv and TABLE.md; OUT/runs.json keeps every repeat's metrics.
 
-Scenarios (SCENARIOS below): a ~1B and a ~8B Llama (conf/model/llama3_2_1b, llama3_8b), two batch
-limits (transformers' max_requests_per_batch 16 and 64), three loads. `overloaded` sends every
-request at once; its real request throughput is the engine's capacity C for that model and limit,
-and `near` (Poisson at 0.85 C) and `light` (Poisson at 0.3 C) are offered relative to it, so the
-load levels mean the same on any GPU. Selecting a near or light scenario runs its overloaded one
-first. Names: MODEL-bLIMIT-LOAD, e.g. llama3_2_1b-b16-light; a prefix (llama3_2_1b, llama3_8b-b64)
-or `all` selects several.
+Scenarios (GROUPS below) come in groups: a model (conf/model/), a batch limit (transformers'
+max_requests_per_batch) and a traffic shape (TRAFFIC), served at several loads. Names are
+MODEL-bLIMIT[-TRAFFIC]-LOAD:
+
+    llama3_2_1b-b16, -b64, llama3_8b-b16, -b64   prompts 128-512 tokens, loads overloaded, near, light
+    llama3_2_3b-b128       the same prompts, twice the requests (so that the limit binds); overloaded, near
+    llama3_8b-b64-prefix   prompts of 1280-1536 tokens in 4 groups, each sharing its first 1024 tokens,
+                           with transformers' prefix caching (block sharing) on; overloaded, near
+    llama3_8b-b16-long     prompts of 2048-4096 tokens; overloaded, near
+
+Outputs are 32-96 tokens everywhere. `overloaded` sends every request at once; its real request
+throughput (the median over the repeats) is the engine's capacity C for the group, and `near`
+(Poisson at 0.85 C) and `light` (Poisson at 0.3 C) are offered relative to it, so the load levels
+mean the same on any GPU. Selecting a near or light scenario runs its group's overloaded one first,
+unless --capacity gives C. Selecting: a scenario name, a prefix of whole name parts (llama3_8b;
+llama3_8b-b64, which takes the llama3_8b-b64-prefix group too; llama3_8b-b64-prefix) or `all`.
 
     revati-tune validate all --table docs/fidelity/h200 --out runs/validate
     python -m autotune.validate all ...        (the same, without the rest of the CLI's dependencies)
@@ -35,6 +48,7 @@ import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -44,24 +58,75 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "conf" / "model"
 NO_GPU_STATUS = 2
+REAL_REPEATS = 3
 
 LOAD_FRACTIONS = {"overloaded": None, "near": 0.85, "light": 0.3}
-LOAD_ORDER = ("overloaded", "near", "light")
-MODEL_NAMES = ("llama3_2_1b", "llama3_8b")
-BATCH_LIMITS = (16, 64)
-# Prompt and output lengths (tokens): short enough that a scenario takes seconds on one GPU.
-PROMPT_LEN = {"kind": "uniform", "low": 128, "high": 512}
-OUTPUT_LEN = {"kind": "uniform", "low": 32, "high": 96}
+LOAD_ORDER = tuple(LOAD_FRACTIONS)
+# Requests per load and output lengths (tokens), the same for every traffic shape.
 NUM_REQUESTS = {"overloaded": 96, "near": 96, "light": 32}
+OUTPUT_LEN = {"kind": "uniform", "low": 32, "high": 96}
 # Batch-token budget per step (transformers' max_batch_tokens), fixed so that both sides get the
 # same engine whatever memory each reports. The KV cache is transformers' default (90% of free
 # memory), far more than these workloads need on either side.
 MAX_BATCH_TOKENS = 8192
 
+
+@dataclass(frozen=True)
+class Traffic:
+    """What a group's requests look like (when they come is the load's business)."""
+    prompt_len: dict                      # a loadgen length distribution, in tokens
+    shared_prefix: dict | None = None     # loadgen's shared_prefix section
+    prefix_caching: bool | None = None    # transformers' allow_block_sharing; None leaves its default
+
+
+# Keys are the TRAFFIC part of a scenario's name; the default traffic has none, so that the first
+# twelve scenarios keep their names.
+TRAFFIC = {
+    # Short enough that a scenario takes seconds on one GPU.
+    "": Traffic({"kind": "uniform", "low": 128, "high": 512}),
+    # transformers matches cached prefixes by whole KV pages (256 tokens by default): a 1024-token
+    # prefix is four pages that every request after its group's first can reuse. Block sharing is
+    # transformers' default too; it is asked for here so the scenario means it on any version.
+    "prefix": Traffic({"kind": "uniform", "low": 1280, "high": 1536},
+                      shared_prefix={"groups": 4, "prefix_len": 1024}, prefix_caching=True),
+    # Prefill-heavy: one to four prompts fill a step's MAX_BATCH_TOKENS.
+    "long": Traffic({"kind": "uniform", "low": 2048, "high": 4096}),
+}
+
+
+@dataclass(frozen=True)
+class Group:
+    """Scenarios that share a model, a batch limit and a traffic shape; their loads are relative
+    to the capacity measured by the group's overloaded scenario."""
+    model: str                            # a folder of conf/model/
+    batch_limit: int
+    traffic: str = ""                     # a key of TRAFFIC
+    loads: tuple[str, ...] = LOAD_ORDER
+    request_scale: int = 1                # each load sends NUM_REQUESTS times this
+
+    @property
+    def name(self) -> str:
+        return "-".join(filter(None, (self.model, f"b{self.batch_limit}", self.traffic)))
+
+
+# The groups beyond the first four run overloaded and one Poisson load only: each real run takes
+# about 30 s on an H100, model load included, and runs --real-repeats times.
+FEWER_LOADS = ("overloaded", "near")
+GROUPS = (
+    *(Group(model, limit) for model in ("llama3_2_1b", "llama3_8b") for limit in (16, 64)),
+    Group("llama3_2_3b", 128, loads=FEWER_LOADS, request_scale=2),
+    Group("llama3_8b", 64, "prefix", loads=FEWER_LOADS),
+    Group("llama3_8b", 16, "long", loads=FEWER_LOADS),
+)
+MODEL_NAMES = tuple(dict.fromkeys(group.model for group in GROUPS))
+
 # (metric key stem, our name) and (stat prefix, stat name)
 LATENCIES = (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2EL"))
 STATS = (("mean", "mean"), ("median", "p50"), ("p90", "p90"))
 THROUGHPUTS = (("request_throughput", "req/s"), ("output_throughput", "tok/s"))
+# (metrics.compute key, metric, stat) of each row of a scenario, in table order
+METRIC_ROWS = (*((f"{prefix}_{key}_ms", f"{metric} (ms)", stat) for key, metric in LATENCIES for prefix, stat in STATS),
+               *((key, f"{key} ({unit})", "value") for key, unit in THROUGHPUTS))
 TOLERANCE = {"mean": 0.05, "p50": 0.05, "p90": 0.10, "value": 0.05}
 
 
@@ -71,17 +136,12 @@ class NoGpu(RuntimeError):
 
 @dataclass(frozen=True)
 class Scenario:
-    model: str
-    batch_limit: int
+    group: Group
     load: str
 
     @property
     def name(self) -> str:
-        return f"{self.model}-b{self.batch_limit}-{self.load}"
-
-    @property
-    def group(self) -> tuple[str, int]:
-        return self.model, self.batch_limit
+        return f"{self.group.name}-{self.load}"
 
     def workload(self, capacity_rps: float | None) -> dict:
         fraction = LOAD_FRACTIONS[self.load]
@@ -92,30 +152,52 @@ class Scenario:
                 raise ValueError(f"{self.name}: the rate is a fraction of the capacity measured by the overloaded "
                                  f"scenario, which did not run")
             arrival = {"process": "poisson", "rate": round(fraction * capacity_rps, 4)}
-        return {"num_requests": NUM_REQUESTS[self.load], "seed": 0, "arrival": arrival,
-                "prompt_len": PROMPT_LEN, "output_len": OUTPUT_LEN, "ready_timeout_s": 900.0}
+        traffic = TRAFFIC[self.group.traffic]
+        spec = {"num_requests": NUM_REQUESTS[self.load] * self.group.request_scale, "seed": 0, "arrival": arrival,
+                "prompt_len": traffic.prompt_len, "output_len": OUTPUT_LEN, "ready_timeout_s": 900.0}
+        if traffic.shared_prefix:
+            spec["shared_prefix"] = traffic.shared_prefix
+        return spec
 
     def knobs(self):
         from emulator.engines.adapter import ServingKnobs
-        return ServingKnobs(max_num_seqs=self.batch_limit, max_num_batched_tokens=MAX_BATCH_TOKENS)
+        return ServingKnobs(max_num_seqs=self.group.batch_limit, max_num_batched_tokens=MAX_BATCH_TOKENS,
+                            prefix_caching=TRAFFIC[self.group.traffic].prefix_caching)
 
 
-SCENARIOS = {s.name: s for s in (Scenario(m, b, load) for m in MODEL_NAMES for b in BATCH_LIMITS for load in LOAD_ORDER)}
+SCENARIOS = {s.name: s for s in (Scenario(group, load) for group in GROUPS for load in group.loads)}
 
 
-def select(names: list[str], known_capacity: dict | None = None) -> list[Scenario]:
+def select(names: list[str], known_capacity: dict[str, float] | None = None) -> list[Scenario]:
     """The scenarios named (exact names, prefixes or `all`), with the overloaded scenario of each
-    group first (the others' rates derive from it) unless its capacity is known, in table order."""
+    group first (the others' rates derive from it) unless its capacity is known (by group name),
+    in table order."""
     chosen = set()
     for name in names:
         matches = [s for key, s in SCENARIOS.items() if name == "all" or key == name or key.startswith(name + "-")]
         if not matches:
-            raise ValueError(f"unknown scenario {name!r}; known: all, {', '.join(MODEL_NAMES)}, "
-                             f"MODEL-bLIMIT, or one of {', '.join(SCENARIOS)}")
+            raise ValueError(f"unknown scenario {name!r}; known: all, a model ({', '.join(MODEL_NAMES)}), "
+                             f"a group ({', '.join(g.name for g in GROUPS)}), or one of {', '.join(SCENARIOS)}")
         chosen.update(matches)
-    chosen.update(Scenario(s.model, s.batch_limit, "overloaded") for s in list(chosen)
-                  if s.group not in (known_capacity or {}))
+    chosen.update(Scenario(s.group, "overloaded") for s in list(chosen) if s.group.name not in (known_capacity or {}))
     return [s for s in SCENARIOS.values() if s in chosen]
+
+
+def parse_capacity(items: list[str]) -> dict[str, float]:
+    """--capacity GROUP=RPS items as {group name: requests per second}."""
+    groups = [g.name for g in GROUPS]
+    capacity = {}
+    for item in items:
+        group, _, rps = item.partition("=")
+        try:
+            value = float(rps)
+        except ValueError:
+            value = math.nan
+        if group not in groups or not value > 0:
+            raise ValueError(f"--capacity {item!r}: expected GROUP=RPS with RPS > 0 and GROUP one of "
+                             f"{', '.join(groups)}; e.g. llama3_2_1b-b64=15.4")
+        capacity[group] = value
+    return capacity
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,7 +330,7 @@ def serve(adapter, model_dir: Path, knobs, workload: dict, out: Path, *, emulate
         if tk is not None:
             tk.__exit__(None, None, None)
     if failure:
-        raise RuntimeError(f"{'emulated' if emulated else 'real'} run failed: {failure}; server log tail:\n"
+        raise RuntimeError(f"the {'emulated' if emulated else 'real'} run in {out} failed: {failure}; server log tail:\n"
                            + _tail(out / "server.log") + "\nloadgen log tail:\n" + _tail(out / "loadgen.log"))
     records = [json.loads(line) for line in records_path.read_text().splitlines() if line.startswith('{"request_id"')]
     summary = {"metrics": metrics.compute(records), "wall_seconds": ended - started,
@@ -273,18 +355,22 @@ def rel_error(real: float, emulated: float) -> float:
     return (emulated - real) / real
 
 
-def compare(scenario: str, real: dict, emulated: dict) -> list[dict]:
-    """Rows of the fidelity table for one scenario, from two metrics dicts (metrics.compute's)."""
+def compare(scenario: str, reals: list[dict], emulated: dict) -> list[dict]:
+    """Rows of the fidelity table for one scenario, from the metrics dicts (metrics.compute's) of
+    the real repeats and of the emulated run: the real median is `real`, their spread `real_min`
+    and `real_max`."""
     rows = []
-    for key, metric in LATENCIES:
-        for prefix, stat in STATS:
-            name = f"{prefix}_{key}_ms"
-            rows.append({"scenario": scenario, "metric": f"{metric} (ms)", "stat": stat, "real": real[name],
-                         "emulated": emulated[name], "rel_error": rel_error(real[name], emulated[name])})
-    for key, unit in THROUGHPUTS:
-        rows.append({"scenario": scenario, "metric": f"{key} ({unit})", "stat": "value", "real": real[key],
-                     "emulated": emulated[key], "rel_error": rel_error(real[key], emulated[key])})
+    for key, metric, stat in METRIC_ROWS:
+        values = [real[key] for real in reals]
+        median = statistics.median(values)
+        rows.append({"scenario": scenario, "metric": metric, "stat": stat, "real": median, "real_min": min(values),
+                     "real_max": max(values), "emulated": emulated[key], "rel_error": rel_error(median, emulated[key])})
     return rows
+
+
+def in_spread(row: dict) -> bool:
+    """Whether the emulated value lies among the real repeats' (inside their [min, max])."""
+    return row["real_min"] <= row["emulated"] <= row["real_max"]
 
 
 def misses(rows: list[dict]) -> list[dict]:
@@ -292,38 +378,51 @@ def misses(rows: list[dict]) -> list[dict]:
 
 
 def write_table(rows: list[dict], runs: list[dict], facts: dict, command: str, prefix: Path) -> None:
-    """prefix.csv (the rows) and prefix.md (the rows, wall times and device facts)."""
+    """prefix.csv (the rows) and prefix.md (the rows, wall times and device facts). A run's `real`
+    is the list of its repeats' summaries."""
     import csv
     prefix.parent.mkdir(parents=True, exist_ok=True)
+    values = ("real", "real_min", "real_max", "emulated")
     with open(prefix.with_suffix(".csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["scenario", "metric", "stat", "real", "emulated", "rel_error"])
+        writer = csv.DictWriter(f, fieldnames=["scenario", "metric", "stat", *values, "rel_error"])
         writer.writeheader()
         for r in rows:
-            writer.writerow({**r, "real": f"{r['real']:.6g}", "emulated": f"{r['emulated']:.6g}",
-                             "rel_error": f"{r['rel_error']:.4f}"})
+            writer.writerow({**r, **{k: f"{r[k]:.6g}" for k in values}, "rel_error": f"{r['rel_error']:.4f}"})
     lines = [f"# Fidelity: {facts.get('nvidia_smi_name', '?')}, real against emulated", "",
              f"Command: `{command}`", "",
              "Device: " + ", ".join(f"{k} {v}" for k, v in facts.items()), "",
-             f"rel_error = (emulated - real) / real. Tolerance: {TOLERANCE['mean']:.0%} for mean and p50 and "
-             f"throughput, {TOLERANCE['p90']:.0%} for p90; misses are marked **MISS**.", "",
-             "## Runs", "", "| scenario | offered rate (req/s) | real wall (s) | emulated wall (s) | emulated/real wall "
-             "| real serving wall (s) | emulated serving wall (s) | emulated virtual (s) | misses |",
+             "Each scenario ran several times on the real GPU (the repeats' wall times are under Runs) and once "
+             "emulated. real = the median of the real repeats; real spread = their min-max; in spread: whether the "
+             "emulated value lies inside it. rel_error = (emulated - real) / real. Tolerance: "
+             f"{TOLERANCE['mean']:.0%} for mean and p50 and throughput, {TOLERANCE['p90']:.0%} for p90; misses are "
+             "marked **MISS**.", "",
+             "## Runs", "", "| scenario | offered rate (req/s) | real walls (s) | emulated wall (s) | emulated/real wall "
+             "(median) | real serving walls (s) | emulated serving wall (s) | emulated virtual (s) | misses |",
              "|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         if "error" in run:
             lines.append(f"| {run['scenario']} | {run.get('rate', '')} | failed: {run['error'].splitlines()[0][:200]} "
                          "| | | | | | |")
             continue
-        real, emu = run["real"], run["emulated"]
-        lines.append(f"| {run['scenario']} | {run['rate']} | {real['wall_seconds']:.1f} | {emu['wall_seconds']:.1f} | "
-                     f"{emu['wall_seconds'] / real['wall_seconds']:.2f} | {real['serving_wall_seconds']:.1f} | "
-                     f"{emu['serving_wall_seconds']:.1f} | {emu['virtual_seconds']:.1f} | {run['misses']} |")
-    lines += ["", "## Metrics", "", "| scenario | metric | stat | real | emulated | rel_error |", "|---|---|---|---|---|---|"]
+        reals, emu = run["real"], run["emulated"]
+        real_wall = statistics.median(real["wall_seconds"] for real in reals)
+        lines.append(f"| {run['scenario']} | {run['rate']} | {_walls(reals, 'wall_seconds')} | "
+                     f"{emu['wall_seconds']:.1f} | {emu['wall_seconds'] / real_wall:.2f} | "
+                     f"{_walls(reals, 'serving_wall_seconds')} | {emu['serving_wall_seconds']:.1f} | "
+                     f"{emu['virtual_seconds']:.1f} | {run['misses']} |")
+    lines += ["", "## Metrics", "", "| scenario | metric | stat | real | real spread | emulated | in spread | rel_error |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         flag = "" if abs(r["rel_error"]) <= TOLERANCE[r["stat"]] else " **MISS**"
-        lines.append(f"| {r['scenario']} | {r['metric']} | {r['stat']} | {r['real']:.4g} | {r['emulated']:.4g} | "
-                     f"{r['rel_error']:+.1%}{flag} |")
+        lines.append(f"| {r['scenario']} | {r['metric']} | {r['stat']} | {r['real']:.4g} | "
+                     f"{r['real_min']:.4g}-{r['real_max']:.4g} | {r['emulated']:.4g} | "
+                     f"{'yes' if in_spread(r) else 'no'} | {r['rel_error']:+.1%}{flag} |")
     prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def _walls(summaries: list[dict], key: str) -> str:
+    """One wall time per run, in run order: "31.2, 30.8, 31.0"."""
+    return ", ".join(f"{summary[key]:.1f}" for summary in summaries)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -332,17 +431,32 @@ def write_table(rows: list[dict], runs: list[dict], facts: dict, command: str, p
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenarios", nargs="+", metavar="SCENARIO",
-                        help=f"all, a model ({', '.join(MODEL_NAMES)}), MODEL-bLIMIT, or a scenario name")
+                        help=f"all, a model ({', '.join(MODEL_NAMES)}), a group (MODEL-bLIMIT[-TRAFFIC]) or a "
+                             f"scenario name")
     parser.add_argument("--table", type=Path, default=None,
                         help="write the table to TABLE.csv and TABLE.md (default: OUT/fidelity)")
     parser.add_argument("--out", type=Path, default=Path("runs/validate"), help="run folders (logs, records)")
     parser.add_argument("--sku", help="the SKU to emulate (default: the real GPU's)")
+    parser.add_argument("--real-repeats", type=_repeats, default=REAL_REPEATS, metavar="N",
+                        help=f"real runs per scenario (default {REAL_REPEATS}): the table gives their median and "
+                             f"spread; the emulated side runs once")
     parser.add_argument("--timeout", type=float, default=420.0, help="wall seconds per run")
-    parser.add_argument("--capacity", action="append", default=[], metavar="MODEL-bLIMIT=RPS",
-                        help="the capacity (real request throughput of the overloaded scenario) measured "
-                             "earlier, instead of running the overloaded scenario again")
+    parser.add_argument("--capacity", action="append", default=[], metavar="GROUP=RPS",
+                        help="the capacity (median real request throughput of the group's overloaded scenario) "
+                             "measured earlier, instead of running the overloaded scenario again")
     parser.add_argument("--budget", type=float, default=None,
                         help="wall seconds for the whole command: no scenario starts after it")
+
+
+def _repeats(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of real runs per scenario, at least 1 "
+                                         f"(default {REAL_REPEATS}); got {text!r}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -356,13 +470,7 @@ def run_command(args: argparse.Namespace) -> int:
     from emulator.engines.hf_transformers import TransformersAdapter
 
     started = time.monotonic()
-    capacity = {}
-    for item in args.capacity:
-        group, _, rps = item.partition("=")
-        model, _, limit = group.rpartition("-b")
-        if (model, int(limit or 0)) not in {s.group for s in SCENARIOS.values()} or not rps:
-            raise ValueError(f"--capacity {item!r}: expected MODEL-bLIMIT=RPS, e.g. llama3_2_1b-b64=15.4")
-        capacity[(model, int(limit))] = float(rps)
+    capacity = parse_capacity(args.capacity)
     scenarios = select(args.scenarios, capacity)
     adapter = TransformersAdapter()
     try:
@@ -375,9 +483,9 @@ def run_command(args: argparse.Namespace) -> int:
     sku = args.sku or sku_of(facts["nvidia_smi_name"])
     facts["emulated_sku"] = sku
     print("device: " + json.dumps(facts), flush=True)
-    command = "revati-tune validate " + " ".join(args.scenarios) + (f" --sku {args.sku}" if args.sku else "")
+    command = ("revati-tune validate " + " ".join(args.scenarios) + (f" --sku {args.sku}" if args.sku else "")
+               + f" --real-repeats {args.real_repeats}" + "".join(f" --capacity {c}" for c in args.capacity))
     table = args.table or args.out / "fidelity"
-    command += "".join(f" --capacity {c}" for c in args.capacity)
     rows, runs = [], []
     for scenario in scenarios:
         if args.budget is not None and time.monotonic() - started > args.budget:
@@ -386,22 +494,16 @@ def run_command(args: argparse.Namespace) -> int:
             continue
         record = {"scenario": scenario.name}
         try:
-            workload = scenario.workload(capacity.get(scenario.group))
+            workload = scenario.workload(capacity.get(scenario.group.name))
             record["rate"] = workload["arrival"]["rate"]
-            sides = {}
-            for side in ("real", "emulated"):
-                t = time.monotonic()
-                sides[side] = serve(adapter, MODELS / scenario.model, scenario.knobs(), workload,
-                                    args.out / scenario.name / side, emulated=side == "emulated", sku=sku,
-                                    timeout_s=args.timeout)
-                print(f"{scenario.name}: {side} done in {time.monotonic() - t:.1f} s", flush=True)
+            scenario_rows = run_scenario(adapter, scenario, workload, args.out / scenario.name, record,
+                                         repeats=args.real_repeats, sku=sku, timeout_s=args.timeout)
             if scenario.load == "overloaded":
-                capacity[scenario.group] = sides["real"]["metrics"]["request_throughput"]
-            scenario_rows = compare(scenario.name, sides["real"]["metrics"], sides["emulated"]["metrics"])
+                capacity[scenario.group.name] = statistics.median(
+                    real["metrics"]["request_throughput"] for real in record["real"])
             rows += scenario_rows
-            record.update(sides)
             record["misses"] = len(misses(scenario_rows))
-            _print_rows(scenario_rows, sides)
+            _print_rows(scenario_rows, record)
         except Exception as error:   # a failed scenario is a row of the report, not the end of the run
             record["error"] = f"{type(error).__name__}: {error}"
             print(f"{scenario.name}: FAILED {record['error']}", flush=True)
@@ -419,14 +521,35 @@ def run_command(args: argparse.Namespace) -> int:
     return 0 if rows and all("error" not in r for r in runs) else 1
 
 
-def _print_rows(rows: list[dict], sides: dict) -> None:
-    real, emu = sides["real"], sides["emulated"]
-    print(f"  wall: real {real['wall_seconds']:.1f} s (serving {real['serving_wall_seconds']:.1f}), emulated "
-          f"{emu['wall_seconds']:.1f} s (serving {emu['serving_wall_seconds']:.1f}, virtual {emu['virtual_seconds']:.1f})")
+def run_scenario(adapter, scenario: Scenario, workload: dict, out: Path, record: dict, *, repeats: int, sku: str,
+                 timeout_s: float) -> list[dict]:
+    """Serve the scenario `repeats` times on the real GPU (out/real-1, ...), then once emulated
+    (out/emulated), and return its rows. Each summary goes into record as soon as it exists
+    (record["real"]: one a repeat), so a failed scenario still shows what ran; any failed run
+    fails the scenario with its reason."""
+    model_dir, knobs = MODELS / scenario.group.model, scenario.knobs()
+    record["real"] = []
+    for repeat in range(1, repeats + 1):
+        summary = serve(adapter, model_dir, knobs, workload, out / f"real-{repeat}", emulated=False, sku=sku,
+                        timeout_s=timeout_s)
+        record["real"].append(summary)
+        print(f"{scenario.name}: real {repeat}/{repeats} done in {summary['wall_seconds']:.1f} s", flush=True)
+    record["emulated"] = serve(adapter, model_dir, knobs, workload, out / "emulated", emulated=True, sku=sku,
+                               timeout_s=timeout_s)
+    print(f"{scenario.name}: emulated done in {record['emulated']['wall_seconds']:.1f} s", flush=True)
+    return compare(scenario.name, [real["metrics"] for real in record["real"]], record["emulated"]["metrics"])
+
+
+def _print_rows(rows: list[dict], record: dict) -> None:
+    reals, emu = record["real"], record["emulated"]
+    print(f"  wall: real {_walls(reals, 'wall_seconds')} s (serving {_walls(reals, 'serving_wall_seconds')}), "
+          f"emulated {emu['wall_seconds']:.1f} s (serving {emu['serving_wall_seconds']:.1f}, virtual "
+          f"{emu['virtual_seconds']:.1f})")
     for r in rows:
         flag = "" if abs(r["rel_error"]) <= TOLERANCE[r["stat"]] else "  MISS"
-        print(f"  {r['metric']:<30} {r['stat']:<5} real {r['real']:>10.4g}  emulated {r['emulated']:>10.4g}  "
-              f"{r['rel_error']:+7.1%}{flag}", flush=True)
+        spread = f"[{r['real_min']:.4g}-{r['real_max']:.4g}]"
+        print(f"  {r['metric']:<30} {r['stat']:<5} real {r['real']:>10.4g} {spread:<23} emulated {r['emulated']:>10.4g} "
+              f"{'in' if in_spread(r) else 'out':<3}  {r['rel_error']:+7.1%}{flag}", flush=True)
 
 
 def _free_port() -> int:

@@ -1,5 +1,7 @@
-"""`revati-tune validate`: scenario selection, the comparison table, the no-GPU refusal, and the
-transformers reference engine serving a workload on a virtual GPU (end-to-end tier: ~20 s)."""
+"""`revati-tune validate`: scenario selection and workloads, the real repeats' median and spread in
+the comparison table, the option checks, the no-GPU refusal, and the transformers reference engine
+serving a workload on a virtual GPU (end-to-end tier: ~20 s)."""
+import argparse
 import csv
 import json
 import shutil
@@ -19,12 +21,28 @@ REPO = Path(__file__).resolve().parent.parent
 def test_selecting_a_scenario_runs_its_overloaded_scenario_first_unless_its_capacity_is_known():
     names = [s.name for s in validate.select(["llama3_2_1b-b16-light"])]
     assert names == ["llama3_2_1b-b16-overloaded", "llama3_2_1b-b16-light"]
-    assert [s.name for s in validate.select(["llama3_2_1b-b16-light"], {("llama3_2_1b", 16): 10.0})] == \
+    assert [s.name for s in validate.select(["llama3_2_1b-b16-light"], {"llama3_2_1b-b16": 10.0})] == \
         ["llama3_2_1b-b16-light"]
-    assert len(validate.select(["all"])) == 12 and len(validate.select(["llama3_8b"])) == 6
-    assert [s.load for s in validate.select(["llama3_8b-b64"])] == ["overloaded", "near", "light"]
+    assert [s.name for s in validate.select(["llama3_8b-b64-prefix-near"])] == \
+        ["llama3_8b-b64-prefix-overloaded", "llama3_8b-b64-prefix-near"]
+    assert [s.load for s in validate.select(["llama3_8b-b64-prefix"])] == ["overloaded", "near"]
     with pytest.raises(ValueError, match="unknown scenario 'llama3_2_1'"):
         validate.select(["llama3_2_1"])
+
+
+def test_scenario_names_and_prefixes():
+    assert list(validate.SCENARIOS)[12:] == [
+        "llama3_2_3b-b128-overloaded", "llama3_2_3b-b128-near", "llama3_8b-b64-prefix-overloaded",
+        "llama3_8b-b64-prefix-near", "llama3_8b-b16-long-overloaded", "llama3_8b-b16-long-near"]
+    assert len(validate.select(["all"])) == 18
+    # A prefix of whole name parts: a model takes all its groups, MODEL-bLIMIT the traffic shapes at that limit.
+    assert len(validate.select(["llama3_8b"])) == 6 + 2 + 2
+    assert [s.name for s in validate.select(["llama3_8b-b64"])] == [
+        "llama3_8b-b64-overloaded", "llama3_8b-b64-near", "llama3_8b-b64-light",
+        "llama3_8b-b64-prefix-overloaded", "llama3_8b-b64-prefix-near"]
+    assert [s.name for s in validate.select(["llama3_2_3b"])] == ["llama3_2_3b-b128-overloaded", "llama3_2_3b-b128-near"]
+    # Every group's model is a config folder of conf/model.
+    assert all((validate.MODELS / model / "config.json").is_file() for model in validate.MODEL_NAMES)
 
 
 def test_load_levels_are_fractions_of_the_measured_capacity():
@@ -36,17 +54,69 @@ def test_load_levels_are_fractions_of_the_measured_capacity():
         near.workload(None)
 
 
+def test_the_workloads_of_the_new_scenarios_are_valid_load_generator_specs():
+    from emulator.loadgen import WorkloadSpec, plan_requests
+
+    def spec(name: str) -> WorkloadSpec:
+        workload = validate.SCENARIOS[name].workload(10.0)
+        return WorkloadSpec.from_dict({**workload, "base_url": "http://127.0.0.1:8000", "model": name})
+
+    short = validate.SCENARIOS["llama3_8b-b16-near"].workload(10.0)
+    assert (short["num_requests"], short["prompt_len"], short["output_len"]) == \
+        (96, {"kind": "uniform", "low": 128, "high": 512}, {"kind": "uniform", "low": 32, "high": 96})
+    assert "shared_prefix" not in short and validate.SCENARIOS["llama3_8b-b16-near"].knobs().prefix_caching is None
+
+    prefix = validate.SCENARIOS["llama3_8b-b64-prefix-overloaded"]
+    assert prefix.workload(None)["shared_prefix"] == {"groups": 4, "prefix_len": 1024}
+    planned = plan_requests(spec(prefix.name))
+    prefixes = {r.prefix_group: tuple(r.prompt[:1024]) for r in planned}
+    # Four groups, each with one 1024-token prefix, and a suffix of its own for every request.
+    assert len(set(prefixes.values())) == 4 and all(tuple(r.prompt[:1024]) == prefixes[r.prefix_group] for r in planned)
+    assert min(len(r.prompt) for r in planned) >= 1280
+    assert prefix.knobs() == ServingKnobs(max_num_seqs=64, max_num_batched_tokens=8192, prefix_caching=True)
+
+    long = spec("llama3_8b-b16-long-near")
+    assert long.shared_prefix is None and all(2048 <= len(r.prompt) <= 4096 for r in plan_requests(long))
+    assert validate.SCENARIOS["llama3_8b-b16-long-near"].knobs().max_num_seqs == 16
+
+    small = spec("llama3_2_3b-b128-overloaded")
+    assert small.num_requests == 192 > validate.SCENARIOS["llama3_2_3b-b128-overloaded"].knobs().max_num_seqs == 128
+
+
+def test_capacity_arguments_name_a_group():
+    assert validate.parse_capacity(["llama3_2_1b-b64=15.4", "llama3_8b-b64-prefix=2.5"]) == \
+        {"llama3_2_1b-b64": 15.4, "llama3_8b-b64-prefix": 2.5}
+    for bad in ("llama3_2_1b-b32=15", "llama3_2_1b-b64=", "llama3_2_1b-b64=fast", "llama3_2_1b-b64=-1"):
+        with pytest.raises(ValueError, match="expected GROUP=RPS"):
+            validate.parse_capacity([bad])
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_real_repeats_below_one_are_refused_naming_the_option(value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        validate.main(["all", "--real-repeats", value])
+    assert exit_.value.code == 2
+    assert f"argument --real-repeats: must be a whole number of real runs per scenario, at least 1 (default 3); " \
+           f"got '{value}'" in capsys.readouterr().err
+
+
+def test_real_repeats_default_to_three():
+    parser = argparse.ArgumentParser()
+    validate.add_arguments(parser)
+    assert parser.parse_args(["all"]).real_repeats == 3 and parser.parse_args(["all", "--real-repeats", "5"]).real_repeats == 5
+
+
 def _metrics(scale: float) -> dict:
     values = {f"{p}_{m}_ms": scale * (i + 1) for i, m in enumerate(("ttft", "tpot", "itl", "e2el"))
               for p in ("mean", "median", "p90")}
     return {**values, "request_throughput": 2.0 * scale, "output_throughput": 100.0 * scale}
 
 
-def test_comparison_rows_and_misses_by_tolerance(tmp_path):
+def test_comparison_rows_and_misses_by_tolerance():
     real = _metrics(1.0)
     emulated = {**_metrics(1.0), "mean_ttft_ms": 1.06, "median_tpot_ms": 2.0 * 0.96, "p90_itl_ms": 3.0 * 1.09,
                 "p90_e2el_ms": 4.0 * 1.11, "request_throughput": 2.2}
-    rows = validate.compare("s", real, emulated)
+    rows = validate.compare("s", [real], emulated)
     assert len(rows) == 4 * 3 + 2
     by_key = {(r["metric"], r["stat"]): r for r in rows}
     assert by_key[("TTFT (ms)", "mean")]["rel_error"] == pytest.approx(0.06)
@@ -54,15 +124,44 @@ def test_comparison_rows_and_misses_by_tolerance(tmp_path):
     missed = {(r["metric"], r["stat"]) for r in validate.misses(rows)}
     # 6% on a mean and 11% on a p90 miss; 4% on a p50 and 9% on a p90 do not.
     assert missed == {("TTFT (ms)", "mean"), ("E2EL (ms)", "p90"), ("request_throughput (req/s)", "value")}
-    runs = [{"scenario": "s", "rate": "inf", "real": {"wall_seconds": 10.0, "serving_wall_seconds": 5.0},
-             "emulated": {"wall_seconds": 15.0, "serving_wall_seconds": 8.0, "virtual_seconds": 9.0}, "misses": 3}]
+
+
+def test_real_repeats_give_the_median_and_the_spread():
+    reals = [_metrics(1.2), _metrics(0.9), _metrics(1.0)]
+    rows = validate.compare("s", reals, {**_metrics(1.0), "mean_ttft_ms": 1.5})
+    ttft = rows[0]
+    assert (ttft["metric"], ttft["stat"]) == ("TTFT (ms)", "mean")
+    assert (ttft["real"], ttft["real_min"], ttft["real_max"]) == (1.0, 0.9, 1.2)
+    assert ttft["rel_error"] == pytest.approx(0.5) and not validate.in_spread(ttft)
+    throughput = rows[-2]
+    assert (throughput["real"], throughput["real_min"], throughput["real_max"]) == (2.0, 1.8, 2.4)
+    assert throughput["rel_error"] == 0 and validate.in_spread(throughput)
+    # An even number of repeats: the median is the middle two's mean.
+    assert validate.compare("s", reals[:2], _metrics(1.0))[0]["real"] == pytest.approx(1.05)
+
+
+def test_the_table_gives_the_spread_and_every_repeats_wall_time(tmp_path):
+    reals = [_metrics(1.2), _metrics(0.9), _metrics(1.0)]
+    rows = validate.compare("s", reals, {**_metrics(1.0), "mean_ttft_ms": 1.5})
+    real_runs = [{"metrics": m, "wall_seconds": wall, "serving_wall_seconds": wall / 2} for m, wall in
+                 zip(reals, (12.0, 10.0, 11.0))]
+    runs = [{"scenario": "s", "rate": "inf", "real": real_runs, "misses": len(validate.misses(rows)),
+             "emulated": {"wall_seconds": 16.5, "serving_wall_seconds": 8.0, "virtual_seconds": 9.0}},
+            {"scenario": "t", "rate": 3.0, "real": real_runs[:1],
+             "error": "RuntimeError: the real run in runs/t/real-2 failed: the server exited with status 1"}]
     validate.write_table(rows, runs, {"nvidia_smi_name": "NVIDIA H200"}, "revati-tune validate s", tmp_path / "t")
     with open(tmp_path / "t.csv") as f:
         table = list(csv.DictReader(f))
-    assert list(table[0]) == ["scenario", "metric", "stat", "real", "emulated", "rel_error"]
-    assert float(table[0]["rel_error"]) == pytest.approx(0.06)
+    assert list(table[0]) == ["scenario", "metric", "stat", "real", "real_min", "real_max", "emulated", "rel_error"]
+    assert [table[0][k] for k in ("real", "real_min", "real_max", "emulated", "rel_error")] == \
+        ["1", "0.9", "1.2", "1.5", "0.5000"]
     markdown = (tmp_path / "t.md").read_text()
-    assert "| s | inf | 10.0 | 15.0 | 1.50 |" in markdown and markdown.count("% **MISS**") == 3
+    # Walls of the three repeats in run order; emulated/real against the median wall (11 s).
+    assert "| s | inf | 12.0, 10.0, 11.0 | 16.5 | 1.50 | 6.0, 5.0, 5.5 | 8.0 | 9.0 | 1 |" in markdown
+    assert "| t | 3.0 | failed: RuntimeError: the real run in runs/t/real-2 failed" in markdown
+    assert "| scenario | metric | stat | real | real spread | emulated | in spread | rel_error |" in markdown
+    assert "| s | TTFT (ms) | mean | 1 | 0.9-1.2 | 1.5 | no | +50.0% **MISS** |" in markdown
+    assert "| s | request_throughput (req/s) | value | 2 | 1.8-2.4 | 2 | yes | +0.0% |" in markdown
 
 
 def test_the_transformers_adapter_maps_its_knobs_and_refuses_what_it_cannot_serve():
@@ -70,7 +169,10 @@ def test_the_transformers_adapter_maps_its_knobs_and_refuses_what_it_cannot_serv
     knobs = adapter.knobs({"max_requests_per_batch": 16, "max_batch_tokens": 4096, "use_cuda_graph": False})
     assert knobs == ServingKnobs(max_num_seqs=16, max_num_batched_tokens=4096, cuda_graphs=False)
     command = adapter.deploy_command("conf/model/llama3_2_1b", knobs)
-    assert command[-6:] == ["--max-requests-per-batch", "16", "--max-batch-tokens", "4096", "--cuda-graphs", "off"]
+    assert command[-6:] == ["--max-requests-per-batch", "16", "--max-batch-tokens", "4096",
+                            "--cuda-graphs", "off"]
+    prefix = adapter.server_command(Path("m"), 8000, validate.SCENARIOS["llama3_8b-b64-prefix-near"].knobs())
+    assert prefix[-6:] == ["--max-requests-per-batch", "64", "--max-batch-tokens", "8192", "--allow-block-sharing", "on"]
     with pytest.raises(ValueError, match="one GPU"):
         adapter.deploy_command("m", ServingKnobs(tensor_parallel=2))
     with pytest.raises(ValueError, match="not a transformers"):

@@ -5,6 +5,9 @@ the scenarios) into one table, through autotune/validate.py's own compare() and 
     python3 docs/fidelity/collect.py --table docs/fidelity/h200 --facts RUNS.json \
         --command "..." RUN_DIR...        (a scenario found in several RUN_DIRs: the last one wins)
 
+A scenario's folder holds its real repeats (real-1, real-2, ...) and its emulated run; a folder of
+an older command, from before validate repeated the real side, has one run in real/.
+
 Also writes TABLE_runs.json (every run's summary) and TABLE_diagnostics.csv: per scenario and side, where the emulated GPU time went (the
 memory-efficient attention kernel apart) and the virtual/serving times, for explaining misses.
 """
@@ -36,8 +39,6 @@ def main() -> int:
     parser.add_argument("--table", type=Path, required=True)
     parser.add_argument("--facts", required=True, help="a runs.json of one of the commands (device facts)")
     parser.add_argument("--command", action="append", required=True)
-    parser.add_argument("--real-repeat", type=Path, help="a run folder of an earlier command: its real runs are "
-                        "compared with the real runs of the same scenarios here (TABLE_real_repeat.csv)")
     parser.add_argument("--notes", type=Path, help="markdown appended to TABLE.md (the analysis of the misses)")
     parser.add_argument("dirs", nargs="+")
     args = parser.parse_args()
@@ -51,18 +52,20 @@ def main() -> int:
         if name not in found:
             runs.append({"scenario": name, "error": "not run"})
             continue
-        sides = {side: json.loads((found[name] / side / "summary.json").read_text()) for side in ("real", "emulated")}
-        scenario_rows = validate.compare(name, sides["real"]["metrics"], sides["emulated"]["metrics"])
+        real_dirs = sorted(found[name].glob("real-*"), key=lambda d: int(d.name.split("-")[1])) or [found[name] / "real"]
+        reals = [json.loads((d / "summary.json").read_text()) for d in real_dirs]
+        emu = json.loads((found[name] / "emulated" / "summary.json").read_text())
+        scenario_rows = validate.compare(name, [r["metrics"] for r in reals], emu["metrics"])
         rows += scenario_rows
-        rate = json.loads((found[name] / "real" / "workload.json").read_text())["arrival"]["rate"]
-        runs.append({"scenario": name, "rate": rate, **sides, "misses": len(validate.misses(scenario_rows))})
-        emu = sides["emulated"]
+        rate = json.loads((real_dirs[0] / "workload.json").read_text())["arrival"]["rate"]
+        runs.append({"scenario": name, "rate": rate, "real": reals, "emulated": emu,
+                     "misses": len(validate.misses(scenario_rows))})
         launches, seconds = fmha(str(found[name] / "emulated" / "vgpu" / "stats-*.csv"))
         gpu = {f["family"]: f["seconds"] for f in emu.get("gpu_time_by_family", [])}
         diagnostics.append({
             "scenario": name, "emulated_gpu_seconds": round(sum(gpu.values()), 3),
             "emulated_virtual_seconds": round(emu["virtual_seconds"], 2),
-            "real_duration_s": round(sides["real"]["metrics"]["duration"], 2),
+            "real_duration_s": round(sorted(r["metrics"]["duration"] for r in reals)[len(reals) // 2], 2),
             "emulated_duration_s": round(emu["metrics"]["duration"], 2),
             **{f"gpu_{k}_s": round(v, 3) for k, v in sorted(gpu.items())},
             "fmha_launches": launches, "fmha_charged_us_per_launch": round(seconds / launches * 1e6, 2) if launches else "",
@@ -77,28 +80,6 @@ def main() -> int:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(diagnostics)
-    if args.real_repeat:
-        repeat = []
-        for name in validate.SCENARIOS:
-            earlier = args.real_repeat / name / "real" / "summary.json"
-            if name in found and earlier.is_file():
-                first = json.loads(earlier.read_text())["metrics"]
-                second = json.loads((found[name] / "real" / "summary.json").read_text())["metrics"]
-                # rel_error here: (this real run - the earlier real run) / the earlier one
-                repeat += validate.compare(name, first, second)
-        with open(f"{args.table}_real_repeat.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["scenario", "metric", "stat", "real", "emulated", "rel_error"])
-            writer.writeheader()
-            for r in repeat:
-                writer.writerow({**r, "rel_error": f"{r['rel_error']:.4f}"})
-        lines = ["", "## Repeatability of the real side", "",
-                 f"The same scenario on the real GPU in two device calls (columns: earlier real run, later real run, "
-                 f"relative difference; from {args.table.name}_real_repeat.csv):", "",
-                 "| scenario | metric | stat | real (earlier) | real (later) | difference |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['scenario']} | {r['metric']} | {r['stat']} | {r['real']:.4g} | {r['emulated']:.4g} | "
-                  f"{r['rel_error']:+.1%} |" for r in repeat]
-        with open(args.table.with_suffix(".md"), "a") as f:
-            f.write("\n".join(lines) + "\n")
     if args.notes:
         with open(args.table.with_suffix(".md"), "a") as f:
             f.write("\n" + args.notes.read_text())

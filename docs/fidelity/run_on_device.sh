@@ -9,6 +9,11 @@
 # the image), after docs/fidelity/missing_cuda_symbols.py has added any CUDA entry point that the
 # installed torch imports and the library lacks. Results go to $OUT: the table, the console log,
 # device facts, the run folders (runs.tgz). ATTENTION_CHECK=1 also runs attention_check.py.
+#
+# Each scenario is served --real-repeats times (default 3) on the GPU and once emulated, about two
+# minutes a scenario on an H100 (more for llama3_8b and its prefix and long groups): split `all` over
+# several calls with --budget under the call's limit, and pass the capacity of a group measured in an
+# earlier call (--capacity GROUP=RPS, the median real req/s of its overloaded scenario).
 set -u
 OUT=${OUT:-/tmp/validate-out}
 SKU_TABLE=${SKU_TABLE:-$OUT/fidelity}

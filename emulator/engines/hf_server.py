@@ -36,11 +36,6 @@ def build_manager(args):
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-    if not args.cudnn_attention:
-        # SDPA's cuDNN backend is left out on both sides, as it was in the validation runs on real
-        # GPUs (before the vGPU library implemented cuDNN), so that the real and the emulated engine
-        # pick the same attention kernels: the measured FlashAttention ones.
-        torch.backends.cuda.enable_cudnn_sdp(False)
     config = AutoConfig.from_pretrained(args.model_dir)
     started = time.monotonic()
     with torch.device("cuda"):
@@ -153,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-block-sharing", type=lambda s: s == "on", default=None)
     parser.add_argument("--scheduler", default=None)
     parser.add_argument("--cuda-graphs", choices=("on", "off"))
-    parser.add_argument("--cudnn-attention", action="store_true", help="allow SDPA's cuDNN backend")
     parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval (seconds): how long a thread "
                         "waiting for the GIL waits before forcing a switch; Python's default 0.005")
     parser.add_argument("--default-max-tokens", type=int, default=256)

@@ -40,7 +40,8 @@ NOTES = [
     "/v1/completions server (emulator/engines/hf_server.py): `transformers serve` takes text, not token ids",
     "attention paged|sdpa (no flash-attn package on the machines), so transformers' defaults turn CUDA graphs "
     "and async batching off",
-    "SDPA's cuDNN backend off on both sides, as in the validation runs on real GPUs (FlashAttention kernels)",
+    "SDPA's backends as torch chooses them on both sides, cuDNN included (the vGPU library runs and charges "
+    "cuDNN's attention, emulator/vgpu/cudnn.c)",
     "random bf16 weights built from config.json; greedy decoding, EOS ignored",
 ]
 
