@@ -517,10 +517,12 @@ class KernelModels:
 # ---- memory-bound torch ops, by bytes moved (memory.csv) ---------------------------------------
 
 # The kernel classes the C predictor decodes bytes for (kernel_bytes.c), and the memory.csv ops
-# that stand for each: torch's elementwise kernels (contiguous and strided), CatArrayBatchedCopy,
-# and the index kernels behind index_select and repeat_interleave.
-MEMORY_CLASSES = {"elementwise": ("add", "copy", "transpose_copy"), "cat": ("cat_kv",),
-                  "gather": ("repeat_interleave", "index_select")}
+# that stand for each: torch's contiguous elementwise kernels (vectorized/unrolled), its strided
+# one (elementwise_kernel: a transposing copy, repeat_interleave's copy of an expanded view), the
+# vectorized and the plain CatArrayBatchedCopy (a cat with a non-contiguous input), and the
+# gathers behind index_select.
+MEMORY_CLASSES = {"elementwise": ("add", "copy"), "elementwise_strided": ("transpose_copy", "repeat_interleave"),
+                  "cat": ("cat_kv",), "cat_strided": ("cat_kv_strided",), "gather": ("index_select",)}
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@
  *   vectorized_gather_kernel<Alignment, index_t>: argument 3 is `int num_ind`, argument 4 the
  *     int64 slice size in bytes (index_select over contiguous rows).
  * The element size is the first scalar type the name mentions (T, or the functor's). Values are
- * checked for sense; anything else is not decoded (-1) and keeps the generic kernel model.
+ * checked for sense; anything else is not decoded (-1) and keeps the generic kernel model. Each
+ * byte of every operand counts, a broadcast input's too: the measured curves (memory.csv) count
+ * them so. elementwise_kernel (the strided path) and the non-vectorized cat are their own classes.
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -32,7 +34,7 @@
 enum { SHAPE_UNKNOWN = -1, SHAPE_ELEMENTWISE = 1, SHAPE_CAT, SHAPE_INDEX_LARGE, SHAPE_INDEX_SMALL, SHAPE_GATHER_BYTES };
 
 /* What the name says, found once per function. */
-typedef struct kernel_shape { int kind, operands, element_bytes, index_bytes, cat_batch; } kernel_shape;
+typedef struct kernel_shape { int kind, operands, element_bytes, index_bytes, cat_batch, strided; } kernel_shape;
 
 static const struct { const char *token; int bytes; } scalar_types[] = {
     {"c10::BFloat16", 2}, {"c10::Half", 2}, {"c10::Float8_", 1}, {"OpaqueType<1u>", 1},
@@ -78,7 +80,7 @@ static int index_type_bytes(const char *open) {
 }
 
 static kernel_shape shape_of(const char *name) {
-    kernel_shape s = {SHAPE_UNKNOWN, 0, 0, 0, 0};
+    kernel_shape s = {SHAPE_UNKNOWN, 0, 0, 0, 0, 0};
     const char *open;
     if (strncmp(name, "void at::native::vectorized_elementwise_kernel<", 47) == 0 ||
         strncmp(name, "void at::native::unrolled_elementwise_kernel<", 45) == 0 ||
@@ -86,10 +88,12 @@ static kernel_shape shape_of(const char *name) {
         const char *array = strstr(name, "std::array<char*, ");
         s.operands = array ? atoi(array + 18) : 2;
         s.kind = SHAPE_ELEMENTWISE;
+        s.strided = name[17] == 'e';    /* elementwise_kernel: TensorIterator's non-contiguous path */
     } else if ((open = strstr(name, "CatArrayBatchedCopy")) && (open = strchr(open, '<'))) {
         s.cat_batch = (int)template_number(open, 3);
         s.index_bytes = index_type_bytes(open);
         s.kind = s.cat_batch > 0 && s.index_bytes ? SHAPE_CAT : SHAPE_UNKNOWN;
+        s.strided = open[-1] == 'y';    /* CatArrayBatchedCopy<: neither _vectorized nor _aligned16_contig */
     } else if ((open = strstr(name, "indexSelectLargeIndex<")) || (open = strstr(name, "indexSelectSmallIndex<"))) {
         s.kind = open[11] == 'L' ? SHAPE_INDEX_LARGE : SHAPE_INDEX_SMALL;
         s.index_bytes = index_type_bytes(strchr(open, '<'));
@@ -133,7 +137,7 @@ double vgpu_kernel_memory_bytes(const vgpu_launch *l, vgpu_memory_class *cls) {
         int n;
         if (!l->args[0]) return -1;
         memcpy(&n, l->args[0], 4);
-        *cls = VGPU_MEMORY_ELEMENTWISE;
+        *cls = s->strided ? VGPU_MEMORY_ELEMENTWISE_STRIDED : VGPU_MEMORY_ELEMENTWISE;
         return n > 0 ? (double)n * s->operands * s->element_bytes : -1;
     }
     case SHAPE_CAT: {
@@ -143,7 +147,7 @@ double vgpu_kernel_memory_bytes(const vgpu_launch *l, vgpu_memory_class *cls) {
         const unsigned char *counts = meta + 8 * s->cat_batch + 2 * s->cat_batch * s->index_bytes;
         elements = 0;
         for (int i = 0; i < inputs; i++) elements += read_index(counts + i * s->index_bytes, s->index_bytes);
-        *cls = VGPU_MEMORY_CAT;
+        *cls = s->strided ? VGPU_MEMORY_CAT_STRIDED : VGPU_MEMORY_CAT;
         break;
     }
     case SHAPE_INDEX_LARGE:

@@ -68,7 +68,8 @@ typedef struct kernel_model { double a, b, max_threads; } kernel_model;
 /* PyTorch's memory-efficient attention for one head size: c0 + c1 * waves * keys * head_dim +
  * c2 * bias bytes, waves = ceil(CTAs / slots) (emulator/predictor/models.py, fit_efficient_attention). */
 typedef struct efficient_model { int head_dim; double slots, c0, c1, c2; } efficient_model;
-static const char *memory_classes[VGPU_MEMORY_CLASSES] = {"elementwise", "cat", "gather"};
+static const char *memory_classes[VGPU_MEMORY_CLASSES] = {"elementwise", "elementwise_strided", "cat", "cat_strided",
+                                                           "gather"};
 typedef struct named_kernel { char *name; kernel_model model; } named_kernel;
 
 enum { COPY_H2D, COPY_D2H, COPY_D2D, COPY_DIRECTIONS };
@@ -658,7 +659,8 @@ static double predict_kernel(const vgpu_launch *l) {
     const kernel_model *m = l->function ? kernel_model_for(l->function) : &model.kernel_default;
     double threads = (double)l->grid[0] * l->grid[1] * l->grid[2] * l->block[0] * l->block[1] * l->block[2];
     if ((bytes = vgpu_kernel_memory_bytes(l, &cls)) >= 0) {
-        if (cls != VGPU_MEMORY_ELEMENTWISE || m == &model.kernel_default) return memory_seconds(cls, bytes);
+        int elementwise = cls == VGPU_MEMORY_ELEMENTWISE || cls == VGPU_MEMORY_ELEMENTWISE_STRIDED;
+        if (!elementwise || m == &model.kernel_default) return memory_seconds(cls, bytes);
         if (threads > m->max_threads)
             return m->a + m->b * m->max_threads + memory_seconds(cls, bytes) -
                    memory_seconds(cls, bytes * m->max_threads / threads);

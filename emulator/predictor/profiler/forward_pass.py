@@ -580,7 +580,7 @@ def measure(out: Output, model_name: str, model: Model, comp: Composition, profi
 def run_model(out: Output, name: str, comps: list[Composition], args, device):
     spec = MODELS[name]
     if is_plain(name):
-        comps = [c for c in PLAIN_COMPOSITIONS if not args.quick or c.name in QUICK_COMPOSITIONS]
+        comps = [c for c in PLAIN_COMPOSITIONS if args.wanted(c)]
     layers = min(args.layers or spec.layers, spec.layers)
     largest_kv = max(c.kv_bytes(spec, layers) for c in comps)
     print(f"{name}: {layers} layers, weights {spec.weight_bytes(layers) / GiB:.1f} GiB, "
@@ -643,7 +643,12 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help=f"only {','.join(QUICK_COMPOSITIONS)} (and, unless --models, "
                              f"{','.join(QUICK_MODELS)})")
+    parser.add_argument("--compositions", help="comma-separated step names (e.g. decode_b32_ctx4096): "
+                                               "only those")
     args = parser.parse_args(argv)
+    chosen = set(args.compositions.split(",")) if args.compositions else set(QUICK_COMPOSITIONS) if args.quick \
+        else None
+    args.wanted = lambda comp: chosen is None or comp.name in chosen
     names = args.models.split(",") if args.models else QUICK_MODELS if args.quick else ENGINE_MODELS
     unknown = [n for n in names if n not in MODELS]
     if unknown:
@@ -663,7 +668,7 @@ def main(argv=None):
               "expected under the revati-tune emulator). kernels.csv is not written.", flush=True)
         args.kernel_profile = False
         out.meta["kernel_profile"] = "skipped: profiler recorded no GPU kernels (no CUPTI)"
-    comps = [c for c in COMPOSITIONS if not args.quick or c.name in QUICK_COMPOSITIONS]
+    comps = [c for c in COMPOSITIONS if args.wanted(c)]
     started = time.monotonic()
     for name in args.models:
         run_model(out, name, comps, args, device)

@@ -10,9 +10,12 @@ Two tables that profile_gpu.py's engine-shaped families do not cover:
   row per token of every sequence against all gathered keys, as transformers' paged|sdpa does),
   batched decodes (one query a sequence, no mask) and causal prefills. Columns:
   `kind,batch,heads,head_dim,q_len,kv_len,mask,causal,seconds,p10,p90,split`.
-- memory.csv: memory-bound ops over 64 KiB-2 GiB (bytes read plus written): elementwise add and
-  copy, a transposing copy, torch.cat growing a KV cache, repeat_interleave of grouped K/V heads,
-  index_select of rows. Columns: `op,dtype,bytes,seconds,p10,p90,split`.
+- memory.csv: memory-bound ops over 64 KiB-2 GiB: elementwise add and copy, a transposing copy,
+  torch.cat growing a KV cache (from a contiguous new token, and from one sliced out of a fused
+  QKV output: a non-contiguous input makes torch pick its slower non-vectorized cat),
+  repeat_interleave of grouped K/V heads, index_select of rows. `bytes` counts every operand's
+  elements as the emulator decodes them (emulator/vgpu/kernel_bytes.c): repeat_interleave, a copy
+  of an expanded view, counts its output twice. Columns: `op,dtype,bytes,seconds,p10,p90,split`.
 
 How a row is timed: random inputs (never zeros), rotated over enough copies that a pass moves
 more than 256 MiB (past the L2); the calls captured in one CUDA graph and replayed, CUDA events
@@ -110,7 +113,7 @@ def efficient_attention_call(batch, heads, head_dim, q_len, kv_len, mask, causal
 def memory_rows(quick: bool):
     """(op, dtype, bytes moved): read plus written."""
     sizes = [1 << e for e in (range(16, 32, 4) if quick else range(16, 32))]
-    for op in ("add", "copy", "transpose_copy", "cat_kv", "repeat_interleave", "index_select"):
+    for op in ("add", "copy", "transpose_copy", "cat_kv", "cat_kv_strided", "repeat_interleave", "index_select"):
         for dtype in ("bf16", "fp32") if op in ("add", "copy") else ("bf16",):
             for nbytes in sizes:
                 yield op, dtype, nbytes
@@ -136,10 +139,15 @@ def memory_call(op: str, dtype: str, nbytes: int):
         length = max(nbytes // (2 * size * 8 * 128 * 8), 1)
         past, new = rand(8, 8, length, 128, dtype=dt), rand(8, 8, 1, 128, dtype=dt)
         return (lambda: torch.cat([past, new], dim=2)), (2 * length + 2) * 8 * 8 * 128 * size
-    if op == "repeat_interleave":    # [B, 8, L, 128] -> [B, 32, L, 128]
-        length = max(nbytes // (5 * size * 8 * 128 * 8), 1)
+    if op == "cat_kv_strided":       # the same, the new token a slice of a [B, 1, 3 x 8 x 128] QKV
+        length = max(nbytes // (2 * size * 8 * 128 * 8), 1)
+        past = rand(8, 8, length, 128, dtype=dt)
+        new = rand(8, 1, 3 * 8 * 128, dtype=dt)[..., 2048:].view(8, 1, 8, 128).transpose(1, 2)
+        return (lambda: torch.cat([past, new], dim=2)), (2 * length + 2) * 8 * 8 * 128 * size
+    if op == "repeat_interleave":    # [B, 8, L, 128] -> [B, 32, L, 128]: a copy of an expanded view
+        length = max(nbytes // (8 * size * 8 * 128 * 8), 1)
         kv = rand(8, 8, length, 128, dtype=dt)
-        return (lambda: kv.repeat_interleave(4, dim=1)), 5 * 8 * 8 * length * 128 * size
+        return (lambda: kv.repeat_interleave(4, dim=1)), 8 * 8 * 8 * length * 128 * size
     if op == "index_select":         # rows of a [N, 4096] table, as an embedding or a gather
         rows = max(nbytes // (2 * size * 4096), 1)
         table = rand(rows * 2, 4096, dtype=dt)
