@@ -322,9 +322,9 @@ const char *vgpu_function_display_name(vgpu_function *fn);
 vgpu_function *vgpu_function_lookup(const void *key);
 
 /* ---- memory-bound kernels (kernel_bytes.c) ---------------------------------------------- */
-/* Contiguous and strided variants move bytes at different rates: torch's strided elementwise
- * kernel (elementwise_kernel, offsets computed per element) and non-vectorized cat run at a
- * quarter to a half of the vectorized ones' bandwidth on an H100. */
+/* Contiguous and strided variants move bytes at different rates: a copy through torch's strided
+ * elementwise kernel (elementwise_kernel, offsets computed per element) and the non-vectorized
+ * cat run at a quarter to a half of the vectorized kernels' bandwidth on an H100. */
 typedef enum {
     VGPU_MEMORY_ELEMENTWISE = 0, VGPU_MEMORY_ELEMENTWISE_STRIDED, VGPU_MEMORY_CAT, VGPU_MEMORY_CAT_STRIDED,
     VGPU_MEMORY_GATHER, VGPU_MEMORY_CLASSES
