@@ -37,7 +37,7 @@ def test_an_unknown_memory_op_is_refused_by_name():
         models.fit_memory_curves(table)
 
 
-def efficient_table(slots=264, c=(6e-6, 2.5e-12, 4e-13)):
+def efficient_table(slots=198, c=(3e-6, 1e-6, 2.5e-12, 8e-13, 4e-13)):
     shapes = ([("packed", 1, q, kv, 1, 0) for q in (4, 64, 1024) for kv in (1024, 16384, 65536)]
               + [("decode", b, 1, kv, 0, 0) for b in (1, 8, 32, 128) for kv in (512, 8192)]
               + [("prefill", 1, s, s, 0, 1) for s in (128, 2048, 8192)])
@@ -53,8 +53,8 @@ def efficient_table(slots=264, c=(6e-6, 2.5e-12, 4e-13)):
 def test_efficient_attention_recovers_the_resident_ctas_and_its_coefficients():
     fitted = models.fit_efficient_attention(efficient_table(), sm_count=132)
     assert set(fitted) == {128}
-    assert fitted[128].slots == 264
-    assert fitted[128].coefficients == pytest.approx([6e-6, 2.5e-12, 4e-13], rel=1e-3)
+    assert fitted[128].slots == 198
+    assert fitted[128].coefficients == pytest.approx([3e-6, 1e-6, 2.5e-12, 8e-13, 4e-13], rel=1e-3)
 
 
 def test_the_c_predictor_charges_what_the_fits_say(tmp_path):
@@ -67,7 +67,8 @@ def test_the_c_predictor_charges_what_the_fits_say(tmp_path):
     path.write_text(modelfile.render(fitted))
     assert native.memory_seconds(path, "gather", 3 << 24) == pytest.approx(
         fitted_memory["gather"].predict(3 << 24), rel=1e-6)
-    frame = efficient_table().iloc[[3, 20, 30]]
+    frame = efficient_table().iloc[[3, 12, 18, 30]]      # packed, decode, causal prefill, decode
+    assert list(frame["kind"]) == ["packed", "decode", "prefill", "decode"]
     for r, expected in zip(frame.itertuples(), efficient.predict(frame)):
         charged = native.efficient_attention_seconds(path, r.batch, r.heads, r.q_len, r.kv_len, r.head_dim,
                                                      bool(r.mask), bool(r.causal), -(-r.q_len // 64))

@@ -211,7 +211,7 @@ def _efficient_attention(frame: pd.DataFrame | None, model_file: Path) -> list[l
             model_file, r.batch, r.heads, r.q_len, r.kv_len, r.head_dim, bool(r.mask), bool(r.causal),
             math.ceil(r.q_len / models.efficient_query_block(r.head_dim))) for r in group.itertuples()]
         out.append(_row("attention", f"sdpa_efficient {kind}", predicted, group["seconds"].to_numpy(),
-                        "measured kernel; waves x keys x head_dim + mask bytes", targeted=True))
+                        "measured kernel; by CTA waves, keys, head_dim, mask bytes", targeted=True))
     return out
 
 

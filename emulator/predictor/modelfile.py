@@ -13,7 +13,7 @@ as %.9g:
     collective <op> <latency_s> <bus_bytes_per_s>
     collective_curve <op> <nranks> <npoints> <bytes1> <s1> <bytes2> <s2> ...  (bytes ascending)
     memory_curve <elementwise|cat|gather> <npoints> <bytes1> <s1> ...  (bytes ascending)
-    efficient_attention <head_dim> <slots> <c_const> <c_wave_key_dims> <c_bias_bytes>
+    efficient_attention <head_dim> <slots> <c_const> <c_waves> <c_wave_key_dims> <c_causal_wave_key_dims> <c_bias_bytes>
     kernel_default <a_s> <b_s_per_thread>
     kernel <a_s> <b_s_per_thread> <max_threads> <demangled name: the rest of the line, verbatim>
 
@@ -147,10 +147,11 @@ def render(fitted: FittedModels) -> str:
         points = " ".join(f"{int(b)} {_g(s)}" for b, s in zip(curve.bytes, curve.seconds))
         lines.append(f"memory_curve {cls} {len(curve.bytes)} {points}")
     if fitted.efficient_attention:
-        lines.append("# efficient_attention: head_dim slots, then coefficients of [1, ceil(CTAs / slots) * "
-                     "keys * head_dim, mask bytes] (models.efficient_attention_work)")
+        lines.append("# efficient_attention: head_dim slots, then coefficients of [1, waves, waves * keys * "
+                     "head_dim, the same if causal, mask bytes], waves = max(CTAs / slots, 1) "
+                     "(models.efficient_attention_work)")
     for head_dim, m in sorted(fitted.efficient_attention.items()):
-        lines.append(f"efficient_attention {head_dim} {m.slots} " + " ".join(_g(c) for c in m.coefficients))
+        lines.append(f"efficient_attention {head_dim} {_g(m.slots)} " + " ".join(_g(c) for c in m.coefficients))
     lines.append("# kernel: seconds = a + b * grid.x*grid.y*grid.z*block.x*block.y*block.z, "
                  "by exact demangled name, measured up to max_threads")
     default = fitted.kernels.default

@@ -566,18 +566,23 @@ def efficient_query_block(head_dim: int) -> int:
     return 64 if head_dim <= 128 else 32
 
 
-def efficient_attention_work(frame: pd.DataFrame, slots: int) -> np.ndarray:
-    """[1, waves * keys * head_dim, bias bytes] per row: the CTAs (query blocks x heads x batch)
-    run `slots` at a time, each streaming its keys (a causal CTA on average half its queries
-    fewer) through head_dim; an additive mask is read once per query and key (bf16)."""
+def efficient_attention_work(frame: pd.DataFrame, slots: float) -> np.ndarray:
+    """[1, waves, waves * keys * head_dim, the same for causal rows, bias bytes] per row: the CTAs
+    (query blocks x heads x batch) run about `slots` at a time (waves = CTAs / slots, at least
+    one: measured, time grows in proportion to CTAs past a full wave, not in whole waves), each
+    streaming its keys (a causal CTA on average half its queries fewer, and paying for its mask)
+    through head_dim; an additive mask is read once per query and key (bf16)."""
     head_dim = frame["head_dim"].to_numpy(dtype=float)
     queries = frame["q_len"].to_numpy(dtype=float)
     block = np.array([efficient_query_block(int(d)) for d in head_dim])
     ctas = np.ceil(queries / block) * frame["heads"].to_numpy(dtype=float) * frame["batch"].to_numpy(dtype=float)
+    causal = frame["causal"].to_numpy() != 0
     keys = frame["kv_len"].to_numpy(dtype=float)
-    keys = np.where(frame["causal"].to_numpy() != 0, np.maximum(keys - queries / 2, 1), keys)
+    keys = np.where(causal, np.maximum(keys - queries / 2, 1), keys)
+    waves = np.maximum(ctas / slots, 1)
     bias = 2.0 * queries * frame["kv_len"].to_numpy(dtype=float) * (frame["mask"].to_numpy() != 0)
-    return np.column_stack([np.ones(len(frame)), np.ceil(ctas / slots) * keys * head_dim, bias])
+    return np.column_stack([np.ones(len(frame)), waves, waves * keys * head_dim, causal * waves * keys * head_dim,
+                            bias])
 
 
 @dataclass(frozen=True)
@@ -585,7 +590,7 @@ class EfficientAttentionModel:
     """seconds = c . efficient_attention_work(rows, slots), for one head_dim (the C predictor's
     efficient_attention record)."""
     head_dim: int
-    slots: int
+    slots: float
     coefficients: np.ndarray
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
@@ -593,13 +598,13 @@ class EfficientAttentionModel:
 
 
 def fit_efficient_attention(frame: pd.DataFrame, sm_count: int) -> dict[int, EfficientAttentionModel]:
-    """Per head_dim: the CTAs resident at once (1 to 8 per SM) that fit the fit rows best, and
-    the non-negative coefficients at that count."""
+    """Per head_dim: the CTAs at once (0.5 to 8 per SM, in eighths) that fit the fit rows best,
+    and the non-negative coefficients at that count."""
     models = {}
     for head_dim, rows in _fit_rows(frame).groupby("head_dim", sort=True):
         seconds = rows["seconds"].to_numpy(dtype=float)
         best = None
-        for slots in (sm_count * per_sm for per_sm in range(1, 9)):
+        for slots in (sm_count * eighths / 8 for eighths in range(4, 65)):
             work = efficient_attention_work(rows, slots)
             c = fit_relative(work, seconds)
             error = float(np.mean((work @ c / seconds - 1) ** 2))
@@ -779,6 +784,8 @@ def transfer(source: FittedModels, source_sku: Sku, target_sku: Sku) -> FittedMo
         return roof(target_sku) / roof(source_sku)
 
     bandwidth = _hbm_bytes_per_s(source_sku) / _hbm_bytes_per_s(target_sku)    # time ratio, memory-bound
+    per_sm_flops = ((_peak_flops(source_sku, "bf16") / source_sku.sm_count)      # time ratio, one SM's math
+                    / (_peak_flops(target_sku, "bf16") / target_sku.sm_count))
     # Types the target has no rate for (fp8 on an A100) have no GEMMs there.
     supported = {d for d in source.gemm_efficiency if target_sku.peak_tflops.get(PEAK_TFLOPS_KEY[d]) is not None}
     efficiency = {d: e for d, e in source.gemm_efficiency.items() if d in supported}
@@ -823,8 +830,7 @@ def transfer(source: FittedModels, source_sku: Sku, target_sku: Sku) -> FittedMo
         # The same CTAs per SM; a wave's time scales with one SM's arithmetic rate, the mask's
         # read with bandwidth.
         efficient_attention={d: EfficientAttentionModel(
-            d, max(1, round(m.slots * target_sku.sm_count / source_sku.sm_count)),
-            m.coefficients * np.array([1.0, (_peak_flops(source_sku, "bf16") / source_sku.sm_count)
-                                       / (_peak_flops(target_sku, "bf16") / target_sku.sm_count), bandwidth]))
+            d, m.slots * target_sku.sm_count / source_sku.sm_count,
+            m.coefficients * np.array([1.0, 1.0, per_sm_flops, per_sm_flops, bandwidth]))
             for d, m in source.efficient_attention.items()},
     )

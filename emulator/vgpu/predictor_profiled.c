@@ -65,9 +65,10 @@ typedef struct attention_table {
 } attention_table;
 /* seconds = a + b * threads, measured up to max_threads (the default model: unbounded). */
 typedef struct kernel_model { double a, b, max_threads; } kernel_model;
-/* PyTorch's memory-efficient attention for one head size: c0 + c1 * waves * keys * head_dim +
- * c2 * bias bytes, waves = ceil(CTAs / slots) (emulator/predictor/models.py, fit_efficient_attention). */
-typedef struct efficient_model { int head_dim; double slots, c0, c1, c2; } efficient_model;
+/* PyTorch's memory-efficient attention for one head size: c0 + c1 * waves + (c2 + c3 * causal) *
+ * waves * keys * head_dim + c4 * bias bytes, waves = max(CTAs / slots, 1)
+ * (emulator/predictor/models.py, efficient_attention_work). */
+typedef struct efficient_model { int head_dim; double slots, c[5]; } efficient_model;
 static const char *memory_classes[VGPU_MEMORY_CLASSES] = {"elementwise", "elementwise_strided", "cat", "cat_strided",
                                                            "gather"};
 typedef struct named_kernel { char *name; kernel_model model; } named_kernel;
@@ -268,7 +269,8 @@ void vgpu_profiled_init(const char *path) {
             if (parse_memory_curve(rest) != 0) bad_model(path, number, "bad memory_curve record");
         } else if (strcmp(kind, "efficient_attention") == 0) {
             efficient_model e;
-            if (sscanf(rest, "%d %lf %lf %lf %lf", &e.head_dim, &e.slots, &e.c0, &e.c1, &e.c2) != 5 || e.slots < 1)
+            if (sscanf(rest, "%d %lf %lf %lf %lf %lf %lf", &e.head_dim, &e.slots, &e.c[0], &e.c[1], &e.c[2], &e.c[3],
+                       &e.c[4]) != 7 || e.slots <= 0)
                 bad_model(path, number, "bad efficient_attention record");
             model.efficient = realloc(model.efficient, (model.n_efficient + 1) * sizeof *model.efficient);
             model.efficient[model.n_efficient++] = e;
@@ -615,7 +617,9 @@ static double predict_efficient_attention(const efficient_batch *a, double ctas)
     for (size_t i = 0; i < model.n_efficient; i++) {
         const efficient_model *m = &model.efficient[i];
         if (m->head_dim != (int)a->head_dim) continue;
-        return m->c0 + m->c1 * ceil(ctas / m->slots) * keys * a->head_dim + m->c2 * a->bias_bytes;
+        double waves = fmax(ctas / m->slots, 1);
+        return m->c[0] + m->c[1] * waves + (m->c[2] + m->c[3] * a->causal) * waves * keys * a->head_dim +
+               m->c[4] * a->bias_bytes;
     }
     /* Not measured for this head size: the flash kernel's time for the same work, plus the bias
      * read at copy speed. */
