@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from emulator.engines.adapter import ServingKnobs
@@ -29,11 +30,13 @@ def _decode_seconds(model: str, seqs: int, context: int) -> float:
     return native.attention_seconds(model, "vllm_triton_unified", seqs, 1, context, HEADS, KV_HEADS, HEAD_DIM)
 
 
-def _linear_seconds(model: str, groups: list[tuple[int, int, int]]) -> float:
-    """The model file's linear attention model over models.attention_features (the reference)."""
-    line = next(x for x in open(model).read().splitlines() if x.startswith("attention vllm_triton_unified "))
-    coefficients = [float(v) for v in line.split()[2:]]
-    return float(models.attention_features(groups, HEADS, KV_HEADS, HEAD_DIM, "bf16") @ coefficients)
+def _makespan_seconds(model: str, groups: list[tuple[int, int, int]]) -> float:
+    """The model file's makespan model over models.triton_tiles (the reference)."""
+    line = next(x for x in open(model).read().splitlines() if x.startswith("attention_makespan vllm_triton_unified "))
+    slots, *coefficients = [float(v) for v in line.split()[2:]]
+    tiles, longest = models.triton_tiles(groups, HEADS, KV_HEADS)
+    kv_bytes = models.attention_features(groups, HEADS, KV_HEADS, HEAD_DIM, "bf16")[2]
+    return float(np.dot([1.0, max(tiles / slots, longest), tiles, kv_bytes], coefficients))
 
 
 def test_flash_attention_3_is_charged_for_the_published_batch_also_in_graph_replays(cuda_programs, h200_model):
@@ -61,8 +64,8 @@ def test_flash_attention_3_is_charged_for_the_published_batch_also_in_graph_repl
     assert combine[1]["seconds"] == combine[2]["seconds"] == combine[0]["seconds"]
     span = lambda graph: graph[1]["start"] - graph[0]["start"]
     assert span(graph_b) - span(graph_a) == pytest.approx(long - short, abs=3e-9)
-    # Decodes mixed with a prefill chunk: the linear model over the batch's work.
-    assert mixed["seconds"] == pytest.approx(_linear_seconds(h200_model, [(1, 2048, 4), (512, 2048, 1)]), rel=1e-3)
+    # Decodes mixed with a prefill chunk: the makespan of the kernel's programs over their KV tiles.
+    assert mixed["seconds"] == pytest.approx(_makespan_seconds(h200_model, [(1, 2048, 4), (512, 2048, 1)]), rel=1e-3)
     # CUDA-graph padding rows (no tokens) are no work.
     assert padded["seconds"] == pytest.approx(short, rel=1e-3)
 

@@ -3,11 +3,12 @@ import math
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from autotune import cli
 from emulator.hardware import load_sku
-from emulator.predictor import accuracy, modelfile, models, tables
+from emulator.predictor import accuracy, modelfile, models, native, tables
 from emulator.predictor.models import GemmCurve, GemmKey, GemmTable
 
 
@@ -261,3 +262,28 @@ def test_cli_accuracy_prints_the_table(capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].split()[:5] == ["family", "group", "count", "median", "p90"]
     assert "vllm_triton_unified decode" in out
+
+
+# ---- vLLM's attention over mixed batches -------------------------------------------------------
+
+def test_triton_tiles_follow_the_kernels_programs():
+    # 32 query heads over 8 KV heads: BLOCK_Q = 16 / 4 = 4 query tokens a program. A decode of
+    # 100 tokens is one program of ceil(100 / 32) = 4 tiles per KV head; an 8-token prompt is two
+    # programs, reading 1 tile each.
+    assert models.triton_tiles([(1, 100, 1)], 32, 8) == (4 * 8, 4)
+    assert models.triton_tiles([(8, 8, 1)], 32, 8) == (2 * 8, 1)
+    assert models.triton_tiles([(1, 100, 3), (8, 8, 1)], 32, 8) == (3 * 32 + 16, 4)
+
+
+def test_mixed_batches_are_charged_by_the_makespan_the_c_predictor_computes(fitted, tmp_path):
+    path = tmp_path / "h200.model"
+    path.write_text(modelfile.render(fitted))
+    makespan = fitted.attention_makespan
+    assert makespan is not None and makespan.backend == "vllm_triton_unified"
+    rows = pd.DataFrame([("2048:2048 x 1; 1:3000 x 40", 32, 8), ("300:3000 x 2; 1:768 x 90", 64, 8),
+                         ("512:4096 x 1", 16, 2)], columns=["composition", "num_heads", "num_kv_heads"])
+    rows = rows.assign(head_dim=128, dtype="bf16")
+    for row, expected in zip(rows.itertuples(), makespan.predict(rows)):
+        charged = native.published_attention_seconds(path, models.parse_composition(row.composition),
+                                                     row.num_heads, row.num_kv_heads, 128)
+        assert charged == pytest.approx(expected, rel=1e-6)

@@ -88,7 +88,8 @@ def _without(table: GemmTable, key: GemmKey) -> GemmTable:
 
 def _attention(attention: pd.DataFrame, fitted: FittedModels, model_file: Path) -> list[list]:
     """Batches of like sequences as the emulator charges them (the C predictor's interpolation);
-    mixed batches by the linear model it falls back to."""
+    vLLM's mixed and chunked batches as published by its plugin (the makespan over KV tiles);
+    other batches by the linear model the predictor falls back to."""
     out = []
     held = _holdout(attention).reset_index(drop=True)
     features = models.attention_row_features(held)
@@ -99,6 +100,11 @@ def _attention(attention: pd.DataFrame, fitted: FittedModels, model_file: Path) 
                                                   r.num_heads, r.num_kv_heads, r.head_dim)
                          for r in rows.itertuples()]
             note = "measured kernel; interpolated"
+        elif fitted.attention_makespan is not None and backend == fitted.attention_makespan.backend:
+            predicted = [native.published_attention_seconds(model_file, models.parse_composition(r.composition),
+                                                            r.num_heads, r.num_kv_heads, r.head_dim)
+                         for r in rows.itertuples()]
+            note = "measured kernel; makespan over KV tiles"
         else:
             predicted = fitted.attention[backend].predict(features[index])
             note = "measured kernel; linear in work"

@@ -7,6 +7,7 @@ as %.9g:
     gemm <dtype> <trans_a> <trans_b> <m> <k> <batch> <npoints> <n1> <s1> <n2> <s2> ...  (n ascending)
     gemm_fallback <dtype> <flops_per_s> <bytes_per_s> <floor_s>
     attention <backend> <c_const> <c_seqs> <c_kv_bytes> <c_flops> <c_q_bytes>
+    attention_makespan <backend> <slots> <c_const> <c_makespan_tiles> <c_tiles> <c_kv_bytes>
     attention_curve <backend> <decode|prefill> <heads> <kv_heads> <head_dim> <num_seqs> <points> <y1> <s1> ...
     copy <direction> <pinned> <latency_s> <bytes_per_s>
     memset <latency_s> <bytes_per_s>
@@ -111,6 +112,11 @@ def render(fitted: FittedModels) -> str:
                  "(models.attention_features)")
     for backend, model in sorted(fitted.attention.items()):
         lines.append(f"attention {backend} " + " ".join(_g(c) for c in model.coefficients))
+    if fitted.attention_makespan is not None:
+        m = fitted.attention_makespan
+        lines.append("# attention_makespan: backend slots, then coefficients of [1, max(KV tiles / slots, the "
+                     "longest program's tiles), KV tiles, K/V bytes] (models.AttentionMakespan)")
+        lines.append(f"attention_makespan {m.backend} {_g(m.slots)} " + " ".join(_g(c) for c in m.coefficients))
     lines.append("# attention_curve: backend phase heads kv_heads head_dim num_seqs points, then y "
                  "seconds pairs (y: context for decode, prompt length for prefill)")
     for c in fitted.attention_curves:

@@ -324,6 +324,75 @@ class AttentionModel:
         return features @ self.coefficients
 
 
+# vLLM's Triton unified attention (its 2D kernel): query rows per program and KV tokens per tile
+# (attention_batch.c, add_triton_tiles, computes the same on the launch path).
+TRITON_BLOCK_M = 16
+TRITON_TILE = 32
+# The batches the makespan model is fitted on and charges: neither all decodes nor one prompt
+# length (those are interpolated in the measured curves).
+MAKESPAN_PHASES = ("mixed", "chunked")
+
+
+def triton_tiles(groups: list[tuple[int, int, int]], num_heads: int, num_kv_heads: int) -> tuple[float, float]:
+    """(KV tiles over all programs, the longest program's tiles) of one launch over (query_len,
+    context_len, count) groups: a program per BLOCK_Q query tokens of a sequence and per KV head,
+    each reading the tiles up to what its last query sees (causal)."""
+    per_kv = num_heads // num_kv_heads
+    block_m = max(TRITON_BLOCK_M, 1 << max(per_kv - 1, 0).bit_length())
+    block_q = max(block_m // per_kv, 1)
+    work = longest = 0.0
+    for query_len, context_len, count in groups:
+        last = np.minimum(np.arange(block_q, query_len + block_q, block_q), query_len)
+        tiles = np.ceil((context_len - query_len + last) / TRITON_TILE)
+        work += count * float(tiles.sum()) * num_kv_heads
+        longest = max(longest, float(tiles.max()))
+    return work, longest
+
+
+@dataclass(frozen=True)
+class AttentionMakespan:
+    """seconds = c . [1, max(tiles / slots, longest), tiles, kv_bytes]: the kernel's programs run
+    about `slots` at a time over their KV tiles, so a batch takes its total work spread over them
+    or its longest program, whichever is longer (a long prompt's last query blocks, a decode of a
+    long context); plus K/V bytes read (attention_features' kv_bytes). Fitted on the mixed and
+    chunked rows, where the linear model over totals missed by 45% at p90."""
+    backend: str
+    slots: float
+    coefficients: np.ndarray
+
+    @staticmethod
+    def features(attention: pd.DataFrame, slots: float) -> np.ndarray:
+        rows = []
+        for r in attention.itertuples():
+            groups = parse_composition(r.composition)
+            tiles, longest = triton_tiles(groups, r.num_heads, r.num_kv_heads)
+            kv_bytes = attention_features(groups, r.num_heads, r.num_kv_heads, r.head_dim, r.dtype)[2]
+            rows.append([1.0, max(tiles / slots, longest), tiles, kv_bytes])
+        return np.array(rows)
+
+    @classmethod
+    def fit(cls, attention: pd.DataFrame, sm_count: int, backend: str = "vllm_triton_unified"
+            ) -> AttentionMakespan | None:
+        """The slots (a quarter to 8 programs per SM, in quarters) that fit best; None without
+        rows to fit."""
+        rows = _fit_rows(attention)
+        rows = rows[(rows["backend"] == backend) & rows["phase"].isin(MAKESPAN_PHASES)]
+        if rows.empty:
+            return None
+        seconds = rows["seconds"].to_numpy(dtype=float)
+        best = None
+        for slots in (sm_count * quarters / 4 for quarters in range(1, 33)):
+            features = cls.features(rows, slots)
+            c = fit_relative(features, seconds)
+            error = float(np.mean((features @ c / seconds - 1) ** 2))
+            if best is None or error < best[0]:
+                best = (error, cls(backend, slots, c))
+        return best[1]
+
+    def predict(self, attention: pd.DataFrame) -> np.ndarray:
+        return self.features(attention, self.slots) @ self.coefficients
+
+
 @dataclass(frozen=True)
 class AttentionCurve:
     """Measured seconds of `num_seqs` like sequences over y: the context of decoding sequences,
@@ -711,6 +780,8 @@ class FittedModels:
     gemm_roofline: GemmRoofline
     attention: dict[str, AttentionModel]
     attention_curves: list[AttentionCurve]
+    # vLLM's Triton attention over mixed and chunked batches; None where not measured.
+    attention_makespan: AttentionMakespan | None
     elementwise: dict[tuple[str, str], LinearModel]
     copies: dict[tuple[str, int], TransferModel]
     memset: TransferModel
@@ -755,6 +826,7 @@ def fit(tables: Tables, sku: Sku) -> FittedModels:
         gemm_roofline=GemmRoofline.for_sku(efficiency, sku),
         attention=AttentionModel.fit_all(tables.attention),
         attention_curves=attention_curves(tables.attention),
+        attention_makespan=AttentionMakespan.fit(tables.attention, sku.sm_count),
         elementwise=fit_elementwise(tables.elementwise),
         copies=copies,
         memset=memset,
@@ -819,6 +891,10 @@ def transfer(source: FittedModels, source_sku: Sku, target_sku: Sku) -> FittedMo
         gemm_roofline=GemmRoofline.for_sku(efficiency, target_sku),
         attention=attention,
         attention_curves=attention_curves_,
+        # The same programs per SM; tiles are tensor-core math on one SM, bytes are HBM's.
+        attention_makespan=None if source.attention_makespan is None else AttentionMakespan(
+            source.attention_makespan.backend, source.attention_makespan.slots * target_sku.sm_count / source_sku.sm_count,
+            source.attention_makespan.coefficients * np.array([1.0, per_sm_flops, per_sm_flops, bandwidth])),
         elementwise={k: LinearModel(m.a, m.b * bandwidth) for k, m in source.elementwise.items()},
         copies=on_device,
         memset=dataclasses.replace(source.memset, bytes_per_s=source.memset.bytes_per_s / bandwidth),

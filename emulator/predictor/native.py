@@ -20,6 +20,9 @@ def _library():
              " double context_len, double heads, double kv_heads, double head_dim);"
              "double revati_predict_collective(const char *op, double whole_bytes, double nranks);"
              "double revati_predict_memory(const char *cls, double bytes);"
+             "void revati_attention_batch(int num_seqs, const int32_t *query_start_loc, const int32_t *seq_lens,"
+             " int heads, int kv_heads, int head_dim, int kv_element_bytes);"
+             "double revati_predict_published_attention(void);"
              "double revati_predict_efficient_attention(double batch, double heads, double queries,"
              " double keys, double head_dim, double mask, double causal, double query_blocks);")
     return ffi.dlopen(str(build_library() / LIBRARY))
@@ -70,3 +73,22 @@ def efficient_attention_seconds(model: Path, batch: int, heads: int, queries: in
     """What the emulator charges one launch of PyTorch's memory-efficient attention kernel."""
     return _load(Path(model)).revati_predict_efficient_attention(batch, heads, queries, keys, head_dim, mask,
                                                                   causal, query_blocks)
+
+
+def published_attention_seconds(model: Path, groups: list[tuple[int, int, int]], heads: int, kv_heads: int,
+                                head_dim: int) -> float:
+    """What the emulator charges vLLM's attention for a batch of (query_len, context_len, count)
+    groups, published as the vLLM plugin publishes a step's batch (bf16 KV cache)."""
+    lib = _load(Path(model))
+    import cffi
+    ffi = cffi.FFI()
+    lengths = [(q, ctx) for q, ctx, count in groups for _ in range(count)]
+    starts = [0]
+    for q, _ in lengths:
+        starts.append(starts[-1] + q)
+    lib.revati_attention_batch(len(lengths), ffi.new("int32_t[]", starts), ffi.new("int32_t[]", [c for _, c in lengths]),
+                               heads, kv_heads, head_dim, 2)
+    seconds = lib.revati_predict_published_attention()
+    if seconds < 0:
+        raise ValueError("the model file has no vllm_triton_unified attention")
+    return seconds

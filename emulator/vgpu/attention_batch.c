@@ -11,10 +11,30 @@
  * heads). The latest one stands until the next; a generation number lets the predictor keep one
  * prediction per batch instead of one per launch.
  */
+#include <math.h>
 #include <pthread.h>
 #include <string.h>
 
 #include "vgpu.h"
+
+/* vLLM's kernel_unified_attention (vllm/v1/attention/ops/triton_unified_attention.py): a program
+ * per BLOCK_Q query tokens of a sequence and per KV head, BLOCK_M = 16 query rows (the heads that
+ * share a KV head times BLOCK_Q; more heads: the next power of two) and KV tiles of 32 tokens,
+ * each program going as far as its last query sees (causal). */
+#define TRITON_TILE 32
+
+static void add_triton_tiles(vgpu_attention_batch *b, int q, int ctx) {
+    int per_kv = b->heads / (b->kv_heads > 0 ? b->kv_heads : 1), block_m = 16;
+    while (block_m < per_kv) block_m *= 2;
+    int block_q = block_m / (per_kv > 0 ? per_kv : 1);
+    if (block_q < 1) block_q = 1;
+    for (int first = 0; first < q; first += block_q) {
+        int last = first + block_q < q ? first + block_q : q;
+        double tiles = ceil((double)(ctx - q + last) / TRITON_TILE);
+        b->tile_work += tiles * b->kv_heads;
+        if (tiles > b->longest_tiles) b->longest_tiles = tiles;
+    }
+}
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static vgpu_attention_batch current;
@@ -36,6 +56,7 @@ VGPU_EXPORT void revati_attention_batch(int num_seqs, const int32_t *query_start
         b.query_tokens += q;
         b.context_tokens += ctx;
         b.causal_pairs += q * (ctx - q / 2.0);
+        add_triton_tiles(&b, q, ctx);
         if (q != 1) b.all_decode = 0;
         if (q != ctx || (prompt >= 0 && q != prompt)) b.uniform_prefill = 0;
         prompt = q;

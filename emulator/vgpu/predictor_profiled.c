@@ -89,6 +89,9 @@ static struct {
     double gemm_fallback_bw[DT_COUNT];
     double attention[ATT_BACKENDS][5];  /* linear: const, seqs, kv bytes, flops, q bytes */
     int have_attention[ATT_BACKENDS];
+    /* Batches that are neither all decodes nor one prompt length: slots, then coefficients of
+     * [1, max(tile work / slots, longest program's tiles), tile work, K/V bytes]; slots 0: none. */
+    double makespan[ATT_BACKENDS][5];
     attention_table *tables;
     size_t n_tables;
     rates copy[COPY_DIRECTIONS][2];     /* [direction][pinned] */
@@ -246,6 +249,14 @@ void vgpu_profiled_init(const char *path) {
                 double coefficients[5] = {a, b, c, d, e};
                 memcpy(model.attention[i], coefficients, sizeof coefficients);
                 model.have_attention[i] = 1;
+            }
+        } else if (strcmp(kind, "attention_makespan") == 0) {
+            double s, c0, c1, c2, c3;
+            if (sscanf(rest, "%63s %lf %lf %lf %lf %lf", name, &s, &c0, &c1, &c2, &c3) != 6 || s <= 0)
+                bad_model(path, number, "bad attention_makespan record");
+            if ((i = name_index(attention_backends, ATT_BACKENDS, name)) >= 0) {
+                double values[5] = {s, c0, c1, c2, c3};
+                memcpy(model.makespan[i], values, sizeof values);
             }
         } else if (strcmp(kind, "attention_curve") == 0) {
             if (parse_attention_curve(rest) != 0) bad_model(path, number, "bad attention_curve record");
@@ -490,7 +501,8 @@ static double predict_attention(int backend, const attention_batch *a) {
  * measured tables: all decoding at their mean context (a decode's time follows the K/V it reads,
  * the sum of the contexts), or all prefilling one prompt length. Other batches (decodes mixed with
  * prefills, chunks of prompts, prompts of several lengths) and 8-bit KV caches (the tables are
- * bf16) take the linear model over the batch's work. One prediction per published batch: a
+ * bf16) take the makespan of the Triton kernel's programs over their KV tiles (the linear model
+ * over the batch's work where the model file has none). One prediction per published batch: a
  * step's launches of every layer share it. -1 when nothing is published or nothing measured. */
 static double published_attention_seconds(void) {
     static __thread uint64_t cached_generation;
@@ -508,7 +520,9 @@ static double published_attention_seconds(void) {
         double kv_bytes = b.context_tokens * b.kv_heads * b.head_dim * 2 * b.kv_element_bytes;
         double flops = 4 * b.causal_pairs * b.heads * b.head_dim;
         double q_bytes = b.query_tokens * b.heads * b.head_dim * 2 * 2;
-        seconds = linear_in_work(ATT_VLLM_TRITON, b.seqs, kv_bytes, flops, q_bytes);
+        const double *m = model.makespan[ATT_VLLM_TRITON];
+        seconds = m[0] > 0 ? m[1] + m[2] * fmax(b.tile_work / m[0], b.longest_tiles) + m[3] * b.tile_work + m[4] * kv_bytes
+                           : linear_in_work(ATT_VLLM_TRITON, b.seqs, kv_bytes, flops, q_bytes);
     }
     cached_generation = b.generation;
     cached_seconds = seconds;
@@ -533,6 +547,9 @@ static void forget_model(void) {
 
 /* For emulator/predictor (accuracy, parity tests), in a process that launches nothing: load a
  * model file (replacing any loaded one), and the attention model for a batch of like sequences. */
+/* For accuracy.py: what the latest published batch's attention is charged (-1: none). */
+VGPU_EXPORT double revati_predict_published_attention(void) { return published_attention_seconds(); }
+
 VGPU_EXPORT void revati_predictor_load(const char *model_path) {
     forget_model();
     vgpu_profiled_init(model_path);

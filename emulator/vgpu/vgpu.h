@@ -344,6 +344,9 @@ typedef struct vgpu_attention_batch {
     int all_decode;             /* every sequence has one query token */
     int uniform_prefill;        /* every sequence prefills from scratch, all of one length */
     int heads, kv_heads, head_dim, kv_element_bytes;     /* of this rank */
+    /* The work of vLLM's Triton unified attention (its 2D kernel, which runs every batch that is
+     * not all decodes) in KV tiles: over all its programs, and the longest program's. */
+    double tile_work, longest_tiles;
 } vgpu_attention_batch;
 
 /* 1 and the batch in *out if one with work has been published; 0 otherwise. */
