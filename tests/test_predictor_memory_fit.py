@@ -73,3 +73,21 @@ def test_the_c_predictor_charges_what_the_fits_say(tmp_path):
         charged = native.efficient_attention_seconds(path, r.batch, r.heads, r.q_len, r.kv_len, r.head_dim,
                                                      bool(r.mask), bool(r.causal), -(-r.q_len // 64))
         assert charged == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_head_size_between_two_measured_ones_is_charged_between_their_times(tmp_path):
+    table = pd.concat([efficient_table(), efficient_table().assign(head_dim=64)])
+    table["seconds"] = np.concatenate([models.efficient_attention_work(g, 198) @ np.array([3e-6, 1e-6, 2.5e-12, 8e-13, 4e-13])
+                                       for _, g in table.groupby("head_dim", sort=False)])
+    fitted_models = models.fit_efficient_attention(table, sm_count=132)
+    fitted = dataclasses.replace(models.fit(tables.load("h100"), load_sku("h100")), efficient_attention=fitted_models)
+    path = tmp_path / "h100.model"
+    path.write_text(modelfile.render(fitted))
+
+    def charged(head_dim):
+        return native.efficient_attention_seconds(path, 8, 32, 1, 8192, head_dim, False, False, 1)
+    assert charged(96) == pytest.approx((charged(64) + charged(128)) / 2, rel=1e-9)
+    assert charged(64) < charged(96) < charged(128)
+    # Past the measured sizes: the nearest's model at this size.
+    beyond = pd.DataFrame([dict(batch=8, heads=32, head_dim=256, q_len=1, kv_len=8192, mask=0, causal=0)])
+    assert charged(256) == pytest.approx(fitted_models[128].predict(beyond)[0], rel=1e-6)

@@ -9,8 +9,10 @@ table.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +43,7 @@ def accuracy_of(measured: Tables, fitted: FittedModels, model_file: Path) -> pd.
             + _elementwise(measured.elementwise, fitted) + _copies(measured.copy, fitted)
             + _kernels(measured.kernels, fitted) + _modelled()
             + _collectives(measured.collectives, fitted, model_file)
-            + _memory(measured.memory, model_file) + _efficient_attention(measured.efficient_attention, model_file))
+            + _memory(measured.memory, model_file) + _efficient_attention(measured.efficient_attention, fitted, model_file))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -206,18 +208,36 @@ def _memory(memory: pd.DataFrame | None, model_file: Path) -> list[list]:
     return out
 
 
-def _efficient_attention(frame: pd.DataFrame | None, model_file: Path) -> list[list]:
+def _efficient_attention(frame: pd.DataFrame | None, fitted: FittedModels, model_file: Path) -> list[list]:
     """Held-out batches of PyTorch's memory-efficient SDPA kernel, charged by its work."""
     if frame is None:
         return [["attention", "sdpa_efficient", 0, np.nan, np.nan, "", "",
                  "not measured (no efficient_attention.csv): charged as sdpa_flash on the same batch"]]
+    def charged(path: Path, rows: pd.DataFrame) -> list[float]:
+        return [native.efficient_attention_seconds(
+            path, r.batch, r.heads, r.q_len, r.kv_len, r.head_dim, bool(r.mask), bool(r.causal),
+            math.ceil(r.q_len / models.efficient_query_block(r.head_dim))) for r in rows.itertuples()]
+
     out = []
-    for kind, group in _holdout(frame).groupby("kind", sort=True):
-        predicted = [native.efficient_attention_seconds(
-            model_file, r.batch, r.heads, r.q_len, r.kv_len, r.head_dim, bool(r.mask), bool(r.causal),
-            math.ceil(r.q_len / models.efficient_query_block(r.head_dim))) for r in group.itertuples()]
-        out.append(_row("attention", f"sdpa_efficient {kind}", predicted, group["seconds"].to_numpy(),
+    held = _holdout(frame)
+    for kind, group in held.groupby("kind", sort=True):
+        out.append(_row("attention", f"sdpa_efficient {kind}", charged(model_file, group), group["seconds"].to_numpy(),
                         "measured kernel; by CTA waves, keys, head_dim, mask bytes", targeted=True))
+    # Each head size in turn charged by the others' models, as one never measured would be.
+    unseen_predicted, unseen_measured = [], []
+    with tempfile.TemporaryDirectory(prefix="revati-accuracy-") as tmp:
+        for head_dim, group in held.groupby("head_dim", sort=True):
+            others = {d: m for d, m in fitted.efficient_attention.items() if d != head_dim}
+            if not others:
+                continue
+            path = Path(tmp) / f"without_d{head_dim}.model"
+            path.write_text(modelfile.render(dataclasses.replace(fitted, efficient_attention=others)))
+            unseen_predicted += charged(path, group)
+            unseen_measured += list(group["seconds"])
+    if unseen_measured:
+        out.append(_row("attention unseen head_dim", "sdpa_efficient", unseen_predicted, unseen_measured,
+                        "leave-one-head-size-out: the nearest measured head size's model, scaled by "
+                        "head_dim (between two measured sizes the predictor interpolates instead)"))
     return out
 
 

@@ -628,18 +628,31 @@ static int efficient_attention_batch(const vgpu_launch *l, efficient_batch *out)
     return -1;
 }
 
-static double predict_efficient_attention(const efficient_batch *a, double ctas) {
+/* One head size's model at head size d (its own, or another's scaled: the work terms grow with d). */
+static double efficient_seconds(const efficient_model *m, const efficient_batch *a, double ctas, double d) {
     /* A causal CTA stops at its diagonal: on average half its queries' block fewer keys. */
     double keys = a->causal ? fmax(a->keys - a->queries / 2, 1) : a->keys;
+    double waves = fmax(ctas / m->slots, 1);
+    return m->c[0] + m->c[1] * waves + (m->c[2] + m->c[3] * a->causal) * waves * keys * d + m->c[4] * a->bias_bytes;
+}
+
+static double predict_efficient_attention(const efficient_batch *a, double ctas) {
+    /* The measured head sizes on either side of this one. Between two, the line between their
+     * times (each model at its own size: the kernel's tiles change with it, so one size's model
+     * says little of another's); past the measured ones, the nearest's model at this size. */
+    const efficient_model *below = NULL, *above = NULL;
     for (size_t i = 0; i < model.n_efficient; i++) {
         const efficient_model *m = &model.efficient[i];
-        if (m->head_dim != (int)a->head_dim) continue;
-        double waves = fmax(ctas / m->slots, 1);
-        return m->c[0] + m->c[1] * waves + (m->c[2] + m->c[3] * a->causal) * waves * keys * a->head_dim +
-               m->c[4] * a->bias_bytes;
+        if (m->head_dim <= a->head_dim && (!below || m->head_dim > below->head_dim)) below = m;
+        if (m->head_dim >= a->head_dim && (!above || m->head_dim < above->head_dim)) above = m;
     }
-    /* Not measured for this head size: the flash kernel's time for the same work, plus the bias
-     * read at copy speed. */
+    if (below && above && below != above) {
+        double lo = efficient_seconds(below, a, ctas, below->head_dim), hi = efficient_seconds(above, a, ctas, above->head_dim);
+        return lo + (hi - lo) * (a->head_dim - below->head_dim) / (above->head_dim - below->head_dim);
+    }
+    if (below || above) return efficient_seconds(below ? below : above, a, ctas, a->head_dim);
+    /* Not measured at all: the flash kernel's time for the same work, plus the bias read at copy
+     * speed. */
     attention_batch f = {a->batch, a->queries, a->keys, a->heads, a->heads, a->head_dim, a->causal};
     return predict_attention(ATT_SDPA_FLASH, &f) + memory_seconds(VGPU_MEMORY_ELEMENTWISE, a->bias_bytes);
 }
