@@ -250,6 +250,7 @@ def _search(search: dict) -> dict:
         "seed": (lambda v: isinstance(v, int), "an integer"),
         "max_gpus": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
         "trial_timeout_s": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+        "prune": (lambda v: isinstance(v, bool), "true or false"),
         "space": (lambda v: isinstance(v, dict), "a mapping of knob name to a list of values"),
         "engines": (lambda v: v is None or isinstance(v, list) and len(v) >= 1 and all(e in ADAPTERS for e in v),
                     f"null (the study's engine) or a list of engines from {', '.join(ADAPTERS)}"),

@@ -29,7 +29,7 @@ from autotune.trial import TrialResult, end_leftovers
 
 DIRECTIONS = ["maximize", "minimize"]
 OBJECTIVES = ["goodput_per_gpu", "gpus"]
-COUNTED = ("ok", "infeasible", "failed", "timeout")      # outcomes that use up the budget
+COUNTED = ("ok", "infeasible", "pruned", "failed", "timeout")      # outcomes that use up the budget
 
 
 def open_study(config: StudyConfig) -> optuna.Study:
@@ -75,9 +75,10 @@ def result_of_same_configuration(study: optuna.Study, trial: optuna.Trial) -> Tr
     configuration again (likely in small discrete spaces) gets its result without a second
     deployment. Emulated runs are deterministic up to CPU-time noise; a run again would mostly
     measure that noise."""
-    for earlier in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    for earlier in study.get_trials(deepcopy=False, states=done):
         attrs = earlier.user_attrs
-        if earlier.params == trial.params and attrs.get("outcome") in ("ok", "infeasible"):
+        if earlier.params == trial.params and attrs.get("outcome") in ("ok", "infeasible", "pruned"):
             copied = {k: v for k, v in attrs.items() if k not in ("outcome", "reason", "goodput_per_gpu", "slo_attainment")}
             return TrialResult(attrs["outcome"], attrs["gpus"], attrs.get("reason", ""), attrs["goodput_per_gpu"],
                                attrs["slo_attainment"], {**copied, "same_as_trial": earlier.number})
@@ -87,7 +88,8 @@ def result_of_same_configuration(study: optuna.Study, trial: optuna.Trial) -> Tr
 def record(study: optuna.Study, trial: optuna.Trial, result: TrialResult, attainment: float) -> None:
     """Store what the trial did, then tell Optuna: ok and infeasible trials complete with their
     objectives (an infeasible configuration serves nothing: zero goodput, constraint violated);
-    failures and timeouts fail, so that a broken run never reads as a measured configuration."""
+    pruned ones (autotune/pruning.py: the SLO target became out of reach) are PRUNED; failures and
+    timeouts fail, so that a broken run never reads as a measured configuration."""
     # <= 0 is feasible: the share of requests missing the SLOs beyond what the target allows.
     trial.set_constraint("slo_attainment", attainment - result.slo_attainment)
     for key, value in result.user_attrs.items():
@@ -98,6 +100,8 @@ def record(study: optuna.Study, trial: optuna.Trial, result: TrialResult, attain
     trial.set_user_attr("slo_attainment", result.slo_attainment)
     if result.outcome in ("ok", "infeasible"):
         study.tell(trial, list(result.values))
+    elif result.outcome == "pruned":
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     else:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
 

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autotune import pruning
 from autotune.config import StudyConfig, hydra_value, without_engine_overrides
 from emulator import feasibility
 from emulator.hardware import load_sku
@@ -31,7 +32,7 @@ REFUSED, FAILED = 2, 1
 
 @dataclass
 class TrialResult:
-    outcome: str                # ok | infeasible | failed | timeout | interrupted
+    outcome: str                # ok | infeasible | pruned | failed | timeout | interrupted
     gpus: int
     reason: str = ""
     goodput_per_gpu: float = 0.0
@@ -75,7 +76,11 @@ def evaluate(config: StudyConfig, args: dict, run_dir: Path, stop: threading.Eve
         process = subprocess.Popen([sys.executable, "-m", "autotune.cli", *cmd[1:]], stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True,
                                    env={**os.environ, "REVATI_DIE_WITH_PARENT": str(os.getpid())})
-        outcome = _wait(process, run_dir, run_config.timeout_s + STOP_GRACE_S, stop)
+        check = (lambda: pruning.reason_to_stop(run_dir / "requests.jsonl", config.slos_ms, config.attainment)) \
+            if config.search["prune"] else None
+        outcome, why = _wait(process, run_dir, run_config.timeout_s + STOP_GRACE_S, stop, check)
+    if outcome == "pruned":
+        return TrialResult("pruned", gpus, why, user_attrs=attrs)
     summary_path = run_dir / "summary.json"
     if outcome == "ok" and process.returncode == 0 and summary_path.is_file():
         summary = json.loads(summary_path.read_text())
@@ -103,20 +108,26 @@ def _refusal(config: StudyConfig, run_config: RunConfig) -> str | None:
     return None
 
 
-def _wait(process: subprocess.Popen, run_dir: Path, limit_s: float, stop: threading.Event) -> str:
-    """ok once the run exited by itself; interrupted or timeout after stopping it like Ctrl-C."""
+def _wait(process: subprocess.Popen, run_dir: Path, limit_s: float, stop: threading.Event,
+          check=None) -> tuple[str, str]:
+    """(outcome, why): ok once the run exited by itself; interrupted, timeout or pruned (`check`
+    gave a reason, asked every pruning.CHECK_INTERVAL_S) after stopping it like Ctrl-C."""
     waited = 0.0
     while waited < limit_s:
         try:
             process.wait(1.0)
-            return "ok"
+            return "ok", ""
         except subprocess.TimeoutExpired:
             waited += 1.0
         if stop.is_set():
             interrupt(process, run_dir)
-            return "interrupted"
+            return "interrupted", ""
+        why = check() if check and waited % pruning.CHECK_INTERVAL_S == 0 else None
+        if why:
+            interrupt(process, run_dir)
+            return "pruned", why
     interrupt(process, run_dir)
-    return "timeout"
+    return "timeout", ""
 
 
 def interrupt(process: subprocess.Popen, run_dir: Path) -> None:

@@ -29,6 +29,7 @@ import codecs
 import csv
 import json
 import math
+import os
 import random
 import re
 import sys
@@ -556,7 +557,8 @@ async def wait_until_ready(session, base_url: str, timeout_s: float) -> None:
 READY_LINE = "loadgen: the server is ready; sending the workload"
 
 
-async def run_load(spec: WorkloadSpec, plan: list[PlannedRequest]) -> tuple[list[dict], dict]:
+async def run_load(spec: WorkloadSpec, plan: list[PlannedRequest], on_record=None) -> tuple[list[dict], dict]:
+    """Send the plan; `on_record(record)` is called as each request ends (in the order they end)."""
     import aiohttp  # only here: the workload code above must import without it
 
     # As vllm bench serve: one session whose pool is capped at max_concurrency (0 = unlimited).
@@ -568,9 +570,13 @@ async def run_load(spec: WorkloadSpec, plan: list[PlannedRequest]) -> tuple[list
         semaphore = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
         async def limited(planned: PlannedRequest) -> dict:
             if semaphore is None:
-                return await send_request(session, spec, planned, t0)
-            async with semaphore:
-                return await send_request(session, spec, planned, t0)
+                record = await send_request(session, spec, planned, t0)
+            else:
+                async with semaphore:
+                    record = await send_request(session, spec, planned, t0)
+            if on_record is not None:
+                on_record(record)
+            return record
 
         print(READY_LINE, flush=True)   # the run driver times start-up and serving from this line
         t0 = time.monotonic()
@@ -589,10 +595,28 @@ async def run_load(spec: WorkloadSpec, plan: list[PlannedRequest]) -> tuple[list
 
 
 def write_records(path: str, records: list[dict], summary: dict) -> None:
-    with open(path, "w") as f:
+    """The records in plan order and the summary, replacing the file the run streamed."""
+    with open(path + ".tmp", "w") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")
         f.write(json.dumps({"summary": summary}) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+class RecordStream:
+    """The records file while the load runs: `{"planned_requests": N}`, then each request's record
+    as it ends, flushed, so that a study can see how a trial is going (autotune/pruning.py)."""
+
+    def __init__(self, path: str, planned: int):
+        self.file = open(path, "w")
+        self.write({"planned_requests": planned})
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -604,7 +628,14 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.spec) as f:
             spec = WorkloadSpec.from_dict(json.load(f))
         plan = plan_requests(spec)
-        records, summary = asyncio.run(run_load(spec, plan))
+        stream = RecordStream(args.out, len(plan))
+        try:
+            records, summary = asyncio.run(run_load(spec, plan, stream.write))
+        except BaseException:
+            os.remove(args.out)         # a load that did not run leaves no records
+            raise
+        finally:
+            stream.close()
     except (SpecError, TimeoutError, OSError, json.JSONDecodeError) as exc:
         print(f"loadgen: {exc}", file=sys.stderr)
         return 2

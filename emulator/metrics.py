@@ -93,6 +93,11 @@ def _meets_slos(latency: dict, slos: dict) -> bool:
     return all(slos[key] / MS_PER_S >= values[key] for key in slos)
 
 
+def record_meets_slos(record: dict, slos: dict) -> bool:
+    """Whether one request is good (goodput's definition; a failed request never is)."""
+    return _succeeded(record) and _meets_slos(per_request_latencies(record), _validate_slos(slos))
+
+
 def _peak_output_rate(successes: list[dict]) -> tuple[float, int]:
     """vLLM's max_output_tokens_per_s and max_concurrent_requests: chunk timestamps (one "token"
     per chunk, as vLLM reconstructs them from ttft + itl) in 1-second buckets from the earliest send."""

@@ -26,7 +26,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 LATENCIES = ("ttft", "tpot", "itl", "e2el")
 THROUGHPUTS = {"request_throughput": "req/s", "output_throughput": "output tok/s",
                "total_token_throughput": "total tok/s"}
-NOT_RUN = ("failed", "timeout", "infeasible")
+NOT_RUN = ("failed", "timeout", "infeasible", "pruned")
 
 
 def write_report(study: optuna.Study | str | Path, out_dir: str | Path, study_name: str | None = None,
@@ -65,7 +65,8 @@ def header(study: optuna.Study, trials: pd.DataFrame) -> dict[str, str]:
     feasible = int(trials["feasible"].sum())
     counts = (f"{len(trials)} trials: {ran} ran ({feasible} held the SLO, {ran - feasible} missed it), "
               f"{int(outcomes.get('failed', 0)) + int(outcomes.get('timeout', 0))} failed or timed out, "
-              f"{int(outcomes.get('infeasible', 0))} infeasible")
+              f"{int(outcomes.get('infeasible', 0))} infeasible, {int(outcomes.get('pruned', 0))} pruned (stopped "
+              "once the SLO target was out of reach)")
     others = len(trials) - ran - sum(int(outcomes.get(o, 0)) for o in NOT_RUN)
     if others:
         counts += f", {others} not finished"

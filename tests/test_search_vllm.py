@@ -85,3 +85,19 @@ def test_failing_trials_are_recorded_with_their_reason_and_the_study_goes_on(tmp
         assert "no_such_dtype" in (tmp_path / "trials" / f"{trial.number:04d}" / "server.log").read_text()
         assert "server exited with status" in trial.user_attrs["reason"]
     assert "server exited with status" in report.read_text()
+
+
+def test_a_trial_that_cannot_reach_the_slo_target_is_pruned_before_its_workload_ends(tmp_path):
+    # No request can meet a 1 us TTFT: at 90% attainment of 120 requests, the 13th miss settles it,
+    # some 20 virtual seconds before the workload would have ended.
+    cfg = config.load("conf/smoke.yaml", [*SMOKE, "search.trials=1", "slo.ttft_ms=0.001", "workload.num_requests=120",
+                                          f"out={tmp_path}"])
+    report = search(cfg)
+    (trial,) = _trials(cfg)
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.user_attrs["outcome"] == "pruned"
+    reason = trial.user_attrs["reason"]
+    finished = int(reason.removeprefix("pruned after ").split(" of ")[0])
+    assert 13 <= finished < 120 and "below slo.attainment 90%" in reason, reason
+    assert not (tmp_path / "trials" / "0000" / "summary.json").exists()        # stopped, not run to the end
+    assert not _processes_mentioning(str(tmp_path))
+    assert "1 pruned" in report.read_text() and reason in report.read_text()
