@@ -37,7 +37,11 @@ llama3_8b-b64, which takes the llama3_8b-b64-prefix group too; llama3_8b-b64-pre
     revati-tune validate all --table docs/fidelity/h200 --out runs/validate
     python -m autotune.validate all ...        (the same, without the rest of the CLI's dependencies)
 
-On a machine without a GPU it says so and exits with status 2.
+On a machine without a GPU it says so and exits with status 2, unless --real-from gives the real
+side as measured earlier (a runs.json): then only the emulation runs, here, each scenario with the
+workload its real runs served, which shows whether the emulating host changes the answer.
+
+    revati-tune validate llama3_2_1b --sku h200 --real-from docs/fidelity/h200_runs.json --out runs/cross-host
 """
 from __future__ import annotations
 
@@ -446,6 +450,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "measured earlier, instead of running the overloaded scenario again")
     parser.add_argument("--budget", type=float, default=None,
                         help="wall seconds for the whole command: no scenario starts after it")
+    parser.add_argument("--real-from", type=Path, default=None, metavar="RUNS_JSON",
+                        help="the real side as measured earlier (a runs.json of validate, or collect.py's "
+                             "TABLE_runs.json, e.g. docs/fidelity/h200_runs.json): only the emulation runs, here, "
+                             "with each scenario's recorded workload; needs no GPU")
 
 
 def _repeats(text: str) -> int:
@@ -466,25 +474,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_command)
 
 
+def recorded_real_side(path: Path) -> tuple[dict, dict[str, list[dict]]]:
+    """(the real GPU's facts, scenario -> its real runs' summaries) of a runs.json; an older file
+    has one real run per scenario."""
+    try:
+        data = json.loads(path.read_text())
+        runs = {run["scenario"]: run["real"] if isinstance(run["real"], list) else [run["real"]]
+                for run in data["runs"] if "real" in run}
+        return data["facts"], runs
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"--real-from {path}: not a runs.json of validate ({type(error).__name__}: {error})") from error
+
+
 def run_command(args: argparse.Namespace) -> int:
     from emulator.engines.hf_transformers import TransformersAdapter
 
     started = time.monotonic()
     capacity = parse_capacity(args.capacity)
-    scenarios = select(args.scenarios, capacity)
     adapter = TransformersAdapter()
-    try:
-        facts = real_gpu(adapter.python())
-    except NoGpu as why:
-        print(f"revati-tune validate: no real GPU on this machine: {why}. validate compares a real GPU with its "
-              f"emulation, so it runs only where an NVIDIA GPU is; `revati-tune run` emulates without one.",
-              file=sys.stderr)
-        return NO_GPU_STATUS
-    sku = args.sku or sku_of(facts["nvidia_smi_name"])
+    recorded = None
+    if args.real_from:
+        facts, recorded = recorded_real_side(args.real_from)
+        # Every workload is in the file: no overloaded scenario has to run first.
+        scenarios = select(args.scenarios, {group.name: 0.0 for group in GROUPS})
+        facts = {**facts, "emulating_host_cpu": _cpu_model(), "emulating_host_cores": os.cpu_count()}
+        sku = args.sku or facts.get("emulated_sku") or sku_of(facts["nvidia_smi_name"])
+    else:
+        scenarios = select(args.scenarios, capacity)
+        try:
+            facts = real_gpu(adapter.python())
+        except NoGpu as why:
+            print(f"revati-tune validate: no real GPU on this machine: {why}. validate compares a real GPU with its "
+                  f"emulation, so it runs only where an NVIDIA GPU is (or give --real-from, a real side measured "
+                  f"earlier); `revati-tune run` emulates without one.", file=sys.stderr)
+            return NO_GPU_STATUS
+        sku = args.sku or sku_of(facts["nvidia_smi_name"])
     facts["emulated_sku"] = sku
     print("device: " + json.dumps(facts), flush=True)
     command = ("revati-tune validate " + " ".join(args.scenarios) + (f" --sku {args.sku}" if args.sku else "")
-               + f" --real-repeats {args.real_repeats}" + "".join(f" --capacity {c}" for c in args.capacity))
+               + (f" --real-from {args.real_from}" if args.real_from else f" --real-repeats {args.real_repeats}")
+               + "".join(f" --capacity {c}" for c in args.capacity))
     table = args.table or args.out / "fidelity"
     rows, runs = [], []
     for scenario in scenarios:
@@ -494,10 +523,14 @@ def run_command(args: argparse.Namespace) -> int:
             continue
         record = {"scenario": scenario.name}
         try:
-            workload = scenario.workload(capacity.get(scenario.group.name))
-            record["rate"] = workload["arrival"]["rate"]
-            scenario_rows = run_scenario(adapter, scenario, workload, args.out / scenario.name, record,
-                                         repeats=args.real_repeats, sku=sku, timeout_s=args.timeout)
+            if recorded is not None:
+                scenario_rows = emulate_against(adapter, scenario, recorded, args.out / scenario.name, record,
+                                                sku=sku, timeout_s=args.timeout)
+            else:
+                workload = scenario.workload(capacity.get(scenario.group.name))
+                record["rate"] = workload["arrival"]["rate"]
+                scenario_rows = run_scenario(adapter, scenario, workload, args.out / scenario.name, record,
+                                             repeats=args.real_repeats, sku=sku, timeout_s=args.timeout)
             if scenario.load == "overloaded":
                 capacity[scenario.group.name] = statistics.median(
                     real["metrics"]["request_throughput"] for real in record["real"])
@@ -536,6 +569,20 @@ def run_scenario(adapter, scenario: Scenario, workload: dict, out: Path, record:
         print(f"{scenario.name}: real {repeat}/{repeats} done in {summary['wall_seconds']:.1f} s", flush=True)
     record["emulated"] = serve(adapter, model_dir, knobs, workload, out / "emulated", emulated=True, sku=sku,
                                timeout_s=timeout_s)
+    print(f"{scenario.name}: emulated done in {record['emulated']['wall_seconds']:.1f} s", flush=True)
+    return compare(scenario.name, [real["metrics"] for real in record["real"]], record["emulated"]["metrics"])
+
+
+def emulate_against(adapter, scenario: Scenario, recorded: dict[str, list[dict]], out: Path, record: dict, *,
+                    sku: str, timeout_s: float) -> list[dict]:
+    """The emulated side only, with the workload the recorded real runs served, compared with them."""
+    if scenario.name not in recorded:
+        raise ValueError(f"no real runs of {scenario.name} in --real-from")
+    record["real"] = recorded[scenario.name]
+    workload = record["real"][0]["workload"]
+    record["rate"] = workload["arrival"]["rate"]
+    record["emulated"] = serve(adapter, MODELS / scenario.group.model, scenario.knobs(), workload, out / "emulated",
+                               emulated=True, sku=sku, timeout_s=timeout_s)
     print(f"{scenario.name}: emulated done in {record['emulated']['wall_seconds']:.1f} s", flush=True)
     return compare(scenario.name, [real["metrics"] for real in record["real"]], record["emulated"]["metrics"])
 

@@ -212,3 +212,40 @@ def test_transformers_continuous_batching_serves_a_workload_on_a_virtual_gpu(tmp
     # One SSE chunk per generated token: 8 chunks, 7 inter-token latencies per request.
     assert all(len(r["chunk_times"]) == 8 for r in records)
     assert summary["virtual_seconds"] > 0
+
+
+def test_a_recorded_real_side_is_read_old_and_new_and_bad_files_are_refused(tmp_path):
+    summary = {"metrics": {"request_throughput": 1.0}, "workload": {"arrival": {"rate": "inf"}}}
+    path = tmp_path / "runs.json"
+    path.write_text(json.dumps({"facts": {"nvidia_smi_name": "NVIDIA H200"}, "runs": [
+        {"scenario": "llama3_2_1b-b16-overloaded", "real": summary},                  # one run (before repeats)
+        {"scenario": "llama3_8b-b16-overloaded", "real": [summary, summary]},
+        {"scenario": "llama3_8b-b64-overloaded", "error": "not run"}]}))
+    facts, runs = validate.recorded_real_side(path)
+    assert facts["nvidia_smi_name"] == "NVIDIA H200"
+    assert {name: len(real) for name, real in runs.items()} == {"llama3_2_1b-b16-overloaded": 1,
+                                                                "llama3_8b-b16-overloaded": 2}
+    path.write_text("{}")
+    with pytest.raises(ValueError, match="--real-from .*: not a runs.json of validate"):
+        validate.recorded_real_side(path)
+
+
+def test_against_a_recorded_real_side_only_the_emulation_runs_with_the_recorded_workload(tmp_path, monkeypatch):
+    """emulate_against with serve replaced: what it serves, and how it compares."""
+    workload = {"num_requests": 96, "arrival": {"process": "poisson", "rate": 6.1}}
+    reals = [{"metrics": _metrics(100.0), "workload": workload}, {"metrics": _metrics(120.0), "workload": workload}]
+    served = []
+
+    def fake_serve(adapter, model_dir, knobs, workload, out, *, emulated, sku, timeout_s):
+        served.append((model_dir.name, workload, emulated, sku))
+        return {"metrics": _metrics(110.0), "wall_seconds": 1.0}
+    monkeypatch.setattr(validate, "serve", fake_serve)
+    scenario = validate.SCENARIOS["llama3_8b-b16-near"]
+    record = {}
+    rows = validate.emulate_against(None, scenario, {scenario.name: reals}, tmp_path, record, sku="h200", timeout_s=9)
+    assert served == [("llama3_8b", workload, True, "h200")] and record["rate"] == 6.1
+    ttft = next(r for r in rows if r["metric"] == "TTFT (ms)" and r["stat"] == "mean")
+    assert (ttft["real"], ttft["real_min"], ttft["real_max"], ttft["emulated"]) == (110.0, 100.0, 120.0, 110.0)
+    with pytest.raises(ValueError, match="no real runs of llama3_8b-b16-light in --real-from"):
+        validate.emulate_against(None, validate.SCENARIOS["llama3_8b-b16-light"], {}, tmp_path, {}, sku="h200",
+                                 timeout_s=9)
