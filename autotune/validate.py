@@ -264,9 +264,10 @@ def _cpu_model() -> str:
 # ----------------------------------------------------------------------------------------------
 
 def serve(adapter, model_dir: Path, knobs, workload: dict, out: Path, *, emulated: bool, sku: str,
-          timeout_s: float) -> dict:
-    """Serve `workload` with the engine, on the real GPU or on one virtual GPU of `sku` under a
-    Timekeeper; returns the metrics with wall times (also written to out/summary.json)."""
+          timeout_s: float, server_args: tuple[str, ...] = ()) -> dict:
+    """Serve `workload` with the engine (its command, then server_args), on the real GPU or on one
+    virtual GPU of `sku` under a Timekeeper; returns the metrics with wall times (also written to
+    out/summary.json)."""
     from emulator import metrics
     from emulator.loadgen import READY_LINE
     from emulator.process_groups import end_group
@@ -294,7 +295,7 @@ def serve(adapter, model_dir: Path, knobs, workload: dict, out: Path, *, emulate
     serving_since = None
     try:
         with open(out / "server.log", "w") as server_log, open(out / "loadgen.log", "w") as loadgen_log:
-            server = subprocess.Popen(adapter.server_command(model_dir, port, knobs), env=env, cwd=REPO,
+            server = subprocess.Popen([*adapter.server_command(model_dir, port, knobs), *server_args], env=env, cwd=REPO,
                                       stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True)
             loadgen = subprocess.Popen([python, "-m", "emulator.loadgen", "--spec", str(out / "workload.json"),
                                         "--out", str(records_path)], env=env, cwd=REPO,
@@ -340,7 +341,7 @@ def serve(adapter, model_dir: Path, knobs, workload: dict, out: Path, *, emulate
     summary = {"metrics": metrics.compute(records), "wall_seconds": ended - started,
                "startup_wall_seconds": (serving_since or ended) - started,
                "serving_wall_seconds": ended - (serving_since or ended), "virtual_seconds": virtual_s,
-               "server_command": adapter.server_command(model_dir, port, knobs), "workload": workload}
+               "server_command": [*adapter.server_command(model_dir, port, knobs), *server_args], "workload": workload}
     if emulated:
         from emulator.predictor.attribution import by_family, read_stats
         stats = list((out / "vgpu").glob("stats-*.csv"))
@@ -450,6 +451,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "measured earlier, instead of running the overloaded scenario again")
     parser.add_argument("--budget", type=float, default=None,
                         help="wall seconds for the whole command: no scenario starts after it")
+    parser.add_argument("--cudnn-attention", choices=("on", "off"), default="on",
+                        help="SDPA's cuDNN backend on both sides (on: torch's own choice); off as the tables "
+                             "measured before 2026-12-06 ran, to compare with them (--real-from)")
     parser.add_argument("--real-from", type=Path, default=None, metavar="RUNS_JSON",
                         help="the real side as measured earlier (a runs.json of validate, or collect.py's "
                              "TABLE_runs.json, e.g. docs/fidelity/h200_runs.json): only the emulation runs, here, "
@@ -514,6 +518,8 @@ def run_command(args: argparse.Namespace) -> int:
     command = ("revati-tune validate " + " ".join(args.scenarios) + (f" --sku {args.sku}" if args.sku else "")
                + (f" --real-from {args.real_from}" if args.real_from else f" --real-repeats {args.real_repeats}")
                + "".join(f" --capacity {c}" for c in args.capacity))
+    command += f" --cudnn-attention {args.cudnn_attention}"
+    server_args = ("--cudnn-attention", args.cudnn_attention)
     table = args.table or args.out / "fidelity"
     rows, runs = [], []
     for scenario in scenarios:
@@ -525,12 +531,13 @@ def run_command(args: argparse.Namespace) -> int:
         try:
             if recorded is not None:
                 scenario_rows = emulate_against(adapter, scenario, recorded, args.out / scenario.name, record,
-                                                sku=sku, timeout_s=args.timeout)
+                                                sku=sku, timeout_s=args.timeout, server_args=server_args)
             else:
                 workload = scenario.workload(capacity.get(scenario.group.name))
                 record["rate"] = workload["arrival"]["rate"]
                 scenario_rows = run_scenario(adapter, scenario, workload, args.out / scenario.name, record,
-                                             repeats=args.real_repeats, sku=sku, timeout_s=args.timeout)
+                                             repeats=args.real_repeats, sku=sku, timeout_s=args.timeout,
+                                             server_args=server_args)
             if scenario.load == "overloaded":
                 capacity[scenario.group.name] = statistics.median(
                     real["metrics"]["request_throughput"] for real in record["real"])
@@ -555,7 +562,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def run_scenario(adapter, scenario: Scenario, workload: dict, out: Path, record: dict, *, repeats: int, sku: str,
-                 timeout_s: float) -> list[dict]:
+                 timeout_s: float, server_args: tuple[str, ...] = ()) -> list[dict]:
     """Serve the scenario `repeats` times on the real GPU (out/real-1, ...), then once emulated
     (out/emulated), and return its rows. Each summary goes into record as soon as it exists
     (record["real"]: one a repeat), so a failed scenario still shows what ran; any failed run
@@ -564,17 +571,17 @@ def run_scenario(adapter, scenario: Scenario, workload: dict, out: Path, record:
     record["real"] = []
     for repeat in range(1, repeats + 1):
         summary = serve(adapter, model_dir, knobs, workload, out / f"real-{repeat}", emulated=False, sku=sku,
-                        timeout_s=timeout_s)
+                        timeout_s=timeout_s, server_args=server_args)
         record["real"].append(summary)
         print(f"{scenario.name}: real {repeat}/{repeats} done in {summary['wall_seconds']:.1f} s", flush=True)
     record["emulated"] = serve(adapter, model_dir, knobs, workload, out / "emulated", emulated=True, sku=sku,
-                               timeout_s=timeout_s)
+                               timeout_s=timeout_s, server_args=server_args)
     print(f"{scenario.name}: emulated done in {record['emulated']['wall_seconds']:.1f} s", flush=True)
     return compare(scenario.name, [real["metrics"] for real in record["real"]], record["emulated"]["metrics"])
 
 
 def emulate_against(adapter, scenario: Scenario, recorded: dict[str, list[dict]], out: Path, record: dict, *,
-                    sku: str, timeout_s: float) -> list[dict]:
+                    sku: str, timeout_s: float, server_args: tuple[str, ...] = ()) -> list[dict]:
     """The emulated side only, with the workload the recorded real runs served, compared with them."""
     if scenario.name not in recorded:
         raise ValueError(f"no real runs of {scenario.name} in --real-from")
@@ -582,7 +589,7 @@ def emulate_against(adapter, scenario: Scenario, recorded: dict[str, list[dict]]
     workload = record["real"][0]["workload"]
     record["rate"] = workload["arrival"]["rate"]
     record["emulated"] = serve(adapter, MODELS / scenario.group.model, scenario.knobs(), workload, out / "emulated",
-                               emulated=True, sku=sku, timeout_s=timeout_s)
+                               emulated=True, sku=sku, timeout_s=timeout_s, server_args=server_args)
     print(f"{scenario.name}: emulated done in {record['emulated']['wall_seconds']:.1f} s", flush=True)
     return compare(scenario.name, [real["metrics"] for real in record["real"]], record["emulated"]["metrics"])
 

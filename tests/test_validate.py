@@ -236,14 +236,15 @@ def test_against_a_recorded_real_side_only_the_emulation_runs_with_the_recorded_
     reals = [{"metrics": _metrics(100.0), "workload": workload}, {"metrics": _metrics(120.0), "workload": workload}]
     served = []
 
-    def fake_serve(adapter, model_dir, knobs, workload, out, *, emulated, sku, timeout_s):
-        served.append((model_dir.name, workload, emulated, sku))
+    def fake_serve(adapter, model_dir, knobs, workload, out, *, emulated, sku, timeout_s, server_args):
+        served.append((model_dir.name, workload, emulated, sku, server_args))
         return {"metrics": _metrics(110.0), "wall_seconds": 1.0}
     monkeypatch.setattr(validate, "serve", fake_serve)
     scenario = validate.SCENARIOS["llama3_8b-b16-near"]
     record = {}
-    rows = validate.emulate_against(None, scenario, {scenario.name: reals}, tmp_path, record, sku="h200", timeout_s=9)
-    assert served == [("llama3_8b", workload, True, "h200")] and record["rate"] == 6.1
+    rows = validate.emulate_against(None, scenario, {scenario.name: reals}, tmp_path, record, sku="h200", timeout_s=9,
+                                    server_args=("--cudnn-attention", "off"))
+    assert served == [("llama3_8b", workload, True, "h200", ("--cudnn-attention", "off"))] and record["rate"] == 6.1
     ttft = next(r for r in rows if r["metric"] == "TTFT (ms)" and r["stat"] == "mean")
     assert (ttft["real"], ttft["real_min"], ttft["real_max"], ttft["emulated"]) == (110.0, 100.0, 120.0, 110.0)
     with pytest.raises(ValueError, match="no real runs of llama3_8b-b16-light in --real-from"):

@@ -36,6 +36,9 @@ def build_manager(args):
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
+    if args.cudnn_attention == "off":
+        # As the validation tables before 2026-12-06 ran (docs/fidelity/h200.md): to compare with them.
+        torch.backends.cuda.enable_cudnn_sdp(False)
     config = AutoConfig.from_pretrained(args.model_dir)
     started = time.monotonic()
     with torch.device("cuda"):
@@ -151,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval (seconds): how long a thread "
                         "waiting for the GIL waits before forcing a switch; Python's default 0.005")
     parser.add_argument("--default-max-tokens", type=int, default=256)
+    parser.add_argument("--cudnn-attention", choices=("on", "off"), default="on",
+                        help="SDPA's cuDNN backend (on: torch's own choice among its backends)")
     args = parser.parse_args(argv)
 
     from aiohttp import web

@@ -198,7 +198,8 @@ def _memory(memory: pd.DataFrame | None, model_file: Path) -> list[list]:
     """Held-out sizes of each memory.csv op, charged by its class's curve (the C predictor)."""
     if memory is None:
         return [["memory", "all ops", 0, np.nan, np.nan, "", "",
-                 "not measured (no memory.csv): memory-bound kernels charged at the D2D copy rate"]]
+                 "not measured on this SKU (no memory.csv): the model file carries another SKU's curves "
+                 "(its header says whose), else the D2D copy rate"]]
     out = []
     class_of = {op: cls for cls, ops in models.MEMORY_CLASSES.items() for op in ops}
     for (op, dtype), group in _holdout(memory).groupby(["op", "dtype"], sort=True):
@@ -212,7 +213,8 @@ def _efficient_attention(frame: pd.DataFrame | None, fitted: FittedModels, model
     """Held-out batches of PyTorch's memory-efficient SDPA kernel, charged by its work."""
     if frame is None:
         return [["attention", "sdpa_efficient", 0, np.nan, np.nan, "", "",
-                 "not measured (no efficient_attention.csv): charged as sdpa_flash on the same batch"]]
+                 "not measured on this SKU (no efficient_attention.csv): the model file carries another "
+                 "SKU's model (its header says whose), else sdpa_flash on the same batch"]]
     def charged(path: Path, rows: pd.DataFrame) -> list[float]:
         return [native.efficient_attention_seconds(
             path, r.batch, r.heads, r.q_len, r.kv_len, r.head_dim, bool(r.mask), bool(r.causal),

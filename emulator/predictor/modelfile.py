@@ -24,6 +24,7 @@ the fitting code change, which its header records.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import tempfile
@@ -46,17 +47,21 @@ def ensure_model_file(sku: str) -> Path:
     """The model file of a SKU (a name or a SKU yaml path), fitted and written first if missing
     or stale. A SKU without tables gets a measured SKU's models carried over by the roofline
     (models.transfer), one of its own architecture if there is one; tables.NoMeasurements if no
-    SKU has tables."""
+    SKU has tables. Tables of memory-bound work (memory.csv, efficient_attention.csv) the source
+    lacks come from another measured SKU that has them, carried the same way (_memory_bound_donor)."""
     target = load_sku(sku)
     source = _measured_source(target)
+    donor = _memory_bound_donor(source)
     path = model_path(target.sku)
-    header = _header(target.sku, tables.sha256(source), None if source == target.sku else source)
+    digest = tables.sha256(source) + (f" {donor} {tables.sha256(donor)}" if donor else "")
+    header = _header(target.sku, digest, None if source == target.sku else source, donor)
     if path.is_file() and path.read_text().startswith(header):
         return path
-    measured = tables.load(source)
-    fitted = models.fit(measured, load_sku(source))
-    if source != target.sku:
-        fitted = models.transfer(fitted, load_sku(source), target)
+    fitted = _fitted_for(source, target)
+    if donor:
+        carried = _fitted_for(donor, target)
+        fitted = dataclasses.replace(fitted, memory=fitted.memory or carried.memory,
+                                     efficient_attention=fitted.efficient_attention or carried.efficient_attention)
     text = header + render(fitted)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{target.sku}.", suffix=".tmp",
@@ -65,6 +70,25 @@ def ensure_model_file(sku: str) -> Path:
     os.chmod(temporary.name, 0o644)  # NamedTemporaryFile makes it private
     os.replace(temporary.name, path)
     return path
+
+
+def _fitted_for(source: str, target: Sku) -> FittedModels:
+    """The models fitted on source's tables, carried to target by the roofline if they differ."""
+    fitted = models.fit(tables.load(source), load_sku(source))
+    return fitted if source == target.sku else models.transfer(fitted, load_sku(source), target)
+
+
+def _memory_bound_donor(source: str) -> str | None:
+    """A measured SKU with the memory-bound tables source lacks (one of its architecture first), or
+    None: without them a virtual GPU would charge PyTorch's memory-efficient attention as flash
+    attention, 54-68% low on an H100, and copies of strided views at the contiguous rate."""
+    wanted = [tables.OPTIONAL_TABLES[name][0] for name in ("memory", "efficient_attention")]
+    if all((tables.DATA_DIR / source / file).is_file() for file in wanted):
+        return None
+    having = [s for s in tables.measured_skus() if all((tables.DATA_DIR / s / file).is_file() for file in wanted)]
+    arch = load_sku(source).compute_capability
+    having.sort(key=lambda s: load_sku(s).compute_capability != arch)
+    return having[0] if having else None
 
 
 def _measured_source(target: Sku) -> str:
@@ -77,11 +101,14 @@ def _measured_source(target: Sku) -> str:
     return (same_arch or profiled)[0]
 
 
-def _header(sku: str, tables_sha256: str, source: str | None) -> str:
+def _header(sku: str, tables_sha256: str, source: str | None, donor: str | None = None) -> str:
     code = hashlib.sha256(b"".join(p.read_bytes() for p in FITTING_SOURCES)).hexdigest()
     origin = (f"from emulator/predictor/data/{sku}/" if source is None else
               f"from {source}'s measurements (emulator/predictor/data/{source}/) carried to {sku} by the "
               f"roofline of the two datasheets: NOT measured on {sku}")
+    if donor:
+        origin += (f"; memory_curve and efficient_attention records from {donor}'s measurements carried to {sku} "
+                   f"by the roofline: NOT measured on {sku}")
     return (f"# revati-tune predictor model for {sku}: written by `revati-tune predictor fit "
             f"--sku {sku}` {origin}; do not edit\n"
             f"# tables_sha256 {tables_sha256}\n"
