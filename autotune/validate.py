@@ -396,8 +396,11 @@ def write_table(rows: list[dict], runs: list[dict], facts: dict, command: str, p
     lines = [f"# Fidelity: {facts.get('nvidia_smi_name', '?')}, real against emulated", "",
              f"Command: `{command}`", "",
              "Device: " + ", ".join(f"{k} {v}" for k, v in facts.items()), "",
-             "Each scenario ran several times on the real GPU (the repeats' wall times are under Runs) and once "
-             "emulated. real = the median of the real repeats; real spread = their min-max; in spread: whether the "
+             ("The real side is the runs recorded in --real-from, measured earlier on the device above; the emulated "
+              f"side ran once on this command's host ({facts['emulating_host_cpu']}, {facts['emulating_host_cores']} "
+              "cores). " if "emulating_host_cpu" in facts else
+              "Each scenario ran several times on the real GPU (the repeats' wall times are under Runs) and once "
+              "emulated. ") + "real = the median of the real repeats; real spread = their min-max; in spread: whether the "
              "emulated value lies inside it. rel_error = (emulated - real) / real. Tolerance: "
              f"{TOLERANCE['mean']:.0%} for mean and p50 and throughput, {TOLERANCE['p90']:.0%} for p90; misses are "
              "marked **MISS**.", "",
