@@ -89,6 +89,20 @@ def fit_relative(features: np.ndarray, seconds: np.ndarray, absolute: bool = Fal
     return coefficients / scale
 
 
+def fit_with_slots(features_at, seconds: np.ndarray, candidates: list[float]) -> tuple[float, np.ndarray]:
+    """(slots, coefficients) of a kernel model whose features depend on how many CTAs or programs
+    run at once: the candidate whose fit_relative coefficients leave the least mean squared
+    relative error on the rows."""
+    best = None
+    for slots in candidates:
+        features = features_at(slots)
+        c = fit_relative(features, seconds)
+        error = float(np.mean((features @ c / seconds - 1) ** 2))
+        if best is None or error < best[0]:
+            best = (error, slots, c)
+    return best[1], best[2]
+
+
 def _fit_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["split"] == "fit"]
 
@@ -379,15 +393,9 @@ class AttentionMakespan:
         rows = rows[(rows["backend"] == backend) & rows["phase"].isin(MAKESPAN_PHASES)]
         if rows.empty:
             return None
-        seconds = rows["seconds"].to_numpy(dtype=float)
-        best = None
-        for slots in (sm_count * quarters / 4 for quarters in range(1, 33)):
-            features = cls.features(rows, slots)
-            c = fit_relative(features, seconds)
-            error = float(np.mean((features @ c / seconds - 1) ** 2))
-            if best is None or error < best[0]:
-                best = (error, cls(backend, slots, c))
-        return best[1]
+        slots, c = fit_with_slots(lambda s: cls.features(rows, s), rows["seconds"].to_numpy(dtype=float),
+                                  [sm_count * quarters / 4 for quarters in range(1, 33)])
+        return cls(backend, slots, c)
 
     def predict(self, attention: pd.DataFrame) -> np.ndarray:
         return self.features(attention, self.slots) @ self.coefficients
@@ -671,15 +679,9 @@ def fit_efficient_attention(frame: pd.DataFrame, sm_count: int) -> dict[int, Eff
     and the non-negative coefficients at that count."""
     models = {}
     for head_dim, rows in _fit_rows(frame).groupby("head_dim", sort=True):
-        seconds = rows["seconds"].to_numpy(dtype=float)
-        best = None
-        for slots in (sm_count * eighths / 8 for eighths in range(4, 65)):
-            work = efficient_attention_work(rows, slots)
-            c = fit_relative(work, seconds)
-            error = float(np.mean((work @ c / seconds - 1) ** 2))
-            if best is None or error < best[0]:
-                best = (error, EfficientAttentionModel(int(head_dim), slots, c))
-        models[int(head_dim)] = best[1]
+        slots, c = fit_with_slots(lambda s: efficient_attention_work(rows, s), rows["seconds"].to_numpy(dtype=float),
+                                  [sm_count * eighths / 8 for eighths in range(4, 65)])
+        models[int(head_dim)] = EfficientAttentionModel(int(head_dim), slots, c)
     return models
 
 

@@ -124,27 +124,27 @@ def load(sku: str) -> Tables:
         raise ValueError(f"{meta_path}: not valid JSON ({error})") from error
     return Tables(sku=sku, directory=directory, meta=meta, sha256=_sha256(directory),
                   collectives=load_collectives(directory / OPTIONAL_TABLES["collectives"][0]),
-                  memory=_load_optional(directory, "memory"),
-                  efficient_attention=_load_optional(directory, "efficient_attention"), **frames)
+                  memory=_read_optional(directory / OPTIONAL_TABLES["memory"][0], "memory"),
+                  efficient_attention=_read_optional(directory / OPTIONAL_TABLES["efficient_attention"][0],
+                                                     "efficient_attention"),
+                  **frames)
 
 
-def _load_optional(directory: Path, name: str) -> pd.DataFrame | None:
-    file, columns, _ = OPTIONAL_TABLES[name]
-    if not (directory / file).is_file():
+def _read_optional(path: Path, name: str) -> pd.DataFrame | None:
+    """The optional table `name` at path, checked, or None if there is no such file."""
+    if not path.is_file():
         return None
-    frame = _read_table(directory / file, columns)
-    _check_split(directory / file, frame)
+    frame = _read_table(path, OPTIONAL_TABLES[name][1])
+    _check_split(path, frame)
     return frame
 
 
 def load_collectives(path: Path, allow_gloo: bool = False) -> pd.DataFrame | None:
     """collectives.csv checked, or None if there is no such file. `allow_gloo` is for tests of the
     profiler's CPU path only: gloo rows are never GPU data."""
-    if not path.is_file():
+    frame = _read_optional(path, "collectives")
+    if frame is None:
         return None
-    _, columns, _ = OPTIONAL_TABLES["collectives"]
-    frame = _read_table(path, columns)
-    _check_split(path, frame)
     backends = set(frame["backend"])
     if backends != {"nccl"} and not (allow_gloo and backends == {"gloo"}):
         raise ValueError(f"{path}: column backend must be nccl (GPU measurements), got "
