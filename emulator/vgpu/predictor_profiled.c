@@ -607,9 +607,19 @@ static double memory_seconds(vgpu_memory_class cls, double bytes) {
  * agree, and the scale is the softmax scale. Its grid is (query blocks, heads, batch). */
 typedef struct efficient_batch { double batch, heads, queries, keys, head_dim, bias_bytes; int causal; } efficient_batch;
 
+/* Whether fn is an fmha_cutlassF kernel: the name is searched once, then the answer is kept on fn
+ * (a search of a demangled torch name at every launch costs more than the prediction). */
+static int is_efficient_attention(vgpu_function *fn) {
+    int known = __atomic_load_n(&fn->efficient_attention, __ATOMIC_ACQUIRE);
+    if (!known) {
+        known = strstr(vgpu_function_display_name(fn), "fmha_cutlassF") ? 1 : -1;
+        __atomic_store_n(&fn->efficient_attention, known, __ATOMIC_RELEASE);
+    }
+    return known > 0;
+}
+
 static int efficient_attention_batch(const vgpu_launch *l, efficient_batch *out) {
-    if (!l->function || !l->args || !l->args[0]) return -1;
-    if (!strstr(vgpu_function_display_name(l->function), "fmha_cutlassF")) return -1;
+    if (!l->function || !l->args || !l->args[0] || !is_efficient_attention(l->function)) return -1;
     const unsigned char *p = l->args[0];
     static const int head_dim_offsets[] = {96, 92};
     for (size_t i = 0; i < sizeof head_dim_offsets / sizeof *head_dim_offsets; i++) {

@@ -313,6 +313,7 @@ struct vgpu_function {
     int max_dynamic_shared;     /* cuFuncSetAttribute bookkeeping */
     int attention_batch;        /* 0 not yet known, 1 its work is the published attention batch, -1 not */
     const void *memory_shape;   /* kernel_bytes.c's reading of the name, made on first use */
+    int efficient_attention;    /* 0 not yet known, 1 PyTorch's memory-efficient attention, -1 not */
 };
 
 vgpu_function *vgpu_function_register(const void *key, const char *name, const void *module);
