@@ -42,6 +42,11 @@ side as measured earlier (a runs.json): then only the emulation runs, here, each
 workload its real runs served, which shows whether the emulating host changes the answer.
 
     revati-tune validate llama3_2_1b --sku h200 --real-from docs/fidelity/h200_runs.json --out runs/cross-host
+
+--real-only serves the real side alone and writes OUT/runs.json, so that GPU time goes to the
+repeats and the emulation runs later, on any host, with --real-from (repeatable: the files of
+several GPU sessions merge). Compare like with like: the emulating host's engine should have the
+real side's torch and transformers versions (REVATI_TRANSFORMERS_PYTHON names its interpreter).
 """
 from __future__ import annotations
 
@@ -343,9 +348,10 @@ def serve(adapter, model_dir: Path, knobs, workload: dict, out: Path, *, emulate
                "serving_wall_seconds": ended - (serving_since or ended), "virtual_seconds": virtual_s,
                "server_command": [*adapter.server_command(model_dir, port, knobs), *server_args], "workload": workload}
     if emulated:
-        from emulator.predictor.attribution import by_family, read_stats
-        stats = list((out / "vgpu").glob("stats-*.csv"))
-        summary["gpu_time_by_family"] = by_family(read_stats(stats)).to_dict("records") if stats else []
+        from emulator.predictor.attribution import by_family, host_work, read_stats
+        stats = read_stats((out / "vgpu").glob("stats-*.csv"))
+        summary["gpu_time_by_family"] = by_family(stats).to_dict("records")
+        summary["host_work"] = host_work(stats).to_dict("records")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
 
@@ -457,10 +463,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cudnn-attention", choices=("on", "off"), default="on",
                         help="SDPA's cuDNN backend on both sides (on: torch's own choice); off as the tables "
                              "measured before 2026-12-06 ran, to compare with them (--real-from)")
-    parser.add_argument("--real-from", type=Path, default=None, metavar="RUNS_JSON",
-                        help="the real side as measured earlier (a runs.json of validate, or collect.py's "
-                             "TABLE_runs.json, e.g. docs/fidelity/h200_runs.json): only the emulation runs, here, "
-                             "with each scenario's recorded workload; needs no GPU")
+    sides = parser.add_mutually_exclusive_group()
+    sides.add_argument("--real-from", type=Path, action="append", default=[], metavar="RUNS_JSON",
+                       help="the real side as measured earlier (a runs.json of validate, or collect.py's "
+                            "TABLE_runs.json, e.g. docs/fidelity/h200_runs.json; repeat it to merge several, the "
+                            "last file with a scenario wins): only the emulation runs, here, with each scenario's "
+                            "recorded workload; needs no GPU")
+    sides.add_argument("--real-only", action="store_true",
+                       help="serve the real side only and write OUT/runs.json, for --real-from to emulate on "
+                            "another host (GPU time goes to the repeats, none to the emulation)")
 
 
 def _repeats(text: str) -> int:
@@ -481,16 +492,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_command)
 
 
-def recorded_real_side(path: Path) -> tuple[dict, dict[str, list[dict]]]:
-    """(the real GPU's facts, scenario -> its real runs' summaries) of a runs.json; an older file
-    has one real run per scenario."""
-    try:
-        data = json.loads(path.read_text())
-        runs = {run["scenario"]: run["real"] if isinstance(run["real"], list) else [run["real"]]
-                for run in data["runs"] if "real" in run}
-        return data["facts"], runs
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"--real-from {path}: not a runs.json of validate ({type(error).__name__}: {error})") from error
+def recorded_real_side(paths: list[Path]) -> tuple[dict, dict[str, list[dict]]]:
+    """(the real GPU's facts, scenario -> its real runs' summaries) of one or more runs.json files
+    of the same GPU (a later file's scenario replaces an earlier one's); an older file has one real
+    run per scenario, and a scenario that failed before all its repeats ran is left out."""
+    facts, runs = None, {}
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+            for run in data["runs"]:
+                if "real" in run and "error" not in run:
+                    runs[run["scenario"]] = run["real"] if isinstance(run["real"], list) else [run["real"]]
+            gpu = data["facts"]["nvidia_smi_name"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"--real-from {path}: not a runs.json of validate ({type(error).__name__}: {error})") from error
+        if facts is not None and gpu != facts["nvidia_smi_name"]:
+            raise ValueError(f"--real-from {path}: measured on {gpu}, the files before it on {facts['nvidia_smi_name']}; "
+                             f"merge only runs of one GPU type")
+        facts = facts or data["facts"]
+    return facts, runs
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -519,7 +539,8 @@ def run_command(args: argparse.Namespace) -> int:
     facts["emulated_sku"] = sku
     print("device: " + json.dumps(facts), flush=True)
     command = ("revati-tune validate " + " ".join(args.scenarios) + (f" --sku {args.sku}" if args.sku else "")
-               + (f" --real-from {args.real_from}" if args.real_from else f" --real-repeats {args.real_repeats}")
+               + ("".join(f" --real-from {path}" for path in args.real_from) if args.real_from
+                  else f" --real-repeats {args.real_repeats}" + (" --real-only" if args.real_only else ""))
                + "".join(f" --capacity {c}" for c in args.capacity))
     command += f" --cudnn-attention {args.cudnn_attention}"
     server_args = ("--cudnn-attention", args.cudnn_attention)
@@ -538,37 +559,51 @@ def run_command(args: argparse.Namespace) -> int:
             else:
                 workload = scenario.workload(capacity.get(scenario.group.name))
                 record["rate"] = workload["arrival"]["rate"]
-                scenario_rows = run_scenario(adapter, scenario, workload, args.out / scenario.name, record,
-                                             repeats=args.real_repeats, sku=sku, timeout_s=args.timeout,
-                                             server_args=server_args)
+                serve_real(adapter, scenario, workload, args.out / scenario.name, record, repeats=args.real_repeats,
+                           sku=sku, timeout_s=args.timeout, server_args=server_args)
+                scenario_rows = [] if args.real_only else emulate(
+                    adapter, scenario, workload, args.out / scenario.name, record, sku=sku, timeout_s=args.timeout,
+                    server_args=server_args)
             if scenario.load == "overloaded":
                 capacity[scenario.group.name] = statistics.median(
                     real["metrics"]["request_throughput"] for real in record["real"])
-            rows += scenario_rows
-            record["misses"] = len(misses(scenario_rows))
-            _print_rows(scenario_rows, record)
+                print(f"{scenario.group.name}: capacity {capacity[scenario.group.name]:.4g} req/s "
+                      f"(--capacity {scenario.group.name}={capacity[scenario.group.name]:.4g})", flush=True)
+            if not args.real_only:
+                rows += scenario_rows
+                record["misses"] = len(misses(scenario_rows))
+                _print_rows(scenario_rows, record)
         except Exception as error:   # a failed scenario is a row of the report, not the end of the run
             record["error"] = f"{type(error).__name__}: {error}"
             print(f"{scenario.name}: FAILED {record['error']}", flush=True)
         runs.append(record)
-        if "error" in record and not rows:
+        if "error" in record and not any("error" not in r for r in runs):
             # Nothing has worked yet: the next scenarios would fail the same way; stop here.
             runs += [{"scenario": s.name, "error": "not run: the first scenario failed"}
                      for s in scenarios[scenarios.index(scenario) + 1:]]
-            write_table(rows, runs, facts, command, table)
             break
+        _write_runs(args.out / "runs.json", facts, command, rows, runs)
+        if not args.real_only:
+            write_table(rows, runs, facts, command, table)
+    _write_runs(args.out / "runs.json", facts, command, rows, runs)
+    if args.real_only:
+        print(f"real side: {args.out / 'runs.json'} (emulate it anywhere: --real-from {args.out / 'runs.json'})")
+    else:
         write_table(rows, runs, facts, command, table)
-        (args.out / "runs.json").parent.mkdir(parents=True, exist_ok=True)
-        (args.out / "runs.json").write_text(json.dumps({"facts": facts, "command": command, "rows": rows, "runs": runs}, indent=1, default=float))
-    print(f"table: {table.with_suffix('.csv')} and {table.with_suffix('.md')}")
-    return 0 if rows and all("error" not in r for r in runs) else 1
+        print(f"table: {table.with_suffix('.csv')} and {table.with_suffix('.md')}")
+    return 0 if (rows or args.real_only) and all("error" not in r for r in runs) else 1
 
 
-def run_scenario(adapter, scenario: Scenario, workload: dict, out: Path, record: dict, *, repeats: int, sku: str,
-                 timeout_s: float, server_args: tuple[str, ...] = ()) -> list[dict]:
-    """Serve the scenario `repeats` times on the real GPU (out/real-1, ...), then once emulated
-    (out/emulated), and return its rows. Each summary goes into record as soon as it exists
-    (record["real"]: one a repeat), so a failed scenario still shows what ran; any failed run
+def _write_runs(path: Path, facts: dict, command: str, rows: list[dict], runs: list[dict]) -> None:
+    """Every run's summary so far, rewritten after each scenario so that a killed command keeps them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"facts": facts, "command": command, "rows": rows, "runs": runs}, indent=1, default=float))
+
+
+def serve_real(adapter, scenario: Scenario, workload: dict, out: Path, record: dict, *, repeats: int, sku: str,
+               timeout_s: float, server_args: tuple[str, ...] = ()) -> None:
+    """Serve the scenario `repeats` times on the real GPU (out/real-1, ...). Each summary goes into
+    record["real"] as soon as it exists, so a failed scenario still shows what ran; any failed run
     fails the scenario with its reason."""
     model_dir, knobs = MODELS / scenario.group.model, scenario.knobs()
     record["real"] = []
@@ -577,8 +612,13 @@ def run_scenario(adapter, scenario: Scenario, workload: dict, out: Path, record:
                         timeout_s=timeout_s, server_args=server_args)
         record["real"].append(summary)
         print(f"{scenario.name}: real {repeat}/{repeats} done in {summary['wall_seconds']:.1f} s", flush=True)
-    record["emulated"] = serve(adapter, model_dir, knobs, workload, out / "emulated", emulated=True, sku=sku,
-                               timeout_s=timeout_s, server_args=server_args)
+
+
+def emulate(adapter, scenario: Scenario, workload: dict, out: Path, record: dict, *, sku: str, timeout_s: float,
+            server_args: tuple[str, ...] = ()) -> list[dict]:
+    """Serve the scenario once emulated (out/emulated) and return its rows against record["real"]."""
+    record["emulated"] = serve(adapter, MODELS / scenario.group.model, scenario.knobs(), workload, out / "emulated",
+                               emulated=True, sku=sku, timeout_s=timeout_s, server_args=server_args)
     print(f"{scenario.name}: emulated done in {record['emulated']['wall_seconds']:.1f} s", flush=True)
     return compare(scenario.name, [real["metrics"] for real in record["real"]], record["emulated"]["metrics"])
 
@@ -591,10 +631,7 @@ def emulate_against(adapter, scenario: Scenario, recorded: dict[str, list[dict]]
     record["real"] = recorded[scenario.name]
     workload = record["real"][0]["workload"]
     record["rate"] = workload["arrival"]["rate"]
-    record["emulated"] = serve(adapter, MODELS / scenario.group.model, scenario.knobs(), workload, out / "emulated",
-                               emulated=True, sku=sku, timeout_s=timeout_s, server_args=server_args)
-    print(f"{scenario.name}: emulated done in {record['emulated']['wall_seconds']:.1f} s", flush=True)
-    return compare(scenario.name, [real["metrics"] for real in record["real"]], record["emulated"]["metrics"])
+    return emulate(adapter, scenario, workload, out, record, sku=sku, timeout_s=timeout_s, server_args=server_args)
 
 
 def _print_rows(rows: list[dict], record: dict) -> None:
@@ -625,10 +662,14 @@ def _append(path: Path, line: str) -> None:
         f.write(line + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m autotune.validate", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return run_command(args)
     except (ValueError, RuntimeError) as error:

@@ -221,13 +221,45 @@ def test_a_recorded_real_side_is_read_old_and_new_and_bad_files_are_refused(tmp_
         {"scenario": "llama3_2_1b-b16-overloaded", "real": summary},                  # one run (before repeats)
         {"scenario": "llama3_8b-b16-overloaded", "real": [summary, summary]},
         {"scenario": "llama3_8b-b64-overloaded", "error": "not run"}]}))
-    facts, runs = validate.recorded_real_side(path)
+    later = tmp_path / "later.json"
+    later.write_text(json.dumps({"facts": {"nvidia_smi_name": "NVIDIA H200"}, "runs": [
+        {"scenario": "llama3_8b-b16-overloaded", "real": [summary]},                  # measured again: it wins
+        {"scenario": "llama3_8b-b64-overloaded", "real": [summary], "error": "a repeat failed"}]}))
+    facts, runs = validate.recorded_real_side([path, later])
     assert facts["nvidia_smi_name"] == "NVIDIA H200"
     assert {name: len(real) for name, real in runs.items()} == {"llama3_2_1b-b16-overloaded": 1,
-                                                                "llama3_8b-b16-overloaded": 2}
+                                                                "llama3_8b-b16-overloaded": 1}
+    other_gpu = tmp_path / "h100.json"
+    other_gpu.write_text(json.dumps({"facts": {"nvidia_smi_name": "NVIDIA H100 80GB HBM3"}, "runs": []}))
+    with pytest.raises(ValueError, match="measured on NVIDIA H100 80GB HBM3, the files before it on NVIDIA H200"):
+        validate.recorded_real_side([path, other_gpu])
     path.write_text("{}")
     with pytest.raises(ValueError, match="--real-from .*: not a runs.json of validate"):
-        validate.recorded_real_side(path)
+        validate.recorded_real_side([path])
+
+
+def test_real_only_serves_the_real_repeats_and_writes_runs_for_real_from(tmp_path, monkeypatch):
+    """run_command --real-only with the GPU and serve replaced: no emulated run, capacity carried
+    to the near scenario, and a runs.json that --real-from reads back."""
+    served = []
+
+    def fake_serve(adapter, model_dir, knobs, workload, out, *, emulated, sku, timeout_s, server_args):
+        served.append((out.parent.name, emulated))
+        return {"metrics": _metrics(100.0), "wall_seconds": 1.0, "workload": workload}
+    monkeypatch.setattr(validate, "serve", fake_serve)
+    monkeypatch.setattr(validate, "real_gpu", lambda python: {"nvidia_smi_name": "NVIDIA H100 80GB HBM3"})
+    monkeypatch.setattr(TransformersAdapter, "python", lambda self: Path("python3"))
+    args = validate.build_parser().parse_args(["llama3_2_1b-b16-near", "--real-only", "--real-repeats", "2",
+                                               "--out", str(tmp_path)])
+    assert validate.run_command(args) == 0
+    assert served == [("llama3_2_1b-b16-overloaded", False)] * 2 + [("llama3_2_1b-b16-near", False)] * 2
+    assert not (tmp_path / "fidelity.md").exists()
+    facts, runs = validate.recorded_real_side([tmp_path / "runs.json"])
+    assert facts["emulated_sku"] == "h100" and list(runs) == ["llama3_2_1b-b16-overloaded", "llama3_2_1b-b16-near"]
+    # The near load is offered at 0.85 of the overloaded runs' median request throughput.
+    assert runs["llama3_2_1b-b16-near"][0]["workload"]["arrival"]["rate"] == round(0.85 * 200.0, 4)
+    with pytest.raises(SystemExit):
+        validate.build_parser().parse_args(["all", "--real-only", "--real-from", "runs.json"])
 
 
 def test_against_a_recorded_real_side_only_the_emulation_runs_with_the_recorded_workload(tmp_path, monkeypatch):

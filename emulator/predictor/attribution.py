@@ -52,10 +52,18 @@ def read_stats(paths: Iterable[Path]) -> pd.DataFrame:
     return stats
 
 
+def host_work(stats: pd.DataFrame) -> pd.DataFrame:
+    """Host time charged for work a replaced library does on the host (cudnn.c: graph builds), by
+    what: events and seconds."""
+    rows = stats[stats["kind"] == "host_work"]
+    return rows.groupby("name", as_index=False).agg(events=("count", "sum"), seconds=("seconds", "sum"))
+
+
 def by_family(stats: pd.DataFrame) -> pd.DataFrame:
     """Launches, seconds and share of GPU time per family, largest first. A replayed CUDA graph
-    counts as its nodes (stats.c records each); only a graph nested in another stays whole."""
-    table = stats.groupby("family", as_index=False).agg(launches=("count", "sum"), seconds=("seconds", "sum"))
+    counts as its nodes (stats.c records each); only a graph nested in another stays whole.
+    Host work charged for replaced libraries is not GPU time: see host_work()."""
+    table = stats[stats["kind"] != "host_work"].groupby("family", as_index=False).agg(launches=("count", "sum"), seconds=("seconds", "sum"))
     total = table["seconds"].sum()
     table["share"] = table["seconds"] / total if total else 0.0
     return table.sort_values("seconds", ascending=False, ignore_index=True)

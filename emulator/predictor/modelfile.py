@@ -15,6 +15,7 @@ as %.9g:
     collective_curve <op> <nranks> <npoints> <bytes1> <s1> <bytes2> <s2> ...  (bytes ascending)
     memory_curve <elementwise|cat|gather> <npoints> <bytes1> <s1> ...  (bytes ascending)
     efficient_attention <head_dim> <slots> <c_const> <c_waves> <c_wave_key_dims> <c_causal_wave_key_dims> <c_bias_bytes>
+    host_cost <cudnn_attention_graph_first|cudnn_attention_graph> <seconds>
     kernel_default <a_s> <b_s_per_thread>
     kernel <a_s> <b_s_per_thread> <max_threads> <demangled name: the rest of the line, verbatim>
 
@@ -37,6 +38,15 @@ from emulator.vgpu.build import revati_home
 
 # The fitting code: a change to it changes the model as surely as new tables do.
 FITTING_SOURCES = (Path(models.__file__), Path(__file__))
+# Optional tables that a SKU lacking them takes from another measured SKU: (the tables, the
+# FittedModels fields fitted from them). Without the memory-bound ones a virtual GPU would charge
+# PyTorch's memory-efficient attention as flash attention, 54-68% low on an H100, and copies of
+# strided views at the contiguous rate; without cuDNN's graph builds, transformers' steps on cuDNN
+# SDPA would cost the host nothing for a new shape.
+CARRIED_TABLES = (
+    (("memory", "efficient_attention"), ("memory", "efficient_attention")),
+    (("cudnn_graphs",), ("host_costs",)),
+)
 
 
 def model_path(sku: str) -> Path:
@@ -47,21 +57,20 @@ def ensure_model_file(sku: str) -> Path:
     """The model file of a SKU (a name or a SKU yaml path), fitted and written first if missing
     or stale. A SKU without tables gets a measured SKU's models carried over by the roofline
     (models.transfer), one of its own architecture if there is one; tables.NoMeasurements if no
-    SKU has tables. Tables of memory-bound work (memory.csv, efficient_attention.csv) the source
-    lacks come from another measured SKU that has them, carried the same way (_memory_bound_donor)."""
+    SKU has tables. The CARRIED_TABLES the source lacks come from another measured SKU that has
+    them, carried the same way (_donor)."""
     target = load_sku(sku)
     source = _measured_source(target)
-    donor = _memory_bound_donor(source)
+    donors = [(fields, donor) for names, fields in CARRIED_TABLES if (donor := _donor(source, names))]
     path = model_path(target.sku)
-    digest = tables.sha256(source) + (f" {donor} {tables.sha256(donor)}" if donor else "")
-    header = _header(target.sku, digest, None if source == target.sku else source, donor)
+    digest = tables.sha256(source) + "".join(f" {donor} {tables.sha256(donor)}" for _, donor in donors)
+    header = _header(target.sku, digest, None if source == target.sku else source, donors)
     if path.is_file() and path.read_text().startswith(header):
         return path
     fitted = _fitted_for(source, target)
-    if donor:
+    for fields, donor in donors:
         carried = _fitted_for(donor, target)
-        fitted = dataclasses.replace(fitted, memory=fitted.memory or carried.memory,
-                                     efficient_attention=fitted.efficient_attention or carried.efficient_attention)
+        fitted = dataclasses.replace(fitted, **{f: getattr(fitted, f) or getattr(carried, f) for f in fields})
     text = header + render(fitted)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{target.sku}.", suffix=".tmp",
@@ -78,11 +87,10 @@ def _fitted_for(source: str, target: Sku) -> FittedModels:
     return fitted if source == target.sku else models.transfer(fitted, load_sku(source), target)
 
 
-def _memory_bound_donor(source: str) -> str | None:
-    """A measured SKU with the memory-bound tables source lacks (one of its architecture first), or
-    None: without them a virtual GPU would charge PyTorch's memory-efficient attention as flash
-    attention, 54-68% low on an H100, and copies of strided views at the contiguous rate."""
-    wanted = [tables.OPTIONAL_TABLES[name][0] for name in ("memory", "efficient_attention")]
+def _donor(source: str, names: tuple[str, ...]) -> str | None:
+    """A measured SKU with the optional tables `names` that source lacks (one of its architecture
+    first), or None if source has them or no SKU does."""
+    wanted = [tables.OPTIONAL_TABLES[name][0] for name in names]
     if all((tables.DATA_DIR / source / file).is_file() for file in wanted):
         return None
     having = [s for s in tables.measured_skus() if all((tables.DATA_DIR / s / file).is_file() for file in wanted)]
@@ -101,14 +109,16 @@ def _measured_source(target: Sku) -> str:
     return (same_arch or profiled)[0]
 
 
-def _header(sku: str, tables_sha256: str, source: str | None, donor: str | None = None) -> str:
+def _header(sku: str, tables_sha256: str, source: str | None, donors=()) -> str:
     code = hashlib.sha256(b"".join(p.read_bytes() for p in FITTING_SOURCES)).hexdigest()
     origin = (f"from emulator/predictor/data/{sku}/" if source is None else
               f"from {source}'s measurements (emulator/predictor/data/{source}/) carried to {sku} by the "
               f"roofline of the two datasheets: NOT measured on {sku}")
-    if donor:
-        origin += (f"; memory_curve and efficient_attention records from {donor}'s measurements carried to {sku} "
-                   f"by the roofline: NOT measured on {sku}")
+    records = {"memory": "memory_curve", "efficient_attention": "efficient_attention", "host_costs": "host_cost"}
+    for fields, donor in donors:
+        how = "unchanged (host work)" if fields == ("host_costs",) else "by the roofline"
+        origin += (f"; {' and '.join(records[f] for f in fields)} records from {donor}'s measurements carried to "
+                   f"{sku} {how}: NOT measured on {sku}")
     return (f"# revati-tune predictor model for {sku}: written by `revati-tune predictor fit "
             f"--sku {sku}` {origin}; do not edit\n"
             f"# tables_sha256 {tables_sha256}\n"
@@ -185,6 +195,12 @@ def render(fitted: FittedModels) -> str:
                      "(models.efficient_attention_work)")
     for head_dim, m in sorted(fitted.efficient_attention.items()):
         lines.append(f"efficient_attention {head_dim} {_g(m.slots)} " + " ".join(_g(c) for c in m.coefficients))
+    if fitted.host_costs:
+        lines.append("# host_cost: host seconds of work a replaced library does on the calling thread, measured "
+                     "on the target's host (cudnn_graphs.csv: a cuDNN attention graph built, first of its kind "
+                     "in the process or a new shape)")
+    for name, seconds in sorted(fitted.host_costs.items()):
+        lines.append(f"host_cost {name} {_g(seconds)}")
     lines.append("# kernel: seconds = a + b * grid.x*grid.y*grid.z*block.x*block.y*block.z, "
                  "by exact demangled name, measured up to max_threads")
     default = fitted.kernels.default

@@ -635,6 +635,33 @@ def fit_memory_curves(memory: pd.DataFrame) -> dict[str, MemoryCurve]:
     return curves
 
 
+# ---- host work of replaced libraries (cudnn_graphs.csv) ----------------------------------------
+
+def graph_build_seconds(graphs: pd.DataFrame) -> pd.DataFrame:
+    """Per variant and shape of the fit rows: the host seconds a call that builds a graph takes
+    beyond the call that finds it cached right after (`call` first or miss, `extra_s`)."""
+    rows = _fit_rows(graphs)
+    hits = rows[rows["call"] == "hit"].groupby(["variant", "queries", "keys"])["seconds"].median()
+    builds = rows[rows["call"].isin(["first", "miss"])].copy()
+    keys = list(zip(builds["variant"], builds["queries"], builds["keys"]))
+    missing = [key for key in keys if key not in hits.index]
+    if missing:
+        raise ValueError(f"cudnn_graphs.csv: no hit row after the build of {missing[0]}: the probe times each "
+                         f"shape twice (probe_cudnn_graphs.py)")
+    builds["extra_s"] = builds["seconds"].to_numpy() - hits.loc[keys].to_numpy()
+    return builds[["variant", "queries", "keys", "call", "extra_s"]]
+
+
+def fit_host_costs(graphs: pd.DataFrame) -> dict[str, float]:
+    """cuDNN attention graph builds: the first of a variant in the process, and a new shape of a
+    variant met before, each the median over variants of the variant's median extra seconds."""
+    extra = graph_build_seconds(graphs)
+    def over_variants(call: str) -> float:
+        per_variant = extra[extra["call"] == call].groupby("variant")["extra_s"].median()
+        return max(float(per_variant.median()), 0.0) if len(per_variant) else 0.0
+    return {"cudnn_attention_graph_first": over_variants("first"), "cudnn_attention_graph": over_variants("miss")}
+
+
 # ---- PyTorch's memory-efficient attention (efficient_attention.csv) ---------------------------
 
 def efficient_query_block(head_dim: int) -> int:
@@ -795,6 +822,9 @@ class FittedModels:
     memory: dict[str, MemoryCurve] = field(default_factory=dict)
     # head_dim -> model; empty where efficient_attention.csv is absent.
     efficient_attention: dict[int, EfficientAttentionModel] = field(default_factory=dict)
+    # Host work of replaced libraries (vgpu.h vgpu_host_work names) -> seconds; empty where
+    # cudnn_graphs.csv is absent.
+    host_costs: dict[str, float] = field(default_factory=dict)
 
     def collective_seconds(self, op: str, nbytes: float, nranks: int) -> float:
         """What the C predictor charges (predict_collective): the measured curve of (op, nranks)
@@ -838,6 +868,7 @@ def fit(tables: Tables, sku: Sku) -> FittedModels:
         memory={} if tables.memory is None else fit_memory_curves(tables.memory),
         efficient_attention=({} if tables.efficient_attention is None
                              else fit_efficient_attention(tables.efficient_attention, sku.sm_count)),
+        host_costs={} if tables.cudnn_graphs is None else fit_host_costs(tables.cudnn_graphs),
     )
 
 
@@ -911,4 +942,6 @@ def transfer(source: FittedModels, source_sku: Sku, target_sku: Sku) -> FittedMo
             d, m.slots * target_sku.sm_count / source_sku.sm_count,
             m.coefficients * np.array([1.0, 1.0, per_sm_flops, per_sm_flops, bandwidth]))
             for d, m in source.efficient_attention.items()},
+        # The host's and the library's work, not the GPU's: the same on the target.
+        host_costs=dict(source.host_costs),
     )

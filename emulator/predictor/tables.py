@@ -12,7 +12,9 @@ several GPUs, is optional: a SKU without it keeps the modelled collectives (mode
 rows are data; a table from a CPU test run (backend gloo) is refused. memory.csv and
 efficient_attention.csv (with meta_memory_bound.json), from profiler/profile_memory_bound.py, are
 optional too: without them memory-bound kernels are charged at the copy rate and PyTorch's
-memory-efficient attention as flash attention of the same batch.
+memory-efficient attention as flash attention of the same batch. cudnn_graphs.csv (with
+cudnn_graphs_meta.json), from profiler/probe_cudnn_graphs.py, is the host time of cuDNN SDPA graph
+builds; without it a build costs the emulated host nothing.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ TABLE_FILES = {
 }
 # Columns holding words; every other column read must be numeric.
 TEXT_COLUMNS = {"dtype", "split", "backend", "phase", "composition", "op", "direction", "model",
-                "kernel_name", "kind"}
+                "kernel_name", "kind", "variant", "call"}
 META_FILE = "meta.json"
 SPLITS = ("fit", "holdout")
 # Tables a SKU may lack: name -> (file, columns read, its metadata file).
@@ -52,6 +54,8 @@ OPTIONAL_TABLES = {
     "efficient_attention": ("efficient_attention.csv", ["kind", "batch", "heads", "head_dim", "q_len",
                                                         "kv_len", "mask", "causal", "seconds", "split"],
                             "meta_memory_bound.json"),
+    "cudnn_graphs": ("cudnn_graphs.csv", ["variant", "queries", "keys", "call", "seconds", "split"],
+                     "cudnn_graphs_meta.json"),
 }
 COLLECTIVE_OPS_MEASURED = ("all_reduce", "all_gather", "reduce_scatter", "send_recv")
 
@@ -85,6 +89,8 @@ class Tables:
     memory: pd.DataFrame | None = None
     # PyTorch's memory-efficient SDPA kernel over batches (efficient_attention.csv), or None.
     efficient_attention: pd.DataFrame | None = None
+    # Host seconds of cuDNN SDPA calls that build a graph and that find one (cudnn_graphs.csv), or None.
+    cudnn_graphs: pd.DataFrame | None = None
 
 
 def measured_skus() -> list[str]:
@@ -127,6 +133,7 @@ def load(sku: str) -> Tables:
                   memory=_read_optional(directory / OPTIONAL_TABLES["memory"][0], "memory"),
                   efficient_attention=_read_optional(directory / OPTIONAL_TABLES["efficient_attention"][0],
                                                      "efficient_attention"),
+                  cudnn_graphs=_read_optional(directory / OPTIONAL_TABLES["cudnn_graphs"][0], "cudnn_graphs"),
                   **frames)
 
 

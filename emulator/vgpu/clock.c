@@ -172,6 +172,20 @@ void vgpu_clock_message_sent(void) {
     if (shared) __atomic_fetch_add(&shared->messages_sent, 1, __ATOMIC_ACQ_REL);
 }
 
+void vgpu_clock_charge_host(double seconds) {
+    int64_t ns = (int64_t)(seconds * 1e9);
+    if (ns <= 0) return;
+    if (shared) {
+        advance(0);
+        local_ns += ns;
+        raise_to(&shared->now_ns, local_ns);
+    } else {
+        pthread_mutex_lock(&jump_lock);
+        jumped_ns += ns;
+        pthread_mutex_unlock(&jump_lock);
+    }
+}
+
 /* The library's own threads (the waker) signal and post on the deployment's behalf: not sends. */
 static __thread int untimed_thread;
 

@@ -19,6 +19,7 @@ typedef struct predictor {
     const char *name;
     void (*init)(const char *argument);
     double (*predict)(const vgpu_launch *launch);
+    double (*predict_host)(vgpu_host_work work);
 } predictor;
 
 /* ---- fixed: the test double ---------------------------------------------------------- */
@@ -36,6 +37,12 @@ static const char *kind_names[VGPU_OP_KIND_COUNT] = {
     [VGPU_OP_KERNEL] = "kernel", [VGPU_OP_GEMM] = "gemm", [VGPU_OP_COLLECTIVE] = "collective",
     [VGPU_OP_COPY] = "copy", [VGPU_OP_MEMSET] = "memset", [VGPU_OP_GRAPH] = "graph",
     [VGPU_OP_HOST_FN] = "host_fn", [VGPU_OP_EVENT_RECORD] = "event_record", [VGPU_OP_ATTENTION] = "attention",
+    [VGPU_OP_HOST_WORK] = "host_work",
+};
+
+static const char *host_work_names[VGPU_HOST_WORK_COUNT] = {
+    [VGPU_HOST_CUDNN_ATTENTION_FIRST] = "cudnn_attention_graph_first",
+    [VGPU_HOST_CUDNN_ATTENTION] = "cudnn_attention_graph",
 };
 
 static int kind_from_name(const char *s) {
@@ -61,6 +68,9 @@ static void fixed_init(const char *path) {
     fclose(f);
 }
 
+/* Host work is charged only from measurements: the test double has none. */
+static double fixed_predict_host(vgpu_host_work work) { (void)work; return 0; }
+
 static double fixed_predict(const vgpu_launch *l) {
     for (size_t i = 0; i < fixed_len; i++)
         if (fixed_rules[i].kind == l->kind && l->name && strcmp(fixed_rules[i].name, l->name) == 0)
@@ -71,8 +81,8 @@ static double fixed_predict(const vgpu_launch *l) {
 /* ---- registry ----------------------------------------------------------------------- */
 
 static const predictor predictors[] = {
-    {"fixed", fixed_init, fixed_predict},
-    {"profiled", vgpu_profiled_init, vgpu_profiled_predict},
+    {"fixed", fixed_init, fixed_predict, fixed_predict_host},
+    {"profiled", vgpu_profiled_init, vgpu_profiled_predict, vgpu_profiled_predict_host},
 };
 
 static const predictor *active;
@@ -101,4 +111,11 @@ double vgpu_predict(const vgpu_launch *launch) {
     return active->predict(launch);
 }
 
+double vgpu_predict_host(vgpu_host_work work) {
+    pthread_once(&active_once, choose);
+    return active->predict_host(work);
+}
+
 const char *vgpu_op_kind_name(vgpu_op_kind kind) { return kind_names[kind]; }
+
+const char *vgpu_host_work_name(vgpu_host_work work) { return host_work_names[work]; }

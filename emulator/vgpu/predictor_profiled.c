@@ -18,6 +18,8 @@
  *     what profilers print, so the tables and the launches meet on it); names never measured
  *     take the default fitted over all of them.
  *   Copies and memsets: latency + bytes / bandwidth.
+ *   Host work of replaced libraries (host_cost records): seconds per event, measured on the
+ *     target's host (a cuDNN graph built for a new attention shape: probe_cudnn_graphs.py).
  *   Collectives: per (op, ranks) measured on the SKU, a curve over the whole buffer's bytes,
  *     interpolated in log-log; otherwise latency + bus bytes / bandwidth (fitted or modelled).
  * Lookups on the launch path are a hash probe and a binary search, with per-function caching of
@@ -105,6 +107,7 @@ static struct {
     gemm_curve memory[VGPU_MEMORY_CLASSES];     /* seconds over bytes moved; points 0: not measured */
     efficient_model *efficient;
     size_t n_efficient;
+    double host_cost[VGPU_HOST_WORK_COUNT];     /* seconds of host work; 0: not measured */
 } model;
 
 static pthread_mutex_t gemm_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -285,6 +288,12 @@ void vgpu_profiled_init(const char *path) {
                 bad_model(path, number, "bad efficient_attention record");
             model.efficient = realloc(model.efficient, (model.n_efficient + 1) * sizeof *model.efficient);
             model.efficient[model.n_efficient++] = e;
+        } else if (strcmp(kind, "host_cost") == 0) {
+            int found = -1;
+            if (sscanf(rest, "%63s %lf", name, &a) != 2 || a < 0) bad_model(path, number, "bad host_cost record");
+            for (int w = 0; w < VGPU_HOST_WORK_COUNT; w++)
+                if (strcmp(vgpu_host_work_name(w), name) == 0) found = w;
+            if (found >= 0) model.host_cost[found] = a;
         } else if (strcmp(kind, "kernel_default") == 0) {
             if (sscanf(rest, "%lf %lf", &a, &b) != 2) bad_model(path, number, "bad kernel_default record");
             model.kernel_default = (kernel_model){a, b, INFINITY};
@@ -783,3 +792,7 @@ double vgpu_profiled_predict(const vgpu_launch *l) {
     default: return 0;
     }
 }
+
+/* ---- host work of replaced libraries ---------------------------------------------------------- */
+
+double vgpu_profiled_predict_host(vgpu_host_work work) { return model.host_cost[work]; }

@@ -128,6 +128,7 @@ typedef enum {
     VGPU_OP_HOST_FN,            /* cudaLaunchHostFunc: runs on the host when the stream reaches it */
     VGPU_OP_EVENT_RECORD,       /* an external event record captured into a graph: each replay records it */
     VGPU_OP_ATTENTION,          /* a fused attention kernel of known shape (cuDNN's SDPA: cudnn.c) */
+    VGPU_OP_HOST_WORK,          /* host time charged for a replaced library's own CPU work (stats only) */
     VGPU_OP_KIND_COUNT
 } vgpu_op_kind;
 
@@ -190,9 +191,24 @@ typedef struct vgpu_launch {
 
 /* Predicted duration of a launch on the target SKU, in seconds. */
 double vgpu_predict(const vgpu_launch *launch);
+
+/* Host CPU work that a replaced library does on the calling thread and this library does not
+ * (building a cuDNN graph: heuristics, plan finalization, kernel compilation), as measured on the
+ * target server's host. */
+typedef enum {
+    VGPU_HOST_CUDNN_ATTENTION_FIRST,    /* the first graph of an attention signature in a process */
+    VGPU_HOST_CUDNN_ATTENTION,          /* another graph of a signature met before (a new shape) */
+    VGPU_HOST_WORK_COUNT
+} vgpu_host_work;
+/* Seconds of host time for `work` on the target (the model file's host_cost records); 0 where
+ * it was not measured. */
+double vgpu_predict_host(vgpu_host_work work);
+const char *vgpu_host_work_name(vgpu_host_work work);
+
 /* The profiled predictor (predictor_profiled.c): a model file written from measured tables. */
 void vgpu_profiled_init(const char *model_path);
 double vgpu_profiled_predict(const vgpu_launch *launch);
+double vgpu_profiled_predict_host(vgpu_host_work work);
 const char *vgpu_op_kind_name(vgpu_op_kind kind);
 
 /* ---- virtual time (clock.c) ------------------------------------------------------------ */
@@ -218,6 +234,9 @@ void vgpu_clock_resumed(int64_t deadline_ns);
 /* sched_yield under a Timekeeper: sleep until the next send or jump (a spin-wait's partner
  * writes), then catch up like a receive. */
 void vgpu_clock_yield(void);
+/* Charge `seconds` of host work to the calling thread on top of its own CPU time: work measured
+ * on the target's host that a replaced library would have done here (not scaled by cpu_scale). */
+void vgpu_clock_charge_host(double seconds);
 /* The calling thread is the library's own: its signals and posts are not the deployment's sends. */
 void vgpu_clock_untimed_thread(void);
 /* Counts a message to the Timekeeper on the clock page, before it is written (see protocol.py). */

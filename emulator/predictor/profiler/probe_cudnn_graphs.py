@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""How much host time cuDNN's SDPA costs when torch meets a new shape, on a real GPU.
+
+    python3 emulator/predictor/profiler/probe_cudnn_graphs.py --out DIR
+
+torch runs SDPA on cuDNN through cudnn_frontend graphs that it caches per shape (and strides,
+mask, causality). A call with a shape not in the cache builds a graph: heuristics, plan
+finalization and, the first time an engine is met, kernel compilation, all on the calling host
+thread. Under the vGPU library that build costs next to nothing (emulator/vgpu/cudnn.c), so the
+emulator charges it from this table. transformers' continuous batching calls SDPA with a new
+(queries, keys) shape at every step: on the H100, transformers' TPOT at batch 16 was 4x longer with
+torch's default backend choice (cuDNN) than with cuDNN off (docs/fidelity/h100_real/).
+
+Per variant (the attention calls of decoders as engines make them), in one fresh process:
+  first     the first call of the variant: the first build of its engine (kernel compilation)
+  miss      a call at a (queries, keys) shape not seen before (the graph is built)
+  hit       the same call again (the graph comes from torch's cache)
+  step      a decoder step: LAYERS calls at one new shape, as every layer of a model makes them,
+            host time of the whole step (one build, LAYERS - 1 cache hits, if torch's key is the
+            shape): checks that the charge per build explains a step
+Host seconds are the wall time of the Python call with the GPU idle beforehand (the launches are
+asynchronous: the kernels' own time is not in it); gpu_seconds is the kernels' time by CUDA events.
+torch's own choice among SDPA backends is recorded per variant (`backend`): the probe forces
+cuDNN, and also times the default choice's miss to show whether torch picks it.
+
+Writes cudnn_graphs.csv: variant,heads,kv_heads,head_dim,queries,keys,masked,causal,call,layers,
+backend,seconds (host),gpu_seconds,split (fit: first, miss and hit rows; holdout: step and the
+default choice's rows, which no model is fitted on); and cudnn_graphs_meta.json.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+SHAPES = 24          # new shapes per variant
+LAYERS = 16          # calls per emulated decoder step
+MASK_ROWS = 8192     # transformers' continuous batching keeps one mask buffer of max_batch_tokens rows
+FIT_CALLS = ("first", "miss", "hit")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    heads: int
+    kv_heads: int
+    head_dim: int
+    masked: bool        # an additive bf16 mask, a slice of a larger buffer (continuous batching)
+    causal: bool
+    queries: tuple      # query rows per shape: (first, step)
+    keys_per_query: int  # keys = queries * keys_per_query (+ growth per shape)
+
+
+VARIANTS = (
+    # transformers' continuous batching (paged|sdpa): every scheduled token is one query row of a
+    # single packed sequence, keys are all the batch's cached and new tokens, a mask says which
+    # key each row may see. K/V are repeated to the query heads (no GQA with a mask).
+    Variant("packed_masked_d64", 32, 32, 64, True, False, (16, 1), 300),
+    Variant("packed_masked_d128", 32, 32, 128, True, False, (16, 1), 300),
+    Variant("prefill_masked_d128", 32, 32, 128, True, False, (512, 97), 1),
+    # plain decoders: one causal prompt, and one sequence decoding over a growing cache.
+    Variant("prefill_causal_d128", 32, 32, 128, False, True, (256, 64), 1),
+    Variant("decode_d128", 32, 32, 128, False, False, (1, 0), 1024),
+)
+
+
+def tensors(v: Variant, queries: int, keys: int, mask_buffer):
+    q = torch.randn(1, queries, v.heads, v.head_dim, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
+    k = torch.randn(1, keys, v.kv_heads, v.head_dim, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
+    val = torch.randn_like(k)
+    mask = mask_buffer[..., :queries, :keys] if v.masked else None
+    return q, k, val, mask
+
+
+def shape(v: Variant, i: int) -> tuple[int, int]:
+    first, step = v.queries
+    queries = first + step * i
+    keys = queries * v.keys_per_query + 7 * i if v.keys_per_query > 1 else queries + (1024 if not v.causal else 0) + 13 * i
+    return queries, (queries if v.causal else keys)
+
+
+def timed(call, q, k, val, mask, causal) -> tuple[float, float]:
+    """(host seconds of the call, GPU seconds of its kernels), the GPU idle before."""
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    t0 = time.perf_counter()
+    call(q, k, val, mask, causal)
+    host = time.perf_counter() - t0
+    end.record()
+    end.synchronize()
+    return host, start.elapsed_time(end) / 1e3
+
+
+def sdpa(q, k, val, mask, causal):
+    return F.scaled_dot_product_attention(q, k, val, attn_mask=mask, is_causal=causal)
+
+
+def cudnn(q, k, val, mask, causal):
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        return sdpa(q, k, val, mask, causal)
+
+
+def default_backend(q, k, val, mask, causal) -> str:
+    """The SDPA kernel torch's default choice runs for these inputs (by the profiler's op name)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        sdpa(q, k, val, mask, causal)
+    names = [e.key for e in prof.key_averages()]
+    for op, backend in (("_cudnn_attention", "cudnn"), ("_flash_attention", "flash"),
+                        ("_efficient_attention", "efficient"), ("_scaled_dot_product_attention_math", "math")):
+        if any(op in name for name in names):
+            return backend
+    return "unknown"
+
+
+def probe(v: Variant, writer, mask_buffer) -> None:
+    def row(call, queries, keys, host, gpu, layers=1, backend="cudnn"):
+        writer.writerow({"variant": v.name, "heads": v.heads, "kv_heads": v.kv_heads, "head_dim": v.head_dim,
+                         "queries": queries, "keys": keys, "masked": int(v.masked), "causal": int(v.causal),
+                         "call": call, "layers": layers, "backend": backend, "seconds": f"{host:.7g}",
+                         "gpu_seconds": f"{gpu:.7g}", "split": "fit" if call in FIT_CALLS else "holdout"})
+
+    queries, keys = shape(v, 0)
+    inputs = tensors(v, queries, keys, mask_buffer)
+    row("first", queries, keys, *timed(cudnn, *inputs, v.causal))
+    row("hit", queries, keys, *timed(cudnn, *inputs, v.causal))
+    for i in range(1, SHAPES + 1):
+        queries, keys = shape(v, i)
+        inputs = tensors(v, queries, keys, mask_buffer)
+        row("miss", queries, keys, *timed(cudnn, *inputs, v.causal))
+        row("hit", queries, keys, *timed(cudnn, *inputs, v.causal))
+    for i in range(SHAPES + 1, SHAPES + 9):
+        queries, keys = shape(v, i)
+        layers = [tensors(v, queries, keys, mask_buffer) for _ in range(LAYERS)]
+
+        def step(*_):
+            for q, k, val, mask in layers:
+                cudnn(q, k, val, mask, v.causal)
+        row("step", queries, keys, *timed(step, None, None, None, None, None), layers=LAYERS)
+    # torch's own choice, at one more new shape: which kernel, and what its miss costs.
+    queries, keys = shape(v, SHAPES + 20)
+    inputs = tensors(v, queries, keys, mask_buffer)
+    backend = default_backend(*inputs, v.causal)
+    queries, keys = shape(v, SHAPES + 21)
+    inputs = tensors(v, queries, keys, mask_buffer)
+    row("default_miss", queries, keys, *timed(sdpa, *inputs, v.causal), backend=backend)
+    row("default_hit", queries, keys, *timed(sdpa, *inputs, v.causal), backend=backend)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    max_keys = max(shape(v, SHAPES + 21)[1] for v in VARIANTS)
+    mask_buffer = torch.zeros(1, 1, MASK_ROWS, max_keys + MASK_ROWS, device="cuda", dtype=torch.bfloat16)
+    errors = {}
+    with open(args.out / "cudnn_graphs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["variant", "heads", "kv_heads", "head_dim", "queries", "keys", "masked",
+                                               "causal", "call", "layers", "backend", "seconds", "gpu_seconds",
+                                               "split"])
+        writer.writeheader()
+        for v in VARIANTS:
+            try:
+                probe(v, writer, mask_buffer)
+            except RuntimeError as error:      # cuDNN refuses the variant: say so, go on
+                errors[v.name] = str(error)[:500]
+                print(f"{v.name}: {error}", flush=True)
+            f.flush()
+    meta = {"gpu_name": torch.cuda.get_device_name(0), "torch": torch.__version__,
+            "cudnn": torch.backends.cudnn.version(), "cuda_runtime": torch.version.cuda,
+            "python": platform.python_version(), "cpu": platform.processor(),
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "shapes": SHAPES, "layers": LAYERS,
+            "variants": [v.__dict__ for v in VARIANTS], "errors": errors, "elapsed_s": round(time.time() - started, 1)}
+    (args.out / "cudnn_graphs_meta.json").write_text(json.dumps(meta, indent=1))
+    return 1 if len(errors) == len(VARIANTS) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

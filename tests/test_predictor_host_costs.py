@@ -1,0 +1,43 @@
+"""The fit behind the host_cost records (models.fit_host_costs) on a cudnn_graphs table made from
+known costs, and the records the model file carries."""
+import pandas as pd
+import pytest
+
+from emulator.hardware import load_sku
+from emulator.predictor import modelfile, models, tables
+
+
+def graphs_table(first=0.2, build=0.03, hit=0.0001):
+    """probe_cudnn_graphs.py's rows for two variants: every build is followed by a cached call of
+    the same shape; the second variant's builds cost twice the first's."""
+    rows = []
+    for scale, variant in ((1, "packed_masked_d64"), (2, "decode_d128")):
+        rows += [(variant, 16, 4800, "first", hit + scale * first, "fit"), (variant, 16, 4800, "hit", hit, "fit")]
+        for i in range(1, 6):
+            rows += [(variant, 16 + i, 4800 + i, "miss", hit + scale * build, "fit"),
+                     (variant, 16 + i, 4800 + i, "hit", hit, "fit")]
+        rows.append((variant, 40, 9000, "step", 16 * hit + scale * build, "holdout"))
+    return pd.DataFrame(rows, columns=["variant", "queries", "keys", "call", "seconds", "split"])
+
+
+def test_graph_builds_cost_what_they_take_beyond_a_cached_call_median_over_variants():
+    costs = models.fit_host_costs(graphs_table())
+    # Median over the two variants (1x and 2x): 1.5x.
+    assert costs == pytest.approx({"cudnn_attention_graph_first": 0.3, "cudnn_attention_graph": 0.045})
+
+
+def test_a_build_without_its_cached_call_is_refused():
+    table = graphs_table()
+    table = table[~((table["call"] == "hit") & (table["queries"] == 17))]
+    with pytest.raises(ValueError, match=r"no hit row after the build of \('\w+', 17, 4801\)"):
+        models.fit_host_costs(table)
+
+
+def test_the_model_file_carries_host_costs_and_a_carried_sku_keeps_them():
+    h100 = models.fit(tables.load("h100"), load_sku("h100"))
+    fitted = models.FittedModels(**{**h100.__dict__, "host_costs": models.fit_host_costs(graphs_table())})
+    text = modelfile.render(fitted)
+    assert "host_cost cudnn_attention_graph 0.045\n" in text
+    assert "host_cost cudnn_attention_graph_first 0.3\n" in text
+    carried = models.transfer(fitted, load_sku("h100"), load_sku("a100"))
+    assert carried.host_costs == fitted.host_costs
