@@ -288,10 +288,14 @@ def serve(adapter, model_dir: Path, knobs, workload: dict, out: Path, *, emulate
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO), env.get("PYTHONPATH"))))
     tk = None
     started = time.monotonic()
+    calibration = None
     if emulated:
+        from emulator.host_cpu import calibrate
         from emulator.timekeeper.server import Timekeeper
         from emulator.vgpu_environment import vgpu_environment
-        tk = Timekeeper(watchdog_s=timeout_s, log=lambda line: _append(out / "timekeeper.log", line))
+        calibration = calibrate(sku, adapter.python())
+        tk = Timekeeper(cpu_scale=calibration.cpu_scale, watchdog_s=timeout_s,
+                        log=lambda line: _append(out / "timekeeper.log", line))
         tk.__enter__()
         env = vgpu_environment(knobs.gpus, sku, engine=None, workdir=out / "vgpu", base_env=env)
         env.update(tk.env())
@@ -348,6 +352,7 @@ def serve(adapter, model_dir: Path, knobs, workload: dict, out: Path, *, emulate
                "serving_wall_seconds": ended - (serving_since or ended), "virtual_seconds": virtual_s,
                "server_command": [*adapter.server_command(model_dir, port, knobs), *server_args], "workload": workload}
     if emulated:
+        summary["cpu_scale"], summary["cpu_calibration"] = calibration.cpu_scale, calibration.note
         from emulator.predictor.attribution import by_family, host_work, read_stats
         stats = read_stats((out / "vgpu").glob("stats-*.csv"))
         summary["gpu_time_by_family"] = by_family(stats).to_dict("records")

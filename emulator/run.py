@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from emulator import feasibility, metrics
+from emulator import feasibility, host_cpu, metrics
 from emulator.engines.adapter import EngineAdapter, ServingKnobs
 from emulator.engines.envs import env_python
 from emulator.engines.hf_transformers import TransformersAdapter
@@ -78,8 +78,10 @@ def run(config: RunConfig, out: Path, progress: Callable[[float, bool], None] = 
     spec = {**config.workload, "base_url": f"http://127.0.0.1:{port}", "model": str(model_dir), "api": adapter.api}
     (out / "workload.json").write_text(json.dumps(spec, indent=2))
     records_path = out / "requests.jsonl"
+    calibration = host_cpu.calibrate(load_sku(config.sku).sku, adapter.python())
     started = time.monotonic()
-    with Timekeeper(watchdog_s=config.timeout_s, log=lambda line: _append(out / "timekeeper.log", line)) as tk:
+    with Timekeeper(cpu_scale=calibration.cpu_scale, watchdog_s=config.timeout_s,
+                    log=lambda line: _append(out / "timekeeper.log", line)) as tk:
         env = vgpu_environment(config.knobs.gpus, config.sku, engine=adapter.name, workdir=out / "vgpu")
         env.update(tk.env())
         env.update(adapter.environment())
@@ -111,7 +113,8 @@ def run(config: RunConfig, out: Path, progress: Callable[[float, bool], None] = 
         "config": {"model": config.model, "sku": config.sku, "engine": config.engine, "knobs": asdict(config.knobs),
                    "workload": config.workload, "slos_ms": config.slos_ms,
                    "server_command": adapter.server_command(model_dir, port, config.knobs),
-                   "emulation_notes": adapter.emulation_notes()},
+                   "emulation_notes": [*adapter.emulation_notes(), calibration.note],
+                   "cpu_scale": calibration.cpu_scale},
         "metrics": metrics.compute(records, config.slos_ms),
         "gpu_time_by_family": by_family(read_stats((out / "vgpu").glob("stats-*.csv"))).to_dict("records"),
         "virtual_seconds": virtual_s,

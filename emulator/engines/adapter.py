@@ -92,3 +92,6 @@ class EngineAdapter(Protocol):
 
     def emulation_notes(self) -> list[str]:
         """Where the deployment differs from the engine's defaults, and why."""
+
+    def python(self) -> Path:
+        """The interpreter the engine's server runs in."""

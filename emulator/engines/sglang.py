@@ -5,6 +5,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from emulator.engines.adapter import ServingKnobs, knobs_from_arguments
+from emulator.engines.envs import env_python
 
 # revati-tune's SGLang general plugin (a module and its static dist-info, found by importlib.metadata
 # on PYTHONPATH): publishes each forward pass's attention batch to the vGPU library.
@@ -76,6 +77,9 @@ class SglangAdapter:
 
     def emulation_notes(self) -> list[str]:
         return list(NOTES)
+
+    def python(self) -> Path:
+        return env_python(self.name)
 
 
 def _flags(knobs: ServingKnobs) -> list[str]:

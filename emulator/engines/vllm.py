@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from emulator.engines.adapter import ServingKnobs, knobs_from_arguments
+from emulator.engines.envs import env_python
 
 # revati-tune's vLLM general plugin (a module and its static dist-info, found by importlib.metadata
 # on PYTHONPATH): publishes each step's attention batch to the vGPU library.
@@ -81,6 +82,9 @@ class VllmAdapter:
 
     def emulation_notes(self) -> list[str]:
         return list(NOTES)
+
+    def python(self) -> Path:
+        return env_python(self.name)
 
 
 def _flags(knobs: ServingKnobs) -> list[str]:

@@ -1,0 +1,186 @@
+"""How fast a host runs an engine's host-side step work: the calibration that turns the emulating
+host's CPU seconds into the GPU server's.
+
+Under the Timekeeper every thread is charged its own CPU time times cpu_scale (emulator/vgpu/
+clock.c). Charged 1:1, a study on a slow laptop core sees a slower server than the one it plans
+for: transformers' step loop on this project's 2-core AMD EPYC host took ~14 ms of CPU a step where
+the H100 machine's Xeon took under 9 (docs/fidelity/h100.md). So both hosts run the same workload,
+in the engine's own Python, and cpu_scale = target seconds / this host's seconds.
+
+The workload is what an engine's host does between kernels, single-threaded (the GIL): a
+scheduler's Python (request objects in dicts and lists, sorting, block bookkeeping) and torch's
+operator dispatch on tiny CPU tensors (the C++ path every launched op takes before the driver).
+Its time is thread CPU time, the median of ROUNDS rounds, so a loaded host measures what the
+Timekeeper charges (CPU, not wall). A measurement takes about two seconds and is cached per host,
+interpreter and workload version under $REVATI_HOME/host_cpu/.
+
+    python -m emulator.host_cpu                     this interpreter's seconds per round, as JSON
+    python -m emulator.host_cpu --out FILE          the same into FILE (the device machine's run)
+
+The GPU server's figure is emulator/predictor/data/<sku>/host_cpu.json, measured on the lent
+machine of that SKU (profiler/run_on_device.sh, family host_cpu). A SKU without one is charged 1:1,
+and the run's emulation notes say so.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+WORKLOAD_VERSION = 1
+ROUNDS = 7
+DATA_DIR = Path(__file__).resolve().parent / "predictor" / "data"
+
+
+# ---- the workload ------------------------------------------------------------------------------
+
+@dataclass
+class _Request:
+    request_id: str
+    prompt_len: int
+    generated: list
+    blocks: list
+    priority: float
+
+
+def _scheduler_round(steps: int = 400, live: int = 64) -> int:
+    """A continuous-batching scheduler's bookkeeping over `live` requests for `steps` steps."""
+    requests = {f"req-{i}": _Request(f"req-{i}", 128 + 37 * i % 900, [], [], (i * 7919) % 97 / 97)
+                for i in range(live)}
+    free_blocks = list(range(4096))
+    done = 0
+    for step in range(steps):
+        batch = sorted(requests.values(), key=lambda r: (r.priority, r.request_id))[:32]
+        tokens = {}
+        for r in batch:
+            r.generated.append((step * 31 + len(r.generated)) % 32000)
+            if (r.prompt_len + len(r.generated)) % 16 == 1:
+                r.blocks.append(free_blocks.pop())
+            tokens[r.request_id] = r.generated[-1]
+        for request_id in [k for k, r in requests.items() if len(r.generated) >= 40 + r.prompt_len % 23]:
+            free_blocks.extend(requests.pop(request_id).blocks)
+            done += 1
+        for i in range(live - len(requests)):
+            new_id = f"req-{step}-{i}"
+            requests[new_id] = _Request(new_id, 200 + i, [], [], (step + i) % 13 / 13)
+        done += len(tokens) > 0
+    return done
+
+
+def _dispatch_round(torch, ops: int = 10000) -> float:
+    """torch's operator dispatch on tiny CPU tensors: the host cost of an op, not its arithmetic."""
+    x = torch.zeros(16)
+    index = torch.arange(4)
+    total = 0.0
+    for _ in range(ops // 5):
+        y = x + 1
+        z = torch.cat([x, y])
+        w = z.index_select(0, index)
+        v = w.view(2, 2).sum(dim=0)
+        total += float(v[0])
+    return total
+
+
+def measure_here() -> dict:
+    """This interpreter's thread-CPU seconds per round of the workload (median of ROUNDS)."""
+    import torch
+    torch.set_num_threads(1)
+    _scheduler_round(), _dispatch_round(torch)          # warm: imports, allocator, caches
+    times = []
+    for _ in range(ROUNDS):
+        started = time.thread_time()
+        _scheduler_round()
+        _dispatch_round(torch)
+        times.append(time.thread_time() - started)
+    return {"seconds": statistics.median(times), "spread": [min(times), max(times)], "rounds": ROUNDS,
+            "workload_version": WORKLOAD_VERSION, "cpu": _cpu_model(), "python": platform.python_version(),
+            "torch": torch.__version__, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# ---- the calibration ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Calibration:
+    cpu_scale: float
+    note: str               # how it was found, for the run's emulation notes
+
+
+def target(sku: str) -> dict | None:
+    """The GPU server's measurement for a SKU, or None where it was never measured."""
+    path = DATA_DIR / sku / "host_cpu.json"
+    if not path.is_file():
+        return None
+    try:
+        figure = json.loads(path.read_text())
+        if figure["workload_version"] != WORKLOAD_VERSION or not figure["seconds"] > 0:
+            raise ValueError(f"workload version {figure['workload_version']}, seconds {figure['seconds']}")
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a host_cpu measurement of workload version {WORKLOAD_VERSION} ({error}); "
+                         f"measure it again with `python -m emulator.host_cpu --out {path}` on that SKU's "
+                         f"machine") from error
+    return figure
+
+
+def this_host(python: Path, cache_dir: Path) -> dict:
+    """The workload's seconds on this host in `python` (the engine's interpreter), cached."""
+    key = hashlib.sha256(f"{_cpu_model()}|{Path(python).resolve()}|{WORKLOAD_VERSION}".encode()).hexdigest()[:16]
+    cached = cache_dir / f"{key}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([str(python), "-m", "emulator.host_cpu"], cwd=repo, capture_output=True, text=True,
+                          timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo)})
+    if proc.returncode != 0:
+        raise RuntimeError(f"measuring this host's CPU in {python} failed: {proc.stderr.strip()[-500:]}")
+    figure = json.loads(proc.stdout.strip().splitlines()[-1])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(figure, indent=1))
+    return figure
+
+
+def calibrate(sku: str, python: Path) -> Calibration:
+    """cpu_scale for emulating `sku` with the engine in `python` on this host."""
+    from emulator.vgpu.build import revati_home
+    server = target(sku)
+    if server is None:
+        return Calibration(1.0, f"host CPU not calibrated for {sku} (no emulator/predictor/data/{sku}/host_cpu.json): "
+                                f"this host's CPU seconds are charged 1:1")
+    here = this_host(python, revati_home() / "host_cpu")
+    scale = server["seconds"] / here["seconds"]
+    return Calibration(scale, f"host CPU time charged x{scale:.3f}: the step-work benchmark (emulator/host_cpu.py) "
+                              f"took {server['seconds'] * 1e3:.1f} ms on {sku}'s server ({server['cpu']}) and "
+                              f"{here['seconds'] * 1e3:.1f} ms here ({here['cpu']})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emulator.host_cpu", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="write the measurement to this file as well")
+    args = parser.parse_args(argv)
+    figure = measure_here()
+    text = json.dumps(figure)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(figure, indent=1) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The host-CPU calibration (emulator/host_cpu.py): the workload measured in an engine's Python, its
+cache, and the scale a SKU's server figure gives."""
+import json
+
+import pytest
+
+from emulator import host_cpu
+from emulator.engines.envs import env_python, is_ready
+
+
+@pytest.fixture(scope="module")
+def engine_python():
+    if not is_ready("vllm"):
+        pytest.fail("the vllm engine env is not set up: run `revati-tune setup vllm`")
+    return env_python("vllm")
+
+
+def test_the_workload_is_measured_in_the_engine_python_and_cached(engine_python, tmp_path, monkeypatch):
+    figure = host_cpu.this_host(engine_python, tmp_path)
+    assert 0.001 < figure["seconds"] < 5 and figure["spread"][0] <= figure["seconds"] <= figure["spread"][1]
+    assert figure["workload_version"] == host_cpu.WORKLOAD_VERSION and figure["torch"]
+    # Cached: a second call runs nothing.
+    monkeypatch.setattr(host_cpu.subprocess, "run", lambda *a, **k: pytest.fail("measured again"))
+    assert host_cpu.this_host(engine_python, tmp_path) == figure
+
+
+def test_the_scale_is_the_servers_seconds_over_this_hosts(tmp_path, monkeypatch):
+    monkeypatch.setattr(host_cpu, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(host_cpu, "this_host", lambda python, cache: {"seconds": 0.040, "cpu": "AMD EPYC"})
+    (tmp_path / "h100").mkdir()
+    (tmp_path / "h100" / "host_cpu.json").write_text(json.dumps(
+        {"seconds": 0.030, "cpu": "Intel Xeon", "workload_version": host_cpu.WORKLOAD_VERSION}))
+    calibration = host_cpu.calibrate("h100", "python3")
+    assert calibration.cpu_scale == pytest.approx(0.75)
+    assert "x0.750" in calibration.note and "30.0 ms on h100's server (Intel Xeon)" in calibration.note
+    # A SKU never measured is charged 1:1 and says so.
+    uncalibrated = host_cpu.calibrate("h200", "python3")
+    assert uncalibrated.cpu_scale == 1.0 and "not calibrated for h200" in uncalibrated.note
+    # A figure of another workload version is refused, naming the fix.
+    (tmp_path / "h100" / "host_cpu.json").write_text(json.dumps({"seconds": 0.03, "workload_version": 0}))
+    with pytest.raises(ValueError, match="measure it again with `python -m emulator.host_cpu --out"):
+        host_cpu.calibrate("h100", "python3")
