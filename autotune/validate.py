@@ -247,6 +247,16 @@ def real_gpu(python: Path) -> dict:
     return facts
 
 
+def engine_versions(python: Path) -> dict:
+    """torch and transformers versions in the engine's interpreter (the emulating side's)."""
+    code = "import json, torch, transformers; print(json.dumps([torch.__version__, transformers.__version__]))"
+    probe = subprocess.run([str(python), "-c", code], env=_plain_env(), capture_output=True, text=True, timeout=300)
+    if probe.returncode != 0:
+        raise RuntimeError(f"{python} could not import torch and transformers: {probe.stderr.strip()[-300:]}")
+    torch_version, transformers_version = json.loads(probe.stdout.strip().splitlines()[-1])
+    return {"emulating_torch": torch_version, "emulating_transformers": transformers_version}
+
+
 def sku_of(gpu_name: str) -> str:
     for sku in ("h200", "h100", "a100"):
         if sku in gpu_name.lower():
@@ -529,7 +539,14 @@ def run_command(args: argparse.Namespace) -> int:
         facts, recorded = recorded_real_side(args.real_from)
         # Every workload is in the file: no overloaded scenario has to run first.
         scenarios = select(args.scenarios, {group.name: 0.0 for group in GROUPS})
-        facts = {**facts, "emulating_host_cpu": _cpu_model(), "emulating_host_cores": os.cpu_count()}
+        facts = {**facts, "emulating_host_cpu": _cpu_model(), "emulating_host_cores": os.cpu_count(),
+                 **engine_versions(adapter.python())}
+        for package in ("torch", "transformers"):
+            if facts.get(package) != facts[f"emulating_{package}"]:
+                print(f"revati-tune validate: warning: the real side ran {package} {facts.get(package)}, the emulation "
+                      f"runs {facts[f'emulating_{package}']} ({adapter.python()}): the engine's own code differs "
+                      f"between the sides; REVATI_TRANSFORMERS_PYTHON can name an interpreter with the real side's "
+                      f"versions", file=sys.stderr)
         sku = args.sku or facts.get("emulated_sku") or sku_of(facts["nvidia_smi_name"])
     else:
         scenarios = select(args.scenarios, capacity)

@@ -282,3 +282,13 @@ def test_against_a_recorded_real_side_only_the_emulation_runs_with_the_recorded_
     with pytest.raises(ValueError, match="no real runs of llama3_8b-b16-light in --real-from"):
         validate.emulate_against(None, validate.SCENARIOS["llama3_8b-b16-light"], {}, tmp_path, {}, sku="h200",
                                  timeout_s=9)
+
+
+def test_the_emulating_engines_versions_are_read_from_its_interpreter():
+    from emulator.engines.envs import env_python, is_ready
+    if not is_ready("vllm"):
+        pytest.fail("the vllm engine env is not set up: run `revati-tune setup vllm`")
+    versions = validate.engine_versions(env_python("vllm"))
+    code = "import torch, transformers; print(torch.__version__, transformers.__version__)"
+    expected = subprocess.run([str(env_python("vllm")), "-c", code], capture_output=True, text=True).stdout.split()
+    assert [versions["emulating_torch"], versions["emulating_transformers"]] == expected
