@@ -64,6 +64,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from emulator.host_cpu import cpu_model
+
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "conf" / "model"
 NO_GPU_STATUS = 2
@@ -242,7 +244,7 @@ def real_gpu(python: Path) -> dict:
     name, driver, memory, sm_clock, mem_clock = [x.strip() for x in query.stdout.strip().splitlines()[0].split(",")]
     facts.update({"nvidia_smi_name": name, "driver": driver, "memory_total": memory, "max_sm_clock": sm_clock,
                   "max_mem_clock": mem_clock, "gpus": len(query.stdout.strip().splitlines()),
-                  "cpu": _cpu_model(), "cpu_cores": os.cpu_count(), "python": platform.python_version(),
+                  "cpu": cpu_model(), "cpu_cores": os.cpu_count(), "python": platform.python_version(),
                   "host": socket.gethostname(), "kernel": platform.release()})
     return facts
 
@@ -262,16 +264,6 @@ def sku_of(gpu_name: str) -> str:
         if sku in gpu_name.lower():
             return sku
     raise ValueError(f"no SKU for the GPU {gpu_name!r}: pass --sku (h100, h200, a100 or a SKU yaml)")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -539,7 +531,7 @@ def run_command(args: argparse.Namespace) -> int:
         facts, recorded = recorded_real_side(args.real_from)
         # Every workload is in the file: no overloaded scenario has to run first.
         scenarios = select(args.scenarios, {group.name: 0.0 for group in GROUPS})
-        facts = {**facts, "emulating_host_cpu": _cpu_model(), "emulating_host_cores": os.cpu_count(),
+        facts = {**facts, "emulating_host_cpu": cpu_model(), "emulating_host_cores": os.cpu_count(),
                  **engine_versions(adapter.python())}
         for package in ("torch", "transformers"):
             if facts.get(package) != facts[f"emulating_{package}"]:

@@ -100,11 +100,12 @@ def measure_here() -> dict:
         _dispatch_round(torch)
         times.append(time.thread_time() - started)
     return {"seconds": statistics.median(times), "spread": [min(times), max(times)], "rounds": ROUNDS,
-            "workload_version": WORKLOAD_VERSION, "cpu": _cpu_model(), "python": platform.python_version(),
+            "workload_version": WORKLOAD_VERSION, "cpu": cpu_model(), "python": platform.python_version(),
             "torch": torch.__version__, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The host CPU's model name."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -140,7 +141,7 @@ def target(sku: str) -> dict | None:
 
 def this_host(python: Path, cache_dir: Path) -> dict:
     """The workload's seconds on this host in `python` (the engine's interpreter), cached."""
-    key = hashlib.sha256(f"{_cpu_model()}|{Path(python).resolve()}|{WORKLOAD_VERSION}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{cpu_model()}|{Path(python).resolve()}|{WORKLOAD_VERSION}".encode()).hexdigest()[:16]
     cached = cache_dir / f"{key}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
