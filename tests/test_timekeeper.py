@@ -190,50 +190,67 @@ def test_a_dead_rank_is_reported_and_the_waiting_rank_fails_clearly(allreduce_sk
     assert run.wall_s < 15
 
 
-def _cpu_scenario(tmp_path: Path, cpus: str | None, requests: int = 10) -> list[float]:
+def _cpu_scenario(tmp_path: Path, cpus: str | None, transport: str, requests: int = 10) -> tuple[list[dict], list[dict]]:
+    """One run of cpu_scenario.py: what the server served and what the clients sent, request by request."""
     pin = ["taskset", "-c", cpus] if cpus else []
+    program = [*pin, sys.executable, PROGRAMS / "cpu_scenario.py"]
     with live_deployment(tmp_path) as d:
-        server = d.start([*pin, sys.executable, PROGRAMS / "cpu_scenario.py", "server", 2, requests])
-        port = d.first_line(server)
+        server = d.start([*program, "server", "tcp" if transport == "tcp" else tmp_path / "socket", 2, requests, 20_000])
+        address = d.first_line(server)
         for index in range(2):
-            d.start([*pin, sys.executable, PROGRAMS / "cpu_scenario.py", "client", port, index, requests])
-        [_, *clients], wall = d.finish()
-    return [t for _, out, _ in clients for t in json_line(out)["finishes"]]
+            d.start([*program, "client", address, index, requests, 20_000])
+        [(_, server_out, _), *clients], wall = d.finish()
+    sent = [request for _, out, _ in clients for request in json_line(out)["sent"]]
+    return json_line(server_out)["served"], sent
+
+
+def _timeline_errors(served: list[dict], sent: list[dict]) -> dict[str, float]:
+    """How far, at worst, each step of the run's virtual timeline is from what its CPU work and
+    sleeps account for (seconds; the CPU time between the measured points is not in it)."""
+    sent_by_request = {request["request"]: request for request in sent}
+    errors = {"client wakes after due": 0.0, "client work": 0.0, "server waits": 0.0,
+              "server step": 0.0, "answer arrives": 0.0}
+
+    def note(step: str, error: float) -> None:
+        errors[step] = max(errors[step], abs(error))
+
+    for request in sent:
+        note("client wakes after due", request["started"] - request["due"])
+        note("client work", request["sent"] - request["started"] - request["cpu"])
+    free_at = 0.0
+    for step in served:
+        request = sent_by_request[step["request"]]
+        # The server reads a request as soon as both it has been sent and the server is free.
+        note("server waits", step["received"] - max(request["sent"], free_at))
+        note("server step", step["answered"] - step["received"] - step["cpu"] - 0.030)
+        note("answer arrives", request["finished"] - step["answered"])
+        free_at = step["answered"]
+    return errors
 
 
 @pytest.mark.skipif(os.cpu_count() < 2 or not shutil.which("taskset"), reason="needs 2 cores and taskset")
-def test_cpu_work_gives_the_same_timeline_on_one_core_two_cores_and_twice(tmp_path):
-    """The server and two clients do real CPU work (charged as CPU time, not wall time) and meet
-    over TCP. Their virtual timeline is the same when run twice, all on one core, or on two.
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+@pytest.mark.parametrize("cpus", [None, "0", "0,1"], ids=["free", "one core", "two cores"])
+def test_virtual_time_is_cpu_time_and_sleeps_wherever_the_processes_run(tmp_path, cpus, transport):
+    """The server and two clients do real CPU work and meet over TCP or Unix sockets, all on one
+    core (three processes sharing it), on two, or placed freely. Between any two points of the
+    run, virtual time moves by the CPU time the work took and the sleeps: no more (time spent
+    waiting for the core, for a message or for another process) and no less (a message seen
+    before it was sent).
 
-    What a study reads of such a run (median latency, when the last answer came) is compared.
-    Each placement runs three times and the fastest run counts: on a virtual machine the host
-    sometimes runs this one's cores at half speed for seconds (seen: 4.2 ms of CPU work taking
-    7.8 ms of CPU time for a dozen requests in a row), which CPU time cannot tell from more work."""
-    due = _due_times(10)
-    fastest = {}                    # placement -> (summary, latencies) of its fastest run
-    for attempt in range(3):        # rounds over the placements, so that a slow spell hits them all
-        for placement, cpus in (("free", None), ("one core", "0"), ("two cores", "0,1")):
-            finishes = _cpu_scenario(tmp_path / f"{cpus}-{attempt}", cpus)
-            latencies = [t - d for t, d in zip(finishes, due)]
-            summary = (statistics.median(latencies), max(finishes))
-            print(f"{placement:>10} run {attempt + 1}: median latency {summary[0] * 1e3:.3f} ms, mean "
-                  f"{statistics.mean(latencies) * 1e3:.3f} ms, last answer at {summary[1]:.4f} s")
-            fastest[placement] = min(fastest.get(placement, (summary, latencies)), (summary, latencies))
-    for placement, (summary, latencies) in fastest.items():
-        # Each request takes the server some 8 ms of CPU and a 30 ms step, after the client's own
-        # CPU time: every request ends some 36-45 ms after it was due, never before 30 ms.
-        assert all(0.030 < latency < 0.060 for latency in latencies), (placement, latencies)
-        # 5%: on a 2-core host "free" and "two cores" are the same placement, and their fastest
-        # runs were seen 2.7% apart (CI, 2026-12-06: 38.86 vs 39.96 ms median), CPU time's own
-        # noise on ~9 ms of work a request. A leak of the host into virtual time as large as the
-        # one measured on vLLM (+14% mean TTFT on one core) still fails here.
-        assert summary == pytest.approx(fastest["free"][0], rel=0.05), placement
-
-
-def _due_times(requests: int) -> list[float]:
-    """When cpu_scenario.py's clients send, client by client (its schedule)."""
-    return [0.08 * i + 0.04 * index for index in range(2) for i in range(requests)]
+    End metrics are not compared across placements: the same work takes a different CPU time
+    from one run to the next on a virtual machine (seen here: 1.6x, for seconds at a time), and
+    CPU time is all the emulation sees of it; how a host's CPU speed is accounted for is
+    emulator/host_cpu.py's matter."""
+    served, sent = _cpu_scenario(tmp_path, cpus, transport)
+    errors = _timeline_errors(served, sent)
+    print(", ".join(f"{step} {error * 1e6:.0f} us" for step, error in errors.items()))
+    assert len(served) == len(sent) == 20
+    # The bound is the CPU time between the measured points (the server's Python between answering
+    # one request and reading the next: 0.1-0.65 ms on the 2-core host, 2026-12-06) with room for
+    # a slow spell. Catching up with the latest send anywhere instead of the channel's own made
+    # answers arrive 7-25 ms late here (three processes on one core), the host's scheduling.
+    assert all(error < 0.001 for error in errors.values()), errors
 
 
 def test_an_error_inside_the_timekeeper_fails_the_deployment_with_its_traceback(monkeypatch):

@@ -70,10 +70,15 @@ NAMES = {code: name for name, code in TYPES.items()}
 #   wake_gen          a futex word (its low 32 bits) bumped by every send and jump: threads in a
 #                     spin-wait (sched_yield) sleep on it instead of spinning (clock.c)
 #   yielders          how many threads sleep on wake_gen (a send wakes them only if any do)
+# From CHANNELS_OFFSET on, CHANNEL_SLOTS pairs (key uint64, sent_ns int64): the latest virtual
+# time of a send on each channel (emulator/vgpu/channels.c), an open-addressed hash table that
+# the threads fill; a receiver catches up with its own channel's entry.
 CLOCK_FIELDS = ("magic", "now_ns", "realtime_base_ns", "monotonic_base_ns", "cpu_scale_ppm",
                 "messages_sent", "sent_ns", "wake_gen", "yielders")
-CLOCK_MAGIC = 0x5245564154493031   # "REVATI01"
-CLOCK_PAGE = 4096
+CLOCK_MAGIC = 0x5245564154493032   # "REVATI02"
+CHANNELS_OFFSET = 4096
+CHANNEL_SLOTS = 16384
+CLOCK_PAGE = CHANNELS_OFFSET + 16 * CHANNEL_SLOTS
 
 
 @dataclass
@@ -122,5 +127,8 @@ def c_header() -> str:
     lines += [f"    int64_t {name};" for name in CLOCK_FIELDS]
     lines.append("} tk_clock;")
     lines.append(f"#define TK_CLOCK_MAGIC 0x{CLOCK_MAGIC:x}LL")
+    lines.append("typedef struct tk_channel { uint64_t key; int64_t sent_ns; } tk_channel;")
+    lines.append(f"#define TK_CHANNELS_OFFSET {CHANNELS_OFFSET}")
+    lines.append(f"#define TK_CHANNEL_SLOTS {CHANNEL_SLOTS}")
     lines.append(f"#define TK_CLOCK_PAGE {CLOCK_PAGE}")
     return "\n".join(lines) + "\n"

@@ -8,12 +8,17 @@
  *     or sharing one core with the rest of the deployment, is charged the same as on an idle
  *     many-core host: results do not depend on the host's load or core count. Threads computing
  *     side by side overlap in virtual time, as on a host with a core per thread.
- *   - Messages: a thread about to send (write, send, ...: interpose_time.c) raises the page's
- *     sent_ns to its time; a thread that receives (a read or wait returns with something) catches
- *     up with sent_ns, so nothing is received before it was sent. sent_ns may be later than the
- *     message's own send (another thread sent later); the receiver then runs a little late.
- *     A thread that slept in a wait this library does not see (a futex: a lock, the GIL) is
- *     caught up the same way at its next reading (getrusage counts its voluntary switches).
+ *   - Messages: a thread about to send (write, send, ...: interpose_time.c) raises the time of
+ *     its channel (channels.c: a pipe, a connection, a condition variable) to its own; a thread
+ *     that receives (a read returns data, a wait is signalled) catches up with its channel's
+ *     time, so nothing is received before it was sent, and no later than the channel's last
+ *     send: what other threads sent meanwhile, while the host had not yet run the receiver,
+ *     does not make it late. Every send also raises the page's sent_ns, the latest send
+ *     anywhere: a receive on a channel that has no name (channels.c) catches up with that,
+ *     late by what was sent elsewhere since, never early. A poll, select or epoll wakes at
+ *     the earliest send among the descriptors it finds ready (interpose_time.c). A thread that
+ *     slept in a wait this library does not see (a futex: a lock) is caught up with sent_ns at
+ *     its next reading (getrusage counts its voluntary switches).
  *   - Jumps: a thread whose virtual deadline was reached (a sleep, a timeout, a GPU
  *     synchronisation) resumes at that deadline. The Timekeeper grants deadlines once the
  *     deployment's clock, now_ns (the latest time any thread has read), passes them, or, when
@@ -186,24 +191,56 @@ void vgpu_clock_charge_host(double seconds) {
     }
 }
 
+/* ---- channels ------------------------------------------------------------------------------------ */
+
+/* Probes before a channel counts as absent: the table is never emptied, and a lookup that found
+ * the table full must answer the same as the insert that failed (the receiver then catches up
+ * with sent_ns, as the sender's send raised it). */
+#define CHANNEL_PROBES 64
+
+/* The slot of `key` on the page, made if `insert` and there is room; NULL otherwise. */
+static tk_channel *channel_slot(uint64_t key, int insert) {
+    tk_channel *table = (tk_channel *)((char *)shared + TK_CHANNELS_OFFSET);
+    for (unsigned probe = 0; probe < CHANNEL_PROBES; probe++) {
+        tk_channel *slot = &table[(key + probe) % TK_CHANNEL_SLOTS];
+        uint64_t seen = __atomic_load_n(&slot->key, __ATOMIC_ACQUIRE);
+        if (seen == 0 && insert)
+            __atomic_compare_exchange_n(&slot->key, &seen, key, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+        if (seen == key || (seen == 0 && insert)) return slot;
+        if (seen == 0) return NULL;
+    }
+    return NULL;
+}
+
 /* The library's own threads (the waker) signal and post on the deployment's behalf: not sends. */
 static __thread int untimed_thread;
 
 void vgpu_clock_untimed_thread(void) { untimed_thread = 1; }
 
-void vgpu_clock_sending(int wakes_yielders) {
-    if (!shared || untimed_thread) return;
-    raise_to(&shared->sent_ns, advance(0));
+void vgpu_clock_sending(uint64_t channel, int wakes_yielders) {
+    if (!shared || untimed_thread || channel == VGPU_CHANNEL_NONE) return;
+    int64_t t = advance(0);
+    tk_channel *slot = channel == VGPU_CHANNEL_ANY ? NULL : channel_slot(channel, 1);
+    if (slot) raise_to(&slot->sent_ns, t);
+    raise_to(&shared->sent_ns, t);
     if (wakes_yielders) wake_yielders(shared);
 }
 
-void vgpu_clock_received(void) {
-    if (!shared) return;
-    advance(1);
-    int64_t sent = __atomic_load_n(&shared->sent_ns, __ATOMIC_ACQUIRE);
-    if (sent > local_ns) local_ns = sent;
-    raise_to(&shared->now_ns, local_ns);
+int64_t vgpu_clock_channel_sent_ns(uint64_t channel) {
+    if (!shared || channel == VGPU_CHANNEL_NONE) return INT64_MIN;
+    tk_channel *slot = channel == VGPU_CHANNEL_ANY ? NULL : channel_slot(channel, 0);
+    return __atomic_load_n(slot ? &slot->sent_ns : &shared->sent_ns, __ATOMIC_ACQUIRE);
 }
+
+int64_t vgpu_clock_received_at(int64_t sent_ns) {
+    if (!shared) return 0;
+    advance(1);
+    if (sent_ns > local_ns) local_ns = sent_ns;
+    raise_to(&shared->now_ns, local_ns);
+    return local_ns;
+}
+
+void vgpu_clock_received(uint64_t channel) { vgpu_clock_received_at(vgpu_clock_channel_sent_ns(channel)); }
 
 /* Wall time a yielding thread sleeps at most before it looks again: the bound on how late it
  * sees a write that no send announces (long against the Timekeeper's looks, which need a
@@ -217,7 +254,7 @@ void vgpu_clock_yield(void) {
     struct timespec patience = {0, YIELD_PATIENCE_NS};
     syscall(SYS_futex, wake_word(shared), FUTEX_WAIT, seen, &patience, NULL, 0);
     __atomic_fetch_sub(&shared->yielders, 1, __ATOMIC_SEQ_CST);
-    vgpu_clock_received();
+    vgpu_clock_received(VGPU_CHANNEL_ANY);
 }
 
 void vgpu_clock_resumed(int64_t deadline_ns) {

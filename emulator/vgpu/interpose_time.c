@@ -19,9 +19,12 @@
  *     semaphore at the deadline (vgpu_wait_begin_cond/_sem) and the thread does the real untimed
  *     wait.
  *   - Messages: a call that sends (write, send and their kin, signalling a condition variable,
- *     posting a semaphore) first publishes the thread's time; a call that receives (read, recv,
- *     an untimed poll or wait, a timed one ended by its event) catches the thread up with the
- *     latest send after it returns (clock.c says why).
+ *     posting a semaphore) first publishes the thread's time on its channel (channels.c); a call
+ *     that receives (read, recv, a wait on a condition variable or semaphore ended by a signal or
+ *     post) catches the thread up with that channel's latest send after it returns (clock.c says
+ *     why). A poll, select or epoll that returns with descriptors ready to read has received on
+ *     the earliest of their channels (an epoll event's descriptor is known from epoll_ctl), and
+ *     answers only the descriptors whose data had come by then (poll_received says why).
  * A thread blocked in any real untimed wait is idle to the Timekeeper (it reads /proc), so
  * nothing here reports blocking itself; only deadlines are sent.
  *
@@ -61,26 +64,26 @@
  * below, and which way: only clock readings around them (see the top of this file). Waking a
  * thread through a condition variable, a semaphore (the GIL is one) or a signal is a message too. */
 #define MESSAGE_CALLS(X) \
-    X(RECEIVING, ssize_t, read, (int fd, void *buf, size_t n), (fd, buf, n)) \
-    X(RECEIVING, ssize_t, readv, (int fd, const struct iovec *iov, int n), (fd, iov, n)) \
-    X(RECEIVING, ssize_t, recv, (int fd, void *buf, size_t n, int flags), (fd, buf, n, flags)) \
-    X(RECEIVING, ssize_t, recvfrom, (int fd, void *restrict buf, size_t n, int flags, \
-                                     struct sockaddr *restrict from, socklen_t *restrict len), \
+    X(RECEIVING_FD, ssize_t, read, (int fd, void *buf, size_t n), (fd, buf, n)) \
+    X(RECEIVING_FD, ssize_t, readv, (int fd, const struct iovec *iov, int n), (fd, iov, n)) \
+    X(RECEIVING_FD, ssize_t, recv, (int fd, void *buf, size_t n, int flags), (fd, buf, n, flags)) \
+    X(RECEIVING_FD, ssize_t, recvfrom, (int fd, void *restrict buf, size_t n, int flags, \
+                                        struct sockaddr *restrict from, socklen_t *restrict len), \
       (fd, buf, n, flags, from, len)) \
-    X(RECEIVING, ssize_t, recvmsg, (int fd, struct msghdr *msg, int flags), (fd, msg, flags)) \
+    X(RECEIVING_FD, ssize_t, recvmsg, (int fd, struct msghdr *msg, int flags), (fd, msg, flags)) \
     X(CONNECTED, int, accept, (int fd, struct sockaddr *restrict addr, socklen_t *restrict len), (fd, addr, len)) \
     X(CONNECTED, int, accept4, (int fd, struct sockaddr *restrict addr, socklen_t *restrict len, int flags), \
       (fd, addr, len, flags)) \
     X(CONNECTING, int, connect, (int fd, const struct sockaddr *addr, socklen_t len), (fd, addr, len)) \
-    X(SENDING, ssize_t, write, (int fd, const void *buf, size_t n), (fd, buf, n)) \
-    X(SENDING, ssize_t, writev, (int fd, const struct iovec *iov, int n), (fd, iov, n)) \
-    X(SENDING, ssize_t, send, (int fd, const void *buf, size_t n, int flags), (fd, buf, n, flags)) \
-    X(SENDING, ssize_t, sendto, (int fd, const void *buf, size_t n, int flags, const struct sockaddr *to, \
-                                 socklen_t len), (fd, buf, n, flags, to, len)) \
-    X(SENDING, ssize_t, sendmsg, (int fd, const struct msghdr *msg, int flags), (fd, msg, flags)) \
-    X(SIGNALLING, int, pthread_cond_signal, (pthread_cond_t *cond), (cond)) \
-    X(SIGNALLING, int, pthread_cond_broadcast, (pthread_cond_t *cond), (cond)) \
-    X(SIGNALLING, int, sem_post, (sem_t *sem), (sem)) \
+    X(SENDING_FD, ssize_t, write, (int fd, const void *buf, size_t n), (fd, buf, n)) \
+    X(SENDING_FD, ssize_t, writev, (int fd, const struct iovec *iov, int n), (fd, iov, n)) \
+    X(SENDING_FD, ssize_t, send, (int fd, const void *buf, size_t n, int flags), (fd, buf, n, flags)) \
+    X(SENDING_FD, ssize_t, sendto, (int fd, const void *buf, size_t n, int flags, const struct sockaddr *to, \
+                                    socklen_t len), (fd, buf, n, flags, to, len)) \
+    X(SENDING_FD, ssize_t, sendmsg, (int fd, const struct msghdr *msg, int flags), (fd, msg, flags)) \
+    X(SIGNALLING_COND, int, pthread_cond_signal, (pthread_cond_t *cond), (cond)) \
+    X(SIGNALLING_COND, int, pthread_cond_broadcast, (pthread_cond_t *cond), (cond)) \
+    X(SIGNALLING_SEM, int, sem_post, (sem_t *sem), (sem)) \
     X(SENDING, int, kill, (pid_t pid, int sig), (pid, sig)) \
     X(SENDING, int, pthread_kill, (pthread_t thread, int sig), (thread, sig))
 
@@ -101,6 +104,7 @@ static struct {
     int (*epoll_wait)(int, struct epoll_event *, int, int);
     int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
     int (*epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *, const sigset_t *);
+    int (*epoll_ctl)(int, int, int, struct epoll_event *);
     int (*pthread_cond_timedwait)(pthread_cond_t *, pthread_mutex_t *, const struct timespec *);
     int (*pthread_cond_clockwait)(pthread_cond_t *, pthread_mutex_t *, clockid_t, const struct timespec *);
     int (*pthread_cond_wait)(pthread_cond_t *, pthread_mutex_t *);
@@ -131,7 +135,7 @@ static void resolve(void) {
     RESOLVE(gettimeofday); RESOLVE(time); RESOLVE(timespec_get);
     RESOLVE(nanosleep); RESOLVE(clock_nanosleep); RESOLVE(usleep); RESOLVE(sleep);
     RESOLVE(sched_yield); RESOLVE(poll); RESOLVE(ppoll); RESOLVE(select); RESOLVE(pselect);
-    RESOLVE(epoll_wait); RESOLVE(epoll_pwait); RESOLVE(epoll_pwait2);
+    RESOLVE(epoll_wait); RESOLVE(epoll_pwait); RESOLVE(epoll_pwait2); RESOLVE(epoll_ctl);
     RESOLVE(pthread_cond_timedwait); RESOLVE(pthread_cond_clockwait); RESOLVE(pthread_cond_wait);
     RESOLVE(pthread_mutex_lock); RESOLVE(pthread_mutex_unlock);
     RESOLVE(sem_timedwait); RESOLVE(sem_clockwait); RESOLVE(sem_wait); RESOLVE(sem_trywait);
@@ -177,23 +181,35 @@ __attribute__((constructor)) static void interpose_time_start(void) {
     virtual_time();
 }
 
-/* A call through which a message may arrive (clock.c): when it returns with one, the thread
- * catches up with the latest send. errno is the call's. */
-#define RECEIVING(call) ({                      \
-        __typeof__(call) result_ = (call);      \
-        if (result_ >= 0) {                     \
-            int errno_ = errno;                 \
-            vgpu_clock_received();              \
-            errno = errno_;                     \
-        }                                       \
-        result_;                                \
+/* A call through which a message may arrive on `channel` (clock.c; evaluated after the call, with
+ * its result in result_): when it returns with one, the thread catches up with the channel's
+ * latest send. errno is the call's. */
+#define RECEIVING_ON(channel, call) ({                  \
+        __typeof__(call) result_ = (call);              \
+        if (result_ >= 0) {                             \
+            int errno_ = errno;                         \
+            vgpu_clock_received(channel);               \
+            errno = errno_;                             \
+        }                                               \
+        result_;                                        \
     })
+#define RECEIVING(call) RECEIVING_ON(VGPU_CHANNEL_ANY, call)
+/* A read of end-of-file received the peer's close, which is no send on the channel. */
+#define RECEIVING_FD(call) RECEIVING_ON(eof_or(result_, vgpu_channel_of_fd(fd, VGPU_RECEIVE)), call)
+/* A descriptor became ready: nothing received yet (see the top of this file). */
+#define WOKEN(call) RECEIVING_ON(VGPU_CHANNEL_NONE, call)
 
 /* A call that sends: its message carries the thread's time. */
-#define SENDING(call) (vgpu_clock_sending(1), (call))
+#define SENDING(call) (vgpu_clock_sending(VGPU_CHANNEL_ANY, 1), (call))
+#define SENDING_FD(call) (vgpu_clock_sending(vgpu_channel_of_fd(fd, VGPU_SEND), 1), (call))
 /* Signalling a condition variable or a semaphore sends within the process (every GIL hand-over
  * is one): it wakes no spin-waiting thread, which waits for another process's write. */
-#define SIGNALLING(call) (vgpu_clock_sending(0), (call))
+#define SIGNALLING_COND(call) (vgpu_clock_sending(cond_channel(cond), 0), (call))
+#define SIGNALLING_SEM(call) (vgpu_clock_sending(sem_channel(sem), 0), (call))
+
+static uint64_t eof_or(ssize_t result, uint64_t channel) {
+    return result == 0 && channel != VGPU_CHANNEL_NONE ? VGPU_CHANNEL_ANY : channel;
+}
 
 /* TCP connections, made or accepted, send without Nagle's delay: in virtual time a small write
  * that the kernel holds back until an acknowledgement (tens of milliseconds of wall time, while
@@ -304,7 +320,7 @@ VGPU_EXPORT int timespec_get(struct timespec *ts, int base) {
  * first (the wait is cancelled; *left_ns is the virtual time still to go). The thread blocks in a
  * real poll() of the wait's eventfd, so signals interrupt it as they interrupt a real sleep. */
 static int virtual_sleep_until(int64_t deadline_ns, const char *call, int64_t *left_ns) {
-    vgpu_wait *w = vgpu_wait_begin(deadline_ns, call);
+    vgpu_wait *w = vgpu_wait_begin(deadline_ns, VGPU_CHANNEL_ANY, call);
     if (!w) return 0;
     struct pollfd p = {.fd = vgpu_wait_fd(w), .events = POLLIN};
     int r;
@@ -380,12 +396,115 @@ VGPU_EXPORT unsigned sleep(unsigned seconds) {
 
 /* ---- timeouts on descriptors ------------------------------------------------------------------ */
 
+/* A wait that returned `ready` > 0 descriptors has woken when the first of them became ready in
+ * virtual time: a descriptor is ready to read once its channel's latest send happened (a hang-up
+ * or error: the latest send anywhere; ready to write, or not a channel: at once). The thread
+ * catches up with the earliest, and the descriptors whose data was sent later still are taken
+ * out of the answer, as the real wait would have returned before their data came: the next wait
+ * finds them. Without this, a server woken by one client's request together with another client's
+ * later message (or hang-up) would serve the first at the second's time. An edge-triggered or
+ * one-shot epoll event cannot be taken out (the kernel would not report it again): the thread
+ * catches up with it instead. errno is the wait's. */
+#define READABLE (POLLIN | POLLPRI | POLLRDNORM | POLLRDBAND)
+#define READ_EVENTS (READABLE | POLLHUP | POLLERR | POLLRDHUP)
+
+static int64_t ready_at(short revents, uint64_t channel) {
+    if (revents & READABLE) return vgpu_clock_channel_sent_ns(channel);
+    if (revents & (POLLHUP | POLLERR | POLLRDHUP)) return vgpu_clock_channel_sent_ns(VGPU_CHANNEL_ANY);
+    return INT64_MIN;
+}
+
+static int64_t fd_ready_at(short revents, int fd) {
+    return ready_at(revents, revents & READABLE ? vgpu_channel_of_fd(fd, VGPU_RECEIVE) : VGPU_CHANNEL_ANY);
+}
+
+static int poll_received(struct pollfd *fds, nfds_t nfds, int ready) {
+    if (ready <= 0 || !vgpu_virtual_time_active()) return ready;
+    int err = errno;
+    int64_t earliest = INT64_MAX;
+    nfds_t first = 0;
+    for (nfds_t i = 0; i < nfds; i++) {
+        int64_t t = fds[i].revents ? fd_ready_at(fds[i].revents, fds[i].fd) : INT64_MAX;
+        if (t < earliest) earliest = t, first = i;
+    }
+    int64_t woke = vgpu_clock_received_at(earliest);
+    for (nfds_t i = 0; i < nfds; i++) {
+        if (i == first || !(fds[i].revents & READ_EVENTS) || fd_ready_at(fds[i].revents, fds[i].fd) <= woke) continue;
+        fds[i].revents &= (short)~READ_EVENTS;
+        ready -= fds[i].revents == 0;
+    }
+    errno = err;
+    return ready;
+}
+
+static int select_received(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, int ready) {
+    if (ready <= 0 || !vgpu_virtual_time_active()) return ready;
+    int err = errno;
+#define SELECTED(set, fd) ((set) && FD_ISSET(fd, set))
+#define SELECT_EVENTS(fd) (short)((SELECTED(rd, fd) ? POLLIN : 0) | (SELECTED(ex, fd) ? POLLPRI : 0) | \
+                                  (SELECTED(wr, fd) ? POLLOUT : 0))
+    int64_t earliest = INT64_MAX;
+    int first = 0;
+    for (int fd = 0; fd < nfds; fd++) {
+        short events = SELECT_EVENTS(fd);
+        int64_t t = events ? fd_ready_at(events, fd) : INT64_MAX;
+        if (t < earliest) earliest = t, first = fd;
+    }
+    int64_t woke = vgpu_clock_received_at(earliest);
+    for (int fd = 0; fd < nfds; fd++) {
+        short events = SELECT_EVENTS(fd);
+        if (fd == first || !(events & READABLE) || fd_ready_at(events, fd) <= woke) continue;
+        if (SELECTED(rd, fd)) FD_CLR(fd, rd), ready--;
+        if (SELECTED(ex, fd)) FD_CLR(fd, ex), ready--;
+    }
+#undef SELECT_EVENTS
+#undef SELECTED
+    errno = err;
+    return ready;
+}
+
+/* The time an epoll event became ready (ready_at), and whether it may be taken out. */
+static int64_t event_ready_at(int epfd, const struct epoll_event *event, int *removable) {
+    return ready_at((short)event->events, vgpu_channel_of_epoll_event(epfd, event->data.u64, removable));
+}
+
+static int epoll_received(int epfd, struct epoll_event *events, int ready) {
+    if (ready <= 0 || !vgpu_virtual_time_active()) return ready;
+    int err = errno;
+    int64_t earliest = INT64_MAX, kept = INT64_MIN;
+    int first = 0, removable;
+    for (int i = 0; i < ready; i++) {
+        int64_t t = event_ready_at(epfd, &events[i], &removable);
+        if (t < earliest) earliest = t, first = i;
+        if (!removable && t > kept) kept = t;
+    }
+    int64_t woke = vgpu_clock_received_at(earliest > kept ? earliest : kept);
+    int left = 0;
+    for (int i = 0; i < ready; i++) {
+        struct epoll_event event = events[i];
+        if (i != first && (event.events & READ_EVENTS) && event_ready_at(epfd, &event, &removable) > woke && removable) {
+            event.events &= ~(uint32_t)READ_EVENTS;
+            if (!event.events) continue;
+        }
+        events[left++] = event;
+    }
+    errno = err;
+    return left;
+}
+
+VGPU_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event) {
+    int r = REAL(epoll_ctl)(epfd, op, fd, event);
+    if (r == 0 && (op == EPOLL_CTL_ADD || op == EPOLL_CTL_MOD) && event && virtual_time())
+        vgpu_channel_epoll_registered(epfd, event->data.u64, fd, !(event->events & (EPOLLET | EPOLLONESHOT)));
+    return r;
+}
+
 /* poll() and ppoll() once the zero-timeout try found nothing: the caller's descriptors plus the
  * wait's eventfd, with no timeout (sigmask only for ppoll). Returns what the caller gets: its
  * ready count, 0 for the deadline, -1 with errno. */
 static int poll_with_deadline(struct pollfd *fds, nfds_t nfds, int64_t deadline, const sigset_t *sigmask,
                               int use_ppoll, const char *call) {
-    vgpu_wait *w = vgpu_wait_begin(deadline, call);
+    vgpu_wait *w = vgpu_wait_begin(deadline, VGPU_CHANNEL_NONE, call);
     if (!w) return 0;
     struct pollfd local[64];
     struct pollfd *all = nfds < 64 ? local : malloc((nfds + 1) * sizeof *all);
@@ -416,22 +535,22 @@ static int poll_with_deadline(struct pollfd *fds, nfds_t nfds, int64_t deadline,
 
 VGPU_EXPORT int poll(struct pollfd *fds, nfds_t nfds, int timeout_ms) {
     if (__builtin_expect(!virtual_time(), 1) || timeout_ms == 0) return REAL(poll)(fds, nfds, timeout_ms);
-    if (timeout_ms < 0) return RECEIVING(REAL(poll)(fds, nfds, timeout_ms));
+    if (timeout_ms < 0) return poll_received(fds, nfds, WOKEN(REAL(poll)(fds, nfds, timeout_ms)));
     int r = REAL(poll)(fds, nfds, 0);
-    if (r != 0) return r;
-    return poll_with_deadline(fds, nfds, deadline_after(timeout_ms * 1000000LL), NULL, 0, "poll");
+    if (r == 0) r = poll_with_deadline(fds, nfds, deadline_after(timeout_ms * 1000000LL), NULL, 0, "poll");
+    return poll_received(fds, nfds, r);
 }
 
 VGPU_EXPORT int ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *timeout, const sigset_t *sigmask) {
     if (__builtin_expect(!virtual_time(), 1) || (timeout && (!ts_valid(timeout) || timeout->tv_sec < 0 ||
                                                              (timeout->tv_sec == 0 && timeout->tv_nsec == 0))))
         return REAL(ppoll)(fds, nfds, timeout, sigmask);
-    if (!timeout) return RECEIVING(REAL(ppoll)(fds, nfds, timeout, sigmask));
+    if (!timeout) return poll_received(fds, nfds, WOKEN(REAL(ppoll)(fds, nfds, timeout, sigmask)));
     int64_t deadline = deadline_after(ts_duration_ns(timeout));
     static const struct timespec zero = {0, 0};
     int r = REAL(ppoll)(fds, nfds, &zero, sigmask);
-    if (r != 0) return r;
-    return poll_with_deadline(fds, nfds, deadline, sigmask, 1, "ppoll");
+    if (r == 0) r = poll_with_deadline(fds, nfds, deadline, sigmask, 1, "ppoll");
+    return poll_received(fds, nfds, r);
 }
 
 /* fortified builds call these; glibc's own go to its internal poll, past the interposition. */
@@ -457,7 +576,7 @@ VGPU_EXPORT int __ppoll_chk(struct pollfd *fds, nfds_t nfds, const struct timesp
 
 static int select_with_deadline(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, int64_t deadline,
                                 const sigset_t *sigmask, const char *call) {
-    vgpu_wait *w = vgpu_wait_begin(deadline, call);
+    vgpu_wait *w = vgpu_wait_begin(deadline, VGPU_CHANNEL_NONE, call);
     if (!w) {
         if (rd) FD_ZERO(rd);
         if (wr) FD_ZERO(wr);
@@ -517,7 +636,7 @@ VGPU_EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct time
         (timeout && (timeout->tv_sec < 0 || timeout->tv_usec < 0 || timeout->tv_usec >= 1000000 ||
                      (timeout->tv_sec == 0 && timeout->tv_usec == 0))))
         return REAL(select)(nfds, rd, wr, ex, timeout);
-    if (!timeout) return RECEIVING(REAL(select)(nfds, rd, wr, ex, timeout));
+    if (!timeout) return select_received(nfds, rd, wr, ex, WOKEN(REAL(select)(nfds, rd, wr, ex, timeout)));
     struct timespec length = {.tv_sec = timeout->tv_sec, .tv_nsec = timeout->tv_usec * 1000};
     int64_t deadline = deadline_after(ts_duration_ns(&length));
     fd_sets saved;
@@ -534,7 +653,7 @@ VGPU_EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct time
         timeout->tv_sec = left / NS_PER_S;
         timeout->tv_usec = left % NS_PER_S / 1000;
     }
-    return r;
+    return select_received(nfds, rd, wr, ex, r);
 }
 
 VGPU_EXPORT int pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, const struct timespec *timeout,
@@ -542,15 +661,17 @@ VGPU_EXPORT int pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, const stru
     if (__builtin_expect(!virtual_time(), 1) || nfds < 0 || nfds > FD_SETSIZE ||
         (timeout && (!ts_valid(timeout) || timeout->tv_sec < 0 || (timeout->tv_sec == 0 && timeout->tv_nsec == 0))))
         return REAL(pselect)(nfds, rd, wr, ex, timeout, sigmask);
-    if (!timeout) return RECEIVING(REAL(pselect)(nfds, rd, wr, ex, timeout, sigmask));
+    if (!timeout) return select_received(nfds, rd, wr, ex, WOKEN(REAL(pselect)(nfds, rd, wr, ex, timeout, sigmask)));
     int64_t deadline = deadline_after(ts_duration_ns(timeout));
     fd_sets saved;
     sets_save(&saved, rd, wr, ex);
     static const struct timespec zero = {0, 0};
     int r = REAL(pselect)(nfds, rd, wr, ex, &zero, sigmask);
-    if (r != 0) return r;
-    sets_restore(&saved, rd, wr, ex);
-    return select_with_deadline(nfds, rd, wr, ex, deadline, sigmask, "pselect");
+    if (r == 0) {
+        sets_restore(&saved, rd, wr, ex);
+        r = select_with_deadline(nfds, rd, wr, ex, deadline, sigmask, "pselect");
+    }
+    return select_received(nfds, rd, wr, ex, r);
 }
 
 /* epoll: an epoll descriptor is readable when it has events, so the blocking step polls it and the
@@ -558,7 +679,7 @@ VGPU_EXPORT int pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, const stru
  * the events first (edge-triggered, EPOLLEXCLUSIVE): then it polls again. */
 static int epoll_with_deadline(int epfd, struct epoll_event *events, int maxevents, int64_t deadline,
                                const sigset_t *sigmask, const char *call) {
-    vgpu_wait *w = vgpu_wait_begin(deadline, call);
+    vgpu_wait *w = vgpu_wait_begin(deadline, VGPU_CHANNEL_NONE, call);
     if (!w) return 0;
     struct pollfd p[2] = {{.fd = epfd, .events = POLLIN}, {.fd = vgpu_wait_fd(w), .events = POLLIN}};
     int r, err = 0;
@@ -586,22 +707,23 @@ static int epoll_with_deadline(int epfd, struct epoll_event *events, int maxeven
 VGPU_EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout_ms) {
     if (__builtin_expect(!virtual_time(), 1) || timeout_ms == 0)
         return REAL(epoll_wait)(epfd, events, maxevents, timeout_ms);
-    if (timeout_ms < 0) return RECEIVING(REAL(epoll_wait)(epfd, events, maxevents, timeout_ms));
+    if (timeout_ms < 0) return epoll_received(epfd, events, WOKEN(REAL(epoll_wait)(epfd, events, maxevents, timeout_ms)));
     int r = REAL(epoll_wait)(epfd, events, maxevents, 0);
-    if (r != 0) return r;
-    return epoll_with_deadline(epfd, events, maxevents, deadline_after(timeout_ms * 1000000LL), NULL,
-                                        "epoll_wait");
+    if (r == 0)
+        r = epoll_with_deadline(epfd, events, maxevents, deadline_after(timeout_ms * 1000000LL), NULL, "epoll_wait");
+    return epoll_received(epfd, events, r);
 }
 
 VGPU_EXPORT int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, int timeout_ms,
                             const sigset_t *sigmask) {
     if (__builtin_expect(!virtual_time(), 1) || timeout_ms == 0)
         return REAL(epoll_pwait)(epfd, events, maxevents, timeout_ms, sigmask);
-    if (timeout_ms < 0) return RECEIVING(REAL(epoll_pwait)(epfd, events, maxevents, timeout_ms, sigmask));
+    if (timeout_ms < 0)
+        return epoll_received(epfd, events, WOKEN(REAL(epoll_pwait)(epfd, events, maxevents, timeout_ms, sigmask)));
     int r = REAL(epoll_pwait)(epfd, events, maxevents, 0, sigmask);
-    if (r != 0) return r;
-    return epoll_with_deadline(epfd, events, maxevents, deadline_after(timeout_ms * 1000000LL), sigmask,
-                                        "epoll_pwait");
+    if (r == 0)
+        r = epoll_with_deadline(epfd, events, maxevents, deadline_after(timeout_ms * 1000000LL), sigmask, "epoll_pwait");
+    return epoll_received(epfd, events, r);
 }
 
 VGPU_EXPORT int epoll_pwait2(int epfd, struct epoll_event *events, int maxevents, const struct timespec *timeout,
@@ -613,12 +735,13 @@ VGPU_EXPORT int epoll_pwait2(int epfd, struct epoll_event *events, int maxevents
     if (__builtin_expect(!virtual_time(), 1) ||
         (timeout && (!ts_valid(timeout) || timeout->tv_sec < 0 || (timeout->tv_sec == 0 && timeout->tv_nsec == 0))))
         return REAL(epoll_pwait2)(epfd, events, maxevents, timeout, sigmask);
-    if (!timeout) return RECEIVING(REAL(epoll_pwait2)(epfd, events, maxevents, timeout, sigmask));
+    if (!timeout)
+        return epoll_received(epfd, events, WOKEN(REAL(epoll_pwait2)(epfd, events, maxevents, timeout, sigmask)));
     int64_t deadline = deadline_after(ts_duration_ns(timeout));
     static const struct timespec zero = {0, 0};
     int r = REAL(epoll_pwait2)(epfd, events, maxevents, &zero, sigmask);
-    if (r != 0) return r;
-    return epoll_with_deadline(epfd, events, maxevents, deadline, sigmask, "epoll_pwait2");
+    if (r == 0) r = epoll_with_deadline(epfd, events, maxevents, deadline, sigmask, "epoll_pwait2");
+    return epoll_received(epfd, events, r);
 }
 
 /* ---- condition variables ----------------------------------------------------------------------- */
@@ -633,6 +756,11 @@ static clockid_t cond_clock(const pthread_cond_t *cond) {
     return (wrefs & 2) ? CLOCK_MONOTONIC : CLOCK_REALTIME;
 }
 
+static uint64_t cond_channel(const pthread_cond_t *cond) {
+    unsigned wrefs = __atomic_load_n(&cond->__data.__wrefs, __ATOMIC_RELAXED);
+    return vgpu_channel_of_sync(cond, wrefs & 1);
+}
+
 /* The timed wait as a real untimed one that the Timekeeper ends with a broadcast at the deadline.
  * Returns 0 (woken: signal, broadcast or spurious, all of which a caller handles) or ETIMEDOUT. */
 static int cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex, clockid_t clock,
@@ -642,7 +770,7 @@ static int cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex, clockid
     int64_t base;
     clock_base(clock, &base);
     int64_t deadline = abstime->tv_sec > INT64_MAX / NS_PER_S / 4 ? INT64_MAX / 4 : ts_ns(abstime) - base;
-    vgpu_wait *w = vgpu_wait_begin_cond(deadline, cond, mutex, call);
+    vgpu_wait *w = vgpu_wait_begin_cond(deadline, cond, mutex, cond_channel(cond), call);
     if (!w) return ETIMEDOUT;
     int r = REAL(pthread_cond_wait)(cond, mutex);
     if (r != 0) {                   /* the mutex was not the caller's: the wait never started */
@@ -698,6 +826,10 @@ static unsigned sem_futex_private(const struct glibc_sem *s) {
     return ((unsigned)s->private ^ FUTEX_PRIVATE_FLAG) & FUTEX_PRIVATE_FLAG;
 }
 
+static uint64_t sem_channel(sem_t *sem) {
+    return vgpu_channel_of_sync(sem, !sem_futex_private((const struct glibc_sem *)sem));
+}
+
 /* Whether the kernel has futex_waitv: asked once, with a value that does not match (EAGAIN). */
 static int have_futex_waitv(void) {
     static int known = -1;
@@ -724,7 +856,7 @@ static int sem_wait_virtual(sem_t *sem, int64_t deadline, const char *call) {
         {.val = 0, .uaddr = (uintptr_t)&s->data, .flags = FUTEX_32 | sem_futex_private(s)},
         {.val = 0, .uaddr = (uintptr_t)&f->data, .flags = FUTEX_32 | FUTEX_PRIVATE_FLAG},
     };
-    vgpu_wait *w = vgpu_wait_begin_sem(deadline, &deadline_sem, call);
+    vgpu_wait *w = vgpu_wait_begin_sem(deadline, &deadline_sem, sem_channel(sem), call);
     if (!w) return ETIMEDOUT;
     uint64_t d = __atomic_add_fetch(&s->data, SEM_WAITER, __ATOMIC_ACQ_REL);
     int result;
@@ -769,7 +901,7 @@ static int sem_wait_virtual(sem_t *sem, int64_t deadline, const char *call) {
  * What this cannot prevent: another thread blocked on the same semaphore taking the Timekeeper's
  * unit (as if posted) while this thread sleeps on. */
 static int sem_wait_posted(sem_t *sem, int64_t deadline, const char *call) {
-    vgpu_wait *w = vgpu_wait_begin_sem(deadline, sem, call);
+    vgpu_wait *w = vgpu_wait_begin_sem(deadline, sem, sem_channel(sem), call);
     if (!w) return ETIMEDOUT;
     int r = REAL(sem_wait)(sem);
     int err = errno;
@@ -785,7 +917,10 @@ static int sem_wait_until(sem_t *sem, clockid_t clock, const struct timespec *ab
         errno = EINVAL;
         return -1;
     }
-    if (REAL(sem_trywait)(sem) == 0) return 0;
+    if (REAL(sem_trywait)(sem) == 0) {
+        vgpu_clock_received(sem_channel(sem));      /* the unit was posted: a message */
+        return 0;
+    }
     if (errno != EAGAIN) return -1;
     if (abstime->tv_sec < 0) {
         errno = ETIMEDOUT;
@@ -815,12 +950,12 @@ VGPU_EXPORT int sem_clockwait(sem_t *restrict sem, clockid_t clock, const struct
 
 VGPU_EXPORT int pthread_cond_wait(pthread_cond_t *restrict cond, pthread_mutex_t *restrict mutex) {
     if (__builtin_expect(!virtual_time(), 1)) return REAL(pthread_cond_wait)(cond, mutex);
-    return RECEIVING(REAL(pthread_cond_wait)(cond, mutex));
+    return RECEIVING_ON(cond_channel(cond), REAL(pthread_cond_wait)(cond, mutex));
 }
 
 VGPU_EXPORT int sem_wait(sem_t *sem) {
     if (__builtin_expect(!virtual_time(), 1)) return REAL(sem_wait)(sem);
-    return RECEIVING(REAL(sem_wait)(sem));
+    return RECEIVING_ON(sem_channel(sem), REAL(sem_wait)(sem));
 }
 
 #define MESSAGE_INTERPOSER(way, ret, name, params, args)                     \

@@ -39,6 +39,7 @@ struct vgpu_wait {
     pthread_cond_t *cond;       /* cond waits: broadcast when fired */
     pthread_mutex_t *mutex;
     sem_t *sem;                 /* semaphore waits: posted when fired */
+    uint64_t channel;           /* what ending before the deadline received (clock.c) */
     int efd;                    /* the waiting thread's eventfd: written once the wait is final */
     vgpu_wait *next;
 };
@@ -245,10 +246,11 @@ static int my_efd(void) {
     return thread_efd;
 }
 
-static vgpu_wait *begin(tk_message *m, int64_t deadline_ns, pthread_cond_t *cond, pthread_mutex_t *mutex,
-                        sem_t *sem) {
+static vgpu_wait *begin(tk_message *m, int64_t deadline_ns, uint64_t channel, pthread_cond_t *cond,
+                        pthread_mutex_t *mutex, sem_t *sem) {
     vgpu_wait *w = calloc(1, sizeof *w);
     w->deadline_ns = deadline_ns;
+    w->channel = channel;
     w->efd = my_efd();
     w->cond = cond;
     w->mutex = mutex;
@@ -280,26 +282,27 @@ static int housekeeping_thread(void) {
     return 0;
 }
 
-static vgpu_wait *begin_deadline(int64_t deadline_ns, const char *call, pthread_cond_t *cond,
-                                 pthread_mutex_t *mutex, sem_t *sem) {
+static vgpu_wait *begin_deadline(int64_t deadline_ns, uint64_t channel, const char *call,
+                                 pthread_cond_t *cond, pthread_mutex_t *mutex, sem_t *sem) {
     int64_t now = vgpu_now_ns();
     if (deadline_ns <= now) return NULL;
     if (deadline_ns < now + HOUSEKEEPING_NS && housekeeping_thread()) deadline_ns = now + HOUSEKEEPING_NS;
     tk_message m = {.type = TK_WAIT, .time_ns = deadline_ns};
     snprintf(m.call, sizeof m.call, "%s", call);
-    return begin(&m, deadline_ns, cond, mutex, sem);
+    return begin(&m, deadline_ns, channel, cond, mutex, sem);
 }
 
-vgpu_wait *vgpu_wait_begin(int64_t deadline_ns, const char *call) {
-    return begin_deadline(deadline_ns, call, NULL, NULL, NULL);
+vgpu_wait *vgpu_wait_begin(int64_t deadline_ns, uint64_t channel, const char *call) {
+    return begin_deadline(deadline_ns, channel, call, NULL, NULL, NULL);
 }
 
-vgpu_wait *vgpu_wait_begin_cond(int64_t deadline_ns, pthread_cond_t *cond, pthread_mutex_t *mutex, const char *call) {
-    return begin_deadline(deadline_ns, call, cond, mutex, NULL);
+vgpu_wait *vgpu_wait_begin_cond(int64_t deadline_ns, pthread_cond_t *cond, pthread_mutex_t *mutex,
+                                uint64_t channel, const char *call) {
+    return begin_deadline(deadline_ns, channel, call, cond, mutex, NULL);
 }
 
-vgpu_wait *vgpu_wait_begin_sem(int64_t deadline_ns, sem_t *sem, const char *call) {
-    return begin_deadline(deadline_ns, call, NULL, NULL, sem);
+vgpu_wait *vgpu_wait_begin_sem(int64_t deadline_ns, sem_t *sem, uint64_t channel, const char *call) {
+    return begin_deadline(deadline_ns, channel, call, NULL, NULL, sem);
 }
 
 int vgpu_wait_fd(const vgpu_wait *w) { return w->efd; }
@@ -326,11 +329,12 @@ static int settle(vgpu_wait *w, int64_t *completion_ns) {
     pthread_mutex_unlock(&waits_lock);
     int state = w->state;
     int64_t deadline = w->deadline_ns;
+    uint64_t w_channel = w->channel;
     if (completion_ns) *completion_ns = w->completion_ns;
     free(w);
     if (deadline >= 0) {
         if (state == FIRED) vgpu_clock_resumed(deadline);
-        else vgpu_clock_received();
+        else vgpu_clock_received(w_channel);
     }
     return state;
 }
@@ -344,7 +348,7 @@ int vgpu_wait_end(vgpu_wait *w) {
 }
 
 void vgpu_sleep_until_ns(int64_t deadline_ns, const char *call) {
-    vgpu_wait *w = vgpu_wait_begin(deadline_ns, call);
+    vgpu_wait *w = vgpu_wait_begin(deadline_ns, VGPU_CHANNEL_ANY, call);
     if (w) settle(w, NULL);
 }
 
@@ -353,7 +357,7 @@ int64_t vgpu_collective_arrive(uint64_t comm, uint64_t seq, int rank, int nranks
     tk_message m = {.type = TK_ARRIVE, .comm = comm, .seq = seq, .rank = rank, .nranks = nranks,
                     .time_ns = arrival_ns, .duration_ns = duration_ns};
     snprintf(m.call, sizeof m.call, "%s", call);
-    vgpu_wait *w = begin(&m, -1, NULL, NULL, NULL);
+    vgpu_wait *w = begin(&m, -1, VGPU_CHANNEL_ANY, NULL, NULL, NULL);
     int64_t completion;
     settle(w, &completion);
     return completion;

@@ -225,11 +225,15 @@ int64_t vgpu_realtime_base_ns(void);
 int64_t vgpu_monotonic_base_ns(void);
 /* The host's own clocks, bypassing this library's interposition. */
 int64_t vgpu_host_clock_ns(int clock_id);
-/* Messages between threads (clock.c): before a send (one that may reach another process wakes
- * spin-waiting threads); after a receive (catches up with the latest send); after a granted
- * virtual deadline (the thread is then at least there). */
-void vgpu_clock_sending(int wakes_yielders);
-void vgpu_clock_received(void);
+/* Messages between threads (clock.c): before a send on `channel` (one that may reach another
+ * process wakes spin-waiting threads); after a receive on it (catches up with its latest send);
+ * after a granted virtual deadline (the thread is then at least there). */
+void vgpu_clock_sending(uint64_t channel, int wakes_yielders);
+void vgpu_clock_received(uint64_t channel);
+/* The latest send on `channel` (INT64_MIN for VGPU_CHANNEL_NONE or without a Timekeeper), and
+ * catching up with a time so read; returns the thread's time after it. */
+int64_t vgpu_clock_channel_sent_ns(uint64_t channel);
+int64_t vgpu_clock_received_at(int64_t sent_ns);
 void vgpu_clock_resumed(int64_t deadline_ns);
 /* sched_yield under a Timekeeper: sleep until the next send or jump (a spin-wait's partner
  * writes), then catch up like a receive. */
@@ -242,19 +246,36 @@ void vgpu_clock_untimed_thread(void);
 /* Counts a message to the Timekeeper on the clock page, before it is written (see protocol.py). */
 void vgpu_clock_message_sent(void);
 
+/* ---- message channels (channels.c) ---------------------------------------------------- */
+/* A channel no file can name: its receivers catch up with the latest send anywhere. */
+#define VGPU_CHANNEL_ANY 0ULL
+/* Not a channel (a regular file, a device): reading or writing it is no message. */
+#define VGPU_CHANNEL_NONE (~0ULL)
+enum { VGPU_SEND = 0, VGPU_RECEIVE = 1 };
+/* The channel of what is sent (VGPU_SEND) or received (VGPU_RECEIVE) through descriptor fd. */
+uint64_t vgpu_channel_of_fd(int fd, int direction);
+/* The channel of a condition variable or semaphore: VGPU_CHANNEL_ANY if process-shared. */
+uint64_t vgpu_channel_of_sync(const void *object, int process_shared);
+/* epoll_ctl's registrations (ADD, MOD), and the receiving channel of an event epoll_wait returned;
+ * *level_triggered says whether the kernel reports the event again while it holds (no EPOLLET or
+ * EPOLLONESHOT; 0 when the registration is unknown). */
+void vgpu_channel_epoll_registered(int epfd, uint64_t data, int fd, int level_triggered);
+uint64_t vgpu_channel_of_epoll_event(int epfd, uint64_t data, int *level_triggered);
+
 /* ---- the Timekeeper connection (timekeeper.c) ------------------------------------------ */
 /* A virtual-time wait that a thread can combine with real events. Begin returns NULL when the
  * deadline has already passed; otherwise the wait's eventfd (vgpu_wait_fd) becomes readable once
  * the Timekeeper has moved the clock to the deadline. End reports 1 if the deadline was reached,
- * 0 if the wait was cancelled first (the thread's real event came first), and frees the wait. */
+ * 0 if the wait was cancelled first (the thread's real event came first: a receive on `channel`),
+ * and frees the wait. */
 typedef struct vgpu_wait vgpu_wait;
-vgpu_wait *vgpu_wait_begin(int64_t deadline_ns, const char *call);
+vgpu_wait *vgpu_wait_begin(int64_t deadline_ns, uint64_t channel, const char *call);
 /* The same, for a thread about to sleep in pthread_cond_wait(cond, mutex) (holding mutex) or
  * sem_wait(sem): when the deadline is reached the condition is broadcast or the semaphore
  * posted, so the real untimed wait returns. */
 vgpu_wait *vgpu_wait_begin_cond(int64_t deadline_ns, pthread_cond_t *cond, pthread_mutex_t *mutex,
-                                const char *call);
-vgpu_wait *vgpu_wait_begin_sem(int64_t deadline_ns, sem_t *sem, const char *call);
+                                uint64_t channel, const char *call);
+vgpu_wait *vgpu_wait_begin_sem(int64_t deadline_ns, sem_t *sem, uint64_t channel, const char *call);
 int vgpu_wait_fd(const vgpu_wait *w);
 /* A cond wait must be ended with its mutex released: the waker locks it to broadcast. */
 int vgpu_wait_end(vgpu_wait *w);

@@ -10,7 +10,6 @@ import time
 
 port, schedule = int(sys.argv[1]), [arg.split(":") for arg in sys.argv[2:]]
 sock = socket.create_connection(("127.0.0.1", port))
-t0 = time.monotonic()
 sent, answers = {}, {}
 
 
@@ -24,6 +23,7 @@ def read_answers():
 
 reader = threading.Thread(target=read_answers)
 reader.start()
+t0 = time.monotonic()       # after the thread's start, CPU work of a millisecond on a slow host
 for name, at, steps in schedule:
     time.sleep(max(0.0, t0 + float(at) - time.monotonic()))
     sent[name] = time.monotonic() - t0

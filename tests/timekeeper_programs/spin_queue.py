@@ -8,8 +8,9 @@ writer has written, slot 1 + i the round reader i has taken.
     spin_queue.py reader PATH INDEX ROUNDS
         each round: spins until it is written, computes 5 ms, marks it taken, announces that
 
-Announcing is a write to /dev/null: vLLM follows each queue write with a ZeroMQ notification,
-and to the vGPU library any write is a send. Each side prints one JSON line of its times.
+Announcing is a one-byte write to a pipe nobody reads: vLLM follows each queue write with a
+ZeroMQ notification, and to the vGPU library a write to a pipe or socket is a send (one to a
+file or a device such as /dev/null is not). Each side prints one JSON line of its times.
 """
 import json
 import mmap
@@ -21,7 +22,7 @@ import time
 role, path, rounds = sys.argv[1], sys.argv[2], int(sys.argv[4])
 with open(path, "r+b") as f:
     slots = mmap.mmap(f.fileno(), 0)
-devnull = os.open(os.devnull, os.O_WRONLY)
+_, announcements = os.pipe()
 
 
 def get(i: int) -> int:
@@ -30,7 +31,7 @@ def get(i: int) -> int:
 
 def put(i: int, value: int) -> None:
     struct.pack_into("<q", slots, 8 * i, value)
-    os.write(devnull, b"\0")
+    os.write(announcements, b"\0")
 
 
 def compute(seconds: float) -> None:
