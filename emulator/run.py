@@ -55,6 +55,9 @@ class RunConfig:
     engine: str = "vllm"
     slos_ms: dict | None = None         # {"ttft": ms, "tpot": ms, "e2el": ms}
     timeout_s: float = 1800.0           # wall clock, for the whole run
+    # Target host CPU seconds per second of this host's, where known better than emulator/host_cpu.py's
+    # calibration (None: that calibration).
+    cpu_scale: float | None = None
 
     def model_dir(self) -> Path:
         path = MODELS / self.model
@@ -78,7 +81,10 @@ def run(config: RunConfig, out: Path, progress: Callable[[float, bool], None] = 
     spec = {**config.workload, "base_url": f"http://127.0.0.1:{port}", "model": str(model_dir), "api": adapter.api}
     (out / "workload.json").write_text(json.dumps(spec, indent=2))
     records_path = out / "requests.jsonl"
-    calibration = host_cpu.calibrate(load_sku(config.sku).sku, adapter.python())
+    if config.cpu_scale is not None and not config.cpu_scale > 0:
+        raise ValueError(f"cpu_scale must be a positive number (target CPU seconds per host second), got {config.cpu_scale!r}")
+    calibration = (host_cpu.Calibration(config.cpu_scale, f"host CPU time charged x{config.cpu_scale:g}, as configured")
+                   if config.cpu_scale is not None else host_cpu.calibrate(load_sku(config.sku).sku, adapter.python()))
     started = time.monotonic()
     with Timekeeper(cpu_scale=calibration.cpu_scale, watchdog_s=config.timeout_s,
                     log=lambda line: _append(out / "timekeeper.log", line)) as tk:

@@ -109,8 +109,10 @@ def test_the_fit_reproduces_the_table(table, refitted):
     held = table[table["split"] == "holdout"]
     predicted = np.array([refitted.collective_seconds(r.op, r.bytes, r.ranks) for r in held.itertuples()])
     errors = np.abs(predicted / held["seconds"].to_numpy() - 1)
-    # Loose on purpose: gloo on a shared 2-core CPU, 10 repeats; this checks the plumbing.
-    assert np.median(errors) < 0.5 and (errors < 10).all()
+    # Loose on purpose: gloo on a shared 2-core CPU, 10 repeats; this checks the plumbing (a wrong
+    # unit or curve is off on most points). Not every point: one held-out size came out 12x its
+    # prediction in a CI run, the host stalling that size's repeats.
+    assert np.median(errors) < 0.5 and np.percentile(errors, 75) < 2, errors
     assert all(refitted.collectives[op].measured for op in tables.COLLECTIVE_OPS_MEASURED)
     assert not refitted.collectives["broadcast"].measured
 

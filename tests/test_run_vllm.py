@@ -68,6 +68,14 @@ def test_unknown_knobs_are_named():
         ServingKnobs.from_dict({"tensor_paralel": 2})
 
 
+@pytest.mark.parametrize("cpu_scale", [0, -1.0, float("nan")])
+def test_a_cpu_scale_that_is_not_positive_is_refused_before_launch(cpu_scale, tmp_path):
+    config = RunConfig(model="tiny_llama", sku="h200", knobs=ServingKnobs(), workload=WORKLOAD, cpu_scale=cpu_scale)
+    with pytest.raises(ValueError, match="cpu_scale must be a positive number"):
+        run(config, tmp_path)
+    assert not (tmp_path / "server.log").exists()
+
+
 def test_a_crashing_engine_fails_the_run_with_its_log(tmp_path):
     config = RunConfig(model="tiny_llama", sku="h200", knobs=ServingKnobs(kv_cache_dtype="no_such_dtype"),
                        workload=WORKLOAD, timeout_s=300)
