@@ -29,11 +29,15 @@
  *     Charged its spinning, a waiting rank's clock runs on by whatever CPU share the host gives
  *     it, and a collective then waits for the rank that spun longest. So a yield sleeps instead
  *     (on the page's wake_gen futex, which every send and jump bumps) and is received like a
- *     message: the thread catches up with sent_ns. The writers of those queues announce each
- *     write with a send (a ZeroMQ notification) right after it; a reader that finds the data
- *     before that send (woken by another send, or by YIELD_PATIENCE_NS of wall time passing)
- *     runs up to the writer's time since its previous send early. A sleeping yielder is idle to
- *     the Timekeeper (state S), so spinning no longer holds off jumps either.
+ *     message. The writers of those queues announce each write with a send (a ZeroMQ
+ *     notification) right after it, which comes into the reader's process on a socket of its
+ *     own: the yielder catches up with the latest send on the channels through which data has
+ *     come into its process (vgpu_clock_inbound), not with sent_ns, which would make it as late
+ *     as whatever any process sent meanwhile (an API server streaming the last step's tokens).
+ *     A reader that finds the data before that send (woken by another send, or by
+ *     YIELD_PATIENCE_NS of wall time passing) runs up to the writer's time since its previous
+ *     send early. A sleeping yielder is idle to the Timekeeper (state S), so spinning no longer
+ *     holds off jumps either.
  * Without a Timekeeper (a program run directly with the library preloaded, as the library's own
  * tests do), time is the process's own: host monotonic time plus the jumps it has taken.
  */
@@ -45,6 +49,7 @@
 #include <linux/futex.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -153,12 +158,21 @@ static void map_shared_clock(const char *path) {
     shared = page;
 }
 
+/* The channels through which data came into this process from descriptors (pipes, sockets,
+ * eventfds): what a spin-waiting thread of it waits for is announced on one of them. */
+#define INBOUND_SLOTS 64
+static uint64_t inbound[INBOUND_SLOTS];
+
+/* A forked child has none of its own yet (its parent's were the parent's). */
+static void forget_inbound(void) { memset(inbound, 0, sizeof inbound); }
+
 __attribute__((constructor)) static void clock_start(void) {
     host_clock_gettime = (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT, "clock_gettime");
     if (!host_clock_gettime) host_clock_gettime = clock_gettime;
     origin_ns = vgpu_host_clock_ns(CLOCK_MONOTONIC);
     const char *path = getenv("REVATI_TIMEKEEPER_CLOCK");
     if (path && *path) map_shared_clock(path);
+    pthread_atfork(NULL, NULL, forget_inbound);
 }
 
 /* ---- the interface ------------------------------------------------------------------------------ */
@@ -242,6 +256,29 @@ int64_t vgpu_clock_received_at(int64_t sent_ns) {
 
 void vgpu_clock_received(uint64_t channel) { vgpu_clock_received_at(vgpu_clock_channel_sent_ns(channel)); }
 
+void vgpu_clock_inbound(uint64_t channel) {
+    if (!shared || channel == VGPU_CHANNEL_ANY || channel == VGPU_CHANNEL_NONE) return;
+    for (unsigned i = 0; i < INBOUND_SLOTS; i++) {
+        uint64_t seen = __atomic_load_n(&inbound[i], __ATOMIC_ACQUIRE);
+        if (seen == 0 && __atomic_compare_exchange_n(&inbound[i], &seen, channel, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return;
+        if (seen == channel) return;
+    }
+}
+
+/* The latest send on this process's inbound channels; the latest send anywhere until data has
+ * come in through one, or when there were more than the table holds. */
+static int64_t inbound_sent_ns(void) {
+    int64_t latest = INT64_MIN;
+    for (unsigned i = 0; i < INBOUND_SLOTS; i++) {
+        uint64_t channel = __atomic_load_n(&inbound[i], __ATOMIC_ACQUIRE);
+        if (channel == 0) return i == 0 ? vgpu_clock_channel_sent_ns(VGPU_CHANNEL_ANY) : latest;
+        int64_t t = vgpu_clock_channel_sent_ns(channel);
+        if (t > latest) latest = t;
+    }
+    return vgpu_clock_channel_sent_ns(VGPU_CHANNEL_ANY);
+}
+
 /* Wall time a yielding thread sleeps at most before it looks again: the bound on how late it
  * sees a write that no send announces (long against the Timekeeper's looks, which need a
  * sleeping thread not to have run between two of them). */
@@ -254,7 +291,7 @@ void vgpu_clock_yield(void) {
     struct timespec patience = {0, YIELD_PATIENCE_NS};
     syscall(SYS_futex, wake_word(shared), FUTEX_WAIT, seen, &patience, NULL, 0);
     __atomic_fetch_sub(&shared->yielders, 1, __ATOMIC_SEQ_CST);
-    vgpu_clock_received(VGPU_CHANNEL_ANY);
+    vgpu_clock_received_at(inbound_sent_ns());
 }
 
 void vgpu_clock_resumed(int64_t deadline_ns) {

@@ -195,7 +195,7 @@ __attribute__((constructor)) static void interpose_time_start(void) {
     })
 #define RECEIVING(call) RECEIVING_ON(VGPU_CHANNEL_ANY, call)
 /* A read of end-of-file received the peer's close, which is no send on the channel. */
-#define RECEIVING_FD(call) RECEIVING_ON(eof_or(result_, vgpu_channel_of_fd(fd, VGPU_RECEIVE)), call)
+#define RECEIVING_FD(call) RECEIVING_ON(fd_receiving(result_, fd), call)
 /* A descriptor became ready: nothing received yet (see the top of this file). */
 #define WOKEN(call) RECEIVING_ON(VGPU_CHANNEL_NONE, call)
 
@@ -207,8 +207,11 @@ __attribute__((constructor)) static void interpose_time_start(void) {
 #define SIGNALLING_COND(call) (vgpu_clock_sending(cond_channel(cond), 0), (call))
 #define SIGNALLING_SEM(call) (vgpu_clock_sending(sem_channel(sem), 0), (call))
 
-static uint64_t eof_or(ssize_t result, uint64_t channel) {
-    return result == 0 && channel != VGPU_CHANNEL_NONE ? VGPU_CHANNEL_ANY : channel;
+static uint64_t fd_receiving(ssize_t result, int fd) {
+    uint64_t channel = vgpu_channel_of_fd(fd, VGPU_RECEIVE);
+    if (result == 0 && channel != VGPU_CHANNEL_NONE) return VGPU_CHANNEL_ANY;
+    vgpu_clock_inbound(channel);
+    return channel;
 }
 
 /* TCP connections, made or accepted, send without Nagle's delay: in virtual time a small write

@@ -234,6 +234,8 @@ void vgpu_clock_received(uint64_t channel);
  * catching up with a time so read; returns the thread's time after it. */
 int64_t vgpu_clock_channel_sent_ns(uint64_t channel);
 int64_t vgpu_clock_received_at(int64_t sent_ns);
+/* Data came into this process through a descriptor on `channel` (a spin-wait's catch-up uses it). */
+void vgpu_clock_inbound(uint64_t channel);
 void vgpu_clock_resumed(int64_t deadline_ns);
 /* sched_yield under a Timekeeper: sleep until the next send or jump (a spin-wait's partner
  * writes), then catch up like a receive. */
