@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Whether the emulating host's core count leaks into virtual time: the same emulated deployment run
+on one core of this host and on all of them, metric by metric.
+
+Under the Timekeeper each thread is charged its own CPU time, so in principle a deployment's
+virtual timeline does not depend on how many cores serve it. In practice ranks that share a core
+are charged CPU unevenly (cache and scheduler effects, system time), and a collective waits for
+the rank charged most. This runs each configuration twice, one after the other on the same host:
+pinned to CPU 0 (sched_setaffinity, inherited by the Timekeeper here and every process it
+starts), then on every CPU this process may use, and prints each latency statistic of the summary
+(mean, p50, p90, p99 of TTFT, TPOT, ITL, E2EL) for both, their relative difference, and whether it
+is within the bound (2% for mean and p50, 5% for p90 and p99).
+
+    python3 benchmarks/host_independence.py [--config llama3_8b:2] [--config llama3_8b:4] [--requests 60] [--rate 4]
+
+A configuration is MODEL:TP (vLLM, virtual H100s, CUDA graphs on, a Poisson workload of --requests
+prompts of 128-512 tokens and outputs of 32-96 at --rate req/s, seed 0: the same requests each run).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from emulator.engines.adapter import ServingKnobs  # noqa: E402
+from emulator.run import RunConfig, run  # noqa: E402
+
+LATENCIES = ("ttft", "tpot", "itl", "e2el")
+STATS = {"mean": 0.02, "median": 0.02, "p90": 0.05, "p99": 0.05}
+
+
+def serve(model: str, tp: int, requests: int, rate: float, cpus: set[int], out: Path) -> dict:
+    workload = {"num_requests": requests, "seed": 0, "arrival": {"process": "poisson", "rate": rate},
+                "prompt_len": {"kind": "uniform", "low": 128, "high": 512},
+                "output_len": {"kind": "uniform", "low": 32, "high": 96}}
+    config = RunConfig(model=model, sku="h100", knobs=ServingKnobs(tensor_parallel=tp), workload=workload,
+                       timeout_s=3600)
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        return run(config, out)
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", action="append", default=None, metavar="MODEL:TP")
+    parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument("--rate", type=float, default=4.0)
+    args = parser.parse_args()
+    every = os.sched_getaffinity(0)
+    if len(every) < 2:
+        parser.error(f"this process may use {len(every)} CPU: nothing to compare one core with")
+    configs = [(c.split(":")[0], int(c.split(":")[1])) for c in (args.config or ["llama3_8b:2", "llama3_8b:4"])]
+    print(f"| deployment | metric | 1 core | {len(every)} cores | difference | bound | within |")
+    print("|---|---|---|---|---|---|---|")
+    worst = 0.0
+    for model, tp in configs:
+        with tempfile.TemporaryDirectory(prefix="revati-host-independence-") as work:
+            one = serve(model, tp, args.requests, args.rate, {min(every)}, Path(work) / "one")["metrics"]
+            all_ = serve(model, tp, args.requests, args.rate, every, Path(work) / "all")["metrics"]
+        for latency in LATENCIES:
+            for stat, bound in STATS.items():
+                key = f"{stat}_{latency}_ms"
+                difference = one[key] / all_[key] - 1 if all_[key] else 0.0
+                worst = max(worst, abs(difference) / bound)
+                name = "p50" if stat == "median" else stat
+                print(f"| {model} TP{tp} | {latency.upper()} {name} (ms) | {one[key]:.2f} | {all_[key]:.2f} | "
+                      f"{difference:+.1%} | {bound:.0%} | {'yes' if abs(difference) <= bound else 'NO'} |", flush=True)
+    print(f"\nlargest difference over its bound: {worst:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
