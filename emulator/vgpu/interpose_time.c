@@ -196,7 +196,8 @@ __attribute__((constructor)) static void interpose_time_start(void) {
 #define RECEIVING(call) RECEIVING_ON(VGPU_CHANNEL_ANY, call)
 /* A read of end-of-file received the peer's close, which is no send on the channel. */
 #define RECEIVING_FD(call) RECEIVING_ON(fd_receiving(result_, fd), call)
-/* A descriptor became ready: nothing received yet (see the top of this file). */
+/* An untimed poll, select or epoll returned: the thread's sleep in it is accounted for (no catch-up
+ * with the latest send anywhere); what it received is poll_received's and its kin's matter. */
 #define WOKEN(call) RECEIVING_ON(VGPU_CHANNEL_NONE, call)
 
 /* A call that sends: its message carries the thread's time. */
