@@ -422,18 +422,26 @@ static int64_t fd_ready_at(short revents, int fd) {
     return ready_at(revents, revents & READABLE ? vgpu_channel_of_fd(fd, VGPU_RECEIVE) : VGPU_CHANNEL_ANY);
 }
 
+/* The first pass keeps the ready times of the first KEPT descriptors for the second (finding a
+ * descriptor's channel takes an fstat, and a socket's a lookup in the clock page); later ones are
+ * found again. */
+#define KEPT 64
+#define KEEP(i, t) ((i) < KEPT ? (kept_at[i] = (t)) : (t))
+#define KEPT_OR(i, t) ((i) < KEPT ? kept_at[i] : (t))
+
 static int poll_received(struct pollfd *fds, nfds_t nfds, int ready) {
     if (ready <= 0 || !vgpu_virtual_time_active()) return ready;
     int err = errno;
-    int64_t earliest = INT64_MAX;
+    int64_t earliest = INT64_MAX, kept_at[KEPT];
     nfds_t first = 0;
     for (nfds_t i = 0; i < nfds; i++) {
-        int64_t t = fds[i].revents ? fd_ready_at(fds[i].revents, fds[i].fd) : INT64_MAX;
+        int64_t t = KEEP(i, fds[i].revents ? fd_ready_at(fds[i].revents, fds[i].fd) : INT64_MAX);
         if (t < earliest) earliest = t, first = i;
     }
     int64_t woke = vgpu_clock_received_at(earliest);
     for (nfds_t i = 0; i < nfds; i++) {
-        if (i == first || !(fds[i].revents & READ_EVENTS) || fd_ready_at(fds[i].revents, fds[i].fd) <= woke) continue;
+        if (i == first || !(fds[i].revents & READ_EVENTS) ||
+            KEPT_OR(i, fd_ready_at(fds[i].revents, fds[i].fd)) <= woke) continue;
         fds[i].revents &= (short)~READ_EVENTS;
         ready -= fds[i].revents == 0;
     }
@@ -447,17 +455,17 @@ static int select_received(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, int rea
 #define SELECTED(set, fd) ((set) && FD_ISSET(fd, set))
 #define SELECT_EVENTS(fd) (short)((SELECTED(rd, fd) ? POLLIN : 0) | (SELECTED(ex, fd) ? POLLPRI : 0) | \
                                   (SELECTED(wr, fd) ? POLLOUT : 0))
-    int64_t earliest = INT64_MAX;
+    int64_t earliest = INT64_MAX, kept_at[KEPT];
     int first = 0;
     for (int fd = 0; fd < nfds; fd++) {
         short events = SELECT_EVENTS(fd);
-        int64_t t = events ? fd_ready_at(events, fd) : INT64_MAX;
+        int64_t t = KEEP(fd, events ? fd_ready_at(events, fd) : INT64_MAX);
         if (t < earliest) earliest = t, first = fd;
     }
     int64_t woke = vgpu_clock_received_at(earliest);
     for (int fd = 0; fd < nfds; fd++) {
         short events = SELECT_EVENTS(fd);
-        if (fd == first || !(events & READABLE) || fd_ready_at(events, fd) <= woke) continue;
+        if (fd == first || !(events & READABLE) || KEPT_OR(fd, fd_ready_at(events, fd)) <= woke) continue;
         if (SELECTED(rd, fd)) FD_CLR(fd, rd), ready--;
         if (SELECTED(ex, fd)) FD_CLR(fd, ex), ready--;
     }
@@ -467,18 +475,22 @@ static int select_received(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, int rea
     return ready;
 }
 
-/* The time an epoll event became ready (ready_at), and whether it may be taken out. */
+/* The time an epoll event became ready (ready_at), and whether it may be taken out (only a read
+ * event needs its channel: a write event is ready at once). */
 static int64_t event_ready_at(int epfd, const struct epoll_event *event, int *removable) {
+    *removable = 1;
+    if (!(event->events & READ_EVENTS)) return INT64_MIN;
     return ready_at((short)event->events, vgpu_channel_of_epoll_event(epfd, event->data.u64, removable));
 }
 
 static int epoll_received(int epfd, struct epoll_event *events, int ready) {
     if (ready <= 0 || !vgpu_virtual_time_active()) return ready;
     int err = errno;
-    int64_t earliest = INT64_MAX, kept = INT64_MIN;
-    int first = 0, removable;
+    int64_t earliest = INT64_MAX, kept = INT64_MIN, kept_at[KEPT];
+    int first = 0, removable, removable_at[KEPT];
     for (int i = 0; i < ready; i++) {
-        int64_t t = event_ready_at(epfd, &events[i], &removable);
+        int64_t t = KEEP(i, event_ready_at(epfd, &events[i], &removable));
+        if (i < KEPT) removable_at[i] = removable;
         if (t < earliest) earliest = t, first = i;
         if (!removable && t > kept) kept = t;
     }
@@ -486,9 +498,12 @@ static int epoll_received(int epfd, struct epoll_event *events, int ready) {
     int left = 0;
     for (int i = 0; i < ready; i++) {
         struct epoll_event event = events[i];
-        if (i != first && (event.events & READ_EVENTS) && event_ready_at(epfd, &event, &removable) > woke && removable) {
-            event.events &= ~(uint32_t)READ_EVENTS;
-            if (!event.events) continue;
+        if (i != first && (event.events & READ_EVENTS)) {
+            int64_t t = KEPT_OR(i, event_ready_at(epfd, &event, &removable));
+            if (t > woke && (i < KEPT ? removable_at[i] : removable)) {
+                event.events &= ~(uint32_t)READ_EVENTS;
+                if (!event.events) continue;
+            }
         }
         events[left++] = event;
     }
