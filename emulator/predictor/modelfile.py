@@ -15,6 +15,7 @@ as %.9g:
     collective_curve <op> <nranks> <npoints> <bytes1> <s1> <bytes2> <s2> ...  (bytes ascending)
     memory_curve <elementwise|cat|gather> <npoints> <bytes1> <s1> ...  (bytes ascending)
     efficient_attention <head_dim> <slots> <c_const> <c_waves> <c_wave_key_dims> <c_causal_wave_key_dims> <c_bias_bytes>
+    flash_attention_3 <sms> <launch_s> <qo_s> <causal_s> <masked_s> <npoints> <head_dim1> <mma_s1> ...  (head_dim ascending)
     host_cost <cudnn_attention_graph_first|cudnn_attention_graph> <seconds>
     kernel_default <a_s> <b_s_per_thread>
     kernel <a_s> <b_s_per_thread> <max_threads> <demangled name: the rest of the line, verbatim>
@@ -36,8 +37,9 @@ from emulator.predictor import models, tables
 from emulator.predictor.models import FittedModels
 from emulator.vgpu.build import revati_home
 
-# The fitting code: a change to it changes the model as surely as new tables do.
-FITTING_SOURCES = (Path(models.__file__), Path(__file__))
+# The fitting code, and the published figures FlashAttention 3 is calibrated to: a change to them
+# changes the model as surely as new tables do.
+FITTING_SOURCES = (Path(models.__file__), Path(__file__), models.FA3_PUBLISHED)
 # Optional tables that a SKU lacking them takes from another measured SKU: (the tables, the
 # FittedModels fields fitted from them). Without the memory-bound ones a virtual GPU would charge
 # PyTorch's memory-efficient attention as flash attention, 54-68% low on an H100, and copies of
@@ -195,6 +197,17 @@ def render(fitted: FittedModels) -> str:
                      "(models.efficient_attention_work)")
     for head_dim, m in sorted(fitted.efficient_attention.items()):
         lines.append(f"efficient_attention {head_dim} {_g(m.slots)} " + " ".join(_g(c) for c in m.coefficients))
+    if fitted.flash_attention_3 is not None:
+        fa3 = fitted.flash_attention_3
+        origin = ("" if fa3.calibrated_on == fitted.sku else
+                  f", carried to {fitted.sku} by one SM's arithmetic rate: NOT calibrated on {fitted.sku}")
+        lines.append("# flash_attention_3: MODELLED, calibrated to the FA3 paper's forward throughput on "
+                     f"{fa3.calibrated_on} (data/published/){origin}. sms launch_s, seconds per Q/O element, "
+                     "per MMA element if causal, per masked element, then head_dim and seconds per MMA element "
+                     "pairs (models.FlashAttention3)")
+        points = " ".join(f"{d} {_g(s)}" for d, s in zip(fa3.head_dims, fa3.mma_s))
+        lines.append(f"flash_attention_3 {fa3.sms} {_g(fa3.launch_s)} {_g(fa3.qo_s)} {_g(fa3.causal_s)} "
+                     f"{_g(fa3.masked_s)} {len(fa3.head_dims)} {points}")
     if fitted.host_costs:
         lines.append("# host_cost: host seconds of work a replaced library does on the calling thread, measured "
                      "on the target's host (cudnn_graphs.csv: a cuDNN attention graph built, first of its kind "

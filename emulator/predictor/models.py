@@ -2,23 +2,26 @@
 
 Every model here is rebuilt from the measured tables; none holds a hand-set number except the
 collectives of a SKU without collectives.csv (no multi-GPU measurement), which are modelled and
-say so. modelfile.py writes
+say so; FlashAttention 3, which cannot run on the lent GPUs, is fitted to published figures
+(data/published/) instead. modelfile.py writes
 these models as the text file the C predictor loads, so the C side must compute exactly what the
 predict methods here compute; each docstring states its formula for that reason.
 """
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from emulator.hardware import Sku
-from emulator.predictor.tables import Tables
+from emulator.hardware import Sku, load_sku
+from emulator.predictor.tables import DATA_DIR, Tables
 
 # Bytes per element of each dtype token gemm.csv and attention.csv use (and the model file too).
 ELEMENT_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "tf32": 4, "fp8_e4m3": 1}
@@ -712,6 +715,264 @@ def fit_efficient_attention(frame: pd.DataFrame, sm_count: int) -> dict[int, Eff
     return models
 
 
+# ---- FlashAttention 3: MODELLED, calibrated to published figures (data/published/) --------------
+
+# The FA3 paper's forward throughput on an H100 (the file says whence and how it was measured), and
+# that SKU: the model is calibrated to it there and carried to other SKUs by the roofline.
+FA3_PUBLISHED = DATA_DIR / "published" / "fa3_h100.csv"
+FA3_PUBLISHED_SKU = "h100"
+# The head sizes FA3 compiles kernels for: a head is run by the next one up.
+FA3_HEAD_DIMS = (64, 96, 128, 192, 256)
+# Rounds of the calibration: fix each point's schedule, fit the costs on it, schedule again.
+_FA3_FIT_ROUNDS = 30
+
+
+def fa3_tile(head_dim: int, causal: bool, paged: bool) -> tuple[int, int]:
+    """(query rows, keys) of an FA3 CTA's tile on Hopper in bf16 with V's head size Q's
+    (hopper/tile_size.h, tile_size_fwd_sm90). `paged`: K/V read from a paged cache without TMA,
+    as vLLM's pages of 16 tokens (fewer than a tile's keys) are, which takes narrower key tiles."""
+    if head_dim <= 64:
+        return 192, 128 if causal or paged else 192
+    if head_dim <= 96:
+        return 192, 128 if paged else 144
+    if head_dim <= 128:
+        return 128, 128 if causal or paged else 176
+    if head_dim <= 192:
+        return 128, 96 if paged else 112
+    return 128, 80
+
+
+def fa3_kernel_head_dim(head_dim: int) -> int:
+    """The head size of the kernel that runs a head of `head_dim` (its tiles span that many)."""
+    return next((d for d in FA3_HEAD_DIMS if head_dim <= d), FA3_HEAD_DIMS[-1])
+
+
+def _fa3_query_blocks(query_len: int, context_len: int, per_kv: int, tile: tuple[int, int],
+                      causal: bool) -> list[tuple[int, int]]:
+    """Per query block of one sequence and (packed) head, first to last: (the KV blocks it reads,
+    the first of them that is causally masked; none is if not causal). With `per_kv` query heads
+    packed per KV head a block's rows are (query, head) pairs, query-major (FA3's PackGQA); causal
+    queries see up to their own position, the context_len - query_len keys before the first query
+    being the cache (hopper/block.h)."""
+    block_m, block_n = tile
+    rows, cached, kv_blocks = query_len * per_kv, context_len - query_len, -(-context_len // block_n)
+    blocks = []
+    for first in range(0, rows, block_m):
+        last = min(first + block_m, rows) - 1
+        if not causal:
+            blocks.append((kv_blocks, kv_blocks))
+            continue
+        end = min(-(-(cached + last // per_kv + 1) // block_n), kv_blocks)
+        blocks.append((end, (cached + first // per_kv) // block_n))
+    return blocks
+
+
+def _fa3_split_blocks(end: int, mask_from: int, splits: int) -> list[tuple[int, int]]:
+    """(KV blocks, masked ones) of each of `splits` CTAs sharing a query block's `end` KV blocks,
+    an equal run each (the last ones may get fewer, or none)."""
+    per = -(-end // splits)
+    out = []
+    for s in range(splits):
+        lo, hi = s * per, min(s * per + per, end)
+        out.append((max(hi - lo, 0), max(hi - max(lo, mask_from), 0)))
+    return out
+
+
+def fa3_num_splits(total_m_blocks: int, sms: int, kv_blocks: int, max_splits: int = 128) -> int:
+    """FA3's split-KV count for a causal launch (hopper/heuristics.h, num_splits_heuristic): none
+    when the query blocks nearly fill the SMs or the keys are few, else the fewest splits whose
+    wave efficiency is within 85% of the best."""
+    if total_m_blocks >= 0.8 * sms or kv_blocks <= 4:
+        return 1
+    efficiency = []
+    for splits in range(1, min(max_splits, sms, kv_blocks) + 1):
+        waves = total_m_blocks * splits / sms
+        efficiency.append(waves / math.ceil(waves))
+    return next(s for s, e in enumerate(efficiency, 1) if e >= 0.85 * max(efficiency))
+
+
+# FA3 splits K/V per sequence for at most this many: the one CTA that prepares its schedule handles
+# that many (hopper/flash_prepare_scheduler.cu); more get no splits.
+_FA3_DYNAMIC_SPLIT_SEQS = 992
+
+
+def fa3_ctas(groups: list[tuple[int, int, int]], heads: int, kv_heads: int, head_dim: int,
+             sms: int) -> tuple[tuple[int, int], np.ndarray]:
+    """(the tile, [KV blocks, masked blocks] per CTA) of FA3 over one vLLM batch of (query_len,
+    context_len, count) groups, in the order its persistent scheduler hands CTAs to free SMs. As
+    vLLM launches it: varlen, causal, a paged cache of 16-token pages (fa3_tile's `paged`), query
+    heads packed per KV head. The split-KV count is the heuristic's for the longest query and
+    context, then per sequence the blocks per SM of the whole batch (with 10% margin) decide
+    (flash_prepare_scheduler.cu). Sequences go longest first (by keys per split less queries, in
+    whole tiles), and within one its query blocks longest first, then its KV heads, then its splits
+    (FA3 goes by L2-sized sections of heads: one section here). attention_batch.c
+    (vgpu_attention_batch_fa3_makespan) computes the same."""
+    per_kv = heads // kv_heads
+    tile = fa3_tile(head_dim, True, True)
+    block_m, block_n = tile
+    seqs = [(q, ctx) for q, ctx, count in groups for _ in range(count)]
+    m_blocks = [-(-q * per_kv // block_m) for q, _ in seqs]
+    kv_blocks = [-(-ctx // block_n) for _, ctx in seqs]
+    most = fa3_num_splits(kv_heads * -(-max(q for q, _ in seqs) * per_kv // block_m), sms,
+                          -(-max(ctx for _, ctx in seqs) // block_n))
+    splits = [1] * len(seqs)
+    if most > 1 and len(seqs) <= _FA3_DYNAMIC_SPLIT_SEQS:
+        per_sm = math.ceil(sum(m * n for m, n in zip(m_blocks, kv_blocks)) * 1.1 * kv_heads / sms)
+        splits = [max(min(-(-n // per_sm), most), 1) for n in kv_blocks]
+    order = sorted(range(len(seqs)),
+                   key=lambda i: -(-(-kv_blocks[i] // splits[i]) * block_n - m_blocks[i] * block_m))
+    ctas = []
+    for i in order:
+        for end, mask_from in reversed(_fa3_query_blocks(*seqs[i], per_kv, tile, True)):
+            ctas += _fa3_split_blocks(end, mask_from, splits[i]) * kv_heads
+    return tile, np.array(ctas, dtype=float).reshape(-1, 2)
+
+
+def fa3_benchmark_ctas(seqlen: int, batch: int, heads: int, head_dim: int,
+                       causal: bool) -> tuple[tuple[int, int], np.ndarray]:
+    """fa3_ctas for the paper's benchmark: `batch` sequences of `seqlen` queries and keys, no cache
+    pages, no GQA, no splits (its query blocks fill the SMs many times). Causal launches go longest
+    query block first within sections of (sequence, head) pairs whose K/V fit 32 MiB of L2
+    (tile_scheduler.hpp, DynamicPersistentTileScheduler); non-causal CTAs all cost the same."""
+    tile = fa3_tile(head_dim, causal, False)
+    blocks = _fa3_query_blocks(seqlen, seqlen, 1, tile, causal)
+    if not causal:
+        return tile, np.array([(end, end - mask_from) for end, mask_from in blocks] * batch * heads, dtype=float)
+    kv_head_bytes = seqlen * 2 * head_dim * 2
+    section = 1 << max((32 * 2**20 // kv_head_bytes).bit_length() - 1, 0)
+    ctas = []
+    for start in range(0, batch * heads, section):
+        pairs = min(section, batch * heads - start)
+        for end, mask_from in reversed(blocks):
+            ctas += [(end, end - mask_from)] * pairs
+    return tile, np.array(ctas, dtype=float)
+
+
+def _greedy(costs: np.ndarray, sms: int) -> np.ndarray:
+    """The SM each CTA runs on when each, in order, goes to the SM that frees first."""
+    free = [(0.0, sm) for sm in range(sms)]
+    placed = np.empty(len(costs), dtype=int)
+    for i, cost in enumerate(costs):
+        load, sm = free[0]
+        placed[i] = sm
+        heapq.heapreplace(free, (load + cost, sm))
+    return placed
+
+
+def fa3_cta_work(tile: tuple[int, int], blocks: np.ndarray, head_dim: int, causal: bool) -> np.ndarray:
+    """Per CTA (fa3_ctas' or fa3_benchmark_ctas' rows), what FlashAttention3 charges for: [Q and O
+    elements (rows x head_dim), MMA elements of its KV blocks (rows x keys x head_dim), the same if
+    the launch is causal, rows x keys of its masked blocks], head_dim the kernel's."""
+    rows, keys = tile
+    dim = fa3_kernel_head_dim(head_dim)
+    mma = rows * keys * dim * blocks[:, 0]
+    return np.column_stack([np.full(len(blocks), rows * dim), mma, mma * causal, rows * keys * blocks[:, 1]])
+
+
+@dataclass(frozen=True)
+class FlashAttention3:
+    """FlashAttention 3's forward kernel, MODELLED (it cannot run on the lent GPUs) and calibrated
+    to the FA3 paper's H100 figures. One CTA per query block of a (sequence, packed head), handed
+    to `sms` SMs by a persistent scheduler; a CTA costs (fa3_cta_work's elements)
+
+        qo_s * its Q and O elements                     loading Q, storing O
+      + (mma_s(head_dim) + causal_s if causal) * its KV blocks' MMA elements
+      + masked_s * its masked blocks' elements          the causal diagonal
+
+    and a launch launch_s (the SKU's measured kernel floor, kernel_default's intercept) plus the
+    makespan of its CTAs taken in scheduler order, each by the SM that frees first (_greedy).
+    mma_s is fitted per head size (`head_dims`, ascending; linear in the head size between them,
+    the nearest one's beyond). causal_s: the published causal launches stay 5-15% below the
+    non-causal ones even at 16k tokens, where masked blocks are a few per cent of all. A launch
+    also moves at least its K/V and Q/O bytes: FittedModels.flash_attention_3_seconds charges the
+    larger of the two, which is what decides decodes. `calibrated_on`: the SKU whose published
+    figures were fitted."""
+    sms: int
+    launch_s: float
+    qo_s: float
+    causal_s: float
+    masked_s: float
+    head_dims: tuple[int, ...]
+    mma_s: tuple[float, ...]
+    calibrated_on: str
+
+    def mma_seconds(self, head_dim: int) -> float:
+        return float(np.interp(head_dim, self.head_dims, self.mma_s))
+
+    def compute_seconds(self, tile: tuple[int, int], blocks: np.ndarray, head_dim: int, causal: bool) -> float:
+        """launch_s + the makespan of the CTAs (fa3_ctas' or fa3_benchmark_ctas' blocks)."""
+        costs = fa3_cta_work(tile, blocks, head_dim, causal) @ np.array(
+            [self.qo_s, self.mma_seconds(head_dim), self.causal_s, self.masked_s])
+        return self.launch_s + float(np.bincount(_greedy(costs, self.sms), costs, self.sms).max())
+
+    def benchmark_seconds(self, seqlen: int, batch: int, heads: int, head_dim: int, causal: bool) -> float:
+        """One launch of the paper's benchmark (compute only: it never comes near its bytes)."""
+        return self.compute_seconds(*fa3_benchmark_ctas(seqlen, batch, heads, head_dim, causal), head_dim, causal)
+
+    def carried(self, source: Sku, target: Sku) -> FlashAttention3:
+        """On another SKU: its SMs, each element's math at one SM's arithmetic rate there, the
+        launch and the Q/O loads as they are (bytes are charged on the target's memory curve)."""
+        per_sm = (_peak_flops(source, "bf16") / source.sm_count) / (_peak_flops(target, "bf16") / target.sm_count)
+        return dataclasses.replace(self, sms=target.sm_count, causal_s=self.causal_s * per_sm,
+                                   masked_s=self.masked_s * per_sm, mma_s=tuple(m * per_sm for m in self.mma_s))
+
+
+def fa3_published() -> pd.DataFrame:
+    """The published figures with the seconds they imply (FLOPs / throughput)."""
+    frame = pd.read_csv(FA3_PUBLISHED, comment="#")
+    flops = (4.0 * frame["seqlen"] ** 2 * frame["head_dim"] * frame["heads"] * frame["batch"]
+             * np.where(frame["causal"] != 0, 0.5, 1.0))
+    return frame.assign(seconds=flops / (frame["tflops"] * 1e12))
+
+
+def fa3_benchmark_predictions(model: FlashAttention3, published: pd.DataFrame) -> np.ndarray:
+    return np.array([model.benchmark_seconds(r.seqlen, r.batch, r.heads, r.head_dim, bool(r.causal))
+                     for r in published.itertuples()])
+
+
+def fit_flash_attention_3(published: pd.DataFrame, sku: Sku, launch_s: float) -> FlashAttention3:
+    """The coefficients (all but launch_s, which the figures, launches of 118 us and more, cannot
+    tell from the per-CTA work) minimising the squared relative error over the published rows. Given each
+    row's schedule its time is linear in them (the sums over the slowest SM's CTAs), so: schedule
+    every row with the current coefficients (at first, every CTA's math at the SM's datasheet
+    peak), fit those sums (fit_relative), and again, keeping the best round, until one does not
+    improve on it."""
+    head_dims = tuple(sorted(int(d) for d in published["head_dim"].unique()))
+    rows = [(fa3_benchmark_ctas(r.seqlen, r.batch, r.heads, r.head_dim, bool(r.causal)), int(r.head_dim),
+             bool(r.causal)) for r in published.itertuples()]
+    seconds = published["seconds"].to_numpy(dtype=float)
+    peak = 4.0 * sku.sm_count / _peak_flops(sku, "bf16")        # QK^T and PV, 2 FLOPs an element each
+    model = FlashAttention3(sku.sm_count, launch_s, 0.0, 0.0, 0.0, head_dims, (peak,) * len(head_dims), sku.sku)
+    best = None
+    for _ in range(_FA3_FIT_ROUNDS):
+        sums = []
+        for (tile, blocks), head_dim, causal in rows:
+            work = fa3_cta_work(tile, blocks, head_dim, causal)
+            costs = work @ np.array([model.qo_s, model.mma_seconds(head_dim), model.causal_s, model.masked_s])
+            placed = _greedy(costs, model.sms)
+            qo, mma, causal_mma, masked = work[placed == np.argmax(np.bincount(placed, costs, model.sms))].sum(axis=0)
+            sums.append([qo, causal_mma, masked] + [mma * (d == head_dim) for d in head_dims])
+        c = [float(v) for v in fit_relative(np.array(sums), seconds - launch_s)]
+        model = dataclasses.replace(model, qo_s=c[0], causal_s=c[1], masked_s=c[2], mma_s=tuple(c[3:]))
+        error = float(np.mean((fa3_benchmark_predictions(model, published) / seconds - 1) ** 2))
+        if best is not None and error >= best[0]:
+            break
+        best = (error, model)
+    return best[1]
+
+
+@lru_cache(maxsize=None)
+def _fa3_calibration(launch_s: float) -> FlashAttention3:
+    return fit_flash_attention_3(fa3_published(), load_sku(FA3_PUBLISHED_SKU), launch_s)
+
+
+def calibrated_flash_attention_3(sku: Sku, launch_s: float) -> FlashAttention3:
+    """The FA3 model on `sku`, whose kernel floor is launch_s: fitted to the published figures on
+    their SKU (once a process), carried to others."""
+    fitted = _fa3_calibration(launch_s)
+    return fitted if sku.sku == fitted.calibrated_on else fitted.carried(load_sku(fitted.calibrated_on), sku)
+
+
 # ---- collectives: measured per (op, ranks) where collectives.csv exists, else MODELLED ----------
 
 COLLECTIVE_OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "send_recv")
@@ -825,6 +1086,9 @@ class FittedModels:
     # Host work of replaced libraries (vgpu.h vgpu_host_work names) -> seconds; empty where
     # cudnn_graphs.csv is absent.
     host_costs: dict[str, float] = field(default_factory=dict)
+    # FlashAttention 3, calibrated to published figures (never measured here); None: charged as
+    # vLLM's Triton attention.
+    flash_attention_3: FlashAttention3 | None = None
 
     def collective_seconds(self, op: str, nbytes: float, nranks: int) -> float:
         """What the C predictor charges (predict_collective): the measured curve of (op, nranks)
@@ -836,6 +1100,27 @@ class FittedModels:
         if curve is not None:
             return curve.predict(nbytes)
         return self.collectives[op].predict(nbytes, nranks)
+
+    def memory_seconds(self, cls: str, nbytes: float) -> float:
+        """What the C predictor charges a memory-bound kernel moving `nbytes` (memory_seconds): on
+        its class's curve, else the elementwise one, else the generic kernels' floor plus the bytes
+        at the device-to-device copy rate (a copy moves each byte twice)."""
+        curve = self.memory.get(cls) or self.memory.get("elementwise")
+        if curve is not None:
+            return curve.predict(max(nbytes, 1.0))
+        d2d = self.copies.get(("D2D", 0))
+        return self.kernels.default.a + (nbytes / 2 / d2d.bytes_per_s if d2d else 0.0)
+
+    def flash_attention_3_seconds(self, groups: list[tuple[int, int, int]], heads: int, kv_heads: int,
+                                  head_dim: int, kv_element_bytes: int = 2) -> float:
+        """What the C predictor charges an FA3 launch over a vLLM batch of (query_len, context_len,
+        count) groups: the model's time for its CTAs (fa3_ctas), or moving its bytes (K/V read
+        once, Q read and O written in bf16) on the elementwise memory curve, whichever is longer."""
+        fa3 = self.flash_attention_3
+        compute = fa3.compute_seconds(*fa3_ctas(groups, heads, kv_heads, head_dim, fa3.sms), head_dim, True)
+        kv_bytes = sum(ctx * count for _, ctx, count in groups) * kv_heads * head_dim * 2 * kv_element_bytes
+        qo_bytes = sum(q * count for q, _, count in groups) * heads * head_dim * 2 * 2
+        return max(compute, self.memory_seconds("elementwise", kv_bytes + qo_bytes))
 
     def gemm_seconds(self, dtype: str, trans_a: int, trans_b: int, m: int, n: int, k: int,
                      batch: int = 1) -> float:
@@ -849,6 +1134,7 @@ def fit(tables: Tables, sku: Sku) -> FittedModels:
     """Every model of the SKU, from its tables' fit rows and its conf/hardware entry."""
     efficiency = GemmRoofline.fit_efficiencies(tables.gemm, sku)
     copies, memset = fit_copies(tables.copy)
+    kernels = KernelModels.fit(tables.kernels)
     curves, collectives = ({}, CollectiveModel.modelled(sku)) if tables.collectives is None else \
         fit_collectives(tables.collectives, sku)
     return FittedModels(
@@ -862,13 +1148,14 @@ def fit(tables: Tables, sku: Sku) -> FittedModels:
         elementwise=fit_elementwise(tables.elementwise),
         copies=copies,
         memset=memset,
-        kernels=KernelModels.fit(tables.kernels),
+        kernels=kernels,
         collectives=collectives,
         collective_curves=curves,
         memory={} if tables.memory is None else fit_memory_curves(tables.memory),
         efficient_attention=({} if tables.efficient_attention is None
                              else fit_efficient_attention(tables.efficient_attention, sku.sm_count)),
         host_costs={} if tables.cudnn_graphs is None else fit_host_costs(tables.cudnn_graphs),
+        flash_attention_3=calibrated_flash_attention_3(sku, kernels.default.a),
     )
 
 
@@ -944,4 +1231,6 @@ def transfer(source: FittedModels, source_sku: Sku, target_sku: Sku) -> FittedMo
             for d, m in source.efficient_attention.items()},
         # The host's and the library's work, not the GPU's: the same on the target.
         host_costs=dict(source.host_costs),
+        flash_attention_3=(None if source.flash_attention_3 is None
+                           else source.flash_attention_3.carried(source_sku, target_sku)),
     )

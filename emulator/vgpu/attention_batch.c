@@ -13,6 +13,7 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "vgpu.h"
@@ -39,6 +40,10 @@ static void add_triton_tiles(vgpu_attention_batch *b, int q, int ctx) {
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static vgpu_attention_batch current;
 static uint64_t generation;     /* current.generation, readable without the lock */
+/* current's sequences with work, for FlashAttention 3's CTAs (worked out only if one launches). */
+typedef struct sequence { int q, ctx; } sequence;
+static sequence *sequences;
+static int n_sequences, sequences_cap;
 
 /* query_start_loc[num_seqs + 1] (cumulative query tokens, as vLLM keeps them) and
  * seq_lens[num_seqs] (tokens in each sequence's context, its query included). Rows without query
@@ -62,6 +67,15 @@ VGPU_EXPORT void revati_attention_batch(int num_seqs, const int32_t *query_start
         prompt = q;
     }
     pthread_mutex_lock(&lock);
+    if (num_seqs > sequences_cap) {
+        sequences_cap = num_seqs;
+        sequences = realloc(sequences, sequences_cap * sizeof *sequences);
+    }
+    n_sequences = 0;
+    for (int i = 0; i < num_seqs; i++) {
+        int q = query_start_loc[i + 1] - query_start_loc[i], ctx = seq_lens[i];
+        if (q > 0 && ctx > 0) sequences[n_sequences++] = (sequence){q, ctx};
+    }
     b.generation = current.generation + 1;
     current = b;
     __atomic_store_n(&generation, b.generation, __ATOMIC_RELEASE);
@@ -80,20 +94,139 @@ int vgpu_attention_batch_current(vgpu_attention_batch *out) {
 /* Forward kernels only: FlashAttention's split-KV combine kernels (FlashAttnFwdCombine,
  * flash_fwd_splitkv_combine_kernel) and the Triton path's reduce_segments do work of their own
  * size and keep the per-kernel model. */
-static const char *const batch_kernels[] = {
-    "void cutlass::device_kernel<flash::enable_sm90_or_later<flash::FlashAttnFwdSm90<",    /* FA3 */
-    "void flash::flash_fwd_kernel<",                                                         /* FA2 */
-    "void flash::flash_fwd_splitkv_kernel<",
-    "kernel_unified_attention",                                         /* vLLM's Triton attention */
+static const struct { const char *prefix; int reader; } batch_kernels[] = {
+    {"void cutlass::device_kernel<flash::enable_sm90_or_later<flash::FlashAttnFwdSm90<",
+     VGPU_BATCH_READER_FLASH_ATTENTION_3},
+    {"void flash::flash_fwd_kernel<", VGPU_BATCH_READER_MEASURED},                          /* FA2 */
+    {"void flash::flash_fwd_splitkv_kernel<", VGPU_BATCH_READER_MEASURED},
+    {"kernel_unified_attention", VGPU_BATCH_READER_MEASURED},           /* vLLM's Triton attention */
 };
 
 int vgpu_function_reads_attention_batch(vgpu_function *fn) {
     int known = __atomic_load_n(&fn->attention_batch, __ATOMIC_ACQUIRE);
-    if (known) return known > 0;
+    if (known) return known > 0 ? known : 0;
     const char *name = vgpu_function_display_name(fn);
     known = -1;
     for (size_t i = 0; i < sizeof batch_kernels / sizeof *batch_kernels; i++)
-        if (strncmp(name, batch_kernels[i], strlen(batch_kernels[i])) == 0) known = 1;
+        if (strncmp(name, batch_kernels[i].prefix, strlen(batch_kernels[i].prefix)) == 0) known = batch_kernels[i].reader;
     __atomic_store_n(&fn->attention_batch, known, __ATOMIC_RELEASE);
-    return known > 0;
+    return known > 0 ? known : 0;
+}
+
+/* ---- FlashAttention 3's CTAs (emulator/predictor/models.py, fa3_ctas: the reference) ---------- */
+
+/* Query rows and keys of a CTA's tile, and the head size of the kernel, as vLLM launches FA3 on
+ * Hopper: bf16, causal, a paged KV cache of pages too small for TMA (models.fa3_tile). */
+typedef struct fa3_tile { int rows, keys, dim; } fa3_tile;
+
+static fa3_tile fa3_tile_for(int head_dim) {
+    if (head_dim <= 64) return (fa3_tile){192, 128, 64};
+    if (head_dim <= 96) return (fa3_tile){192, 128, 96};
+    if (head_dim <= 128) return (fa3_tile){128, 128, 128};
+    if (head_dim <= 192) return (fa3_tile){128, 96, 192};
+    return (fa3_tile){128, 80, 256};
+}
+
+static int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+/* FA3's split-KV count for a causal launch (models.fa3_num_splits, hopper/heuristics.h). */
+static int fa3_num_splits(int total_m_blocks, int sms, int kv_blocks) {
+    if (total_m_blocks >= 0.8 * sms || kv_blocks <= 4) return 1;
+    int most = kv_blocks < sms ? kv_blocks : sms;
+    if (most > 128) most = 128;
+    double best = 0;
+    for (int s = 1; s <= most; s++) {
+        double waves = (double)total_m_blocks * s / sms;
+        if (waves / ceil(waves) > best) best = waves / ceil(waves);
+    }
+    for (int s = 1; s <= most; s++) {
+        double waves = (double)total_m_blocks * s / sms;
+        if (waves / ceil(waves) >= 0.85 * best) return s;
+    }
+    return 1;
+}
+
+/* A min-heap of the SMs' busy times: the root is the SM that frees first. */
+static void load_root(double *heap, int n, double load) {
+    int i = 0;
+    for (;;) {
+        int child = 2 * i + 1;
+        if (child >= n) break;
+        if (child + 1 < n && heap[child + 1] < heap[child]) child++;
+        if (heap[child] >= load) break;
+        heap[i] = heap[child];
+        i = child;
+    }
+    heap[i] = load;
+}
+
+typedef struct fa3_order { int index, splits, key; } fa3_order;
+
+/* Longest first (keys per split less queries, in whole tiles), then as published. */
+static int longest_first(const void *a, const void *b) {
+    const fa3_order *x = a, *y = b;
+    return x->key != y->key ? (x->key < y->key ? 1 : -1) : x->index - y->index;
+}
+
+/* FA3 splits K/V per sequence for at most this many: the one CTA that prepares its schedule
+ * handles that many (hopper/flash_prepare_scheduler.cu); more get no splits. */
+#define FA3_DYNAMIC_SPLIT_SEQS 992
+
+double vgpu_attention_batch_fa3_makespan(uint64_t generation_wanted, int sms, double qo_s, double mma_s,
+                                         double masked_s) {
+    pthread_mutex_lock(&lock);
+    if (current.generation != generation_wanted || sms < 1 || n_sequences < 1) {
+        pthread_mutex_unlock(&lock);
+        return -1;
+    }
+    fa3_tile t = fa3_tile_for(current.head_dim);
+    int kv_heads = current.kv_heads > 0 ? current.kv_heads : 1, per_kv = current.heads / kv_heads;
+    if (per_kv < 1) per_kv = 1;
+    int max_q = 0, max_ctx = 0;
+    double total_blocks = 0;
+    for (int i = 0; i < n_sequences; i++) {
+        if (sequences[i].q > max_q) max_q = sequences[i].q;
+        if (sequences[i].ctx > max_ctx) max_ctx = sequences[i].ctx;
+        total_blocks += (double)ceil_div(sequences[i].q * per_kv, t.rows) * ceil_div(sequences[i].ctx, t.keys);
+    }
+    int most = fa3_num_splits(kv_heads * ceil_div(max_q * per_kv, t.rows), sms, ceil_div(max_ctx, t.keys));
+    double per_sm = ceil(total_blocks * 1.1 * kv_heads / sms);
+    fa3_order *order = malloc(n_sequences * sizeof *order);
+    for (int i = 0; i < n_sequences; i++) {
+        int m_blocks = ceil_div(sequences[i].q * per_kv, t.rows), kv_blocks = ceil_div(sequences[i].ctx, t.keys);
+        int splits = 1;
+        if (most > 1 && n_sequences <= FA3_DYNAMIC_SPLIT_SEQS) {
+            splits = (int)ceil(kv_blocks / per_sm);
+            splits = splits > most ? most : splits < 1 ? 1 : splits;
+        }
+        order[i] = (fa3_order){i, splits, ceil_div(kv_blocks, splits) * t.keys - m_blocks * t.rows};
+    }
+    qsort(order, n_sequences, sizeof *order, longest_first);
+    /* Each sequence's query blocks last (longest) first, then its KV heads, then its splits, each
+     * CTA to the SM that frees first. */
+    double *free_at = calloc(sms, sizeof *free_at);
+    double per_cta = qo_s * t.rows * t.dim, per_block = mma_s * t.rows * t.keys * t.dim;
+    double per_masked = masked_s * t.rows * t.keys;
+    for (int o = 0; o < n_sequences; o++) {
+        const sequence *s = &sequences[order[o].index];
+        int rows = s->q * per_kv, cached = s->ctx - s->q, kv_blocks = ceil_div(s->ctx, t.keys);
+        for (int first = (rows - 1) / t.rows * t.rows; first >= 0; first -= t.rows) {
+            int last = (first + t.rows < rows ? first + t.rows : rows) - 1;
+            int end = ceil_div(cached + last / per_kv + 1, t.keys), mask_from = (cached + first / per_kv) / t.keys;
+            if (end > kv_blocks) end = kv_blocks;
+            int per_split = ceil_div(end, order[o].splits);
+            for (int h = 0; h < kv_heads; h++)
+                for (int split = 0; split < order[o].splits; split++) {
+                    int lo = split * per_split, hi = lo + per_split < end ? lo + per_split : end;
+                    int blocks = hi > lo ? hi - lo : 0, masked = hi - (lo > mask_from ? lo : mask_from);
+                    load_root(free_at, sms, free_at[0] + per_cta + per_block * blocks + per_masked * (masked > 0 ? masked : 0));
+                }
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    double makespan = 0;
+    for (int i = 0; i < sms; i++) makespan = fmax(makespan, free_at[i]);
+    free(free_at);
+    free(order);
+    return makespan;
 }

@@ -8,7 +8,9 @@
  *     scaled by work; a type never measured, the roofline fallback of the file.
  *   Attention kernels: the batch composition is read from the kernel's own arguments (see
  *     flash_attention_batch) or, for kernels that keep it in device memory (FlashAttention 3,
- *     vLLM's), is the one the engine published (published_attention_seconds). A batch of like
+ *     vLLM's), is the one the engine published (published_attention_seconds). FlashAttention 3,
+ *     never measured here, has a model of its CTAs calibrated to published figures
+ *     (flash_attention_3 record); the others are measured. A batch of like
  *     sequences (all decoding, or all prefilling) is interpolated among measured batches of its
  *     backend and head shape: per measured sequence count a curve over the context (decode) or
  *     prompt length (prefill), then across the sequence counts, all in log-log. Other batches,
@@ -74,6 +76,14 @@ typedef struct efficient_model { int head_dim; double slots, c[5]; } efficient_m
 static const char *memory_classes[VGPU_MEMORY_CLASSES] = {"elementwise", "elementwise_strided", "cat", "cat_strided",
                                                            "gather"};
 typedef struct named_kernel { char *name; kernel_model model; } named_kernel;
+/* FlashAttention 3 (models.FlashAttention3): launch + the makespan of its CTAs over sms SMs, at
+ * qo per Q/O element, mma (per head size, ascending head_dim) plus causal per MMA element and
+ * masked per masked element; sms 0: no record. */
+#define FA3_HEAD_SIZES 8
+typedef struct fa3_model {
+    int sms, points, head_dim[FA3_HEAD_SIZES];
+    double launch, qo, causal, masked, mma[FA3_HEAD_SIZES];
+} fa3_model;
 
 enum { COPY_H2D, COPY_D2H, COPY_D2D, COPY_DIRECTIONS };
 enum { COLL_ALL_REDUCE, COLL_ALL_GATHER, COLL_REDUCE_SCATTER, COLL_BROADCAST, COLL_SEND_RECV, COLL_COUNT };
@@ -108,6 +118,7 @@ static struct {
     efficient_model *efficient;
     size_t n_efficient;
     double host_cost[VGPU_HOST_WORK_COUNT];     /* seconds of host work; 0: not measured */
+    fa3_model fa3;
 } model;
 
 static pthread_mutex_t gemm_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -190,6 +201,22 @@ static attention_table *attention_table_for(int backend, int phase, int heads, i
     return NULL;
 }
 
+/* flash_attention_3 <sms> <launch_s> <qo_s> <causal_s> <masked_s> <points> head_dim mma_s ...
+ * (head_dim ascending) */
+static int parse_flash_attention_3(char *rest) {
+    fa3_model m = {0};
+    int used;
+    if (sscanf(rest, "%d %lf %lf %lf %lf %d%n", &m.sms, &m.launch, &m.qo, &m.causal, &m.masked, &m.points, &used) != 6 ||
+        m.sms < 1 || m.points < 1 || m.points > FA3_HEAD_SIZES)
+        return -1;
+    for (int i = 0, n; i < m.points; i++, used += n)
+        if (sscanf(rest + used, " %d %lf%n", &m.head_dim[i], &m.mma[i], &n) != 2 ||
+            (i && m.head_dim[i] <= m.head_dim[i - 1]))
+            return -1;
+    model.fa3 = m;
+    return 0;
+}
+
 /* attention_curve <backend> <phase> <heads> <kv_heads> <head_dim> <num_seqs> <points> y s ...
  * Records of one table come in ascending num_seqs (modelfile.py writes them so). */
 static int parse_attention_curve(char *rest) {
@@ -263,6 +290,8 @@ void vgpu_profiled_init(const char *path) {
             }
         } else if (strcmp(kind, "attention_curve") == 0) {
             if (parse_attention_curve(rest) != 0) bad_model(path, number, "bad attention_curve record");
+        } else if (strcmp(kind, "flash_attention_3") == 0) {
+            if (parse_flash_attention_3(rest) != 0) bad_model(path, number, "bad flash_attention_3 record");
         } else if (strcmp(kind, "copy") == 0) {
             static const char *directions[COPY_DIRECTIONS] = {"H2D", "D2H", "D2D"};
             if (sscanf(rest, "%63s %d %lf %lf", name, &pinned, &a, &b) != 4 ||
@@ -502,39 +531,69 @@ static double predict_attention(int backend, const attention_batch *a) {
     return attention_linear(backend, a);
 }
 
-/* An attention kernel whose batch the engine published (attention_batch.c): FlashAttention 3, the
- * FlashAttention 2 of vllm_flash_attn and vLLM's Triton unified attention are all charged what
- * vLLM's Triton unified attention measured for that batch. FA3 itself was never measured (not
- * installed on the lent GPUs): this is a model of it, carried to other SKUs as the Triton tables
- * are (the model file's roofline transfer). A batch of like sequences is interpolated in the
+/* What vLLM's Triton unified attention measured for a published batch: what it and the
+ * FlashAttention 2 of vllm_flash_attn are charged (FlashAttention 3 too where the model file has
+ * no model of it), carried to other SKUs as the Triton tables are (the model file's roofline
+ * transfer). A batch of like sequences is interpolated in the
  * measured tables: all decoding at their mean context (a decode's time follows the K/V it reads,
  * the sum of the contexts), or all prefilling one prompt length. Other batches (decodes mixed with
  * prefills, chunks of prompts, prompts of several lengths) and 8-bit KV caches (the tables are
  * bf16) take the makespan of the Triton kernel's programs over their KV tiles (the linear model
- * over the batch's work where the model file has none). One prediction per published batch: a
- * step's launches of every layer share it. -1 when nothing is published or nothing measured. */
-static double published_attention_seconds(void) {
-    static __thread uint64_t cached_generation;
-    static __thread double cached_seconds;
-    if (cached_generation && vgpu_attention_batch_generation() == cached_generation) return cached_seconds;
-    vgpu_attention_batch b;
-    if (!model.have_attention[ATT_VLLM_TRITON] || !vgpu_attention_batch_current(&b)) return -1;
-    int phase = b.kv_element_bytes != 2 ? -1 : b.all_decode ? PHASE_DECODE : b.uniform_prefill ? PHASE_PREFILL : -1;
+ * over the batch's work where the model file has none). -1 when nothing is measured. */
+static double measured_published_seconds(const vgpu_attention_batch *b) {
+    if (!model.have_attention[ATT_VLLM_TRITON]) return -1;
+    int phase = b->kv_element_bytes != 2 ? -1 : b->all_decode ? PHASE_DECODE : b->uniform_prefill ? PHASE_PREFILL : -1;
     const attention_table *t =
-        phase < 0 ? NULL : attention_table_for(ATT_VLLM_TRITON, phase, b.heads, b.kv_heads, b.head_dim);
+        phase < 0 ? NULL : attention_table_for(ATT_VLLM_TRITON, phase, b->heads, b->kv_heads, b->head_dim);
+    if (t) return table_seconds(t, b->seqs, (phase == PHASE_DECODE ? b->context_tokens : b->query_tokens) / b->seqs);
+    double kv_bytes = b->context_tokens * b->kv_heads * b->head_dim * 2 * b->kv_element_bytes;
+    double flops = 4 * b->causal_pairs * b->heads * b->head_dim;
+    double q_bytes = b->query_tokens * b->heads * b->head_dim * 2 * 2;
+    const double *m = model.makespan[ATT_VLLM_TRITON];
+    return m[0] > 0 ? m[1] + m[2] * fmax(b->tile_work / m[0], b->longest_tiles) + m[3] * b->tile_work + m[4] * kv_bytes
+                    : linear_in_work(ATT_VLLM_TRITON, b->seqs, kv_bytes, flops, q_bytes);
+}
+
+static double memory_seconds(vgpu_memory_class cls, double bytes);
+
+/* FlashAttention 3 on a published batch (models.FittedModels.flash_attention_3_seconds). Never
+ * measured (it cannot run on the lent GPUs): its CTAs' costs are calibrated to the FA3 paper's H100
+ * figures and carried to other SKUs by the roofline. The launch and the makespan of its CTAs as
+ * vLLM launches it (attention_batch.c works them out), or the time its bytes take on the memory
+ * curve (K/V read once, Q read and O written), whichever is longer: decodes are the latter.
+ * Between calibrated head sizes the per-element MMA time is linear in the head size, beyond them
+ * the nearest's. -1 if b is no longer the latest batch. */
+static double fa3_published_seconds(const vgpu_attention_batch *b) {
+    const fa3_model *m = &model.fa3;
+    double d = b->head_dim, mma = m->mma[m->points - 1];
+    if (d <= m->head_dim[0]) mma = m->mma[0];
+    for (int j = 0; j + 1 < m->points; j++)
+        if (m->head_dim[j] <= d && d < m->head_dim[j + 1])
+            mma = m->mma[j] + (m->mma[j + 1] - m->mma[j]) * (d - m->head_dim[j]) / (m->head_dim[j + 1] - m->head_dim[j]);
+    double makespan = vgpu_attention_batch_fa3_makespan(b->generation, m->sms, m->qo, mma + m->causal, m->masked);
+    if (makespan < 0) return -1;
+    double bytes = b->context_tokens * b->kv_heads * b->head_dim * 2 * b->kv_element_bytes +
+                   b->query_tokens * b->heads * b->head_dim * 2 * 2;
+    return fmax(m->launch + makespan, memory_seconds(VGPU_MEMORY_ELEMENTWISE, bytes));
+}
+
+/* What a kernel reading the engine's published batch (attention_batch.c; reader: its
+ * VGPU_BATCH_READER_*) is charged for it. One prediction per published batch and model: a step's
+ * launches of every layer share it. -1 when nothing is published or nothing measured. */
+static double published_attention_seconds(int reader) {
+    static __thread uint64_t cached_generation[2];
+    static __thread double cached_seconds[2];
+    int fa3 = reader == VGPU_BATCH_READER_FLASH_ATTENTION_3 && model.fa3.sms > 0;
+    if (cached_generation[fa3] && vgpu_attention_batch_generation() == cached_generation[fa3]) return cached_seconds[fa3];
+    vgpu_attention_batch b;
     double seconds;
-    if (t) {
-        seconds = table_seconds(t, b.seqs, (phase == PHASE_DECODE ? b.context_tokens : b.query_tokens) / b.seqs);
-    } else {
-        double kv_bytes = b.context_tokens * b.kv_heads * b.head_dim * 2 * b.kv_element_bytes;
-        double flops = 4 * b.causal_pairs * b.heads * b.head_dim;
-        double q_bytes = b.query_tokens * b.heads * b.head_dim * 2 * 2;
-        const double *m = model.makespan[ATT_VLLM_TRITON];
-        seconds = m[0] > 0 ? m[1] + m[2] * fmax(b.tile_work / m[0], b.longest_tiles) + m[3] * b.tile_work + m[4] * kv_bytes
-                           : linear_in_work(ATT_VLLM_TRITON, b.seqs, kv_bytes, flops, q_bytes);
-    }
-    cached_generation = b.generation;
-    cached_seconds = seconds;
+    do {    /* FA3's CTAs are worked out on the latest batch: one published meanwhile is charged */
+        if (!vgpu_attention_batch_current(&b)) return -1;
+        seconds = fa3 ? fa3_published_seconds(&b) : measured_published_seconds(&b);
+    } while (fa3 && seconds < 0);
+    if (seconds < 0) return -1;
+    cached_generation[fa3] = b.generation;
+    cached_seconds[fa3] = seconds;
     return seconds;
 }
 
@@ -556,8 +615,15 @@ static void forget_model(void) {
 
 /* For emulator/predictor (accuracy, parity tests), in a process that launches nothing: load a
  * model file (replacing any loaded one), and the attention model for a batch of like sequences. */
-/* For accuracy.py: what the latest published batch's attention is charged (-1: none). */
-VGPU_EXPORT double revati_predict_published_attention(void) { return published_attention_seconds(); }
+/* For accuracy.py and the parity tests: what vLLM's Triton attention is charged for the latest
+ * published batch (-1: none), and what FlashAttention 3's forward kernel is. */
+VGPU_EXPORT double revati_predict_published_attention(void) {
+    return published_attention_seconds(VGPU_BATCH_READER_MEASURED);
+}
+
+VGPU_EXPORT double revati_predict_published_flash_attention_3(void) {
+    return published_attention_seconds(VGPU_BATCH_READER_FLASH_ATTENTION_3);
+}
 
 VGPU_EXPORT void revati_predictor_load(const char *model_path) {
     forget_model();
@@ -700,8 +766,9 @@ static double predict_kernel(const vgpu_launch *l) {
         return predict_attention(ATT_SDPA_FLASH, &batch);
     if (efficient_attention_batch(l, &efficient) == 0)
         return predict_efficient_attention(&efficient, (double)l->grid[0] * l->grid[1] * l->grid[2]);
-    if (l->function && vgpu_function_reads_attention_batch(l->function)) {
-        double seconds = published_attention_seconds();
+    int reader = l->function ? vgpu_function_reads_attention_batch(l->function) : 0;
+    if (reader) {
+        double seconds = published_attention_seconds(reader);
         if (seconds >= 0) return seconds;
     }
     /* Copies and gathers cap their grids, so only their bytes tell their time. An elementwise

@@ -353,7 +353,8 @@ struct vgpu_function {
     const void *predictor_data; /* the active predictor's model for this function, found once */
     const void *module;
     int max_dynamic_shared;     /* cuFuncSetAttribute bookkeeping */
-    int attention_batch;        /* 0 not yet known, 1 its work is the published attention batch, -1 not */
+    int attention_batch;        /* 0 not yet known, -1 its work is not the published attention batch, else
+                                 * which kernel reads it (VGPU_BATCH_READER_*) */
     const void *memory_shape;   /* kernel_bytes.c's reading of the name, made on first use */
     int efficient_attention;    /* 0 not yet known, 1 PyTorch's memory-efficient attention, -1 not */
 };
@@ -396,9 +397,18 @@ typedef struct vgpu_attention_batch {
 int vgpu_attention_batch_current(vgpu_attention_batch *out);
 /* The generation of the latest batch, without copying it (predictions made for it can be reused). */
 uint64_t vgpu_attention_batch_generation(void);
-/* Whether fn is an attention kernel whose work is the published batch, not its arguments
- * (decided by name on first use, then kept on the function). */
+/* The kernels whose work is the published batch: FlashAttention 3, modelled (predictor_profiled.c),
+ * and those charged what vLLM's Triton attention measured (itself, vllm_flash_attn's FA2). */
+enum { VGPU_BATCH_READER_FLASH_ATTENTION_3 = 1, VGPU_BATCH_READER_MEASURED = 2 };
+/* Whether fn is an attention kernel whose work is the published batch, not its arguments: 0 if
+ * not, else its VGPU_BATCH_READER_* (decided by name on first use, then kept on the function). */
 int vgpu_function_reads_attention_batch(vgpu_function *fn);
+/* FlashAttention 3 over batch `generation` as vLLM launches it, on `sms` SMs: the makespan of its
+ * CTAs, each costing qo_s per element of its Q and O tiles, mma_s per MMA element (query rows x
+ * keys x head size) of its KV blocks and masked_s per row and key of its causally masked blocks
+ * (emulator/predictor/models.py, fa3_ctas and FlashAttention3). -1 if that batch is no longer the
+ * latest. */
+double vgpu_attention_batch_fa3_makespan(uint64_t generation, int sms, double qo_s, double mma_s, double masked_s);
 
 /* ---- the driver's entry-point table (driver.c) ------------------------------------------ */
 /* The driver function implementing a cuGetProcAddress name ("cuMemAlloc" -> cuMemAlloc_v2),

@@ -1,9 +1,10 @@
 // Attention kernels whose batch lives in device memory, charged from the batch the engine publishes
-// (emulator/vgpu/attention_batch.c). The kernels here only carry FlashAttention 3's names: a forward
-// kernel (charged for the published batch) and a split-KV combine kernel and a plain kernel (charged
-// by the per-kernel model). The steps, in order (tests/test_attention_batch.py reads the trace):
+// (emulator/vgpu/attention_batch.c). The kernels here only carry the names: FlashAttention 3's
+// forward kernel (charged by its model for the published batch), vLLM's Triton attention (charged
+// what it measured for the batch), and FA3's split-KV combine kernel and a plain kernel (charged by
+// the per-kernel model). The steps, in order (tests/test_attention_batch.py reads the trace):
 //   1. forward before anything is published
-//   2. publish A (8 decodes, context 1024): forward, combine, plain
+//   2. publish A (8 decodes, context 1024): forward, combine, plain, Triton attention
 //   3. publish B (8 decodes, context 8192): forward
 //   4. publish A, capture [plain, forward, combine, plain], replay it; publish B, replay it again
 //   5. publish a mixed batch (4 decodes at 2048, one 512-token chunk of a 2048 prompt): forward
@@ -25,6 +26,7 @@ template <class Kernel> __global__ void device_kernel(typename Kernel::Params pa
 }  // namespace cutlass
 
 __global__ void other_kernel(int n) {}
+__global__ void kernel_unified_attention(int n) {}
 
 using Forward = flash::enable_sm90_or_later<flash::FlashAttnFwdSm90<int>>;
 using Combine = flash::FlashAttnFwdCombine<int>;
@@ -60,6 +62,7 @@ static void publish_decodes(int n, int context, int padding) {
 static void forward(cudaStream_t s) { cutlass::device_kernel<Forward><<<132, 256, 0, s>>>(Forward::Params{0}); }
 static void combine(cudaStream_t s) { cutlass::device_kernel<Combine><<<132, 256, 0, s>>>(Combine::Params{0}); }
 static void plain(cudaStream_t s) { other_kernel<<<64, 128, 0, s>>>(0); }
+static void triton(cudaStream_t s) { kernel_unified_attention<<<64, 128, 0, s>>>(0); }
 
 int main() {
     publish = (publish_fn)dlsym(RTLD_DEFAULT, "revati_attention_batch");
@@ -77,6 +80,7 @@ int main() {
     forward(s);
     combine(s);
     plain(s);
+    triton(s);
     CK(cudaStreamSynchronize(s));
 
     publish_decodes(8, 8192, 0);                            // 3
