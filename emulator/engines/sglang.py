@@ -40,8 +40,8 @@ NOTES = [
     "requests go to SGLang's native /generate with token ids (its OpenAI endpoints need a tokenizer, and "
     "no tokenizer is downloaded), as sglang.bench_serving sends them",
     "FlashAttention 3 kernels (SGLang's Hopper default, from sgl-kernel) are MODELLED, not measured: each is "
-    "charged what vLLM's Triton unified attention measured for the forward pass's batch (published by "
-    "revati-tune's SGLang plugin), as for vLLM; SGLang's other kernels (sgl-kernel, FlashInfer, its CuTe DSL "
+    "charged the FA3 model for the forward pass's batch (published by revati-tune's SGLang plugin), as for "
+    "vLLM; SGLang's other kernels (sgl-kernel, FlashInfer, its CuTe DSL "
     "norms) were not profiled and take the default kernel model fitted over measured kernels",
     "every rank samples token 0 (revati-tune's SGLang plugin overwrites the sampler's output): each "
     "tensor-parallel rank schedules from the ids its own sampler returned, and ids no kernel computed would "

@@ -31,9 +31,10 @@ NOTES = [
     "VLLM_USE_FLASHINFER_SAMPLER=0: FlashInfer's sampler needs a JIT build (nvcc, cuRAND headers); "
     "vLLM's PyTorch sampler is used",
     "FlashAttention 3 kernels (vLLM's Hopper default) are MODELLED, not measured (FA3 is not installed "
-    "on the lent GPUs): each is charged what vLLM's Triton unified attention measured for the step's batch "
-    "(published by revati-tune's vLLM plugin), carried to other SKUs by the roofline; CUDA graph replays "
-    "re-charge attention for the batch being replayed",
+    "on the lent GPUs): each is charged a model of its CTAs over the SMs for the step's batch (published by "
+    "revati-tune's vLLM plugin), calibrated to the FA3 paper's H100 prefill figures and carried to other SKUs "
+    "by one SM's rate; decodes by their K/V bytes on the measured memory curve; CUDA graph replays re-charge "
+    "attention for the batch being replayed",
 ]
 
 
