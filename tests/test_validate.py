@@ -136,6 +136,9 @@ def test_real_repeats_give_the_median_and_the_spread():
     throughput = rows[-2]
     assert (throughput["real"], throughput["real_min"], throughput["real_max"]) == (2.0, 1.8, 2.4)
     assert throughput["rel_error"] == 0 and validate.in_spread(throughput)
+    # 15% above the median but inside the repeats' spread: within tolerance; 50% above it: a miss.
+    spread_rows = validate.compare("s", reals, {**_metrics(1.0), "mean_ttft_ms": 1.15, "median_ttft_ms": 1.5})
+    assert {(r["metric"], r["stat"]) for r in validate.misses(spread_rows)} == {("TTFT (ms)", "p50")}
     # An even number of repeats: the median is the middle two's mean.
     assert validate.compare("s", reals[:2], _metrics(1.0))[0]["real"] == pytest.approx(1.05)
 
