@@ -37,7 +37,7 @@ def build_manager(args):
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
     if args.cudnn_attention == "off":
-        # As the validation tables before 2026-12-06 ran (docs/fidelity/h200.md): to compare with them.
+        # As the validation tables before 2026-12-06 ran (docs/fidelity/h200_cudnn_off.md): to compare with them.
         torch.backends.cuda.enable_cudnn_sdp(False)
     config = AutoConfig.from_pretrained(args.model_dir)
     started = time.monotonic()
