@@ -204,8 +204,11 @@ __attribute__((constructor)) static void interpose_time_start(void) {
 #define SENDING(call) (vgpu_clock_sending(VGPU_CHANNEL_ANY, 1), (call))
 #define SENDING_FD(call) (vgpu_clock_sending(vgpu_channel_of_fd(fd, VGPU_SEND), 1), (call))
 /* Signalling a condition variable or a semaphore sends within the process (every GIL hand-over
- * is one): it wakes no spin-waiting thread, which waits for another process's write. */
-#define SIGNALLING_COND(call) (vgpu_clock_sending(cond_channel(cond), 0), (call))
+ * is one): it wakes no spin-waiting thread, which waits for another process's write. A condition
+ * nobody waits on carries nothing (a later waiter does not see the signal), and CPython signals
+ * the GIL's at every release, twice per torch op: stamping those would charge every op a read of
+ * the thread's CPU clock that the real program never makes. */
+#define SIGNALLING_COND(call) (cond_has_waiters(cond) ? vgpu_clock_sending(cond_channel(cond), 0) : (void)0, (call))
 #define SIGNALLING_SEM(call) (vgpu_clock_sending(sem_channel(sem), 0), (call))
 
 static uint64_t fd_receiving(ssize_t result, int fd) {
@@ -773,6 +776,12 @@ VGPU_EXPORT int epoll_pwait2(int epfd, struct epoll_event *events, int maxevents
 static clockid_t cond_clock(const pthread_cond_t *cond) {
     unsigned wrefs = __atomic_load_n(&cond->__data.__wrefs, __ATOMIC_RELAXED);
     return (wrefs & 2) ? CLOCK_MONOTONIC : CLOCK_REALTIME;
+}
+
+/* glibc counts a condition's waiters in __wrefs from bit 3 (nptl/pthread_cond_wait.c adds 8 while
+ * a thread waits); a signaller normally holds the mutex its waiters registered under. */
+static int cond_has_waiters(const pthread_cond_t *cond) {
+    return __atomic_load_n(&cond->__data.__wrefs, __ATOMIC_RELAXED) >> 3 != 0;
 }
 
 static uint64_t cond_channel(const pthread_cond_t *cond) {
