@@ -141,3 +141,31 @@ def test_a_cudnn_graph_build_charges_the_host_time_measured_for_it(engine_python
     assert ms["decode_cached"] < 10
     charged = [(r["name"], r["seconds"]) for r in rows if r["kind"] == "host_work"]
     assert charged == [("cudnn_attention_graph_first", 0.05), ("cudnn_attention_graph", 0.02)] * 2
+
+
+MASKED_PROGRAM = """
+import torch
+import torch.nn.functional as F
+# transformers' continuous batching: one packed sequence, an additive bf16 mask sliced from a
+# larger buffer, K/V at the query heads; then the same call without a mask.
+buffer = torch.zeros(1, 1, 64, 4800 + 64, device="cuda", dtype=torch.bfloat16)
+q = torch.randn(1, 32, 16, 128, device="cuda", dtype=torch.bfloat16)
+k, v = (torch.randn(1, 32, 4800, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+F.scaled_dot_product_attention(q, k, v, attn_mask=buffer[..., :16, :4800])
+F.scaled_dot_product_attention(q, k, v)
+torch.cuda.synchronize()
+"""
+
+
+def test_a_masked_cudnn_attention_is_charged_by_cudnns_measured_kernel(engine_python, libdir):
+    from emulator.predictor import native
+    from emulator.predictor.modelfile import ensure_model_file
+    model = ensure_model_file("h100")
+    proc, rows = run_on_vgpu([engine_python, "-c", MASKED_PROGRAM],
+                             env={"REVATI_PREDICTOR": f"profiled:{model}", "REVATI_VGPU_LOG": "1"}, check=True)
+    assert "cudnn_sdpa_fwd b=1 h=32/32 s_q=16 s_kv=4800 d=128 causal=0 masked=1" in proc.stderr
+    assert "cudnn_sdpa_fwd b=1 h=32/32 s_q=16 s_kv=4800 d=128 causal=0 masked=0" in proc.stderr
+    masked, unmasked = [r["seconds"] for r in rows if r["name"] == "cudnn_sdpa_fwd"]
+    assert masked == pytest.approx(native.cudnn_attention_seconds(model, 1, 32, 16, 4800, 128, False, True), abs=1e-9)
+    assert unmasked == pytest.approx(native.attention_seconds(model, "sdpa_flash", 1, 16, 4800, 32, 32, 128), abs=1e-9)
+    assert masked > 4 * unmasked       # the masked kernel is the slow one (cudnn_graphs.csv)

@@ -44,7 +44,8 @@ def accuracy_of(measured: Tables, fitted: FittedModels, model_file: Path) -> pd.
             + _elementwise(measured.elementwise, fitted) + _copies(measured.copy, fitted)
             + _kernels(measured.kernels, fitted) + _flash_attention_3(fitted)
             + _collectives(measured.collectives, fitted, model_file)
-            + _memory(measured.memory, model_file) + _efficient_attention(measured.efficient_attention, fitted, model_file))
+            + _memory(measured.memory, model_file) + _efficient_attention(measured.efficient_attention, fitted, model_file)
+            + _cudnn_attention(measured.cudnn_graphs, model_file))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -260,6 +261,21 @@ def _efficient_attention(frame: pd.DataFrame | None, fitted: FittedModels, model
                         "leave-one-head-size-out: the nearest measured head size's model, scaled by "
                         "head_dim (between two measured sizes the predictor interpolates instead)"))
     return out
+
+
+def _cudnn_attention(graphs: pd.DataFrame | None, model_file: Path) -> list[list]:
+    """Held-out cached calls of cuDNN's SDPA forward with an additive mask, charged as cudnn.c's
+    launch (models.cudnn_attention_rows says which calls, and whence their kernel time)."""
+    if graphs is None:
+        return [["attention", "cudnn_sdpa masked", 0, np.nan, np.nan, "", "",
+                 "not measured on this SKU (no cudnn_graphs.csv): the model file carries another SKU's model "
+                 "(its header says whose), else sdpa_flash on the same batch"]]
+    held = _holdout(models.cudnn_attention_rows(graphs))
+    charged = [native.cudnn_attention_seconds(model_file, r.batch, r.heads, r.q_len, r.kv_len, r.head_dim,
+                                              bool(r.causal), True) for r in held.itertuples()]
+    return [_row("attention", "cudnn_sdpa masked", charged, held["seconds"].to_numpy(),
+                 "kernel = CUDA events - host time of cached calls; by CTA waves, keys, head_dim, mask bytes; "
+                 "head_dim 64/128, 32 heads, one sequence, not causal", targeted=True)]
 
 
 def _percent(value: float) -> str:

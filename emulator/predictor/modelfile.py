@@ -17,6 +17,7 @@ as %.9g:
     efficient_attention <head_dim> <slots> <c_const> <c_waves> <c_wave_key_dims> <c_causal_wave_key_dims> <c_bias_bytes>
     flash_attention_3 <sms> <launch_s> <qo_s> <causal_s> <masked_s> <npoints> <head_dim1> <mma_s1> ...  (head_dim ascending)
     host_cost <cudnn_attention_graph_first|cudnn_attention_graph> <seconds>
+    cudnn_attention <head_dim> <query_tile> <slots> <c_const> <c_waves> <c_wave_key_dims> <c_causal_wave_key_dims> <c_bias_bytes>
     kernel_default <a_s> <b_s_per_thread>
     kernel <a_s> <b_s_per_thread> <max_threads> <demangled name: the rest of the line, verbatim>
 
@@ -43,12 +44,18 @@ FITTING_SOURCES = (Path(models.__file__), Path(__file__), models.FA3_PUBLISHED)
 # Optional tables that a SKU lacking them takes from another measured SKU: (the tables, the
 # FittedModels fields fitted from them). Without the memory-bound ones a virtual GPU would charge
 # PyTorch's memory-efficient attention as flash attention, 54-68% low on an H100, and copies of
-# strided views at the contiguous rate; without cuDNN's graph builds, transformers' steps on cuDNN
-# SDPA would cost the host nothing for a new shape.
+# strided views at the contiguous rate; without cuDNN's graph builds and kernel times,
+# transformers' steps on cuDNN SDPA would cost the host nothing for a new shape and their masked
+# attention would be charged as the flash kernel, 5-20x too cheap at continuous batching's shapes.
 CARRIED_TABLES = (
     (("memory", "efficient_attention"), ("memory", "efficient_attention")),
-    (("cudnn_graphs",), ("host_costs",)),
+    (("cudnn_graphs",), ("host_costs", "cudnn_attention")),
 )
+# How each carried field reaches the target (models.transfer): record name, and how.
+_CARRIED_HOW = {"memory": ("memory_curve", "by the roofline"),
+                "efficient_attention": ("efficient_attention", "by the roofline"),
+                "host_costs": ("host_cost", "unchanged (host work)"),
+                "cudnn_attention": ("cudnn_attention", "by one SM's arithmetic rate (the same CTAs per SM)")}
 
 
 def model_path(sku: str) -> Path:
@@ -116,11 +123,9 @@ def _header(sku: str, tables_sha256: str, source: str | None, donors=()) -> str:
     origin = (f"from emulator/predictor/data/{sku}/" if source is None else
               f"from {source}'s measurements (emulator/predictor/data/{source}/) carried to {sku} by the "
               f"roofline of the two datasheets: NOT measured on {sku}")
-    records = {"memory": "memory_curve", "efficient_attention": "efficient_attention", "host_costs": "host_cost"}
     for fields, donor in donors:
-        how = "unchanged (host work)" if fields == ("host_costs",) else "by the roofline"
-        origin += (f"; {' and '.join(records[f] for f in fields)} records from {donor}'s measurements carried to "
-                   f"{sku} {how}: NOT measured on {sku}")
+        origin += "".join(f"; {_CARRIED_HOW[f][0]} records from {donor}'s measurements carried to {sku} "
+                          f"{_CARRIED_HOW[f][1]}" for f in fields) + f": NOT measured on {sku}"
     return (f"# revati-tune predictor model for {sku}: written by `revati-tune predictor fit "
             f"--sku {sku}` {origin}; do not edit\n"
             f"# tables_sha256 {tables_sha256}\n"
@@ -214,6 +219,15 @@ def render(fitted: FittedModels) -> str:
                      "in the process or a new shape)")
     for name, seconds in sorted(fitted.host_costs.items()):
         lines.append(f"host_cost {name} {_g(seconds)}")
+    if fitted.cudnn_attention:
+        lines.append("# cudnn_attention: cuDNN's SDPA forward with an additive mask (cudnn.c's masked attention "
+                     "launches; unmasked ones are charged as sdpa_flash): head_dim query_tile slots, then "
+                     "coefficients of [1, waves, waves * keys * head_dim, the same if causal, mask bytes], CTAs = "
+                     "ceil(queries / query_tile) x heads x batch, waves = ceil(CTAs / slots) "
+                     "(models.efficient_attention_work, whole_waves; measured on cudnn_graphs.csv)")
+    for head_dim, m in sorted(fitted.cudnn_attention.items()):
+        lines.append(f"cudnn_attention {head_dim} {m.query_block} {_g(m.slots)} "
+                     + " ".join(_g(c) for c in m.coefficients))
     lines.append("# kernel: seconds = a + b * grid.x*grid.y*grid.z*block.x*block.y*block.z, "
                  "by exact demangled name, measured up to max_threads")
     default = fitted.kernels.default

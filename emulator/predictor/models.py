@@ -673,20 +673,22 @@ def efficient_query_block(head_dim: int) -> int:
     return 64 if head_dim <= 128 else 32
 
 
-def efficient_attention_work(frame: pd.DataFrame, slots: float) -> np.ndarray:
+def efficient_attention_work(frame: pd.DataFrame, slots: float, query_block: int = 0,
+                             whole_waves: bool = False) -> np.ndarray:
     """[1, waves, waves * keys * head_dim, the same for causal rows, bias bytes] per row: the CTAs
     (query blocks x heads x batch) run about `slots` at a time (waves = CTAs / slots, at least
-    one: measured, time grows in proportion to CTAs past a full wave, not in whole waves), each
-    streaming its keys (a causal CTA on average half its queries fewer, and paying for its mask)
-    through head_dim; an additive mask is read once per query and key (bf16)."""
+    one: measured, time grows in proportion to CTAs past a full wave, not in whole waves; with
+    `whole_waves`, in whole waves instead), each streaming its keys (a causal CTA on average half
+    its queries fewer, and paying for its mask) through head_dim; an additive mask is read once per
+    query and key (bf16). Query blocks are `query_block` rows, or fmha_cutlassF's for the head size."""
     head_dim = frame["head_dim"].to_numpy(dtype=float)
     queries = frame["q_len"].to_numpy(dtype=float)
-    block = np.array([efficient_query_block(int(d)) for d in head_dim])
+    block = query_block or np.array([efficient_query_block(int(d)) for d in head_dim])
     ctas = np.ceil(queries / block) * frame["heads"].to_numpy(dtype=float) * frame["batch"].to_numpy(dtype=float)
     causal = frame["causal"].to_numpy() != 0
     keys = frame["kv_len"].to_numpy(dtype=float)
     keys = np.where(causal, np.maximum(keys - queries / 2, 1), keys)
-    waves = np.maximum(ctas / slots, 1)
+    waves = np.maximum(np.ceil(ctas / slots) if whole_waves else ctas / slots, 1)
     bias = 2.0 * queries * frame["kv_len"].to_numpy(dtype=float) * (frame["mask"].to_numpy() != 0)
     return np.column_stack([np.ones(len(frame)), waves, waves * keys * head_dim, causal * waves * keys * head_dim,
                             bias])
@@ -694,14 +696,26 @@ def efficient_attention_work(frame: pd.DataFrame, slots: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class EfficientAttentionModel:
-    """seconds = c . efficient_attention_work(rows, slots), for one head_dim (the C predictor's
-    efficient_attention record)."""
+    """seconds = c . efficient_attention_work(rows, slots, query_block, whole_waves), for one
+    head_dim (the C predictor's efficient_attention and cudnn_attention records)."""
     head_dim: int
     slots: float
     coefficients: np.ndarray
+    query_block: int = 0            # 0: fmha_cutlassF's for the head size
+    whole_waves: bool = False
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        return efficient_attention_work(frame, self.slots) @ self.coefficients
+        return efficient_attention_work(frame, self.slots, self.query_block, self.whole_waves) @ self.coefficients
+
+    def carried(self, source: Sku, target: Sku) -> EfficientAttentionModel:
+        """The same CTAs per SM; a wave's time scales with one SM's arithmetic rate, the mask's
+        read with bandwidth."""
+        per_sm_flops = ((_peak_flops(source, "bf16") / source.sm_count)
+                        / (_peak_flops(target, "bf16") / target.sm_count))
+        bandwidth = _hbm_bytes_per_s(source) / _hbm_bytes_per_s(target)
+        return dataclasses.replace(self, slots=self.slots * target.sm_count / source.sm_count,
+                                   coefficients=self.coefficients * np.array([1.0, 1.0, per_sm_flops, per_sm_flops,
+                                                                              bandwidth]))
 
 
 def fit_efficient_attention(frame: pd.DataFrame, sm_count: int) -> dict[int, EfficientAttentionModel]:
@@ -713,6 +727,62 @@ def fit_efficient_attention(frame: pd.DataFrame, sm_count: int) -> dict[int, Eff
                                   [sm_count * eighths / 8 for eighths in range(4, 65)])
         models[int(head_dim)] = EfficientAttentionModel(int(head_dim), slots, c)
     return models
+
+
+# ---- cuDNN's SDPA forward kernel (cudnn_graphs.csv) --------------------------------------------
+
+# The probe's events bracket the call with the GPU idle before it, so gpu_seconds - seconds is the
+# kernel's time past the end of the host call, plus a constant of its own (the gaps between the
+# events and the call): the kernel's time while it outlasts the call's tail, else only that
+# constant, 16-20 us with +-15 us of host noise (decodes and short causal prefills sit there
+# whatever their size). Estimates under this many seconds say nothing of the kernel.
+CUDNN_KERNEL_MEASURABLE_S = 50e-6
+# Query rows per CTA the fit chooses among (cuDNN's Hopper SDPA tiles).
+CUDNN_QUERY_TILES = (64, 128)
+# Every this-many-th cached call of a variant (by shape) is held out, as are torch's default
+# choice's (a larger shape than any fitted).
+CUDNN_HOLDOUT_EVERY = 4
+
+
+def cudnn_attention_rows(graphs: pd.DataFrame) -> pd.DataFrame:
+    """The cached calls (`hit`, `default_hit`: no graph build in their host time) with an additive
+    mask whose kernel time is measurable, in efficient_attention.csv's columns, `seconds` the
+    kernel's. Unmasked calls are left out: their kernel is another one, far faster (a causal
+    3136-token prefill took 160 us, where the masked kernel's rate says 690 us), and only one of
+    them is measurable."""
+    cached = graphs[graphs["call"].isin(["hit", "default_hit"])].copy()
+    position = cached[cached["call"] == "hit"].groupby("variant").cumcount()
+    held = (cached["call"] == "default_hit") | (position.reindex(cached.index) % CUDNN_HOLDOUT_EVERY
+                                                 == CUDNN_HOLDOUT_EVERY - 1)
+    kernel = cached["gpu_seconds"] - cached["seconds"]
+    rows = pd.DataFrame({"kind": cached["variant"], "batch": 1, "heads": cached["heads"],
+                         "head_dim": cached["head_dim"], "q_len": cached["queries"], "kv_len": cached["keys"],
+                         "mask": cached["masked"], "causal": cached["causal"], "seconds": kernel,
+                         "split": np.where(held, "holdout", "fit")})
+    return rows[(rows["mask"] != 0) & (rows["seconds"] >= CUDNN_KERNEL_MEASURABLE_S)]
+
+
+def fit_cudnn_attention(frame: pd.DataFrame, sm_count: int) -> dict[int, EfficientAttentionModel]:
+    """Per head_dim, the efficient-attention law in whole waves (the measured prefills step by
+    ~100 us exactly where another wave of 128-row CTAs starts), with one query tile, CTAs at once
+    (0.5 to 8 per SM, in eighths) and mask cost per byte shared by the head sizes (the mask is the
+    same bytes whatever the head size; only d128 has prefills, whose masks are large enough to
+    tell): the tile and CTAs whose coefficients fit the fit rows best."""
+    rows = _fit_rows(frame)
+    head_dims = sorted(int(d) for d in rows["head_dim"].unique())
+    which = rows["head_dim"].to_numpy()
+
+    def features(candidate: tuple[int, float]) -> np.ndarray:
+        work = efficient_attention_work(rows, candidate[1], candidate[0], whole_waves=True)
+        per_head_dim = [work[:, :-1] * (which == d)[:, None] for d in head_dims]
+        return np.hstack(per_head_dim + [work[:, -1:]])
+
+    (tile, slots), c = fit_with_slots(features, rows["seconds"].to_numpy(dtype=float),
+                                      [(tile, sm_count * eighths / 8) for tile in CUDNN_QUERY_TILES
+                                       for eighths in range(4, 65)])
+    width = (len(c) - 1) // len(head_dims)
+    return {d: EfficientAttentionModel(d, slots, np.append(c[i * width:(i + 1) * width], c[-1]), tile, True)
+            for i, d in enumerate(head_dims)}
 
 
 # ---- FlashAttention 3: MODELLED, calibrated to published figures (data/published/) --------------
@@ -1086,6 +1156,9 @@ class FittedModels:
     # Host work of replaced libraries (vgpu.h vgpu_host_work names) -> seconds; empty where
     # cudnn_graphs.csv is absent.
     host_costs: dict[str, float] = field(default_factory=dict)
+    # head_dim -> cuDNN's SDPA forward kernel with an additive mask; empty where cudnn_graphs.csv is
+    # absent.
+    cudnn_attention: dict[int, EfficientAttentionModel] = field(default_factory=dict)
     # FlashAttention 3, calibrated to published figures (never measured here); None: charged as
     # vLLM's Triton attention.
     flash_attention_3: FlashAttention3 | None = None
@@ -1155,6 +1228,8 @@ def fit(tables: Tables, sku: Sku) -> FittedModels:
         efficient_attention=({} if tables.efficient_attention is None
                              else fit_efficient_attention(tables.efficient_attention, sku.sm_count)),
         host_costs={} if tables.cudnn_graphs is None else fit_host_costs(tables.cudnn_graphs),
+        cudnn_attention=({} if tables.cudnn_graphs is None
+                         else fit_cudnn_attention(cudnn_attention_rows(tables.cudnn_graphs), sku.sm_count)),
         flash_attention_3=calibrated_flash_attention_3(sku, kernels.default.a),
     )
 
@@ -1223,12 +1298,8 @@ def transfer(source: FittedModels, source_sku: Sku, target_sku: Sku) -> FittedMo
                              source.kernels.max_threads),
         collectives=CollectiveModel.modelled(target_sku),
         memory={cls: dataclasses.replace(c, seconds=c.seconds * bandwidth) for cls, c in source.memory.items()},
-        # The same CTAs per SM; a wave's time scales with one SM's arithmetic rate, the mask's
-        # read with bandwidth.
-        efficient_attention={d: EfficientAttentionModel(
-            d, m.slots * target_sku.sm_count / source_sku.sm_count,
-            m.coefficients * np.array([1.0, 1.0, per_sm_flops, per_sm_flops, bandwidth]))
-            for d, m in source.efficient_attention.items()},
+        efficient_attention={d: m.carried(source_sku, target_sku) for d, m in source.efficient_attention.items()},
+        cudnn_attention={d: m.carried(source_sku, target_sku) for d, m in source.cudnn_attention.items()},
         # The host's and the library's work, not the GPU's: the same on the target.
         host_costs=dict(source.host_costs),
         flash_attention_3=(None if source.flash_attention_3 is None

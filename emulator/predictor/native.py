@@ -24,7 +24,9 @@ def _library():
              " int heads, int kv_heads, int head_dim, int kv_element_bytes);"
              "double revati_predict_published_attention(void);"
              "double revati_predict_efficient_attention(double batch, double heads, double queries,"
-             " double keys, double head_dim, double mask, double causal, double query_blocks);")
+             " double keys, double head_dim, double mask, double causal, double query_blocks);"
+             "double revati_predict_cudnn_attention(double batch, double heads, double kv_heads, double queries,"
+             " double keys, double head_dim, double causal, double masked);")
     return ffi.dlopen(str(build_library() / LIBRARY))
 
 
@@ -73,6 +75,13 @@ def efficient_attention_seconds(model: Path, batch: int, heads: int, queries: in
     """What the emulator charges one launch of PyTorch's memory-efficient attention kernel."""
     return _load(Path(model)).revati_predict_efficient_attention(batch, heads, queries, keys, head_dim, mask,
                                                                   causal, query_blocks)
+
+
+def cudnn_attention_seconds(model: Path, batch: int, heads: int, queries: int, keys: int, head_dim: int,
+                            causal: bool, masked: bool) -> float:
+    """What the emulator charges one cuDNN SDPA forward launch (cudnn.c's, K/V at the query heads)."""
+    return _load(Path(model)).revati_predict_cudnn_attention(batch, heads, heads, queries, keys, head_dim, causal,
+                                                              masked)
 
 
 def published_attention_seconds(model: Path, groups: list[tuple[int, int, int]], heads: int, kv_heads: int,

@@ -54,7 +54,8 @@ OPTIONAL_TABLES = {
     "efficient_attention": ("efficient_attention.csv", ["kind", "batch", "heads", "head_dim", "q_len",
                                                         "kv_len", "mask", "causal", "seconds", "split"],
                             "meta_memory_bound.json"),
-    "cudnn_graphs": ("cudnn_graphs.csv", ["variant", "queries", "keys", "call", "seconds", "split"],
+    "cudnn_graphs": ("cudnn_graphs.csv", ["variant", "heads", "head_dim", "queries", "keys", "masked", "causal",
+                                          "call", "seconds", "gpu_seconds", "split"],
                      "cudnn_graphs_meta.json"),
 }
 COLLECTIVE_OPS_MEASURED = ("all_reduce", "all_gather", "reduce_scatter", "send_recv")
@@ -89,7 +90,8 @@ class Tables:
     memory: pd.DataFrame | None = None
     # PyTorch's memory-efficient SDPA kernel over batches (efficient_attention.csv), or None.
     efficient_attention: pd.DataFrame | None = None
-    # Host seconds of cuDNN SDPA calls that build a graph and that find one (cudnn_graphs.csv), or None.
+    # Host seconds of cuDNN SDPA calls that build a graph and that find one, and their kernels' GPU
+    # seconds (cudnn_graphs.csv), or None.
     cudnn_graphs: pd.DataFrame | None = None
 
 

@@ -18,7 +18,8 @@
  *       SDPA forward (the unified node, CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR, or the
  *         composite graph of two matmuls around a softmax): one VGPU_OP_ATTENTION launch of its
  *         shape (batch, heads, query rows, keys, head dim, causal when a mask is generated and
- *         there is more than one query row);
+ *         there is more than one query row, masked when a mask is read from memory: predicted by
+ *         cuDNN's own kernel time when masked, as the flash kernel's otherwise);
  *       SDPA backward: its five matrix products, as GEMMs (the unified node's; torch 2.14's
  *         backward is a composite graph of five matmuls, each charged as one);
  *       matmul: a GEMM; convolution forward / backward data / backward filter: the implicit
@@ -108,7 +109,7 @@ enum {
     A_OP_CONV_FORWARD_W = 703, A_OP_CONV_FORWARD_X = 704, A_OP_CONV_FORWARD_Y = 705,
     A_OP_CONV_BWD_DATA_W = 709, A_OP_CONV_BWD_DATA_DX = 710, A_OP_CONV_BWD_DATA_DY = 711,
     A_OP_CONV_BWD_FILTER_DW = 715, A_OP_CONV_BWD_FILTER_X = 716, A_OP_CONV_BWD_FILTER_DY = 717,
-    A_OP_POINTWISE_PW_DESCRIPTOR = 750,
+    A_OP_POINTWISE_PW_DESCRIPTOR = 750, A_OP_POINTWISE_XDESC = 751, A_OP_POINTWISE_BDESC = 752,
     A_OPERATIONGRAPH_HANDLE = 800, A_OPERATIONGRAPH_OPS = 801, A_OPERATIONGRAPH_ENGINE_GLOBAL_COUNT = 802,
     A_TENSOR_DATA_TYPE = 901, A_TENSOR_DIMENSIONS = 902, A_TENSOR_IS_VIRTUAL = 907,
     A_ENGINE_OPERATION_GRAPH = 1300, A_ENGINE_GLOBAL_INDEX = 1301, A_ENGINE_KNOB_INFO = 1302,
@@ -431,7 +432,29 @@ static int generates_mask(const desc *graph) {
     return 0;
 }
 
-static vgpu_launch attention_launch(const char *name, const tensor *q, const tensor *k, int64_t seqlen_k, int masked) {
+/* Whether a graph adds a mask read from memory to the scores (torch's attn_mask: transformers'
+ * continuous batching passes one): a pointwise operand that is a real tensor over query rows x
+ * keys. Its kernel is another, far slower one than an unmasked call's (predictor: cudnn_attention). */
+static int reads_mask(const desc *graph, int64_t seqlen_q, int64_t seqlen_k) {
+    int64_t n;
+    const desc *const *ops = ops_of(graph, &n);
+    for (int64_t i = 0; i < n; i++) {
+        const desc *op = as_desc(ops[i]);
+        if (!op || op->type != D_OP_POINTWISE) continue;
+        for (int operand = A_OP_POINTWISE_XDESC; operand <= A_OP_POINTWISE_BDESC; operand++) {
+            tensor t;
+            if (tensor_of(op, operand, &t) == 0 && !t.is_virtual && t.ndims >= 2 && seqlen_k > 1 &&
+                t.dims[t.ndims - 2] == seqlen_q && t.dims[t.ndims - 1] == seqlen_k)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* generated: the graph generates a mask (causal when more than one query row); scores: the graph
+ * whose operations act on the scores, searched for a mask read from memory. */
+static vgpu_launch attention_launch(const char *name, const tensor *q, const tensor *k, int64_t seqlen_k, int generated,
+                                    const desc *scores) {
     vgpu_launch l = {.kind = VGPU_OP_ATTENTION, .name = name};
     l.u.attention.batch = (double)q->dims[0];
     l.u.attention.heads = (double)q->dims[1];
@@ -439,7 +462,8 @@ static vgpu_launch attention_launch(const char *name, const tensor *q, const ten
     l.u.attention.head_dim = (double)q->dims[3];
     l.u.attention.kv_heads = (double)k->dims[1];
     l.u.attention.seqlen_k = (double)seqlen_k;
-    l.u.attention.causal = masked && q->dims[2] > 1;
+    l.u.attention.causal = generated && q->dims[2] > 1;
+    l.u.attention.masked = scores && reads_mask(scores, q->dims[2], seqlen_k);
     return l;
 }
 
@@ -479,7 +503,7 @@ static int sdpa_forward(work *w, const desc *op) {
     if (tensor_of(op, A_OP_SDPA_FWD_PAGE_TABLE_KDESC, &page_table) == 0 && page_table.ndims >= 3)
         seqlen_k = page_table.dims[2] * k.dims[2];
     const desc *subgraph = child(op, A_OP_SDPA_FWD_SUBGRAPH);
-    add(w, attention_launch("cudnn_sdpa_fwd", &q, &k, seqlen_k, subgraph && generates_mask(subgraph)));
+    add(w, attention_launch("cudnn_sdpa_fwd", &q, &k, seqlen_k, subgraph && generates_mask(subgraph), subgraph));
     return 0;
 }
 
@@ -610,7 +634,7 @@ static void decode(const desc *graph, work *w) {
     if (matmuls == 2 && mains == 2 && first_c.is_virtual && second_a.is_virtual && first_a.ndims == 4 &&
         first_b.ndims == 4 && second_b.ndims == 4 && !first_a.is_virtual && !second_b.is_virtual) {
         w->n = 0;
-        add(w, attention_launch("cudnn_sdpa_fwd", &first_a, &second_b, first_b.dims[3], generates_mask(graph)));
+        add(w, attention_launch("cudnn_sdpa_fwd", &first_a, &second_b, first_b.dims[3], generates_mask(graph), graph));
         return;
     }
     if (mains == 0) {
@@ -826,10 +850,10 @@ API cudnnStatus_t cudnnBackendFinalize(void *d) {
             for (int i = 0; i < w->n; i++) {
                 const vgpu_launch *l = &w->launches[i];
                 if (l->kind == VGPU_OP_ATTENTION)
-                    vgpu_debug("cuDNN graph: %s b=%g h=%g/%g s_q=%g s_kv=%g d=%g causal=%d", l->name,
+                    vgpu_debug("cuDNN graph: %s b=%g h=%g/%g s_q=%g s_kv=%g d=%g causal=%d masked=%d", l->name,
                                l->u.attention.batch, l->u.attention.heads, l->u.attention.kv_heads,
                                l->u.attention.seqlen_q, l->u.attention.seqlen_k, l->u.attention.head_dim,
-                               l->u.attention.causal);
+                               l->u.attention.causal, l->u.attention.masked);
                 else if (l->kind == VGPU_OP_GEMM)
                     vgpu_debug("cuDNN graph: %s m=%lld n=%lld k=%lld batch=%lld", l->name, (long long)l->u.gemm.m,
                                (long long)l->u.gemm.n, (long long)l->u.gemm.k, (long long)l->u.gemm.batch);

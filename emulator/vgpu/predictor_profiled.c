@@ -16,6 +16,8 @@
  *     prompt length (prefill), then across the sequence counts, all in log-log. Other batches,
  *     and head shapes never measured, use a linear model over the batch's work (bytes of K/V
  *     read, FLOPs, query bytes).
+ *     cuDNN's SDPA with a mask read from memory (cudnn.c) is charged by its CTA waves, keys and
+ *     head size (cudnn_attention records, measured on cudnn_graphs.csv); unmasked, as flash.
  *   Other kernels: a + b * threads, fitted per demangled name on measured kernels (the name is
  *     what profilers print, so the tables and the launches meet on it); names never measured
  *     take the default fitted over all of them.
@@ -69,10 +71,13 @@ typedef struct attention_table {
 } attention_table;
 /* seconds = a + b * threads, measured up to max_threads (the default model: unbounded). */
 typedef struct kernel_model { double a, b, max_threads; } kernel_model;
-/* PyTorch's memory-efficient attention for one head size: c0 + c1 * waves + (c2 + c3 * causal) *
- * waves * keys * head_dim + c4 * bias bytes, waves = max(CTAs / slots, 1)
- * (emulator/predictor/models.py, efficient_attention_work). */
-typedef struct efficient_model { int head_dim; double slots, c[5]; } efficient_model;
+/* An attention kernel of CTA waves for one head size: c0 + c1 * waves + (c2 + c3 * causal) * waves
+ * * keys * head_dim + c4 * bias bytes (emulator/predictor/models.py, efficient_attention_work).
+ * PyTorch's memory-efficient attention (query_tile 0): CTAs from its grid, waves = max(CTAs /
+ * slots, 1); cuDNN's masked SDPA: CTAs = ceil(queries / query_tile) x heads x batch, waves =
+ * ceil(CTAs / slots) (whole_waves). */
+typedef struct efficient_model { int head_dim, query_tile, whole_waves; double slots, c[5]; } efficient_model;
+typedef struct efficient_models { efficient_model *m; size_t n; } efficient_models;
 static const char *memory_classes[VGPU_MEMORY_CLASSES] = {"elementwise", "elementwise_strided", "cat", "cat_strided",
                                                            "gather"};
 typedef struct named_kernel { char *name; kernel_model model; } named_kernel;
@@ -115,8 +120,7 @@ static struct {
     named_kernel *kernels;
     size_t n_kernels;
     gemm_curve memory[VGPU_MEMORY_CLASSES];     /* seconds over bytes moved; points 0: not measured */
-    efficient_model *efficient;
-    size_t n_efficient;
+    efficient_models efficient, cudnn;      /* memory-efficient attention; cuDNN's masked SDPA */
     double host_cost[VGPU_HOST_WORK_COUNT];     /* seconds of host work; 0: not measured */
     fa3_model fa3;
 } model;
@@ -126,6 +130,11 @@ static pthread_mutex_t gemm_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Noreturn void bad_model(const char *path, int line, const char *why) {
     fprintf(stderr, "vgpu: predictor model %s, line %d: %s (rebuild it: revati-tune predictor fit)\n", path, line, why);
     exit(86);
+}
+
+static void add_efficient_model(efficient_models *models, efficient_model e) {
+    models->m = realloc(models->m, (models->n + 1) * sizeof *models->m);
+    models->m[models->n++] = e;
 }
 
 static int dtype_index(const char *name) {
@@ -311,12 +320,17 @@ void vgpu_profiled_init(const char *path) {
         } else if (strcmp(kind, "memory_curve") == 0) {
             if (parse_memory_curve(rest) != 0) bad_model(path, number, "bad memory_curve record");
         } else if (strcmp(kind, "efficient_attention") == 0) {
-            efficient_model e;
+            efficient_model e = {0};
             if (sscanf(rest, "%d %lf %lf %lf %lf %lf %lf", &e.head_dim, &e.slots, &e.c[0], &e.c[1], &e.c[2], &e.c[3],
                        &e.c[4]) != 7 || e.slots <= 0)
                 bad_model(path, number, "bad efficient_attention record");
-            model.efficient = realloc(model.efficient, (model.n_efficient + 1) * sizeof *model.efficient);
-            model.efficient[model.n_efficient++] = e;
+            add_efficient_model(&model.efficient, e);
+        } else if (strcmp(kind, "cudnn_attention") == 0) {
+            efficient_model e = {.whole_waves = 1};
+            if (sscanf(rest, "%d %d %lf %lf %lf %lf %lf %lf", &e.head_dim, &e.query_tile, &e.slots, &e.c[0], &e.c[1],
+                       &e.c[2], &e.c[3], &e.c[4]) != 8 || e.slots <= 0 || e.query_tile <= 0)
+                bad_model(path, number, "bad cudnn_attention record");
+            add_efficient_model(&model.cudnn, e);
         } else if (strcmp(kind, "host_cost") == 0) {
             int found = -1;
             if (sscanf(rest, "%63s %lf", name, &a) != 2 || a < 0) bad_model(path, number, "bad host_cost record");
@@ -609,7 +623,7 @@ static void forget_model(void) {
         free(model.collective_curves[i].curve.log_n), free(model.collective_curves[i].curve.log_s);
     for (int i = 0; i < VGPU_MEMORY_CLASSES; i++) free(model.memory[i].log_n), free(model.memory[i].log_s);
     free(model.curves), free(model.slots), free(model.tables), free(model.kernels), free(model.collective_curves);
-    free(model.efficient);
+    free(model.efficient.m), free(model.cudnn.m);
     memset(&model, 0, sizeof model);
 }
 
@@ -715,19 +729,21 @@ static int efficient_attention_batch(const vgpu_launch *l, efficient_batch *out)
 
 /* One head size's model at head size d (its own, or another's scaled: the work terms grow with d). */
 static double efficient_seconds(const efficient_model *m, const efficient_batch *a, double ctas, double d) {
+    if (m->query_tile) ctas = ceil(a->queries / m->query_tile) * a->heads * a->batch;
     /* A causal CTA stops at its diagonal: on average half its queries' block fewer keys. */
     double keys = a->causal ? fmax(a->keys - a->queries / 2, 1) : a->keys;
-    double waves = fmax(ctas / m->slots, 1);
+    double waves = fmax(m->whole_waves ? ceil(ctas / m->slots) : ctas / m->slots, 1);
     return m->c[0] + m->c[1] * waves + (m->c[2] + m->c[3] * a->causal) * waves * keys * d + m->c[4] * a->bias_bytes;
 }
 
-static double predict_efficient_attention(const efficient_batch *a, double ctas) {
+/* ctas: the launch's (unused by models that count their own, query_tile > 0). */
+static double predict_efficient_attention(const efficient_models *models, const efficient_batch *a, double ctas) {
     /* The measured head sizes on either side of this one. Between two, the line between their
      * times (each model at its own size: the kernel's tiles change with it, so one size's model
      * says little of another's); past the measured ones, the nearest's model at this size. */
     const efficient_model *below = NULL, *above = NULL;
-    for (size_t i = 0; i < model.n_efficient; i++) {
-        const efficient_model *m = &model.efficient[i];
+    for (size_t i = 0; i < models->n; i++) {
+        const efficient_model *m = &models->m[i];
         if (m->head_dim <= a->head_dim && (!below || m->head_dim > below->head_dim)) below = m;
         if (m->head_dim >= a->head_dim && (!above || m->head_dim < above->head_dim)) above = m;
     }
@@ -754,7 +770,7 @@ VGPU_EXPORT double revati_predict_efficient_attention(double batch, double heads
                                                       double head_dim, double mask, double causal,
                                                       double query_blocks) {
     efficient_batch a = {batch, heads, queries, keys, head_dim, mask != 0 ? 2.0 * queries * keys : 0, causal != 0};
-    return predict_efficient_attention(&a, query_blocks * heads * batch);
+    return predict_efficient_attention(&model.efficient, &a, query_blocks * heads * batch);
 }
 
 static double predict_kernel(const vgpu_launch *l) {
@@ -765,7 +781,7 @@ static double predict_kernel(const vgpu_launch *l) {
     if (model.have_attention[ATT_SDPA_FLASH] && flash_attention_batch(l, &batch) == 0)
         return predict_attention(ATT_SDPA_FLASH, &batch);
     if (efficient_attention_batch(l, &efficient) == 0)
-        return predict_efficient_attention(&efficient, (double)l->grid[0] * l->grid[1] * l->grid[2]);
+        return predict_efficient_attention(&model.efficient, &efficient, (double)l->grid[0] * l->grid[1] * l->grid[2]);
     int reader = l->function ? vgpu_function_reads_attention_batch(l->function) : 0;
     if (reader) {
         double seconds = published_attention_seconds(reader);
@@ -841,6 +857,33 @@ VGPU_EXPORT double revati_predict_collective(const char *op, double whole, doubl
     return predict_collective(&l);
 }
 
+/* A fused attention kernel of known shape (cuDNN's SDPA, cudnn.c). One that reads a mask from
+ * memory by cuDNN's own kernel time where the model has it (cudnn_attention records: one CTA per
+ * query tile and head, each over every key, in whole waves); otherwise a flash-style kernel,
+ * charged what SDPA's FlashAttention 2 measured for the same batch (unmasked cuDNN kernels were
+ * too short to measure: cudnn_graphs.csv). */
+static double predict_fused_attention(const vgpu_launch *l) {
+    double q = l->u.attention.seqlen_q, k = l->u.attention.seqlen_k;
+    if (l->u.attention.masked && model.cudnn.n) {
+        efficient_batch a = {l->u.attention.batch, l->u.attention.heads, q, k, l->u.attention.head_dim, 2.0 * q * k,
+                             l->u.attention.causal};
+        return predict_efficient_attention(&model.cudnn, &a, 0);
+    }
+    attention_batch batch = {l->u.attention.batch, q, k, l->u.attention.heads, l->u.attention.kv_heads,
+                             l->u.attention.head_dim, l->u.attention.causal};
+    return predict_attention(ATT_SDPA_FLASH, &batch);
+}
+
+/* For accuracy.py and the parity tests: one cuDNN SDPA forward launch as cudnn.c makes it. */
+VGPU_EXPORT double revati_predict_cudnn_attention(double batch, double heads, double kv_heads, double queries,
+                                                  double keys, double head_dim, double causal, double masked) {
+    vgpu_launch l = {.kind = VGPU_OP_ATTENTION};
+    l.u.attention.batch = batch, l.u.attention.heads = heads, l.u.attention.kv_heads = kv_heads;
+    l.u.attention.seqlen_q = queries, l.u.attention.seqlen_k = keys, l.u.attention.head_dim = head_dim;
+    l.u.attention.causal = causal != 0, l.u.attention.masked = masked != 0;
+    return predict_fused_attention(&l);
+}
+
 double vgpu_profiled_predict(const vgpu_launch *l) {
     switch (l->kind) {
     case VGPU_OP_GEMM: return predict_gemm(l);
@@ -848,14 +891,7 @@ double vgpu_profiled_predict(const vgpu_launch *l) {
     case VGPU_OP_COPY: return predict_copy(l);
     case VGPU_OP_MEMSET: return over(&model.memset, l->u.copy.bytes);
     case VGPU_OP_COLLECTIVE: return predict_collective(l);
-    case VGPU_OP_ATTENTION: {
-        /* A fused attention kernel of known shape (cuDNN's SDPA, cudnn.c): a flash-style kernel,
-         * charged what SDPA's FlashAttention 2 measured for the same batch. */
-        attention_batch batch = {l->u.attention.batch, l->u.attention.seqlen_q, l->u.attention.seqlen_k,
-                                 l->u.attention.heads, l->u.attention.kv_heads, l->u.attention.head_dim,
-                                 l->u.attention.causal};
-        return predict_attention(ATT_SDPA_FLASH, &batch);
-    }
+    case VGPU_OP_ATTENTION: return predict_fused_attention(l);
     default: return 0;
     }
 }

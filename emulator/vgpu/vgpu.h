@@ -185,6 +185,7 @@ typedef struct vgpu_launch {
         struct {                /* softmax(Q K^T) V over batch x heads, Q: seqlen_q rows, K/V: seqlen_k */
             double batch, seqlen_q, seqlen_k, heads, kv_heads, head_dim;
             int causal;                 /* masked causally (a prefill of a decoder) */
+            int masked;                 /* adds a mask read from memory to the scores (cuDNN: a bias) */
         } attention;
     } u;
 } vgpu_launch;
