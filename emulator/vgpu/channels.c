@@ -32,7 +32,6 @@
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -200,19 +199,9 @@ uint64_t vgpu_channel_of_fd(int fd, int direction) {
     return channel;
 }
 
-/* This process's id, kept: getpid is a system call, and a process-private key is made at every
- * signal of a waited-on condition. A forked child finds it again. */
-static pid_t own_pid;
-
-static void forget_pid(void) { own_pid = 0; }
-
-__attribute__((constructor)) static void pid_forgotten_at_fork(void) { pthread_atfork(NULL, NULL, forget_pid); }
-
 uint64_t vgpu_channel_of_sync(const void *object, int process_shared) {
     if (process_shared) return VGPU_CHANNEL_ANY;
-    pid_t pid = __atomic_load_n(&own_pid, __ATOMIC_RELAXED);
-    if (!pid) __atomic_store_n(&own_pid, pid = getpid(), __ATOMIC_RELAXED);
-    return mix(KIND_SYNC, mix((uint64_t)pid, (uint64_t)(uintptr_t)object));
+    return mix(KIND_SYNC, mix((uint64_t)vgpu_own_pid(), (uint64_t)(uintptr_t)object));
 }
 
 /* ---- epoll events ---------------------------------------------------------------------------- */

@@ -166,6 +166,25 @@ static uint64_t inbound[INBOUND_SLOTS];
 /* A forked child has none of its own yet (its parent's were the parent's). */
 static void forget_inbound(void) { memset(inbound, 0, sizeof inbound); }
 
+/* This process's id, kept: getpid is a system call, and it is asked at every message to the
+ * Timekeeper, every wait and every signal of a waited-on condition. */
+static pid_t own_pid;
+
+pid_t vgpu_own_pid(void) {
+    pid_t pid = __atomic_load_n(&own_pid, __ATOMIC_RELAXED);
+    if (!pid) __atomic_store_n(&own_pid, pid = getpid(), __ATOMIC_RELAXED);
+    return pid;
+}
+
+static void forget_pid(void) { __atomic_store_n(&own_pid, 0, __ATOMIC_RELAXED); }
+
+/* Registered before any other constructor of the library registers its own fork handler (a
+ * constructor with a priority runs first), so a child's handlers (the Timekeeper's reconnection
+ * among them) already see the child's id: child handlers run in the order of registration. */
+__attribute__((constructor(101))) static void pid_forgotten_first_at_fork(void) {
+    pthread_atfork(NULL, NULL, forget_pid);
+}
+
 __attribute__((constructor)) static void clock_start(void) {
     host_clock_gettime = (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT, "clock_gettime");
     if (!host_clock_gettime) host_clock_gettime = clock_gettime;

@@ -122,7 +122,7 @@ static void handshake(int fd) {
 
 static void send_message(tk_message *m) {
     unsigned char frame[2 + sizeof *m] = {0x00, sizeof *m};
-    m->pid = getpid();
+    m->pid = vgpu_own_pid();
     memcpy(frame + 2, m, sizeof *m);
     vgpu_clock_message_sent();
     pthread_mutex_lock(&conn_lock);
@@ -140,7 +140,7 @@ static void *waker(void *arg) {
         size_t len;
         int flags = read_frame(fd, (unsigned char *)&m, sizeof m, &len);
         if (flags < 0) {
-            if (getpid() != conn_pid) return NULL;      /* a forked child's stale copy */
+            if (vgpu_own_pid() != conn_pid) return NULL;      /* a forked child's stale copy */
             fprintf(stderr, "vgpu: the Timekeeper closed the connection; exiting\n");
             _exit(86);
         }
@@ -191,7 +191,7 @@ static void connect_timekeeper(void) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     handshake(fd);
     conn = fd;
-    conn_pid = getpid();
+    conn_pid = vgpu_own_pid();
     tk_message m = {.type = TK_REGISTER, .tid = getppid()};
     FILE *comm = fopen("/proc/self/comm", "r");
     if (comm) {
@@ -209,7 +209,7 @@ static void connect_timekeeper(void) {
 }
 
 static void unregister(void) {
-    if (conn < 0 || getpid() != conn_pid) return;
+    if (conn < 0 || vgpu_own_pid() != conn_pid) return;
     tk_message m = {.type = TK_UNREGISTER};
     send_message(&m);
 }
@@ -238,9 +238,9 @@ __attribute__((constructor)) static void timekeeper_start(void) {
 /* ---- waits -------------------------------------------------------------------------------------------- */
 
 static int my_efd(void) {
-    if (thread_efd < 0 || thread_efd_pid != getpid()) {     /* eventfds do not survive fork's intent */
+    if (thread_efd < 0 || thread_efd_pid != vgpu_own_pid()) {     /* eventfds do not survive fork's intent */
         thread_efd = eventfd(0, EFD_CLOEXEC);
-        thread_efd_pid = getpid();
+        thread_efd_pid = vgpu_own_pid();
         if (thread_efd < 0) die("eventfd");
     }
     return thread_efd;

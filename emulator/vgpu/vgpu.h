@@ -235,6 +235,8 @@ void vgpu_clock_received(uint64_t channel);
  * catching up with a time so read; returns the thread's time after it. */
 int64_t vgpu_clock_channel_sent_ns(uint64_t channel);
 int64_t vgpu_clock_received_at(int64_t sent_ns);
+/* This process's id, kept from its start or its fork (getpid without the system call). */
+pid_t vgpu_own_pid(void);
 /* Data came into this process through a descriptor on `channel` (a spin-wait's catch-up uses it). */
 void vgpu_clock_inbound(uint64_t channel);
 void vgpu_clock_resumed(int64_t deadline_ns);
