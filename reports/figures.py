@@ -1,6 +1,7 @@
 """The report's plotly figures: the study's Pareto front and one run's drill-down."""
 from __future__ import annotations
 
+import html
 import json
 
 import pandas as pd
@@ -19,15 +20,17 @@ LATENCY_TITLES = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2el": "E2EL"}
 
 
 def _hover(row: pd.Series) -> str:
+    """A trial's hover text. Plotly renders it as HTML (<br>, <b>, <a href>...), so every string from
+    the study (engine, knob values, failure reason) is escaped to show as written."""
     knobs = json.loads(row["knobs"])
-    lines = [f"trial {row['number']}: {row['outcome']}", f"{row.get('engine')}, gpus {row['gpus']}"]
+    lines = [f"trial {row['number']}: {row['outcome']}", f"{html.escape(str(row.get('engine')))}, gpus {row['gpus']}"]
     if pd.notna(row.get("goodput_per_gpu")):
         lines.append(f"goodput/GPU {row['goodput_per_gpu']:.3g} req/s")
     if pd.notna(row.get("slo_attainment")):
         lines.append(f"SLO attainment {row['slo_attainment']:.1%}")
     if isinstance(row.get("reason"), str):
-        lines.append(row["reason"][:120])
-    lines += [f"{name} = {value}" for name, value in knobs.items()]
+        lines.append(html.escape(row["reason"][:120]))
+    lines += [html.escape(f"{name} = {value}") for name, value in knobs.items()]
     return "<br>".join(lines)
 
 

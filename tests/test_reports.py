@@ -287,3 +287,22 @@ def test_screenshot_shows_the_pareto_plot(report, tmp_path):
     near = screenshot.color_pixels(png, PARETO_COLOR)
     # Three front markers of 13 px and the line between them: well over a few hundred pixels.
     assert near > 300, f"only {near} pixels of the front's colour in {png}"
+
+
+SCRIPT = '<script>alert("study")</script>'
+
+
+def test_the_report_escapes_every_string_from_the_study(tmp_path):
+    """Model names, engine names, knob values, reasons and commands are shown as text, never run as
+    HTML, in the page and in the Pareto plot's hover text (which plotly renders as HTML)."""
+    study = make_study(tmp_path / "s", trials=TRIALS[:1])
+    study.set_user_attr("config", {**CONFIG, "model": f"m{SCRIPT}", "hf_id": f"h{SCRIPT}"})
+    attrs = {"outcome": "infeasible", "gpus": 1, "engine": f"vllm{SCRIPT}", "reason": f"r{SCRIPT}",
+             "knobs": {"kv_cache_dtype": f"fp8{SCRIPT}"}, "deploy_command": f"d{SCRIPT}", "command": f"c{SCRIPT}"}
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=attrs))
+    html = write_report(study, tmp_path / "r").read_text()
+    assert "alert" in html and '<script>alert' not in html and '\\u003cscript\\u003ealert' not in html
+    assert "m&lt;script&gt;alert(&#34;study&#34;)&lt;/script&gt;" in html       # the header's model
+    assert "kv_cache_dtype=fp8&lt;script&gt;" in html                            # the trials table's knob
+    # The Pareto plot's hover text holds the knob as HTML entities, which plotly shows as text.
+    assert "kv_cache_dtype = fp8&lt;script&gt;" in html
