@@ -327,7 +327,8 @@ def _run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.default_int_handler)
     try:
-        config = study_config.load(args.study, args.overrides)
+        config = study_config.load(args.study, args.overrides, for_run=True)
+        _print_notes(config)
         run_config = config.run_config()
         with RunProgress(config.workload) as progress:
             summary = run(run_config, config.out, progress.update)
@@ -345,6 +346,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  note: {note}")
     print(f"results in {config.out}")
     return 0
+
+
+def _print_notes(config) -> None:
+    # Not prefixed "revati-tune:": a trial's reason is the last such line of its log (autotune/trial.py).
+    for note in config.notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _die_with_parent() -> None:
@@ -368,6 +375,7 @@ def _search(args: argparse.Namespace) -> int:
     except study_config.ConfigError as error:
         print(f"revati-tune: {error}", file=sys.stderr)
         return 2
+    _print_notes(config)
     signal.signal(signal.SIGINT, signal.default_int_handler)      # also in a shell's background job
     try:
         report = search(config)
@@ -383,7 +391,7 @@ def _plan(args: argparse.Namespace) -> int:
     from autotune import config as study_config
     from autotune.plan import plan
     try:
-        study_config.load(args.study, args.overrides)      # errors in the study file show before any run
+        _print_notes(study_config.load(args.study, args.overrides))     # errors in the study file show before any run
     except study_config.ConfigError as error:
         print(f"revati-tune: {error}", file=sys.stderr)
         return 2

@@ -12,6 +12,11 @@ the engine is then the first knob of every trial. An engine other than the study
 arguments from conf/engine/<engine>.yaml and `search.engine_args.<engine>` (the study file's
 `engine:` section is in the study engine's argument names); its trials run as the study file with
 `engine=<engine>`, that section's keys it does not know removed.
+
+Switching a study's engine on the command line (`engine=sglang`) drops the study file's settings
+named for another engine (its `engine:` section, `search.space`) with a note; keys typed on the
+command line are the user's own and are checked. `revati-tune run` checks only what one deployment
+uses (load(..., for_run=True)): the search section, bar the trial's time limit, is the search's.
 """
 from __future__ import annotations
 
@@ -22,14 +27,14 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from emulator.engines.adapter import ServingKnobs
 from emulator.hardware import load_sku
 from emulator.loadgen import SpecError, WorkloadSpec
 from emulator.run import ADAPTERS, MODELS, RunConfig
-from search_spaces import study_space
+from search_spaces import SPACES, study_space
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("model", "hardware", "workload", "slo", "engine", "search")
@@ -63,6 +68,7 @@ class StudyConfig:
     search: dict
     out: Path
     engines: dict               # engine -> SearchedEngine: the engines searched, the study's first
+    notes: tuple[str, ...] = () # what was changed from the study file, for the command to print
 
     def run_config(self, engine_args: dict | None = None, engine: str | None = None) -> RunConfig:
         """One deployment: this study's model, hardware and workload with these engine arguments."""
@@ -91,7 +97,9 @@ class StudyConfig:
                 "search": self.search, "out": str(self.out)}
 
 
-def load(study_file: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+def load(study_file: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
+         for_run: bool = False) -> StudyConfig:
+    """The study, checked; for_run: only what `revati-tune run` uses (one deployment of its engine)."""
     path = Path(study_file)
     if not path.is_file():
         raise ConfigError(f"study file {study_file} not found (for example: conf/llama70b_h100.yaml)")
@@ -104,7 +112,10 @@ def load(study_file: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         cfg = _compose(path, [*overrides, search_path])
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(_explain(error, path, overrides, search_path)) from None
-    config = validate(cfg, path, overrides)
+    notes = _drop_other_engines_keys(cfg, overrides, for_run)
+    config = replace(validate(cfg, path, overrides, for_run), notes=notes)
+    if for_run:
+        return config
     engines = dict(config.engines)
     for engine in config.search["engines"] or ():
         if engine not in engines:
@@ -124,7 +135,7 @@ def _other_engine(path: Path, overrides: tuple[str, ...], search_path: str, engi
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(f"search.engines: the study with engine={engine}: {_explain(error, path, tuple(own), search_path)}") from None
     known = ADAPTERS[engine].knob_names()
-    stray = [key for key in cfg.engine if key != "name" and key not in known]
+    stray = _unknown_engine_keys(cfg.engine, engine)
     extra = engine_args.get(engine) or {}
     unknown = sorted(set(extra) - set(known))
     if unknown:
@@ -133,6 +144,50 @@ def _other_engine(path: Path, overrides: tuple[str, ...], search_path: str, engi
     args = {**{k: v for k, v in OmegaConf.to_container(cfg.engine).items() if k in known}, **extra}
     return SearchedEngine(args, (f"engine={engine}", *(f"~engine.{key}" for key in stray),
                                  *(f"engine.{key}={hydra_value(value)}" for key, value in extra.items())))
+
+
+def _unknown_engine_keys(section: DictConfig, engine: str) -> list[str]:
+    """Keys of an `engine:` section that are not arguments of this engine."""
+    known = ADAPTERS[engine].knob_names()
+    return [key for key in section if key != "name" and key not in known]
+
+
+def _drop_other_engines_keys(cfg: DictConfig, overrides: tuple[str, ...], for_run: bool) -> tuple[str, ...]:
+    """With the engine switched on the command line, remove from cfg the study file's settings that
+    are another engine's (the study file writes them in its own engine's names); return a note for
+    each section changed. Typos, and whatever the command line set, stay to be refused."""
+    engine = _engine_switch(overrides)
+    if engine not in ADAPTERS:
+        return ()
+    typed = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    others = [ADAPTERS[name].knob_names() for name in ADAPTERS if name != engine]
+    stray = [key for key in _unknown_engine_keys(cfg.engine, engine)
+             if f"engine.{key}" not in typed and any(key in known for known in others)]
+    notes = _drop(cfg.engine, stray, f"engine={engine}: the study's engine settings {{keys}} are not {engine} "
+                                     f"arguments and are left out (set {engine}'s own as engine.KEY=VALUE)")
+    space = cfg.search.get("space") if isinstance(cfg.get("search"), DictConfig) else None
+    if not for_run and isinstance(space, DictConfig) and not cfg.search.get("engines"):
+        own = {knob.name for knob in SPACES[engine].knobs}
+        other_knobs = {knob.name for name, s in SPACES.items() if name != engine for knob in s.knobs}
+        stray = [key for key in space if key not in own and key in other_knobs and f"search.space.{key}" not in typed]
+        notes += _drop(space, stray, f"engine={engine}: search.space's {{keys}} are not {engine} knobs and are "
+                                     f"left out (narrow {engine}'s own as search.space.KNOB=[...])")
+    return notes
+
+
+def _engine_switch(overrides: tuple[str, ...]) -> str | None:
+    """The engine an `engine=NAME` override picks, if one does."""
+    picks = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "engine"]
+    return picks[-1] if picks else None
+
+
+def _drop(section: DictConfig, keys: list[str], note: str) -> tuple[str, ...]:
+    if not keys:
+        return ()
+    with open_dict(section):
+        for key in keys:
+            section.pop(key)
+    return (note.format(keys=", ".join(keys)),)
 
 
 def without_engine_overrides(overrides) -> list[str]:
@@ -145,7 +200,7 @@ def _compose(path: Path, overrides: list[str]) -> DictConfig:
         return compose(config_name=path.stem, overrides=overrides)
 
 
-def validate(cfg: DictConfig, source: Path, overrides: tuple[str, ...] = ()) -> StudyConfig:
+def validate(cfg: DictConfig, source: Path, overrides: tuple[str, ...] = (), for_run: bool = False) -> StudyConfig:
     for group in GROUPS:
         if not isinstance(cfg.get(group), DictConfig):
             options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
@@ -156,12 +211,12 @@ def validate(cfg: DictConfig, source: Path, overrides: tuple[str, ...] = ()) -> 
     sku = _sku(data["hardware"])
     engine, engine_args = _engine(data["engine"])
     slos, attainment = _slo(data["slo"])
-    search = _search(data["search"])
+    search = _search(data["search"], RUN_SEARCH_KEYS if for_run else None)
     workload = _workload(data["workload"])
     out = data.get("out")
     if not isinstance(out, str) or not out:
         raise ConfigError("out: must be a folder for the study's database, trials and report (out=studies/NAME)")
-    if search["engines"] is not None and engine not in search["engines"]:
+    if not for_run and search["engines"] is not None and engine not in search["engines"]:
         raise ConfigError(f"search.engines: must include the study's engine ({engine}, its engine.name), "
                           f"got {search['engines']}")
     config = StudyConfig(source=source, overrides=overrides, model=model["name"], hf_id=model.get("hf_id"),
@@ -238,7 +293,12 @@ def _slo(slo: dict) -> tuple[dict, float]:
     return slos, float(attainment)
 
 
-def _search(search: dict) -> dict:
+# What one deployment (`revati-tune run`) uses of the search section.
+RUN_SEARCH_KEYS = ("trial_timeout_s",)
+
+
+def _search(search: dict, only: tuple[str, ...] | None = None) -> dict:
+    """The search section checked: every key, or `only` these."""
     checks = {
         "trials": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
         "runner": (lambda v: v in RUNNERS, f"one of {', '.join(RUNNERS)}"),
@@ -259,9 +319,10 @@ def _search(search: dict) -> dict:
                         "a mapping of engine name to its arguments, e.g. {sglang: {context_length: 2048}}"),
     }
     unknown = sorted(set(search) - set(checks))
-    if unknown:
+    if unknown and only is None:
         raise ConfigError(f"search.{unknown[0]}: unknown; allowed: {', '.join(checks)}")
-    for key, (ok, expected) in checks.items():
+    for key in only or checks:
+        ok, expected = checks[key]
         if key not in search or not ok(search[key]):
             raise ConfigError(f"search.{key}: must be {expected}, got {search.get(key)!r}")
     return search

@@ -116,3 +116,42 @@ def test_a_bad_engine_search_names_the_field(overrides, words):
         config.load("conf/smoke_engines.yaml", overrides)
     for word in words:
         assert word in str(error.value), str(error.value)
+
+
+def test_run_switches_the_engine_of_a_study_leaving_out_the_other_engines_settings():
+    # The flagship's `engine:` section and search.space are in vLLM's names; `run` uses neither.
+    study = config.load(FLAGSHIP, ["engine=sglang", "engine.tp_size=4"], for_run=True)
+    assert study.engine == "sglang" and "max_model_len" not in study.engine_args
+    assert study.run_config().knobs.tensor_parallel == 4
+    assert study.notes == ("engine=sglang: the study's engine settings max_model_len are not sglang arguments "
+                           "and are left out (set sglang's own as engine.KEY=VALUE)",)
+
+
+def test_search_switches_the_engine_of_a_study_leaving_out_the_other_engines_knobs():
+    study = config.load(FLAGSHIP, ["engine=sglang"])
+    assert [knob.name for knob in study.space().knobs][:3] == ["tp_size", "pp_size", "dp_size"]
+    assert "search.space's tensor_parallel_size, pipeline_parallel_size" in study.notes[1]
+    assert config.load(FLAGSHIP).notes == ()
+
+
+@pytest.mark.parametrize("overrides,words", [
+    # What the command line sets is the user's own: checked against the engine run, not left out.
+    (["engine=sglang", "engine.max_model_len=4096"], ["engine.max_model_len", "not a sglang argument"]),
+    (["engine=sglang", "+engine.max_runing_requests=4"], ["engine.max_runing_requests", "known: tp_size"]),
+    # A study file's setting that no engine knows is a typo, not another engine's.
+    (["+engine.max_num_seq=4"], ["engine.max_num_seq", "known: tensor_parallel_size"]),
+])
+def test_a_switched_engine_still_refuses_what_was_typed(overrides, words):
+    with pytest.raises(config.ConfigError) as error:
+        config.load(FLAGSHIP, overrides, for_run=True)
+    for word in words:
+        assert word in str(error.value), str(error.value)
+
+
+def test_run_checks_only_what_one_deployment_uses():
+    unused = ["search.trials=0", "+search.space.bogus=[1]", "search.engines=[sglang]"]
+    assert config.load(FLAGSHIP, unused, for_run=True).engine == "vllm"
+    with pytest.raises(config.ConfigError, match="search.trials"):
+        config.load(FLAGSHIP, unused)
+    with pytest.raises(config.ConfigError, match="search.trial_timeout_s"):
+        config.load(FLAGSHIP, ["search.trial_timeout_s=0"], for_run=True)
