@@ -20,6 +20,7 @@ uses (load(..., for_run=True)): the search section, bar the trial's time limit, 
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, replace
@@ -30,17 +31,19 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from emulator.engines.adapter import ServingKnobs
+from emulator import feasibility
+from emulator.engines.adapter import ServingKnobs, in_argument_names
 from emulator.hardware import load_sku
 from emulator.loadgen import SpecError, WorkloadSpec
 from emulator.run import ADAPTERS, MODELS, RunConfig
-from search_spaces import SPACES, study_space
+from search_spaces import SPACES, EngineSpaces, study_space
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("model", "hardware", "workload", "slo", "engine", "search")
 RUNNERS = ("local", "ray")
 SAMPLERS = ("tpe", "random", "nsga2", "grid")
 SLO_KEYS = ("ttft_ms", "tpot_ms", "e2el_ms")
+MODEL_KEYS = ("name", "hf_id")
 
 
 class ConfigError(ValueError):
@@ -113,8 +116,17 @@ def load(study_file: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(_explain(error, path, overrides, search_path)) from None
     notes = _drop_other_engines_keys(cfg, overrides, for_run)
+    try:
+        return _checked(cfg, path, overrides, search_path, for_run, notes)
+    except ConfigError as error:     # what was left out may be why: say so with the error
+        raise ConfigError("\n".join([str(error), *(f"note: {note}" for note in notes)])) from None
+
+
+def _checked(cfg: DictConfig, path: Path, overrides: tuple[str, ...], search_path: str, for_run: bool,
+             notes: tuple[str, ...]) -> StudyConfig:
     config = replace(validate(cfg, path, overrides, for_run), notes=notes)
     if for_run:
+        _check_deployment(config)
         return config
     engines = dict(config.engines)
     for engine in config.search["engines"] or ():
@@ -207,6 +219,8 @@ def validate(cfg: DictConfig, source: Path, overrides: tuple[str, ...] = (), for
             raise ConfigError(f"{group}: missing; pick one in the study's defaults list or with {group}=NAME "
                               f"(options: {', '.join(options)})")
     data = OmegaConf.to_container(cfg, resolve=True)
+    # A study file's own sections merge freely into the groups': a misspelt key would be ignored.
+    _no_unknown_keys("", data, (*GROUPS, "out"))
     model = _model(data["model"])
     sku = _sku(data["hardware"])
     engine, engine_args = _engine(data["engine"])
@@ -226,27 +240,100 @@ def validate(cfg: DictConfig, source: Path, overrides: tuple[str, ...] = (), for
     return config
 
 
+def _check_deployment(config: StudyConfig) -> None:
+    """What `run` would refuse once started (the engine's checks of its flags, a model that does
+    not fit the GPUs), refused here with the engine's argument named."""
+    try:
+        knobs = config.run_config().knobs
+        ADAPTERS[config.engine].deploy_command(config.model, knobs)     # the engine checks its flags
+        feasibility.check(MODELS / config.model, knobs, load_sku(config.sku))
+    except ValueError as error:
+        raise _engine_error(config.engine, error, "engine") from None
+
+
 def _check_space(config: StudyConfig) -> None:
-    """Every searched engine's arguments make knobs, and the space narrows; grid sizes the budget."""
+    """Every searched engine's arguments make knobs, and so does every value of the space; the
+    space narrows; its tensor-parallel sizes can run; grid sizes the budget."""
     for engine in config.engines:
-        try:
-            config.run_config(engine=engine)
-        except ValueError as error:
-            raise ConfigError(f"engine: {error}" if engine == config.engine
-                              else f"search.engine_args.{engine}: {error}") from None
+        _check_args(config, engine, {}, "engine" if engine == config.engine else f"search.engine_args.{engine}")
     try:
         space = config.space()
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    for engine, engine_space in (space.spaces if isinstance(space, EngineSpaces) else {config.engine: space}).items():
+        for knob in engine_space.knobs:
+            for value in knob.domain:
+                _check_args(config, engine, {knob.name: value}, f"search.space.{knob.name}")
+        _check_tensor_parallel(config, engine)
     if config.search["sampler"] == "grid":
         config.search["trials"] = len(space.configurations())     # every configuration once
+
+
+def _check_args(config: StudyConfig, engine: str, args: dict, field: str) -> None:
+    """The engine takes these arguments over its base ones (a trial would fail on them otherwise)."""
+    try:
+        ADAPTERS[engine].deploy_command(config.model, config.run_config(args, engine).knobs)
+    except ValueError as error:
+        raise _engine_error(engine, error, field) from None
+
+
+def _check_tensor_parallel(config: StudyConfig, engine: str) -> None:
+    """Each tensor-parallel size the study lists splits the model's heads, fits one node and
+    search.max_gpus: otherwise no other knob makes it run. What fails only in some combination
+    (memory, the GPU budget) is refused trial by trial and recorded as infeasible."""
+    adapter = ADAPTERS[engine]
+    name = next((arg for arg, knob in adapter.arguments.items() if knob == "tensor_parallel"), None)
+    model = json.loads((MODELS / config.model / "config.json").read_text())
+    for tp in config.search["space"].get(name) or ():
+        try:
+            feasibility.check_tensor_parallel(model, tp)
+            if tp > config.search["max_gpus"]:
+                raise feasibility.Infeasible(f"tensor_parallel={tp} is over the budget search.max_gpus="
+                                             f"{config.search['max_gpus']}")
+        except feasibility.Infeasible as error:
+            raise ConfigError(f"search.space.{name}: {in_argument_names(str(error), adapter.arguments)}; "
+                              f"leave {tp} out") from None
+
+
+def refusal(config: StudyConfig, run_config: RunConfig) -> str | None:
+    """Why a configuration cannot run here, found in milliseconds instead of after start-up."""
+    budget = config.search["max_gpus"]
+    if run_config.knobs.gpus > budget:
+        return (f"{run_config.knobs.gpus} GPUs (tensor x pipeline x data parallel), over the budget "
+                f"search.max_gpus={budget}")
+    try:
+        feasibility.check(run_config.model_dir(), run_config.knobs, load_sku(run_config.sku))
+    except feasibility.Infeasible as error:
+        return str(error)
+    return None
+
+
+def _engine_error(engine: str, error: Exception, field: str) -> ConfigError:
+    """An engine's refusal in its own argument names, under the field given, or under that field's
+    argument where the message starts with one (engine.tp_size: ...)."""
+    adapter = ADAPTERS[engine]
+    message = in_argument_names(str(error), adapter.arguments, adapter.inverted)
+    arg = re.match(r"\w+", message).group(0)
+    if field == "engine" and arg in adapter.arguments:
+        field = f"engine.{arg}"
+        message = message.removeprefix(f"{arg} ") if message.startswith(f"{arg} must ") else message
+    return ConfigError(f"{field}: {message}")
 
 
 def knobs_from_engine_args(engine: str, args: dict) -> ServingKnobs:
     return ADAPTERS[engine].knobs(args)
 
 
+def _no_unknown_keys(section: str, data: dict, allowed) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{section}{unknown[0]}: unknown; allowed: {', '.join(allowed)}")
+
+
 def _model(model: dict) -> dict:
+    _no_unknown_keys("model.", model, MODEL_KEYS)
+    if not isinstance(model.get("hf_id"), str | None):
+        raise ConfigError(f"model.hf_id: must be a Hugging Face model id (org/name) or null, got {model['hf_id']!r}")
     name = model.get("name")
     if not isinstance(name, str) or not (MODELS / name / "config.json").is_file():
         known = sorted(p.name for p in MODELS.iterdir() if (p / "config.json").is_file())
@@ -255,10 +342,18 @@ def _model(model: dict) -> dict:
 
 
 def _sku(hardware: dict) -> str:
+    # The run loads the SKU by name, so only `sku` may be set; the rest is the SKU file's.
+    _no_unknown_keys("hardware.", hardware, _hardware_keys())
     try:
         return load_sku(hardware.get("sku", "")).sku
     except ValueError as error:
         raise ConfigError(f"hardware.sku: {error}") from None
+
+
+def _hardware_keys() -> list[str]:
+    """sku and the fields a SKU file has (conf/hardware/*.yaml)."""
+    files = [OmegaConf.load(path) for path in sorted((CONF / "hardware").glob("*.yaml"))]
+    return list(dict.fromkeys(key for data in files for key in data))
 
 
 def _engine(engine: dict) -> tuple[str, dict]:

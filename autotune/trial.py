@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autotune import pruning
-from autotune.config import StudyConfig, hydra_value, without_engine_overrides
-from emulator import feasibility
-from emulator.hardware import load_sku
+from autotune.config import StudyConfig, hydra_value, refusal, without_engine_overrides
 from emulator.process_groups import end_group
-from emulator.run import ADAPTERS, RunConfig
+from emulator.run import ADAPTERS
 
 # After the run's own wall-clock limit, what a deployment gets to stop before it is killed.
 STOP_GRACE_S = 60.0
@@ -67,7 +65,7 @@ def evaluate(config: StudyConfig, args: dict, run_dir: Path, stop: threading.Eve
              "run_dir": str(run_dir), "command": shlex.join(cmd),
              "deploy_command": shlex.join(ADAPTERS[engine].deploy_command(
                  config.hf_id or str(run_config.model_dir()), run_config.knobs))}
-    reason = _refusal(config, run_config)
+    reason = refusal(config, run_config)
     if reason:
         return TrialResult("infeasible", gpus, reason, user_attrs=attrs)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -93,19 +91,6 @@ def evaluate(config: StudyConfig, args: dict, run_dir: Path, stop: threading.Eve
     if outcome == "ok":
         outcome = "infeasible" if process.returncode == REFUSED else "failed"
     return TrialResult(outcome, gpus, _reason(outcome, process.returncode, run_dir), user_attrs=attrs)
-
-
-def _refusal(config: StudyConfig, run_config: RunConfig) -> str | None:
-    """Why the configuration cannot run here, found in milliseconds instead of after start-up."""
-    budget = config.search["max_gpus"]
-    if run_config.knobs.gpus > budget:
-        return (f"{run_config.knobs.gpus} GPUs (tensor x pipeline x data parallel), over the budget "
-                f"search.max_gpus={budget}")
-    try:
-        feasibility.check(run_config.model_dir(), run_config.knobs, load_sku(run_config.sku))
-    except feasibility.Infeasible as error:
-        return str(error)
-    return None
 
 
 def _wait(process: subprocess.Popen, run_dir: Path, limit_s: float, stop: threading.Event,

@@ -22,17 +22,11 @@ class Infeasible(ValueError):
 
 def check(model_dir: Path, knobs: ServingKnobs, sku: Sku) -> None:
     config = json.loads((model_dir / "config.json").read_text())
-    heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
     tp, pp = knobs.tensor_parallel, knobs.pipeline_parallel
     if tp * pp > GPUS_PER_NODE:
         raise Infeasible(f"tensor_parallel x pipeline_parallel = {tp * pp} GPUs per replica: one replica spans one "
                          f"node of {GPUS_PER_NODE} GPUs here; use at most {GPUS_PER_NODE} (and data_parallel for more)")
-    if heads % tp:
-        raise Infeasible(f"tensor_parallel={tp} does not divide the model's {heads} attention heads: "
-                         f"use one of {_divisors(heads, 8)}")
-    if tp > kv_heads and tp % kv_heads or tp <= kv_heads and kv_heads % tp:
-        raise Infeasible(f"tensor_parallel={tp} and the model's {kv_heads} KV heads: one must divide the other "
-                         f"(use one of {[d for d in _divisors(heads, 8) if d % kv_heads == 0 or kv_heads % d == 0]})")
+    check_tensor_parallel(config, tp)
     layers = config["num_hidden_layers"]
     if pp > layers:
         raise Infeasible(f"pipeline_parallel={pp} exceeds the model's {layers} layers")
@@ -44,6 +38,21 @@ def check(model_dir: Path, knobs: ServingKnobs, sku: Sku) -> None:
         raise Infeasible(f"the weights take {per_gpu / 2**30:.1f} GiB per GPU at tensor_parallel={tp} x "
                          f"pipeline_parallel={pp}, more than the {usable / 2**30:.1f} GiB usable on a {sku.name}: "
                          f"use at least {need} GPUs per replica (tensor_parallel x pipeline_parallel)")
+
+
+def check_tensor_parallel(config: dict, tp: int) -> None:
+    """A tensor-parallel size splits the attention and KV heads of the model (its config.json) and fits
+    one node, or no other setting makes it run."""
+    heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
+    if tp > GPUS_PER_NODE:
+        raise Infeasible(f"tensor_parallel={tp}: one replica spans one node of {GPUS_PER_NODE} GPUs here; "
+                         f"use at most {GPUS_PER_NODE} (and data_parallel for more)")
+    if heads % tp:
+        raise Infeasible(f"tensor_parallel={tp} does not divide the model's {heads} attention heads: "
+                         f"use one of {_divisors(heads, 8)}")
+    if tp > kv_heads and tp % kv_heads or tp <= kv_heads and kv_heads % tp:
+        raise Infeasible(f"tensor_parallel={tp} and the model's {kv_heads} KV heads: one must divide the other "
+                         f"(use one of {[d for d in _divisors(heads, 8) if d % kv_heads == 0 or kv_heads % d == 0]})")
 
 
 def parameter_count(config: dict) -> int:

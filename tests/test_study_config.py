@@ -49,6 +49,19 @@ def test_a_study_file_outside_conf_finds_the_groups(tmp_path):
     (["engine.name=tgi"], ["engine.name", "vllm"]),
     (["rate=3"], ["rate: unknown", "did you mean workload.rate?"]),
     (["nonsense"], ["KEY=VALUE"]),
+    # A study file's own sections merge into the groups': a key no group has would be ignored.
+    (["+model.hf_idd=x"], ["model.hf_idd: unknown", "allowed: name, hf_id"]),
+    (["+hardware.skuu=h100"], ["hardware.skuu: unknown", "allowed: sku"]),
+    (["+outt=x"], ["outt: unknown", "allowed: model, hardware"]),
+    (["model.hf_id=[1]"], ["model.hf_id", "Hugging Face model id"]),
+    # Every value of the space is one the engine takes; a TP size that can never run is named.
+    (["search.space.max_num_seqs=[64,-1]"], ["search.space.max_num_seqs: max_num_seqs must be a positive integer"]),
+    (["search.space.tensor_parallel_size=[2,3]"], ["search.space.tensor_parallel_size", "64 attention heads",
+                                                    "leave 3 out"]),
+    (["search.space.tensor_parallel_size=[16]"], ["search.space.tensor_parallel_size", "node of 8 GPUs"]),
+    (["search.max_gpus=2"], ["search.space.tensor_parallel_size", "over the budget search.max_gpus=2", "leave 4 out"]),
+    (["engine.enforce_eager=maybe"], ["engine.enforce_eager: must be true or false"]),
+    (["engine.scheduling_policy=lifo"], ["engine.scheduling_policy: must be fcfs or priority"]),
 ])
 def test_bad_configuration_names_the_field_and_what_it_accepts(overrides, words):
     with pytest.raises(config.ConfigError) as error:
@@ -149,9 +162,37 @@ def test_a_switched_engine_still_refuses_what_was_typed(overrides, words):
 
 
 def test_run_checks_only_what_one_deployment_uses():
-    unused = ["search.trials=0", "+search.space.bogus=[1]", "search.engines=[sglang]"]
+    unused = ["engine.tensor_parallel_size=4", "search.trials=0", "+search.space.bogus=[1]", "search.engines=[sglang]"]
     assert config.load(FLAGSHIP, unused, for_run=True).engine == "vllm"
     with pytest.raises(config.ConfigError, match="search.trials"):
         config.load(FLAGSHIP, unused)
     with pytest.raises(config.ConfigError, match="search.trial_timeout_s"):
         config.load(FLAGSHIP, ["search.trial_timeout_s=0"], for_run=True)
+
+
+@pytest.mark.parametrize("overrides,words", [
+    (["engine.tensor_parallel_size=3"], ["engine.tensor_parallel_size: tensor_parallel_size=3 does not divide",
+                                         "[1, 2, 4, 8]"]),
+    ([], ["engine: the weights take 131.4 GiB per GPU at tensor_parallel_size=1", "at least 2 GPUs"]),
+    (["engine=sglang", "engine.tp_size=16"], ["engine.tp_size: tp_size x pp_size = 16 GPUs", "at most 8"]),
+    (["engine=sglang", "engine.tp_size=4", "engine.max_running_requests=0"],
+     ["engine.max_running_requests: must be a positive integer"]),
+    (["engine=sglang", "engine.tp_size=4", "engine.disable_cuda_graph=2"], ["engine.disable_cuda_graph: must be true or false"]),
+    (["engine=sglang", "engine.tp_size=4", "engine.schedule_policy=priority"], ["engine.schedule_policy", "lpm"]),
+])
+def test_run_refuses_a_deployment_that_cannot_work_when_loading_it(overrides, words):
+    with pytest.raises(config.ConfigError) as error:
+        config.load(FLAGSHIP, overrides, for_run=True)
+    for word in words:
+        assert word in str(error.value), str(error.value)
+
+
+def test_run_of_a_switched_study_is_refused_before_any_process_starts(tmp_path, capsys, monkeypatch):
+    def no_process(*args, **kwargs):
+        raise AssertionError("a process was started")
+    monkeypatch.setattr("subprocess.Popen", no_process)
+    assert main(["run", FLAGSHIP, "engine=sglang", f"out={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert "revati-tune: engine: the weights take 131.4 GiB per GPU at tp_size=1 x pp_size=1" in err
+    assert "\nnote: engine=sglang: the study's engine settings max_model_len" in err
+    assert not (tmp_path / "run").exists()

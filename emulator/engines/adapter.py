@@ -4,6 +4,7 @@ own command line and environment. One module per engine implements `EngineAdapte
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Protocol
@@ -57,23 +58,43 @@ class ServingKnobs:
         return cls(**values)
 
 
+# Knobs that are switches: a value other than true or false would be read as one.
+SWITCHES = ("chunked_prefill", "prefix_caching", "cuda_graphs")
+
+
 def knobs_from_arguments(engine: str, arguments: dict[str, str], args: dict,
                          inverted: tuple[str, ...] = ()) -> ServingKnobs:
     """ServingKnobs from an engine's own argument names. arguments maps each name to its knob;
     an argument in `inverted` is the knob's negation (vLLM's enforce_eager is CUDA graphs off);
-    None leaves the engine's default."""
+    None leaves the engine's default. Errors name the engine's argument, not the knob."""
     values = {}
     for arg, value in args.items():
         if arg not in arguments:
             raise ValueError(f"{arg} is not a {engine} argument the emulator maps; known: {', '.join(arguments)}")
+        if value is not None and arguments[arg] in SWITCHES and not isinstance(value, bool):
+            raise ValueError(f"{arg} must be true or false (or null: the engine's default), got {value!r}")
         if value is not None:
             values[arguments[arg]] = (not value) if arg in inverted else value
-    return ServingKnobs.from_dict(values)
+    try:
+        return ServingKnobs.from_dict(values)
+    except ValueError as error:
+        raise ValueError(in_argument_names(str(error), arguments, inverted)) from None
+
+
+def in_argument_names(message: str, arguments: dict[str, str], inverted: tuple[str, ...] = ()) -> str:
+    """A message about ServingKnobs with each knob called by the engine's argument for it (not an
+    inverted one's: enforce_eager is not what cuda_graphs says)."""
+    names = {knob: arg for arg, knob in arguments.items() if arg not in inverted}
+    if not names:
+        return message
+    return re.sub(r"\b(" + "|".join(map(re.escape, names)) + r")\b", lambda m: names[m.group(1)], message)
 
 
 class EngineAdapter(Protocol):
     name: str           # its managed environment (emulator/engines/envs.py)
     api: str            # the streaming API the load generator sends to (emulator.loadgen.APIS)
+    arguments: dict[str, str]   # its own argument names -> ServingKnobs fields
+    inverted: tuple[str, ...]   # arguments that are their knob's negation
 
     def knob_names(self) -> list[str]:
         """The engine's own argument names that map to ServingKnobs (what conf/engine/ sets)."""

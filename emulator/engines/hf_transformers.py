@@ -49,6 +49,8 @@ NOTES = [
 class TransformersAdapter:
     name = "transformers"
     api = "openai"
+    arguments = ARGUMENTS
+    inverted = ()
 
     def knob_names(self) -> list[str]:
         return list(ARGUMENTS)

@@ -52,6 +52,8 @@ NOTES = [
 class SglangAdapter:
     name = "sglang"
     api = "sglang"
+    arguments = ARGUMENTS
+    inverted = INVERTED
 
     def knob_names(self) -> list[str]:
         return list(ARGUMENTS)

@@ -60,12 +60,14 @@ ARGUMENTS = {
 class VllmAdapter:
     name = "vllm"
     api = "openai"
+    arguments = ARGUMENTS
+    inverted = ("enforce_eager",)
 
     def knob_names(self) -> list[str]:
         return list(ARGUMENTS)
 
     def knobs(self, args: dict) -> ServingKnobs:
-        return knobs_from_arguments("vLLM", ARGUMENTS, args, inverted=("enforce_eager",))
+        return knobs_from_arguments("vLLM", ARGUMENTS, args, self.inverted)
 
     def server_command(self, model_dir: Path, port: int, knobs: ServingKnobs) -> list[str]:
         return ["vllm", "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
