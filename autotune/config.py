@@ -34,7 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 from emulator import feasibility
 from emulator.engines.adapter import ServingKnobs, in_argument_names
 from emulator.hardware import load_sku
-from emulator.loadgen import SpecError, WorkloadSpec
+from emulator.loadgen import SpecError, WorkloadSpec, trace_rows
 from emulator.run import ADAPTERS, MODELS, RunConfig
 from search_spaces import SPACES, EngineSpaces, study_space
 
@@ -432,8 +432,10 @@ def _workload(workload: dict) -> dict:
                                "burstiness": burstiness}
     try:
         spec = WorkloadSpec.from_dict({**workload, "base_url": "http://127.0.0.1:1", "model": "m"})
+        if spec.trace is not None:      # read now: the load generator reads it only once the engine is up
+            trace_rows(spec)
     except SpecError as error:
-        raise ConfigError(str(error).replace("workload spec: ", "workload.").replace("workload.arrival.", "workload.")) from None
+        raise ConfigError("workload." + str(error).removeprefix("workload spec: ").removeprefix("arrival.")) from None
     # Hydra merges mappings: a study's {kind: uniform, low, high} over a group's {kind: fixed,
     # value} keeps `value`; keep only what the distribution uses.
     for key in ("prompt_len", "output_len"):

@@ -316,7 +316,7 @@ def _parse_timestamp(text: str, line: int) -> float:
         pass
     match = re.fullmatch(r"(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d+))?\s*(Z|[+-]\d\d:?\d\d)?", text)
     if match is None:
-        raise SpecError(f"trace line {line}: TIMESTAMP {text!r} is neither seconds nor 'YYYY-MM-DD HH:MM:SS[.f]'")
+        raise SpecError(f"line {line}: TIMESTAMP {text!r} is neither seconds nor 'YYYY-MM-DD HH:MM:SS[.f]'")
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     tz = timezone.utc
     if match.group(8) and match.group(8) != "Z":
@@ -328,11 +328,25 @@ def _parse_timestamp(text: str, line: int) -> float:
 
 
 def _positive_int(value, line: int, column: str) -> int:
+    """A token count; 0 is taken as 1 (a request has at least one token), a negative one refused."""
     try:
         number = int(round(float(value)))
-    except (TypeError, ValueError):
-        raise SpecError(f"trace line {line}: {column} {value!r} is not a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise SpecError(f"line {line}: {column} {value!r} is not a number") from None
+    if number < 0:
+        raise SpecError(f"line {line}: {column} {value!r} is negative; token counts are >= 0")
     return max(1, number)
+
+
+def _in_order(time_s: float, previous: float | None, line: int, column: str) -> float:
+    """A row's time, refused if it is not a finite number or comes before the previous row's: a
+    trace out of order is most often a broken export, and sorting it would replay another workload."""
+    if not math.isfinite(time_s):
+        raise SpecError(f"line {line}: {column} {time_s!r} is not a finite time")
+    if previous is not None and time_s < previous:
+        raise SpecError(f"line {line}: {column} {time_s:g} is before the previous row's ({previous:g}); "
+                        f"sort the trace by {column}")
+    return time_s
 
 
 def read_azure_trace(path: str) -> list[tuple[float, int, int, int | None]]:
@@ -343,9 +357,12 @@ def read_azure_trace(path: str) -> list[tuple[float, int, int, int | None]]:
         reader = csv.DictReader(f)
         missing = {"TIMESTAMP", "ContextTokens", "GeneratedTokens"} - set(reader.fieldnames or [])
         if missing:
-            raise SpecError(f"trace.path: {path} lacks the Azure trace column(s) {', '.join(sorted(missing))}")
+            raise SpecError(f"lacks the Azure trace column(s) {', '.join(sorted(missing))} (it has "
+                            f"{', '.join(reader.fieldnames or []) or 'none'})")
         for line, row in enumerate(reader, start=2):
-            rows.append((_parse_timestamp(row["TIMESTAMP"], line),
+            time_s = _in_order(_parse_timestamp(row["TIMESTAMP"], line), rows[-1][0] if rows else None, line,
+                               "TIMESTAMP")
+            rows.append((time_s,
                          _positive_int(row["ContextTokens"], line, "ContextTokens"),
                          _positive_int(row["GeneratedTokens"], line, "GeneratedTokens"), None))
     return rows
@@ -361,34 +378,49 @@ def read_jsonl_trace(path: str) -> list[tuple[float, int, int, int | None]]:
             try:
                 item = json.loads(text)
                 group = item.get("prefix_group")
-                rows.append((float(item["arrival_s"]), _positive_int(item["prompt_tokens"], line, "prompt_tokens"),
+                arrival_s = _in_order(float(item["arrival_s"]), rows[-1][0] if rows else None, line, "arrival_s")
+                if arrival_s < 0:
+                    raise SpecError(f"line {line}: arrival_s {arrival_s:g} is negative; times are seconds >= 0")
+                rows.append((arrival_s, _positive_int(item["prompt_tokens"], line, "prompt_tokens"),
                              _positive_int(item["output_tokens"], line, "output_tokens"),
                              None if group is None else int(group)))
+            except SpecError:
+                raise
             except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise SpecError(f"trace line {line}: expected {{arrival_s, prompt_tokens, output_tokens, "
+                raise SpecError(f"line {line}: expected {{arrival_s, prompt_tokens, output_tokens, "
                                 f"prefix_group}}, got {text.strip()[:200]!r} ({exc})") from None
     return rows
 
 
 def read_trace(trace: TraceSpec) -> list[tuple[float, int, int, int | None]]:
-    """Trace rows sorted by time, arrival times relative to the first request and scaled."""
-    rows = read_azure_trace(trace.path) if trace.format == "azure" else read_jsonl_trace(trace.path)
+    """Trace rows in time order, arrival times relative to the first request and scaled."""
+    try:
+        rows = read_azure_trace(trace.path) if trace.format == "azure" else read_jsonl_trace(trace.path)
+    except OSError as error:
+        raise SpecError(f"trace.path: cannot read {trace.path} ({error.strerror}); give a {trace.format} trace "
+                        f"file (a path relative to where revati-tune runs, or absolute)") from None
+    except SpecError as error:
+        raise SpecError(f"trace.path: {trace.path} {error}") from None
     if not rows:
         raise SpecError(f"trace.path: {trace.path} holds no requests")
-    rows.sort(key=lambda r: r[0])
     first = rows[0][0]
     return [((t - first) * trace.time_scale, p, o, g) for t, p, o, g in rows]
+
+
+def trace_rows(spec: WorkloadSpec) -> list[tuple[float, int, int, int | None]]:
+    """The first num_requests rows of the spec's trace; refused if it has fewer."""
+    rows = read_trace(spec.trace)
+    if len(rows) < spec.num_requests:
+        raise SpecError(f"num_requests: the trace has only {len(rows)} requests, got {spec.num_requests}; "
+                        f"lower num_requests to at most {len(rows)}")
+    return rows[:spec.num_requests]
 
 
 def plan_requests(spec: WorkloadSpec) -> list[PlannedRequest]:
     """The full, seeded request plan. Deterministic for a given spec."""
     rng = random.Random(spec.seed)
     if spec.trace is not None:
-        rows = read_trace(spec.trace)
-        if len(rows) < spec.num_requests:
-            raise SpecError(f"num_requests: the trace has only {len(rows)} requests, got {spec.num_requests}; "
-                            f"lower num_requests to at most {len(rows)}")
-        rows = rows[:spec.num_requests]
+        rows = trace_rows(spec)
     else:
         times = arrival_times(spec.arrival, spec.num_requests, rng)
         rows = []

@@ -122,11 +122,11 @@ def test_plan_is_seeded_and_shares_prefixes_within_groups():
 
 # ---------------------------------------------------------------------------- traces
 
-def test_azure_trace_is_relative_scaled_and_sorted(tmp_path):
+def test_azure_trace_is_relative_and_scaled(tmp_path):
     path = tmp_path / "azure.csv"
     path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
-                    "2023-11-16 18:15:46.6805900,374,44\n"
                     "2023-11-16 18:15:46.1805900,100,0\n"
+                    "2023-11-16 18:15:46.6805900,374,44\n"
                     "2023-11-16 18:15:48.1805900,5,9\n")
     spec = WorkloadSpec.from_dict({"base_url": "http://h:1", "model": "m", "num_requests": 3,
                                    "trace": {"path": str(path), "format": "azure", "time_scale": 2.0}})
@@ -156,6 +156,34 @@ def test_jsonl_trace_with_prefix_groups(tmp_path):
     assert [p.arrival_s for p in plan] == pytest.approx([0.0, 0.25, 0.5])
     assert [p.prefix_group for p in plan] == [7, 7, None]
     assert plan[0].prompt[:4] == plan[1].prompt[:4]
+
+
+@pytest.mark.parametrize("fmt, text, words", [
+    ("azure", "TIMESTAMP,ContextTokens\n1,2\n", ["lacks the Azure trace column(s) GeneratedTokens",
+                                                  "it has TIMESTAMP, ContextTokens"]),
+    ("azure", "TIMESTAMP,ContextTokens,GeneratedTokens\n2,3,4\n1,3,4\n",
+     ["line 3: TIMESTAMP 1 is before the previous row's (2)", "sort the trace by TIMESTAMP"]),
+    ("azure", "TIMESTAMP,ContextTokens,GeneratedTokens\n1,-3,4\n", ["line 2: ContextTokens '-3' is negative"]),
+    ("azure", "TIMESTAMP,ContextTokens,GeneratedTokens\nnan,3,4\n", ["line 2: TIMESTAMP nan is not a finite time"]),
+    ("jsonl", '{"arrival_s": 1, "prompt_tokens": 1, "output_tokens": 1}\n'
+              '{"arrival_s": 0.5, "prompt_tokens": 1, "output_tokens": 1}\n', ["line 2: arrival_s 0.5 is before"]),
+    ("jsonl", '{"arrival_s": -1, "prompt_tokens": 1, "output_tokens": 1}\n', ["line 1: arrival_s -1 is negative"]),
+    ("jsonl", '{"arrival_s": 0, "prompt_tokens": 1, "output_tokens": -2}\n', ["line 1: output_tokens -2 is negative"]),
+    ("jsonl", '{"arrival_s": 0, "prompt_tokens": 1}\n', ["line 1: expected {arrival_s, prompt_tokens"]),
+])
+def test_a_bad_trace_is_refused_with_its_line_and_the_fix(tmp_path, fmt, text, words):
+    path = tmp_path / f"trace.{fmt}"
+    path.write_text(text)
+    with pytest.raises(SpecError) as err:
+        loadgen.read_trace(loadgen.TraceSpec(str(path), fmt))
+    assert str(err.value).startswith(f"trace.path: {path} ")
+    for word in words:
+        assert word in str(err.value), str(err.value)
+
+
+def test_a_missing_trace_file_is_named(tmp_path):
+    with pytest.raises(SpecError, match=r"trace.path: cannot read .*nope.csv \(No such file or directory\)"):
+        loadgen.read_trace(loadgen.TraceSpec(str(tmp_path / "nope.csv"), "azure"))
 
 
 def test_trace_shorter_than_num_requests_names_the_field(tmp_path):

@@ -196,3 +196,18 @@ def test_run_of_a_switched_study_is_refused_before_any_process_starts(tmp_path, 
     assert "revati-tune: engine: the weights take 131.4 GiB per GPU at tp_size=1 x pp_size=1" in err
     assert "\nnote: engine=sglang: the study's engine settings max_model_len" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_study_reads_its_trace_when_loaded(tmp_path):
+    """The load generator reads the trace only once the engine is up: a bad one is refused before."""
+    trace = tmp_path / "t.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2,3,4\n1,3,4\n")
+    use = [f"workload.trace={{path: {trace}, format: azure}}", "workload.num_requests=2"]
+    with pytest.raises(config.ConfigError, match=rf"workload.trace.path: {trace} line 3: .*sort the trace by TIMESTAMP"):
+        config.load(FLAGSHIP, use)
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n1,3,4\n2,3,4\n")
+    assert config.load(FLAGSHIP, use).workload["trace"]["path"] == str(trace)
+    with pytest.raises(config.ConfigError, match="workload.num_requests: the trace has only 2 requests"):
+        config.load(FLAGSHIP, [*use, "workload.num_requests=3"])
+    with pytest.raises(config.ConfigError, match="workload.trace.path: cannot read /no/such.csv"):
+        config.load(FLAGSHIP, ["workload.trace={path: /no/such.csv, format: azure}"], for_run=True)
