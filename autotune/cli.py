@@ -379,6 +379,9 @@ def _search(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)      # also in a shell's background job
     try:
         report = search(config)
+    except study_config.ConfigError as error:      # its storage or out folder cannot be opened
+        print(f"revati-tune: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"revati-tune: stopped; completed trials are kept in {config.storage}; run the same command "
               f"to resume", file=sys.stderr)
@@ -397,6 +400,9 @@ def _plan(args: argparse.Namespace) -> int:
         return 2
     try:
         print(plan(args.study, args.overrides, args.rates))
+    except study_config.ConfigError as error:      # its storage or out folder cannot be opened
+        print(f"revati-tune: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("revati-tune: stopped; run the same command to resume", file=sys.stderr)
         return 130

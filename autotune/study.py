@@ -23,8 +23,9 @@ import warnings
 from pathlib import Path
 
 import optuna
+from sqlalchemy.exc import SQLAlchemyError
 
-from autotune.config import StudyConfig
+from autotune.config import ConfigError, StudyConfig
 from autotune.trial import TrialResult, end_leftovers
 
 DIRECTIONS = ["maximize", "minimize"]
@@ -33,10 +34,18 @@ COUNTED = ("ok", "infeasible", "pruned", "failed", "timeout")      # outcomes th
 
 
 def open_study(config: StudyConfig) -> optuna.Study:
-    config.out.mkdir(parents=True, exist_ok=True)
+    try:
+        config.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"out: cannot create {config.out} ({error.strerror}); give a folder you can write") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=config.storage, study_name=config.study_name, directions=DIRECTIONS,
-                                sampler=sampler(config), load_if_exists=True)
+    try:
+        study = optuna.create_study(storage=config.storage, study_name=config.study_name, directions=DIRECTIONS,
+                                    sampler=sampler(config), load_if_exists=True)
+    except (SQLAlchemyError, ImportError, OSError) as error:     # a bad URL, a missing driver, no such folder
+        raise ConfigError(f"search.storage: cannot open {config.storage} ({str(error).strip().splitlines()[0]}); "
+                          f"give an Optuna storage URL that opens, e.g. sqlite:///studies/NAME/study.db, or null "
+                          f"for <out>/study.db") from None
     if study.user_attrs.get("config", {}).get("model") not in (None, config.model):
         raise ValueError(f"search.study_name: the study {config.study_name!r} in {config.storage} is of model "
                          f"{study.user_attrs['config']['model']}, not {config.model}; pick another study_name or out")

@@ -211,3 +211,18 @@ def test_a_study_reads_its_trace_when_loaded(tmp_path):
         config.load(FLAGSHIP, [*use, "workload.num_requests=3"])
     with pytest.raises(config.ConfigError, match="workload.trace.path: cannot read /no/such.csv"):
         config.load(FLAGSHIP, ["workload.trace={path: /no/such.csv, format: azure}"], for_run=True)
+
+
+@pytest.mark.parametrize("storage,words", [
+    ("sqlite:////no/such/folder/study.db", ["unable to open database file"]),
+    ("foo://bar", ["Can't load plugin: sqlalchemy.dialects:foo"]),
+])
+def test_a_storage_that_cannot_be_opened_is_refused_before_any_trial(storage, words, tmp_path, capsys, monkeypatch):
+    def no_process(*args, **kwargs):
+        raise AssertionError("a process was started")
+    monkeypatch.setattr("subprocess.Popen", no_process)
+    assert main(["search", FLAGSHIP, f"search.storage={storage}", f"out={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert f"revati-tune: search.storage: cannot open {storage}" in err and "Traceback" not in err
+    for word in words:
+        assert word in err, err
