@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import shutil
 import signal
@@ -100,12 +101,12 @@ def _parser() -> argparse.ArgumentParser:
                      help=f"number of virtual GPUs, 1 to {MAX_DEVICES}")
     run.add_argument("--sku", type=_sku_name, required=True,
                      help="GPU model: a name from conf/hardware (h100, h200, a100) or a yaml path")
-    run.add_argument("--deadlock-after", type=float, default=10.0, metavar="SECONDS",
+    run.add_argument("--deadlock-after", type=_positive(zero=True), default=10.0, metavar="SECONDS",
                      help="fail when every thread has been blocked with nothing to wait for this "
                           "long (wall seconds; 0 never: for servers waiting on outside clients)")
-    run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+    run.add_argument("--timeout", type=_positive(), default=None, metavar="SECONDS",
                      help="fail when the command runs longer than this (wall seconds)")
-    run.add_argument("--cpu-scale", type=float, default=1.0,
+    run.add_argument("--cpu-scale", type=_positive(), default=1.0,
                      help="virtual seconds charged per second of host CPU time (default 1)")
     run.add_argument("command", nargs="*", help="the command to run, after `--`")
     run.set_defaults(run=_exec, parser=run)
@@ -165,6 +166,19 @@ def _gpu_count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_DEVICES}, "
                                          f"got {text!r}")
     return count
+
+
+def _positive(zero: bool = False) -> Callable[[str], float]:
+    """A finite number > 0 (>= 0 where 0 has a meaning) for argparse, refused with the fix."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not math.isfinite(value) or value < 0 or value == 0 and not zero:
+            raise argparse.ArgumentTypeError(f"must be a number {'>= 0' if zero else '> 0'}, got {text!r}")
+        return value
+    return parse
 
 
 def _sku_name(text: str) -> str:

@@ -28,6 +28,15 @@ def test_bad_gpu_count(gpus, capsys):
     assert f"argument --gpus: must be an integer from 1 to 16, got '{gpus}'" in err
 
 
+@pytest.mark.parametrize("option,value,bound", [
+    ("--timeout", "0", "> 0"), ("--timeout", "-5", "> 0"), ("--cpu-scale", "0", "> 0"),
+    ("--cpu-scale", "nan", "> 0"), ("--deadlock-after", "-1", ">= 0"), ("--deadlock-after", "soon", ">= 0"),
+])
+def test_bad_exec_numbers(option, value, bound, capsys):
+    err = error_of(["exec", "--gpus", "1", "--sku", "h100", option, value, "--", "true"], capsys)
+    assert f"argument {option}: must be a number {bound}, got '{value}'" in err
+
+
 def test_bad_sku(capsys):
     err = error_of(["exec", "--gpus", "2", "--sku", "b300", "--", "true"], capsys)
     assert "argument --sku: unknown SKU 'b300': known SKUs are a100, h100, h200" in err
