@@ -5,6 +5,8 @@
 #   here:        revati-tune exec --gpus 1 --sku h100 -- $REVATI_TRANSFORMERS_PYTHON -m docs.fidelity.step_timeline \
 #                    --model-dir conf/model/MODEL --cuda-activity off --out DIR
 #
+# The 1B runs twice: its second process shows what a first cuDNN build costs once another process
+# on the machine has built one (a cache that outlives the process, or not).
 # Each run is capped at STEP_LIMIT_S seconds (default 200) so that one slow run leaves the others.
 set -u
 OUT=${OUT:-/tmp/timeline-out}
@@ -13,7 +15,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
 mkdir -p /tmp/timeline
-for run in "${@:-llama3_8b:llama3_8b:on llama3_8b_cudnn_off:llama3_8b:off llama3_2_1b:llama3_2_1b:on}"; do
+for run in "${@:-llama3_8b:llama3_8b:on llama3_8b_cudnn_off:llama3_8b:off llama3_2_1b:llama3_2_1b:on llama3_2_1b_again:llama3_2_1b:on}"; do
     for spec in $run; do
         IFS=: read -r name model cudnn <<< "$spec"
         echo "== $name"
