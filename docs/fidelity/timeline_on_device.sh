@@ -22,6 +22,6 @@ for run in "${@:-llama3_8b:llama3_8b:on llama3_8b_cudnn_off:llama3_8b:off llama3
         timeout "${STEP_LIMIT_S:-200}" python3 -m docs.fidelity.step_timeline --model-dir "conf/model/$model" \
             --cudnn-attention "$cudnn" --out "/tmp/timeline/$name" > "/tmp/timeline/$name.log" 2>&1
         echo "exit $?"; grep -A12 full_decode_median_ms "/tmp/timeline/$name.log"; grep -A3 '"memory"' "/tmp/timeline/$name.log"
+        tar czf "$OUT/timeline.tgz" -C /tmp timeline    # after each run: a call cut short keeps what it measured
     done
 done
-tar czf "$OUT/timeline.tgz" -C /tmp timeline
