@@ -216,7 +216,7 @@ def render(fitted: FittedModels) -> str:
     if fitted.host_costs:
         lines.append("# host_cost: host seconds of work a replaced library does on the calling thread, measured "
                      "on the target's host (cudnn_graphs.csv: a cuDNN attention graph built, first of its kind "
-                     "in the process or a new shape)")
+                     "in the process on a machine where it ran before (models.fit_host_costs), or a new shape)")
     for name, seconds in sorted(fitted.host_costs.items()):
         lines.append(f"host_cost {name} {_g(seconds)}")
     if fitted.cudnn_attention:
