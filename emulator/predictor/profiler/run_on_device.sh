@@ -12,7 +12,8 @@
 # decoders' steps (forward_pass.py's PLAIN_MODELS, into forward_pass_plain/), "small_copies"
 # probe_small_copies.py, "cudnn_graphs" probe_cudnn_graphs.py (host time of cuDNN SDPA graph
 # builds), "host_cpu" the host's speed at engine step work (emulator/host_cpu.py, the server side of
-# the CPU calibration). Everything lands in
+# the CPU calibration), "launch_cost" probe_launch_cost.py (the host's time per eager op on CUDA
+# tensors, GPU idle and busy, against CPU tensors). Everything lands in
 # one tarball because the device tool returns at most 8 files. STEP_LIMIT_S caps each step (timeout(1)): rows are written
 # as they are measured, so a step cut short still returns what it measured.
 set -u
@@ -22,7 +23,7 @@ FAMILIES=${1:-gemm,attention,elementwise,copy,forward_pass}
 WORK=/tmp/profile
 mkdir -p "$WORK" "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,power.limit --format=csv
-kernel_families=$(echo "$FAMILIES" | tr ',' '\n' | grep -vx -e forward_pass -e memory_bound -e forward_pass_plain -e small_copies -e cudnn_graphs -e host_cpu \
+kernel_families=$(echo "$FAMILIES" | tr ',' '\n' | grep -vx -e forward_pass -e memory_bound -e forward_pass_plain -e small_copies -e cudnn_graphs -e host_cpu -e launch_cost \
     | paste -sd, -)
 step() { timeout "${STEP_LIMIT_S:-0}" "$@"; }
 has() { echo "$FAMILIES" | tr ',' '\n' | grep -qx "$1"; }
@@ -39,6 +40,9 @@ if has small_copies; then
 fi
 if has host_cpu; then
     step python3 -m emulator.host_cpu --out "$WORK/host_cpu.json" || status=1
+fi
+if has launch_cost; then
+    step python3 emulator/predictor/profiler/probe_launch_cost.py --out "$WORK" || status=1
 fi
 if has cudnn_graphs; then
     step python3 emulator/predictor/profiler/probe_cudnn_graphs.py --out "$WORK" || status=1
