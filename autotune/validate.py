@@ -271,10 +271,11 @@ def sku_of(gpu_name: str) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def serve(adapter, model_dir: Path, knobs, workload: dict, out: Path, *, emulated: bool, sku: str,
-          timeout_s: float, server_args: tuple[str, ...] = ()) -> dict:
+          timeout_s: float, server_args: tuple[str, ...] = (), server_host_cpu: dict | None = None) -> dict:
     """Serve `workload` with the engine (its command, then server_args), on the real GPU or on one
     virtual GPU of `sku` under a Timekeeper; returns the metrics with wall times (also written to
-    out/summary.json)."""
+    out/summary.json). server_host_cpu: the real server's host-CPU figure to charge the emulation
+    by (emulator/host_cpu.py), where the real runs measured one."""
     from emulator import metrics
     from emulator.loadgen import READY_LINE
     from emulator.process_groups import end_group
@@ -295,7 +296,7 @@ def serve(adapter, model_dir: Path, knobs, workload: dict, out: Path, *, emulate
         from emulator.host_cpu import calibrate
         from emulator.timekeeper.server import Timekeeper
         from emulator.vgpu_environment import vgpu_environment
-        calibration = calibrate(sku, adapter.python())
+        calibration = calibrate(sku, adapter.python(), server_host_cpu)
         tk = Timekeeper(cpu_scale=calibration.cpu_scale, watchdog_s=timeout_s,
                         log=lambda line: _append(out / "timekeeper.log", line))
         tk.__enter__()
@@ -626,21 +627,29 @@ def serve_real(adapter, scenario: Scenario, workload: dict, out: Path, record: d
                timeout_s: float, server_args: tuple[str, ...] = ()) -> None:
     """Serve the scenario `repeats` times on the real GPU (out/real-1, ...). Each summary goes into
     record["real"] as soon as it exists, so a failed scenario still shows what ran; any failed run
-    fails the scenario with its reason."""
+    fails the scenario with its reason. Before each run the host's CPU speed is measured (the
+    summary's host_cpu): a server's host speed moves between device calls, and the emulation of
+    these runs is charged the host as it was."""
+    from emulator.host_cpu import measure_in
     model_dir, knobs = MODELS / scenario.group.model, scenario.knobs()
     record["real"] = []
     for repeat in range(1, repeats + 1):
+        host_cpu = measure_in(adapter.python())
         summary = serve(adapter, model_dir, knobs, workload, out / f"real-{repeat}", emulated=False, sku=sku,
                         timeout_s=timeout_s, server_args=server_args)
+        summary["host_cpu"] = host_cpu
         record["real"].append(summary)
         print(f"{scenario.name}: real {repeat}/{repeats} done in {summary['wall_seconds']:.1f} s", flush=True)
 
 
 def emulate(adapter, scenario: Scenario, workload: dict, out: Path, record: dict, *, sku: str, timeout_s: float,
             server_args: tuple[str, ...] = ()) -> list[dict]:
-    """Serve the scenario once emulated (out/emulated) and return its rows against record["real"]."""
+    """Serve the scenario once emulated (out/emulated) and return its rows against record["real"],
+    charged the real runs' host CPU speed where they measured it (the median run's figure)."""
+    figures = sorted((real["host_cpu"] for real in record["real"] if real.get("host_cpu")), key=lambda f: f["seconds"])
     record["emulated"] = serve(adapter, MODELS / scenario.group.model, scenario.knobs(), workload, out / "emulated",
-                               emulated=True, sku=sku, timeout_s=timeout_s, server_args=server_args)
+                               emulated=True, sku=sku, timeout_s=timeout_s, server_args=server_args,
+                               server_host_cpu=figures[len(figures) // 2] if figures else None)
     print(f"{scenario.name}: emulated done in {record['emulated']['wall_seconds']:.1f} s", flush=True)
     return compare(scenario.name, [real["metrics"] for real in record["real"]], record["emulated"]["metrics"])
 

@@ -139,34 +139,43 @@ def target(sku: str) -> dict | None:
     return figure
 
 
+def measure_in(python: Path) -> dict:
+    """The workload's seconds in `python` (an engine's interpreter) on this host, measured now."""
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([str(python), "-m", "emulator.host_cpu"], cwd=repo, capture_output=True, text=True,
+                          timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo)})
+    if proc.returncode != 0:
+        raise RuntimeError(f"measuring this host's CPU in {python} failed: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def this_host(python: Path, cache_dir: Path) -> dict:
     """The workload's seconds on this host in `python` (the engine's interpreter), cached."""
     key = hashlib.sha256(f"{cpu_model()}|{Path(python).resolve()}|{WORKLOAD_VERSION}".encode()).hexdigest()[:16]
     cached = cache_dir / f"{key}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    repo = Path(__file__).resolve().parent.parent
-    proc = subprocess.run([str(python), "-m", "emulator.host_cpu"], cwd=repo, capture_output=True, text=True,
-                          timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo)})
-    if proc.returncode != 0:
-        raise RuntimeError(f"measuring this host's CPU in {python} failed: {proc.stderr.strip()[-500:]}")
-    figure = json.loads(proc.stdout.strip().splitlines()[-1])
+    figure = measure_in(python)
     cache_dir.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(figure, indent=1))
     return figure
 
 
-def calibrate(sku: str, python: Path) -> Calibration:
-    """cpu_scale for emulating `sku` with the engine in `python` on this host."""
+def calibrate(sku: str, python: Path, server: dict | None = None) -> Calibration:
+    """cpu_scale for emulating `sku` with the engine in `python` on this host. server: the GPU
+    server's figure as measured alongside a particular real run (validate); by default the SKU's
+    committed one. A server host's speed moves between runs (docs/fidelity/h100_timeline.md), so a
+    comparison with a real run is charged the host as it was then."""
     from emulator.vgpu.build import revati_home
-    server = target(sku)
+    when = ", measured with the real runs" if server is not None else ""
+    server = server if server is not None else target(sku)
     if server is None:
         return Calibration(1.0, f"host CPU not calibrated for {sku} (no emulator/predictor/data/{sku}/host_cpu.json): "
                                 f"this host's CPU seconds are charged 1:1")
     here = this_host(python, revati_home() / "host_cpu")
     scale = server["seconds"] / here["seconds"]
     return Calibration(scale, f"host CPU time charged x{scale:.3f}: the step-work benchmark (emulator/host_cpu.py) "
-                              f"took {server['seconds'] * 1e3:.1f} ms on {sku}'s server ({server['cpu']}) and "
+                              f"took {server['seconds'] * 1e3:.1f} ms on {sku}'s server ({server['cpu']}{when}) and "
                               f"{here['seconds'] * 1e3:.1f} ms here ({here['cpu']})")
 
 

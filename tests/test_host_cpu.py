@@ -40,3 +40,12 @@ def test_the_scale_is_the_servers_seconds_over_this_hosts(tmp_path, monkeypatch)
     (tmp_path / "h100" / "host_cpu.json").write_text(json.dumps({"seconds": 0.03, "workload_version": 0}))
     with pytest.raises(ValueError, match="measure it again with `python -m emulator.host_cpu --out"):
         host_cpu.calibrate("h100", "python3")
+
+
+def test_a_real_runs_own_figure_overrides_the_skus(tmp_path, monkeypatch):
+    """validate charges an emulation the host as its real runs measured it, not the SKU's figure."""
+    monkeypatch.setattr(host_cpu, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(host_cpu, "this_host", lambda python, cache: {"seconds": 0.040, "cpu": "AMD EPYC"})
+    calibration = host_cpu.calibrate("h200", "python3", {"seconds": 0.050, "cpu": "Intel Xeon"})
+    assert calibration.cpu_scale == pytest.approx(1.25)
+    assert "50.0 ms on h200's server (Intel Xeon, measured with the real runs)" in calibration.note

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from autotune import cli, validate
+from emulator import host_cpu
 from emulator.engines.adapter import ServingKnobs
 from emulator.engines.hf_transformers import TransformersAdapter
 
@@ -251,6 +252,7 @@ def test_real_only_serves_the_real_repeats_and_writes_runs_for_real_from(tmp_pat
         return {"metrics": _metrics(100.0), "wall_seconds": 1.0, "workload": workload}
     monkeypatch.setattr(validate, "serve", fake_serve)
     monkeypatch.setattr(validate, "real_gpu", lambda python: {"nvidia_smi_name": "NVIDIA H100 80GB HBM3"})
+    monkeypatch.setattr(host_cpu, "measure_in", lambda python: {"seconds": 0.038, "cpu": "Intel Xeon"})
     monkeypatch.setattr(TransformersAdapter, "python", lambda self: Path("python3"))
     args = validate.build_parser().parse_args(["llama3_2_1b-b16-near", "--real-only", "--real-repeats", "2",
                                                "--out", str(tmp_path)])
@@ -261,6 +263,8 @@ def test_real_only_serves_the_real_repeats_and_writes_runs_for_real_from(tmp_pat
     assert facts["emulated_sku"] == "h100" and list(runs) == ["llama3_2_1b-b16-overloaded", "llama3_2_1b-b16-near"]
     # The near load is offered at 0.85 of the overloaded runs' median request throughput.
     assert runs["llama3_2_1b-b16-near"][0]["workload"]["arrival"]["rate"] == round(0.85 * 200.0, 4)
+    # Each real run carries the host's CPU speed measured before it, for its emulation's charge.
+    assert runs["llama3_2_1b-b16-near"][1]["host_cpu"] == {"seconds": 0.038, "cpu": "Intel Xeon"}
     with pytest.raises(SystemExit):
         validate.build_parser().parse_args(["all", "--real-only", "--real-from", "runs.json"])
 
@@ -268,20 +272,24 @@ def test_real_only_serves_the_real_repeats_and_writes_runs_for_real_from(tmp_pat
 def test_against_a_recorded_real_side_only_the_emulation_runs_with_the_recorded_workload(tmp_path, monkeypatch):
     """emulate_against with serve replaced: what it serves, and how it compares."""
     workload = {"num_requests": 96, "arrival": {"process": "poisson", "rate": 6.1}}
-    reals = [{"metrics": _metrics(100.0), "workload": workload}, {"metrics": _metrics(120.0), "workload": workload}]
+    figures = [{"seconds": s, "cpu": "Intel Xeon"} for s in (0.050, 0.038, 0.041)]
+    reals = [{"metrics": _metrics(m), "workload": workload, "host_cpu": f} for m, f in zip((100.0, 120.0, 115.0), figures)]
     served = []
 
-    def fake_serve(adapter, model_dir, knobs, workload, out, *, emulated, sku, timeout_s, server_args):
-        served.append((model_dir.name, workload, emulated, sku, server_args))
+    def fake_serve(adapter, model_dir, knobs, workload, out, *, emulated, sku, timeout_s, server_args,
+                   server_host_cpu):
+        served.append((model_dir.name, workload, emulated, sku, server_args, server_host_cpu))
         return {"metrics": _metrics(110.0), "wall_seconds": 1.0}
     monkeypatch.setattr(validate, "serve", fake_serve)
     scenario = validate.SCENARIOS["llama3_8b-b16-near"]
     record = {}
     rows = validate.emulate_against(None, scenario, {scenario.name: reals}, tmp_path, record, sku="h200", timeout_s=9,
                                     server_args=("--cudnn-attention", "off"))
-    assert served == [("llama3_8b", workload, True, "h200", ("--cudnn-attention", "off"))] and record["rate"] == 6.1
+    # The emulation is charged the host as the real runs found it: their median figure.
+    assert served == [("llama3_8b", workload, True, "h200", ("--cudnn-attention", "off"), figures[2])]
+    assert record["rate"] == 6.1
     ttft = next(r for r in rows if r["metric"] == "TTFT (ms)" and r["stat"] == "mean")
-    assert (ttft["real"], ttft["real_min"], ttft["real_max"], ttft["emulated"]) == (110.0, 100.0, 120.0, 110.0)
+    assert (ttft["real"], ttft["real_min"], ttft["real_max"], ttft["emulated"]) == (115.0, 100.0, 120.0, 110.0)
     with pytest.raises(ValueError, match="no real runs of llama3_8b-b16-light in --real-from"):
         validate.emulate_against(None, validate.SCENARIOS["llama3_8b-b16-light"], {}, tmp_path, {}, sku="h200",
                                  timeout_s=9)
