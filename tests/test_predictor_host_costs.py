@@ -51,3 +51,13 @@ def test_the_model_file_carries_host_costs_and_a_carried_sku_keeps_them():
     assert "host_cost cudnn_attention_graph_first 0.075\n" in text
     carried = models.transfer(fitted, load_sku("h100"), load_sku("a100"))
     assert carried.host_costs == fitted.host_costs
+
+
+def test_a_launch_costs_the_runtime_calls_mean_less_the_profilers_own_time():
+    calls = pd.DataFrame([("cudaLaunchKernel", 300, 6e-6), ("cuLaunchKernelEx", 100, 10e-6),
+                          ("cudaStreamIsCapturing", 50, 1e-6), ("cudaStreamGetPriority", 50, 0.8e-6),
+                          ("cudaStreamSynchronize", 10, 40e-6)], columns=["call", "calls", "seconds"])
+    # Weighted mean of the launch calls, 7 µs; the do-nothing calls' median, 0.9 µs, is the profiler's.
+    assert models.fit_launch_cost(calls) == pytest.approx(6.1e-6)
+    with pytest.raises(ValueError, match="no launch call"):
+        models.fit_launch_cost(calls[~calls["call"].isin(["cudaLaunchKernel", "cuLaunchKernelEx"])])

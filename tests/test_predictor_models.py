@@ -192,18 +192,17 @@ def test_model_file_round_trips(fitted):
 
 def test_model_file_is_rewritten_only_when_stale(tmp_path, monkeypatch):
     monkeypatch.setenv("REVATI_HOME", str(tmp_path))
-    path = modelfile.ensure_model_file("h100")
-    assert path == tmp_path / "predictor" / "h100.model"
+    path = modelfile.ensure_model_file("h200")
+    assert path == tmp_path / "predictor" / "h200.model"
     text = path.read_text()
-    # The H100 has no cudnn_graphs table: the H200's is carried, and its hash is part of the key.
+    # The H200 has no runtime_calls table: the H100's is carried, and its hash is part of the key.
     h100, h200 = tables.sha256("h100"), tables.sha256("h200")
-    assert f"# tables_sha256 {h100} h200 {h200}\n" in text
-    assert "host_cost records from h200's measurements carried to h100 unchanged" in text
-    assert "cudnn_attention records from h200's measurements carried to h100 by one SM's arithmetic rate" in text
+    assert f"# tables_sha256 {h200} h100 {h100}\n" in text
+    assert "host_cost launch records from h100's measurements carried to h200 unchanged (host work)" in text
     inode = path.stat().st_ino
-    assert modelfile.ensure_model_file("h100").stat().st_ino == inode  # up to date: untouched
-    path.write_text(text.replace(h100, "0" * 64))  # as if the tables had changed
-    assert modelfile.ensure_model_file("h100").read_text() == text
+    assert modelfile.ensure_model_file("h200").stat().st_ino == inode  # up to date: untouched
+    path.write_text(text.replace(h200, "0" * 64))  # as if the tables had changed
+    assert modelfile.ensure_model_file("h200").read_text() == text
     assert list(path.parent.iterdir()) == [path]  # no temporary left behind
 
 

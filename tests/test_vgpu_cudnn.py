@@ -169,3 +169,24 @@ def test_a_masked_cudnn_attention_is_charged_by_cudnns_measured_kernel(engine_py
     assert masked == pytest.approx(native.cudnn_attention_seconds(model, 1, 32, 16, 4800, 128, False, True), abs=1e-9)
     assert unmasked == pytest.approx(native.attention_seconds(model, "sdpa_flash", 1, 16, 4800, 32, 32, 128), abs=1e-9)
     assert masked > 4 * unmasked       # the masked kernel is the slow one (cudnn_graphs.csv)
+
+
+def test_every_launch_charges_the_runtimes_host_work(engine_python, libdir, tmp_path):
+    """A model file whose host_cost launch record says the CUDA runtime spends 1 ms of host time
+    queueing a launch: 100 eager kernel launches take at least 100 ms of virtual time on the
+    launching thread, where they take a few without the record."""
+    from emulator.predictor.modelfile import ensure_model_file
+    base = "".join(line + "\n" for line in ensure_model_file("h100").read_text().splitlines()
+                   if not line.startswith("host_cost launch"))
+    program = ("import json, time, torch\nx = torch.ones(16, device='cuda')\ntorch.cuda.synchronize()\n"
+               "t = time.perf_counter()\nfor _ in range(100):\n    x.add_(1)\n"
+               "print(json.dumps(time.perf_counter() - t))\n")
+    elapsed = {}
+    for name, extra in (("charged", "host_cost launch 0.001\n"), ("free", "")):
+        model = tmp_path / f"{name}.model"
+        model.write_text(base + extra)
+        result = run_deployment([[engine_python, "-c", program]], env={"REVATI_PREDICTOR": f"profiled:{model}"})
+        (proc,) = result.processes
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        elapsed[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert 0.1 <= elapsed["charged"] < 0.15 and elapsed["free"] < 0.05

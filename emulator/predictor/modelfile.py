@@ -50,11 +50,13 @@ FITTING_SOURCES = (Path(models.__file__), Path(__file__), models.FA3_PUBLISHED)
 CARRIED_TABLES = (
     (("memory", "efficient_attention"), ("memory", "efficient_attention")),
     (("cudnn_graphs",), ("host_costs", "cudnn_attention")),
+    (("runtime_calls",), ("launch_host_s",)),
 )
 # How each carried field reaches the target (models.transfer): record name, and how.
 _CARRIED_HOW = {"memory": ("memory_curve", "by the roofline"),
                 "efficient_attention": ("efficient_attention", "by the roofline"),
                 "host_costs": ("host_cost", "unchanged (host work)"),
+                "launch_host_s": ("host_cost launch", "unchanged (host work)"),
                 "cudnn_attention": ("cudnn_attention", "by one SM's arithmetic rate (the same CTAs per SM)")}
 
 
@@ -219,6 +221,10 @@ def render(fitted: FittedModels) -> str:
                      "in the process on a machine where it ran before (models.fit_host_costs), or a new shape)")
     for name, seconds in sorted(fitted.host_costs.items()):
         lines.append(f"host_cost {name} {_g(seconds)}")
+    if fitted.launch_host_s:
+        lines.append("# host_cost launch: host seconds of the CUDA runtime's own work per launch, which the vGPU "
+                     "library does not do (runtime_calls.csv, models.fit_launch_cost)")
+        lines.append(f"host_cost launch {_g(fitted.launch_host_s)}")
     if fitted.cudnn_attention:
         lines.append("# cudnn_attention: cuDNN's SDPA forward with an additive mask (cudnn.c's masked attention "
                      "launches; unmasked ones are charged as sdpa_flash): head_dim query_tile slots, then "

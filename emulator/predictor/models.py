@@ -674,6 +674,28 @@ def fit_host_costs(graphs: pd.DataFrame) -> dict[str, float]:
             "cudnn_attention_graph": miss}
 
 
+# The runtime calls that queue work on the GPU (one a kernel, copy or memset the library submits),
+# and calls that do next to nothing, whose time under torch.profiler is the profiler's own.
+LAUNCH_CALLS = ("cudaLaunchKernel", "cuLaunchKernel", "cuLaunchKernelEx", "cudaLaunchKernelExC", "cudaMemcpyAsync",
+                "cudaMemsetAsync")
+QUERY_CALLS = ("cudaStreamIsCapturing", "cudaStreamGetPriority", "cudaDeviceGetStreamPriorityRange",
+               "cudaGetErrorString")
+
+
+def fit_launch_cost(calls: pd.DataFrame) -> float:
+    """Host seconds the CUDA runtime spends on one launch, beyond what the vGPU library spends:
+    the launch calls' mean time weighted by their counts, less the profiler's own time per call
+    (the median of the do-nothing calls' times). The library's own cost per launch, a few hundred
+    nanoseconds, is left in (it is charged as this host's CPU time)."""
+    launches = calls[calls["call"].isin(LAUNCH_CALLS)]
+    if launches.empty:
+        raise ValueError(f"runtime_calls.csv: no launch call ({', '.join(LAUNCH_CALLS)}): nothing to fit")
+    mean_s = float((launches["seconds"] * launches["calls"]).sum() / launches["calls"].sum())
+    queries = calls[calls["call"].isin(QUERY_CALLS)]["seconds"]
+    profiler_s = float(queries.median()) if len(queries) else 0.0
+    return max(mean_s - profiler_s, 0.0)
+
+
 # ---- PyTorch's memory-efficient attention (efficient_attention.csv) ---------------------------
 
 def efficient_query_block(head_dim: int) -> int:
@@ -1168,6 +1190,8 @@ class FittedModels:
     # head_dim -> cuDNN's SDPA forward kernel with an additive mask; empty where cudnn_graphs.csv is
     # absent.
     cudnn_attention: dict[int, EfficientAttentionModel] = field(default_factory=dict)
+    # Host seconds of the CUDA runtime's own work per launch (runtime_calls.csv); 0 where absent.
+    launch_host_s: float = 0.0
     # FlashAttention 3, calibrated to published figures (never measured here); None: charged as
     # vLLM's Triton attention.
     flash_attention_3: FlashAttention3 | None = None
@@ -1239,6 +1263,7 @@ def fit(tables: Tables, sku: Sku) -> FittedModels:
         host_costs={} if tables.cudnn_graphs is None else fit_host_costs(tables.cudnn_graphs),
         cudnn_attention=({} if tables.cudnn_graphs is None
                          else fit_cudnn_attention(cudnn_attention_rows(tables.cudnn_graphs), sku.sm_count)),
+        launch_host_s=0.0 if tables.runtime_calls is None else fit_launch_cost(tables.runtime_calls),
         flash_attention_3=calibrated_flash_attention_3(sku, kernels.default.a),
     )
 
@@ -1311,6 +1336,7 @@ def transfer(source: FittedModels, source_sku: Sku, target_sku: Sku) -> FittedMo
         cudnn_attention={d: m.carried(source_sku, target_sku) for d, m in source.cudnn_attention.items()},
         # The host's and the library's work, not the GPU's: the same on the target.
         host_costs=dict(source.host_costs),
+        launch_host_s=source.launch_host_s,
         flash_attention_3=(None if source.flash_attention_3 is None
                            else source.flash_attention_3.carried(source_sku, target_sku)),
     )

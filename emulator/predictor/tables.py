@@ -57,6 +57,7 @@ OPTIONAL_TABLES = {
     "cudnn_graphs": ("cudnn_graphs.csv", ["variant", "heads", "head_dim", "queries", "keys", "masked", "causal",
                                           "call", "seconds", "gpu_seconds", "split"],
                      "cudnn_graphs_meta.json"),
+    "runtime_calls": ("runtime_calls.csv", ["call", "calls", "seconds", "split"], "meta.json"),
 }
 COLLECTIVE_OPS_MEASURED = ("all_reduce", "all_gather", "reduce_scatter", "send_recv")
 
@@ -93,6 +94,8 @@ class Tables:
     # Host seconds of cuDNN SDPA calls that build a graph and that find one, and their kernels' GPU
     # seconds (cudnn_graphs.csv), or None.
     cudnn_graphs: pd.DataFrame | None = None
+    # The CUDA runtime's calls in a real step, microseconds each (runtime_calls.csv), or None.
+    runtime_calls: pd.DataFrame | None = None
 
 
 def measured_skus() -> list[str]:
@@ -136,6 +139,7 @@ def load(sku: str) -> Tables:
                   efficient_attention=_read_optional(directory / OPTIONAL_TABLES["efficient_attention"][0],
                                                      "efficient_attention"),
                   cudnn_graphs=_read_optional(directory / OPTIONAL_TABLES["cudnn_graphs"][0], "cudnn_graphs"),
+                  runtime_calls=_read_optional(directory / OPTIONAL_TABLES["runtime_calls"][0], "runtime_calls"),
                   **frames)
 
 

@@ -43,6 +43,7 @@ static const char *kind_names[VGPU_OP_KIND_COUNT] = {
 static const char *host_work_names[VGPU_HOST_WORK_COUNT] = {
     [VGPU_HOST_CUDNN_ATTENTION_FIRST] = "cudnn_attention_graph_first",
     [VGPU_HOST_CUDNN_ATTENTION] = "cudnn_attention_graph",
+    [VGPU_HOST_LAUNCH] = "launch",
 };
 
 static int kind_from_name(const char *s) {

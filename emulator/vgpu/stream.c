@@ -136,8 +136,19 @@ static int crosses_processes(const vgpu_launch *l) {
     return l->kind == VGPU_OP_COLLECTIVE && l->u.coll.nranks > 1 && vgpu_timekeeper_connected();
 }
 
+/* The CUDA runtime's CPU work to queue one launch of work on the GPU, which the library replaces
+ * with far less of its own: charged to the launching thread. A captured launch is queued by its
+ * graph's launch; host functions and event records are not work the GPU runs. */
+static void charge_launch(const vgpu_launch *l) {
+    static double seconds = -1;
+    if (l->kind == VGPU_OP_GRAPH || l->kind == VGPU_OP_HOST_FN || l->kind == VGPU_OP_EVENT_RECORD) return;
+    if (seconds < 0) seconds = vgpu_predict_host(VGPU_HOST_LAUNCH);
+    vgpu_clock_charge_host(seconds);
+}
+
 double vgpu_submit(vgpu_stream *s, const vgpu_launch *launch) {
     double seconds = vgpu_predict(launch);
+    if (!s->capture) charge_launch(launch);
     double now = vgpu_now();
     pthread_mutex_lock(&lock);
     if (s->capture) {

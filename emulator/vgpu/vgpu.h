@@ -199,6 +199,7 @@ double vgpu_predict(const vgpu_launch *launch);
 typedef enum {
     VGPU_HOST_CUDNN_ATTENTION_FIRST,    /* the first graph of an attention signature in a process */
     VGPU_HOST_CUDNN_ATTENTION,          /* another graph of a signature met before (a new shape) */
+    VGPU_HOST_LAUNCH,                   /* the CUDA runtime's own work to queue one launch */
     VGPU_HOST_WORK_COUNT
 } vgpu_host_work;
 /* Seconds of host time for `work` on the target (the model file's host_cost records); 0 where
