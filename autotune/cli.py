@@ -106,8 +106,9 @@ def _parser() -> argparse.ArgumentParser:
                           "long (wall seconds; 0 never: for servers waiting on outside clients)")
     run.add_argument("--timeout", type=_positive(), default=None, metavar="SECONDS",
                      help="fail when the command runs longer than this (wall seconds)")
-    run.add_argument("--cpu-scale", type=_positive(), default=1.0,
-                     help="virtual seconds charged per second of host CPU time (default 1)")
+    run.add_argument("--cpu-scale", type=_positive(), default=None,
+                     help="virtual seconds charged per second of host CPU time (default: the SKU's server "
+                          "host against this one, measured in the command's Python; 1 where either is unknown)")
     run.add_argument("command", nargs="*", help="the command to run, after `--`")
     run.set_defaults(run=_exec, parser=run)
 
@@ -430,7 +431,8 @@ TIMEKEEPER_FAILED = 3
 
 def _exec(args: argparse.Namespace) -> int:
     """Run the command, and every process it starts, on virtual GPUs in virtual time."""
-    timekeeper = Timekeeper(cpu_scale=args.cpu_scale, watchdog_s=args.timeout,
+    cpu_scale = args.cpu_scale if args.cpu_scale is not None else _exec_calibration(args)
+    timekeeper = Timekeeper(cpu_scale=cpu_scale, watchdog_s=args.timeout,
                             deadlock_after_s=args.deadlock_after or float("inf"),
                             log=lambda line: print(line, file=sys.stderr, flush=True))
     with tempfile.TemporaryDirectory(prefix="revati-exec-") as workdir, timekeeper:
@@ -438,6 +440,26 @@ def _exec(args: argparse.Namespace) -> int:
         env.update(timekeeper.env())
         returncode = run_process_group(args.command, env, stop=lambda: timekeeper.failure is not None)
         return TIMEKEEPER_FAILED if timekeeper.failure else returncode
+
+
+def _exec_calibration(args: argparse.Namespace) -> float:
+    """cpu_scale for exec, as `run` calibrates it (emulator/host_cpu.py): measured in the Python that
+    will run the command (the engine env's, or the command's own interpreter), said on stderr."""
+    from emulator.host_cpu import calibrate
+    path = os.pathsep.join(filter(None, (str(envs.env_python(args.engine).parent) if args.engine else None,
+                                         os.environ.get("PATH"))))
+    program = shutil.which(args.command[0], path=path) if args.command else None
+    if program is None or not Path(program).name.startswith("python"):
+        print(f"revati-tune: host CPU time charged 1:1 (not a Python command to measure this host in; "
+              f"--cpu-scale sets it)", file=sys.stderr)
+        return 1.0
+    try:
+        calibration = calibrate(load_sku(args.sku).sku, Path(program))
+    except RuntimeError as error:     # no torch there: the benchmark dispatches torch ops
+        print(f"revati-tune: host CPU time charged 1:1 ({error}; --cpu-scale sets it)", file=sys.stderr)
+        return 1.0
+    print(f"revati-tune: {calibration.note}", file=sys.stderr)
+    return calibration.cpu_scale
 
 
 def run_process_group(command: list[str], env: dict[str, str],

@@ -161,3 +161,33 @@ def test_exec_forwards_sigint_to_the_group(plain_exec):
     assert code == signal.SIGINT
     assert time.monotonic() - started < 10
     assert not alive(int(ready.read_text()))
+
+
+def test_exec_charges_host_cpu_as_calibrated_in_the_commands_python(plain_exec, monkeypatch, capsys):
+    """exec calibrates host CPU as `run` does, measured in the interpreter that runs the command;
+    a command that is not Python is charged 1:1, and --cpu-scale overrides both."""
+    from emulator import host_cpu
+    scales, measured_in = [], []
+    monkeypatch.setattr(cli, "Timekeeper", lambda cpu_scale, **kw: scales.append(cpu_scale) or _NoTimekeeper())
+    monkeypatch.setattr(host_cpu, "calibrate", lambda sku, python: measured_in.append((sku, python))
+                        or host_cpu.Calibration(1.25, "host CPU time charged x1.250: measured"))
+    assert exec_python("pass") == 0
+    assert cli.main(["exec", "--gpus", "1", "--sku", "h100", "--", "true"]) == 0
+    assert cli.main(["exec", "--gpus", "1", "--sku", "h100", "--cpu-scale", "2", "--", sys.executable, "-c", ""]) == 0
+    assert scales == [1.25, 1.0, 2.0]
+    assert measured_in == [("h100", Path(sys.executable))]
+    err = capsys.readouterr().err
+    assert "x1.250: measured" in err and "charged 1:1 (not a Python command" in err
+
+
+class _NoTimekeeper:
+    failure = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def env(self):
+        return {}
