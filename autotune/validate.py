@@ -302,6 +302,7 @@ def serve(adapter, model_dir: Path, knobs, workload: dict, out: Path, *, emulate
         tk.__enter__()
         env = vgpu_environment(knobs.gpus, sku, engine=None, workdir=out / "vgpu", base_env=env)
         env.update(tk.env())
+        env["REVATI_HOST_WORK_SCALE"] = repr(calibration.host_work_scale)
         env["REVATI_VGPU_STATS"] = str(out / "vgpu" / "stats-%p.csv")
     failure = None
     serving_since = None

@@ -121,6 +121,9 @@ def cpu_model() -> str:
 class Calibration:
     cpu_scale: float
     note: str               # how it was found, for the run's emulation notes
+    # The server host's speed during the real runs against when the SKU's host costs (cuDNN graph
+    # builds, the runtime's launch work) were measured: they scale with it (REVATI_HOST_WORK_SCALE).
+    host_work_scale: float = 1.0
 
 
 def target(sku: str) -> dict | None:
@@ -165,18 +168,25 @@ def calibrate(sku: str, python: Path, server: dict | None = None) -> Calibration
     """cpu_scale for emulating `sku` with the engine in `python` on this host. server: the GPU
     server's figure as measured alongside a particular real run (validate); by default the SKU's
     committed one. A server host's speed moves between runs (docs/fidelity/h100_timeline.md), so a
-    comparison with a real run is charged the host as it was then."""
+    comparison with a real run is charged the host as it was then: its CPU time, and the host work
+    measured on the server (host_work_scale: that figure against the committed one)."""
     from emulator.vgpu.build import revati_home
+    committed = target(sku)
     when = ", measured with the real runs" if server is not None else ""
-    server = server if server is not None else target(sku)
+    server = server if server is not None else committed
     if server is None:
         return Calibration(1.0, f"host CPU not calibrated for {sku} (no emulator/predictor/data/{sku}/host_cpu.json): "
                                 f"this host's CPU seconds are charged 1:1")
     here = this_host(python, revati_home() / "host_cpu")
     scale = server["seconds"] / here["seconds"]
-    return Calibration(scale, f"host CPU time charged x{scale:.3f}: the step-work benchmark (emulator/host_cpu.py) "
-                              f"took {server['seconds'] * 1e3:.1f} ms on {sku}'s server ({server['cpu']}{when}) and "
-                              f"{here['seconds'] * 1e3:.1f} ms here ({here['cpu']})")
+    note = (f"host CPU time charged x{scale:.3f}: the step-work benchmark (emulator/host_cpu.py) took "
+            f"{server['seconds'] * 1e3:.1f} ms on {sku}'s server ({server['cpu']}{when}) and "
+            f"{here['seconds'] * 1e3:.1f} ms here ({here['cpu']})")
+    work_scale = server["seconds"] / committed["seconds"] if committed else 1.0
+    if work_scale != 1.0:
+        note += (f"; the server's measured host work (cuDNN graph builds, launches) charged x{work_scale:.3f}: "
+                 f"{committed['seconds'] * 1e3:.1f} ms when it was measured")
+    return Calibration(scale, note, work_scale)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,5 +47,13 @@ def test_a_real_runs_own_figure_overrides_the_skus(tmp_path, monkeypatch):
     monkeypatch.setattr(host_cpu, "DATA_DIR", tmp_path)
     monkeypatch.setattr(host_cpu, "this_host", lambda python, cache: {"seconds": 0.040, "cpu": "AMD EPYC"})
     calibration = host_cpu.calibrate("h200", "python3", {"seconds": 0.050, "cpu": "Intel Xeon"})
-    assert calibration.cpu_scale == pytest.approx(1.25)
+    assert calibration.cpu_scale == pytest.approx(1.25) and calibration.host_work_scale == 1.0
     assert "50.0 ms on h200's server (Intel Xeon, measured with the real runs)" in calibration.note
+    # The server's host work (graph builds, launches) was measured at the committed figure's speed:
+    # a real run on a slower host charges it slower by as much.
+    (tmp_path / "h200").mkdir()
+    (tmp_path / "h200" / "host_cpu.json").write_text(json.dumps(
+        {"seconds": 0.040, "cpu": "Intel Xeon", "workload_version": host_cpu.WORKLOAD_VERSION}))
+    calibration = host_cpu.calibrate("h200", "python3", {"seconds": 0.050, "cpu": "Intel Xeon"})
+    assert calibration.host_work_scale == pytest.approx(1.25) and "host work (cuDNN graph builds, launches) charged x1.250" in calibration.note
+    assert host_cpu.calibrate("h200", "python3").host_work_scale == 1.0

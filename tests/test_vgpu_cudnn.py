@@ -182,11 +182,15 @@ def test_every_launch_charges_the_runtimes_host_work(engine_python, libdir, tmp_
                "t = time.perf_counter()\nfor _ in range(100):\n    x.add_(1)\n"
                "print(json.dumps(time.perf_counter() - t))\n")
     elapsed = {}
-    for name, extra in (("charged", "host_cost launch 0.001\n"), ("free", "")):
+    for name, extra, scale in (("charged", "host_cost launch 0.001\n", "1"), ("free", "", "1"),
+                               ("slower_host", "host_cost launch 0.001\n", "2")):
         model = tmp_path / f"{name}.model"
         model.write_text(base + extra)
-        result = run_deployment([[engine_python, "-c", program]], env={"REVATI_PREDICTOR": f"profiled:{model}"})
+        result = run_deployment([[engine_python, "-c", program]],
+                                env={"REVATI_PREDICTOR": f"profiled:{model}", "REVATI_HOST_WORK_SCALE": scale})
         (proc,) = result.processes
         assert proc.returncode == 0, proc.stderr[-3000:]
         elapsed[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert 0.1 <= elapsed["charged"] < 0.15 and elapsed["free"] < 0.05
+    # A server host measured twice as slow during the real runs (validate) charges twice the work.
+    assert 0.2 <= elapsed["slower_host"] < 0.25

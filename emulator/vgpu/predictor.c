@@ -88,6 +88,9 @@ static const predictor predictors[] = {
 
 static const predictor *active;
 static pthread_once_t active_once = PTHREAD_ONCE_INIT;
+/* The target host's speed during the run against when its host costs were measured
+ * (REVATI_HOST_WORK_SCALE, from emulator/host_cpu.py's figures): host work scales with it. */
+static double host_work_scale = 1.0;
 
 static void choose(void) {
     const char *spec = getenv("REVATI_PREDICTOR");
@@ -102,6 +105,15 @@ static void choose(void) {
     for (size_t i = 0; i < sizeof predictors / sizeof *predictors; i++)
         if (strcmp(predictors[i].name, name) == 0) active = &predictors[i];
     if (!active) { fprintf(stderr, "vgpu: REVATI_PREDICTOR names unknown predictor '%s'\n", name); exit(86); }
+    const char *scale = getenv("REVATI_HOST_WORK_SCALE");
+    if (scale && *scale) {
+        char *end;
+        host_work_scale = strtod(scale, &end);
+        if (*end || !(host_work_scale > 0)) {
+            fprintf(stderr, "vgpu: REVATI_HOST_WORK_SCALE must be a positive number, got '%s'\n", scale);
+            exit(86);
+        }
+    }
     active->init(argument);
 }
 
@@ -114,7 +126,7 @@ double vgpu_predict(const vgpu_launch *launch) {
 
 double vgpu_predict_host(vgpu_host_work work) {
     pthread_once(&active_once, choose);
-    return active->predict_host(work);
+    return active->predict_host(work) * host_work_scale;
 }
 
 const char *vgpu_op_kind_name(vgpu_op_kind kind) { return kind_names[kind]; }
