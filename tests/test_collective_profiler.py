@@ -97,7 +97,7 @@ def refitted(table):
     sku = load_sku("h200")
     curves, lines = models.fit_collectives(table, sku)
     fitted = dataclasses.replace(models.fit(tables.load("h200"), sku), collectives=lines,
-                                 collective_curves=curves)
+                                 collective_curves=curves, collectives_origin="measured (collectives.csv)")
     return fitted
 
 
@@ -119,7 +119,7 @@ def test_the_fit_reproduces_the_table(table, refitted):
 
 def test_the_c_predictor_charges_what_the_fit_says(table, refitted, tmp_path):
     text = modelfile.render(refitted)
-    assert "collective_curve all_reduce 2 " in text and "MODELLED, not measured (no multi-GPU profile): broadcast" in text
+    assert "collective_curve all_reduce 2 " in text and "MODELLED over NVLink, neither measured nor published: broadcast" in text
     model_file = tmp_path / "h200.model"
     model_file.write_text(text)
     for r in table.itertuples():

@@ -138,14 +138,40 @@ def test_gemm_internals_and_attention_are_not_generic_kernels(fitted):
     assert fitted.kernels.predict("never seen", 1024) == fitted.kernels.default.predict(1024)
 
 
-def test_collectives_follow_the_ring_factors(fitted):
-    all_reduce = fitted.collectives["all_reduce"]
-    gather = fitted.collectives["all_gather"]
+def test_modelled_collectives_follow_the_ring_factors():
+    modelled = models.CollectiveModel.modelled(load_sku("h200"))
+    all_reduce, gather = modelled["all_reduce"], modelled["all_gather"]
     assert all_reduce.bus_bytes_per_s == pytest.approx(360e9)  # 80% of the H200's 450 GB/s
     big = 1 << 30
     assert (all_reduce.predict(big, 8) - all_reduce.latency_s) == pytest.approx(
         2 * (gather.predict(big, 8) - gather.latency_s))
     assert all_reduce.predict(big, 2) < all_reduce.predict(big, 8)
+
+
+def test_unmeasured_collectives_come_from_the_published_node_timings(fitted):
+    """No multi-GPU H200 was measured: its collectives are NVIDIA's published H200 timings, vLLM's
+    custom all-reduce with its own curves (a decode batch's all-reduce is cheaper through it than
+    through NCCL, as published), and the C predictor charges what the curves say."""
+    assert fitted.collectives_origin.startswith("published")
+    frame, _ = tables.load_published_collectives("h200")
+    for ranks in (2, 4, 8):
+        assert ("custom_all_reduce", ranks) in fitted.collective_curves
+        decode = 64 * 8192 * 2      # a batch of 64 tokens, hidden 8192, bf16
+        assert (fitted.collective_seconds("custom_all_reduce", decode, ranks)
+                < fitted.collective_seconds("all_reduce", decode, ranks))
+        fit_rows = frame[(frame["op"] == "custom_all_reduce") & (frame["ranks"] == ranks) & (frame["split"] == "fit")]
+        row = fit_rows.iloc[len(fit_rows) // 2]
+        assert fitted.collective_seconds("custom_all_reduce", row["bytes"], ranks) == pytest.approx(row["seconds"])
+        assert native.collective_seconds(modelfile.ensure_model_file("h200"), "custom_all_reduce", row["bytes"],
+                                         ranks) == pytest.approx(row["seconds"], rel=1e-4)
+
+
+def test_a_custom_all_reduce_never_timed_is_charged_as_all_reduce():
+    nccl_only = pd.DataFrame({"op": "all_reduce", "ranks": [2, 2, 2], "bytes": [1e3, 1e5, 1e7], "dtype": "bf16",
+                              "backend": "nccl", "seconds": [6e-6, 9e-6, 60e-6], "split": "fit"})
+    curves, lines = models.fit_collectives(nccl_only, load_sku("h200"))
+    assert ("custom_all_reduce", 2) not in curves
+    assert lines["custom_all_reduce"].predict(1e6, 8) == lines["all_reduce"].predict(1e6, 8)
 
 
 # ---- model file --------------------------------------------------------------------------------
@@ -242,7 +268,10 @@ def test_accuracy_table_covers_every_family(measured, fitted):
         "sdpa_flash decode", "sdpa_flash prefill", "vllm_triton_unified decode",
         "vllm_triton_unified mixed"}
     collective = table[table["family"] == "collective"]
-    assert collective["count"].tolist() == [0] and "MODELLED" in collective["note"].item()
+    assert set(collective["group"]) >= {f"{op} x{n}" for op in ("all_reduce", "custom_all_reduce") for n in (2, 4, 8)}
+    timed = collective[collective["count"] > 0]
+    assert all(note.startswith("published") for note in timed["note"]) and (timed["median"] <= 0.15).all()
+    assert collective[collective["count"] == 0]["group"].tolist() == ["broadcast, send_recv"]   # MODELLED
     markdown = accuracy.render_markdown(table, measured)
     assert "revati-tune predictor accuracy --sku h200 --markdown" in markdown
     assert markdown.count("\n| ") == len(table) + 1

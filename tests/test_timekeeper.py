@@ -70,6 +70,33 @@ def test_allreduce_completes_at_last_arrival_plus_its_length(allreduce_skew):
     assert run.wall_s < 20
 
 
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_custom_all_reduce_kernels_meet_like_collectives(tmp_path, libdir, ranks):
+    """vLLM's custom all-reduce kernel (its name and signature), eager and replayed from a CUDA
+    graph, on ranks that arrive 1 s apart: charged as a collective of its 16-byte packs, and every
+    rank completes each one at the last arrival plus its predicted 0.5 s."""
+    program = compile_program(PROGRAMS / "custom_allreduce_skew.cu", tmp_path).binary
+    handles = tmp_path / "handles"
+    handles.mkdir()
+    run = run_deployment([[program, r, ranks, handles] for r in range(ranks)], gpus=ranks,
+                         predictor_rules="kernel * 1.0\ncollective * 0.5\n")
+    assert run.failure is None, run.failure
+    for p in run.processes:
+        assert p.returncode == 0, p.stderr
+    rows = [r for r in run.trace if r["kind"] == "collective"]
+    assert len(rows) == 3 * ranks, rows
+    assert all("cross_device_reduce_1stage" in r["name"] and r["bytes"] == 4096 * 16 and r["nranks"] == ranks
+               for r in rows), rows
+    by_rank = {rank: sorted((r for r in rows if r["device"] == rank), key=lambda r: r["start"])
+               for rank in range(ranks)}
+    for k in range(3):      # the eager launch, then each replay
+        arrivals = [by_rank[rank][k]["start"] for rank in range(ranks)]
+        assert arrivals[-1] - arrivals[0] > 0.9 * (ranks - 1), arrivals   # the skew is there to wait out
+        for rank in range(ranks):
+            done = by_rank[rank][k]["start"] + by_rank[rank][k]["seconds"]
+            assert done == pytest.approx(max(arrivals) + 0.5, abs=1e-6), (k, rank, arrivals)
+
+
 def test_torch_all_reduce_completes_at_last_arrival_plus_its_length():
     """torch.distributed on the NCCL backend in 4 processes: rank r sleeps r virtual seconds before
     the all-reduce; every rank's GPU finishes it at the last arrival plus its predicted 0.5 s."""

@@ -43,7 +43,7 @@ def accuracy_of(measured: Tables, fitted: FittedModels, model_file: Path) -> pd.
     rows = (_gemm(measured.gemm, fitted) + _attention(measured.attention, fitted, model_file)
             + _elementwise(measured.elementwise, fitted) + _copies(measured.copy, fitted)
             + _kernels(measured.kernels, fitted) + _flash_attention_3(fitted)
-            + _collectives(measured.collectives, fitted, model_file)
+            + _collectives(_collective_timings(measured), fitted, model_file)
             + _memory(measured.memory, model_file) + _efficient_attention(measured.efficient_attention, fitted, model_file)
             + _cudnn_attention(measured.cudnn_graphs, model_file))
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -187,18 +187,28 @@ def _modelled_collectives(group: str) -> list:
             f"({models.NVLINK_BUS_EFFICIENCY:.0%} of NVLink per direction)"]
 
 
+def _collective_timings(measured: Tables) -> pd.DataFrame | None:
+    """The timings the SKU's collectives were fitted on: its collectives.csv, else the published
+    ones (models.sku_collectives)."""
+    if measured.collectives is not None:
+        return measured.collectives
+    published = tables.load_published_collectives(measured.sku)
+    return None if published is None else published[0]
+
+
 def _collectives(collectives: pd.DataFrame | None, fitted: FittedModels, model_file: Path) -> list[list]:
     """Held-out rows per (op, ranks) as the emulator charges them (the C predictor, reading the
     model file's collective_curve records), and the pooled `collective` line each op falls back to
-    for group sizes never measured. Without collectives.csv, one MODELLED row."""
+    for group sizes never measured. Without timings, one MODELLED row."""
     if collectives is None:
         return [_modelled_collectives("all ops")]
     out = []
     held = _holdout(collectives)
+    origin = fitted.collectives_origin.split(":")[0]
     for (op, ranks), group in held.groupby(["op", "ranks"], sort=True):
         predicted = [native.collective_seconds(model_file, str(op), b, int(ranks)) for b in group["bytes"]]
         out.append(_row("collective", f"{op} x{ranks}", predicted, group["seconds"].to_numpy(),
-                        f"measured ({', '.join(sorted(set(group['backend'])))}); log-log interpolated "
+                        f"{origin} ({', '.join(sorted(set(group['backend'])))}); log-log interpolated "
                         "over bytes", targeted=True, target_median=COLLECTIVE_TARGET_MEDIAN,
                         target_p90=None))
     for op, group in held.groupby("op", sort=True):
@@ -343,5 +353,15 @@ def render_markdown(table: pd.DataFrame, measured: Tables) -> str:
                       f"{str(cm.get('date_utc', '?'))[:10]}, group sizes "
                       f"{', '.join(str(r) for r in sorted(set(measured.collectives['ranks'])))}, NVLink "
                       "multicast off (NCCL_NVLS_ENABLE=0)."]
+    elif (published := tables.load_published_collectives(measured.sku)) is not None:
+        frame, source = published
+        lines += ["", f"Collectives: PUBLISHED, not measured here (no multi-GPU machine is lent): "
+                      f"`data/published/{tables.published_collectives_path(measured.sku).name}`, from "
+                      f"{source['source']} (aiconfigurator {source.get('aiconfigurator', '?')}, "
+                      f"`{source['nccl_file']}` and `{source['custom_all_reduce_file']}`), {source['device']}, "
+                      f"NCCL {source['nccl_version']}, vLLM {source['vllm_version']}'s custom all-reduce "
+                      f"kernel under CUDA graphs, group sizes "
+                      f"{', '.join(str(r) for r in sorted(set(frame['ranks'])))}; every third size held out "
+                      "(`emulator/predictor/profiler/published_collectives.py`)."]
     lines += ["", FLASH_ATTENTION_3]
     return "\n".join(lines) + "\n"

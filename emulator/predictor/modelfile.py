@@ -38,9 +38,10 @@ from emulator.predictor import models, tables
 from emulator.predictor.models import FittedModels
 from emulator.vgpu.build import revati_home
 
-# The fitting code, and the published figures FlashAttention 3 is calibrated to: a change to them
-# changes the model as surely as new tables do.
-FITTING_SOURCES = (Path(models.__file__), Path(__file__), models.FA3_PUBLISHED)
+# The fitting code, and the published figures FlashAttention 3 and unmeasured collectives are fitted
+# to: a change to them changes the model as surely as new tables do.
+FITTING_SOURCES = (Path(models.__file__), Path(__file__), models.FA3_PUBLISHED,
+                   *sorted(tables.PUBLISHED_DIR.glob("collectives_*")))
 # Optional tables that a SKU lacking them takes from another measured SKU: (the tables, the
 # FittedModels fields fitted from them). Without the memory-bound ones a virtual GPU would charge
 # PyTorch's memory-efficient attention as flash attention, 54-68% low on an H100, and copies of
@@ -172,14 +173,14 @@ def render(fitted: FittedModels) -> str:
     for (direction, pinned), copy in sorted(fitted.copies.items()):
         lines.append(f"copy {direction} {pinned} {_g(copy.latency_s)} {_g(copy.bytes_per_s)}")
     lines.append(f"memset {_g(fitted.memset.latency_s)} {_g(fitted.memset.bytes_per_s)}")
-    measured = [op for op in models.COLLECTIVE_OPS if fitted.collectives[op].measured]
-    modelled = [op for op in models.COLLECTIVE_OPS if op not in measured]
+    fitted_ops = [op for op in models.COLLECTIVE_OPS if fitted.collectives[op].measured]
+    modelled = [op for op in models.COLLECTIVE_OPS if op not in fitted_ops]
     lines.append("# collective: latency + bus bytes / rate; bytes are the full buffer, factor "
-                 "2(n-1)/n all_reduce, (n-1)/n all_gather and reduce_scatter, 1 broadcast and "
-                 "send_recv; for group sizes without a collective_curve. "
-                 + (f"Fitted on collectives.csv (all group sizes pooled): {', '.join(measured)}. "
-                    if measured else "")
-                 + (f"MODELLED, not measured (no multi-GPU profile): {', '.join(modelled)}"
+                 "2(n-1)/n all_reduce and custom_all_reduce, (n-1)/n all_gather and reduce_scatter, "
+                 "1 broadcast and send_recv; for group sizes without a collective_curve. "
+                 + (f"Fitted (all group sizes pooled) on the {fitted.collectives_origin} timings: "
+                    f"{', '.join(fitted_ops)}. " if fitted_ops else "")
+                 + (f"MODELLED over NVLink, neither measured nor published: {', '.join(modelled)}"
                     if modelled else ""))
     for op in models.COLLECTIVE_OPS:
         collective = fitted.collectives[op]
@@ -187,7 +188,7 @@ def render(fitted: FittedModels) -> str:
                      f"{_g(collective.bus_bytes_per_s)}")
     if fitted.collective_curves:
         lines.append("# collective_curve: op nranks points, then bytes (full buffer) seconds pairs, "
-                     "measured (collectives.csv), log-log interpolated; send_recv's (2 ranks) "
+                     f"{fitted.collectives_origin.split(':')[0]}, log-log interpolated; send_recv's (2 ranks) "
                      "serves any communicator")
     for (op, nranks), curve in sorted(fitted.collective_curves.items()):
         points = " ".join(f"{int(b)} {_g(s)}" for b, s in zip(curve.bytes, curve.seconds))

@@ -1,9 +1,10 @@
 """The predictor's fitted models: pure functions of a SKU's fit rows (tables.py), each with predict.
 
 Every model here is rebuilt from the measured tables; none holds a hand-set number except the
-collectives of a SKU without collectives.csv (no multi-GPU measurement), which are modelled and
-say so; FlashAttention 3, which cannot run on the lent GPUs, is fitted to published figures
-(data/published/) instead. modelfile.py writes
+collectives of a SKU with neither collectives.csv (no multi-GPU measurement) nor published node
+timings (data/published/collectives_<sku>.csv), which are modelled and say so; FlashAttention 3,
+which cannot run on the lent GPUs, and the collectives of a SKU without collectives.csv are fitted
+to published figures (data/published/) instead. modelfile.py writes
 these models as the text file the C predictor loads, so the C side must compute exactly what the
 predict methods here compute; each docstring states its formula for that reason.
 """
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from emulator.hardware import Sku, load_sku
-from emulator.predictor.tables import DATA_DIR, Tables
+from emulator.predictor.tables import DATA_DIR, Tables, load_published_collectives
 
 # Bytes per element of each dtype token gemm.csv and attention.csv use (and the model file too).
 ELEMENT_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "tf32": 4, "fp8_e4m3": 1}
@@ -1074,9 +1075,11 @@ def calibrated_flash_attention_3(sku: Sku, launch_s: float) -> FlashAttention3:
     return fitted if sku.sku == fitted.calibrated_on else fitted.carried(load_sku(fitted.calibrated_on), sku)
 
 
-# ---- collectives: measured per (op, ranks) where collectives.csv exists, else MODELLED ----------
+# ---- collectives: measured (collectives.csv), else published (data/published/), else MODELLED ----
 
-COLLECTIVE_OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "send_recv")
+# custom_all_reduce: an engine's own all-reduce kernel over peer memory (vLLM's and SGLang's
+# cross_device_reduce_*stage), charged by its own curve where one is known, else as all_reduce.
+COLLECTIVE_OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "send_recv", "custom_all_reduce")
 # Fixed cost of one NCCL collective within a node, the order NCCL tests show at small sizes.
 COLLECTIVE_LATENCY_S = 10e-6
 # Share of the SKU's per-direction NVLink bandwidth NCCL reaches as bus bandwidth at large sizes:
@@ -1089,7 +1092,7 @@ def collective_factor(op: str, nranks: int) -> float:
     buffer: the gathered output of all_gather, the input of reduce_scatter)."""
     if nranks < 1:
         raise ValueError(f"collective over {nranks} ranks")
-    if op == "all_reduce":
+    if op in ("all_reduce", "custom_all_reduce"):
         return 2.0 * (nranks - 1) / nranks
     if op in ("all_gather", "reduce_scatter"):
         return (nranks - 1) / nranks
@@ -1145,7 +1148,7 @@ def fit_collectives(collectives: pd.DataFrame, sku: Sku
                     ) -> tuple[dict[tuple[str, int], CollectiveCurve], dict[str, CollectiveModel]]:
     """(a curve per measured (op, ranks), the `collective` line per op): from the fit rows, repeated
     (op, ranks, bytes) rows taking their median. Ops never measured (broadcast) keep the modelled
-    line."""
+    line; an engine's custom all-reduce never measured takes all_reduce's."""
     rows = _fit_rows(collectives)
     for dtype in rows["dtype"].unique():
         _element_bytes(dtype, "collectives.csv column dtype")
@@ -1158,7 +1161,25 @@ def fit_collectives(collectives: pd.DataFrame, sku: Sku
     for op, group in rows.groupby("op", sort=True):
         lines[str(op)] = CollectiveModel.fit(str(op), group["bytes"].to_numpy(dtype=float),
                                              group["ranks"].to_numpy(), group["seconds"].to_numpy(dtype=float))
+    if "custom_all_reduce" not in set(rows["op"]):
+        lines["custom_all_reduce"] = dataclasses.replace(lines["all_reduce"], op="custom_all_reduce")
     return curves, lines
+
+
+def sku_collectives(measured: Tables | None, sku: Sku
+                    ) -> tuple[dict[tuple[str, int], CollectiveCurve], dict[str, CollectiveModel], str]:
+    """(curves, lines, where they come from) for a SKU: its own measured collectives.csv, else the
+    node timings published for it (data/published/), else the model over its NVLink figure."""
+    if measured is not None and measured.collectives is not None:
+        return (*fit_collectives(measured.collectives, sku), "measured (collectives.csv)")
+    published = load_published_collectives(sku.sku)
+    if published is not None:
+        frame, source = published
+        return (*fit_collectives(frame, sku),
+                f"published: {source['source']}, aiconfigurator {source.get('aiconfigurator', '?')}, "
+                f"{source['device']}, NCCL {source['nccl_version']} and vLLM {source['vllm_version']}'s custom "
+                f"all-reduce ({source['custom_all_reduce_mode']}), not measured here")
+    return {}, CollectiveModel.modelled(sku), "modelled"
 
 
 # ---- everything for one SKU --------------------------------------------------------------------
@@ -1178,8 +1199,10 @@ class FittedModels:
     memset: TransferModel
     kernels: KernelModels
     collectives: dict[str, CollectiveModel]
-    # Measured (op, ranks) -> curve over bytes; empty where collectives.csv is absent.
+    # Measured or published (op, ranks) -> curve over bytes; empty where neither exists.
     collective_curves: dict[tuple[str, int], CollectiveCurve] = field(default_factory=dict)
+    # Whence the collectives: "measured (collectives.csv)", "published: <source>" or "modelled".
+    collectives_origin: str = "modelled"
     # Memory class -> curve over bytes; empty where memory.csv is absent.
     memory: dict[str, MemoryCurve] = field(default_factory=dict)
     # head_dim -> model; empty where efficient_attention.csv is absent.
@@ -1241,8 +1264,7 @@ def fit(tables: Tables, sku: Sku) -> FittedModels:
     efficiency = GemmRoofline.fit_efficiencies(tables.gemm, sku)
     copies, memset = fit_copies(tables.copy)
     kernels = KernelModels.fit(tables.kernels)
-    curves, collectives = ({}, CollectiveModel.modelled(sku)) if tables.collectives is None else \
-        fit_collectives(tables.collectives, sku)
+    curves, collectives, collectives_origin = sku_collectives(tables, sku)
     return FittedModels(
         sku=tables.sku,
         gemm=GemmTable.fit(tables.gemm),
@@ -1257,6 +1279,7 @@ def fit(tables: Tables, sku: Sku) -> FittedModels:
         kernels=kernels,
         collectives=collectives,
         collective_curves=curves,
+        collectives_origin=collectives_origin,
         memory={} if tables.memory is None else fit_memory_curves(tables.memory),
         efficient_attention=({} if tables.efficient_attention is None
                              else fit_efficient_attention(tables.efficient_attention, sku.sm_count)),
@@ -1276,8 +1299,8 @@ def transfer(source: FittedModels, source_sku: Sku, target_sku: Sku) -> FittedMo
     max(flops / peak, bytes / bandwidth) from each SKU's datasheet (conf/hardware): a point that
     was memory-bound scales with the bandwidth ratio, a compute-bound one with the peak ratio.
     Kernels outside GEMM and attention are taken as memory-bound; host copies (PCIe) and the
-    modelled collectives come from the target's own figures (measured collectives are not carried:
-    the link, not the chip, sets them). Nothing here is checked against a
+    collectives come from the target's own figures, published or modelled (measured collectives are
+    not carried: the link, not the chip, sets them). Nothing here is checked against a
     measurement of the target: `accuracy` reports none for it."""
     def ratio(flops: float, nbytes: float, dtype: str) -> float:
         def roof(sku: Sku) -> float:
@@ -1330,7 +1353,7 @@ def transfer(source: FittedModels, source_sku: Sku, target_sku: Sku) -> FittedMo
         kernels=KernelModels({name: LinearModel(m.a, m.b * bandwidth) for name, m in source.kernels.by_name.items()},
                              LinearModel(source.kernels.default.a, source.kernels.default.b * bandwidth),
                              source.kernels.max_threads),
-        collectives=CollectiveModel.modelled(target_sku),
+        **dict(zip(("collective_curves", "collectives", "collectives_origin"), sku_collectives(None, target_sku))),
         memory={cls: dataclasses.replace(c, seconds=c.seconds * bandwidth) for cls, c in source.memory.items()},
         efficient_attention={d: m.carried(source_sku, target_sku) for d, m in source.efficient_attention.items()},
         cudnn_attention={d: m.carried(source_sku, target_sku) for d, m in source.cudnn_attention.items()},

@@ -60,6 +60,11 @@ OPTIONAL_TABLES = {
     "runtime_calls": ("runtime_calls.csv", ["call", "calls", "seconds", "split"], "meta.json"),
 }
 COLLECTIVE_OPS_MEASURED = ("all_reduce", "all_gather", "reduce_scatter", "send_recv")
+# Published node timings (profiler/published_collectives.py) of a SKU whose collectives were never
+# measured here: NCCL's ops, and vLLM's custom all-reduce kernel (backend vllm_custom).
+PUBLISHED_DIR = DATA_DIR / "published"
+PUBLISHED_COLLECTIVE_OPS = ("all_reduce", "all_gather", "reduce_scatter", "custom_all_reduce")
+PUBLISHED_COLLECTIVE_BACKENDS = ("nccl", "vllm_custom")
 
 # The forward-pass compositions whose kernels the generic-kernel models are fitted on; the others
 # (decode_b64_ctx1024, prefill_p512, mixed_p512_d32_ctx1024) are held out.
@@ -169,6 +174,26 @@ def load_collectives(path: Path, allow_gloo: bool = False) -> pd.DataFrame | Non
     if not ((frame["ranks"] >= 2) & (frame["bytes"] > 0)).all():
         raise ValueError(f"{path}: ranks must be at least 2 and bytes positive on every row")
     return frame
+
+
+def published_collectives_path(sku: str) -> Path:
+    return PUBLISHED_DIR / f"collectives_{sku}.csv"
+
+
+def load_published_collectives(sku: str) -> tuple[pd.DataFrame, dict] | None:
+    """(the published collectives table of `sku`, its source record), or None if there is none."""
+    path = published_collectives_path(sku)
+    frame = _read_optional(path, "collectives")
+    if frame is None:
+        return None
+    unknown = sorted(set(frame["op"]) - set(PUBLISHED_COLLECTIVE_OPS))
+    backends = sorted(set(frame["backend"]) - set(PUBLISHED_COLLECTIVE_BACKENDS))
+    if unknown or backends:
+        raise ValueError(f"{path}: columns op and backend: unknown {unknown + backends}; expected ops "
+                         f"{', '.join(PUBLISHED_COLLECTIVE_OPS)}, backends {', '.join(PUBLISHED_COLLECTIVE_BACKENDS)}")
+    if not ((frame["ranks"] >= 2) & (frame["bytes"] > 0)).all():
+        raise ValueError(f"{path}: ranks must be at least 2 and bytes positive on every row")
+    return frame, json.loads(path.with_suffix(".json").read_text())
 
 
 def _source_files() -> list[str]:

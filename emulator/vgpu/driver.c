@@ -644,6 +644,7 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
     vgpu_launch l = {.kind = VGPU_OP_KERNEL, .device = vgpu_stream_device(s), .name = fn->name, .function = fn,
                      .args = params,
                      .grid = {gx, gy, gz}, .block = {bx, by, bz}, .shared_mem = shared_mem};
+    vgpu_custom_collective(&l);
     vgpu_submit(s, &l);
     return CUDA_SUCCESS;
 }

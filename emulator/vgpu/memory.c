@@ -112,11 +112,11 @@ void vgpu_mem_info(int dev, size_t *free_bytes, size_t *total_bytes) {
     *free_bytes = m->total_memory > in_use ? m->total_memory - in_use : 0;
 }
 
-static void *map_registered(size_t size, int dev, vgpu_alloc_kind kind) {
+static void *map_registered(size_t size, int dev, vgpu_alloc_kind kind, int owner_pid, uintptr_t owner_base) {
     vgpu_mem_state state = size <= vgpu_mem_host_backed_max() ? VGPU_MEM_HOST_BACKED : VGPU_MEM_RESERVED;
     void *p = map_pages(size, state);
     if (!p) return NULL;
-    vgpu_alloc a = {(uintptr_t)p, size, dev, kind, state};
+    vgpu_alloc a = {(uintptr_t)p, size, dev, kind, state, owner_pid, owner_base};
     pthread_mutex_lock(&mem_lock);
     insert(&table, &table_len, &table_cap, a);
     pthread_mutex_unlock(&mem_lock);
@@ -126,14 +126,14 @@ static void *map_registered(size_t size, int dev, vgpu_alloc_kind kind) {
 int vgpu_mem_alloc_device(int dev, size_t size, void **out) {
     size_t bytes = size ? size : 1;
     if (vgpu_mem_charge(dev, charged_size(bytes)) != 0) return -1;
-    void *p = map_registered(bytes, dev, VGPU_ALLOC_DEVICE);
+    void *p = map_registered(bytes, dev, VGPU_ALLOC_DEVICE, 0, 0);
     if (!p) { vgpu_mem_release(dev, charged_size(bytes)); return -1; }
     *out = p;
     return 0;
 }
 
-int vgpu_mem_open_ipc(int dev, size_t size, void **out) {
-    void *p = map_registered(size ? size : 1, dev, VGPU_ALLOC_IPC);
+int vgpu_mem_open_ipc(int dev, size_t size, int owner_pid, uintptr_t owner_base, void **out) {
+    void *p = map_registered(size ? size : 1, dev, VGPU_ALLOC_IPC, owner_pid, owner_base);
     if (!p) return -1;
     *out = p;
     return 0;

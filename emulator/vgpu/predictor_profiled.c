@@ -24,8 +24,9 @@
  *   Copies and memsets: latency + bytes / bandwidth.
  *   Host work of replaced libraries (host_cost records): seconds per event, measured on the
  *     target's host (a cuDNN graph built for a new attention shape: probe_cudnn_graphs.py).
- *   Collectives: per (op, ranks) measured on the SKU, a curve over the whole buffer's bytes,
- *     interpolated in log-log; otherwise latency + bus bytes / bandwidth (fitted or modelled).
+ *   Collectives: per (op, ranks) measured on the SKU or published for it, a curve over the whole
+ *     buffer's bytes, interpolated in log-log; otherwise latency + bus bytes / bandwidth (fitted or
+ *     modelled). An engine's custom all-reduce kernel has curves of its own (custom_all_reduce).
  * Lookups on the launch path are a hash probe and a binary search, with per-function caching of
  * the kernel model, so predicting stays well under a microsecond.
  */
@@ -91,9 +92,10 @@ typedef struct fa3_model {
 } fa3_model;
 
 enum { COPY_H2D, COPY_D2H, COPY_D2D, COPY_DIRECTIONS };
-enum { COLL_ALL_REDUCE, COLL_ALL_GATHER, COLL_REDUCE_SCATTER, COLL_BROADCAST, COLL_SEND_RECV, COLL_COUNT };
+enum { COLL_ALL_REDUCE, COLL_ALL_GATHER, COLL_REDUCE_SCATTER, COLL_BROADCAST, COLL_SEND_RECV, COLL_CUSTOM_ALL_REDUCE,
+       COLL_COUNT };
 static const char *collective_names[COLL_COUNT] = {"all_reduce", "all_gather", "reduce_scatter", "broadcast",
-                                                   "send_recv"};
+                                                   "send_recv", "custom_all_reduce"};
 /* A measured (op, ranks): seconds over the whole buffer's bytes (log_n holds log bytes). */
 typedef struct collective_curve { int op, nranks; gemm_curve curve; } collective_curve;
 
@@ -830,6 +832,7 @@ static double predict_collective(const vgpu_launch *l) {
     int op;
     switch (l->u.coll.op) {
     case VGPU_COLL_ALL_REDUCE: op = COLL_ALL_REDUCE; bus = bytes * 2 * (n - 1) / n; break;
+    case VGPU_COLL_CUSTOM_ALL_REDUCE: op = COLL_CUSTOM_ALL_REDUCE; bus = bytes * 2 * (n - 1) / n; break;
     case VGPU_COLL_ALL_GATHER: op = COLL_ALL_GATHER; bus = bytes * (n - 1); whole = bytes * n; break;  /* bytes: one rank's part */
     case VGPU_COLL_ALL_TO_ALL: op = COLL_ALL_GATHER; bus = bytes * (n - 1) / n; break;
     case VGPU_COLL_REDUCE_SCATTER: op = COLL_REDUCE_SCATTER; bus = bytes * (n - 1) / n; break;
@@ -837,6 +840,10 @@ static double predict_collective(const vgpu_launch *l) {
     default: op = COLL_SEND_RECV; bus = bytes; break;
     }
     const gemm_curve *c = n > 1 ? collective_curve_for(op, (int)n) : NULL;
+    if (!c && op == COLL_CUSTOM_ALL_REDUCE && !model.collective[op].present) {     /* a model file before it */
+        op = COLL_ALL_REDUCE;
+        c = n > 1 ? collective_curve_for(op, (int)n) : NULL;
+    }
     if (c) return curve_at(c, whole);
     const rates *r = &model.collective[op];
     if (!r->present) return 0;
@@ -847,7 +854,8 @@ static double predict_collective(const vgpu_launch *l) {
  * `whole` bytes (the full buffer), charged as the launch NCCL's interception would make. */
 VGPU_EXPORT double revati_predict_collective(const char *op, double whole, double nranks) {
     static const vgpu_collective_op ops[COLL_COUNT] = {VGPU_COLL_ALL_REDUCE, VGPU_COLL_ALL_GATHER,
-                                                       VGPU_COLL_REDUCE_SCATTER, VGPU_COLL_BROADCAST, VGPU_COLL_SEND};
+                                                       VGPU_COLL_REDUCE_SCATTER, VGPU_COLL_BROADCAST, VGPU_COLL_SEND,
+                                                       VGPU_COLL_CUSTOM_ALL_REDUCE};
     int i = name_index(collective_names, COLL_COUNT, op);
     if (i < 0 || nranks < 1) return -1;
     vgpu_launch l = {.kind = VGPU_OP_COLLECTIVE};

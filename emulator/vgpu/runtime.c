@@ -563,6 +563,7 @@ static cudaError_t launch(const void *func, dim3 grid, dim3 block, size_t shared
         .kind = VGPU_OP_KERNEL, .device = vgpu_stream_device(s), .name = fn->name, .function = fn, .args = args,
         .grid = {grid.x, grid.y, grid.z}, .block = {block.x, block.y, block.z}, .shared_mem = shared_mem,
     };
+    vgpu_custom_collective(&l);
     vgpu_submit(s, &l);
     return cudaSuccess;
 }
@@ -929,7 +930,8 @@ API cudaError_t cudaIpcOpenMemHandle(void **ptr, cudaIpcMemHandle_t handle, unsi
     memcpy(&p, handle.reserved, sizeof p);
     if (p.magic != IPC_MAGIC) return result(cudaErrorInvalidValue);
     if (p.pid == getpid()) { *ptr = (void *)p.addr; return cudaSuccess; }
-    if (vgpu_mem_open_ipc(vgpu_current_device(), p.size, ptr) != 0) return result(cudaErrorMemoryAllocation);
+    if (vgpu_mem_open_ipc(vgpu_current_device(), p.size, p.pid, (uintptr_t)p.addr, ptr) != 0)
+        return result(cudaErrorMemoryAllocation);
     return cudaSuccess;
 }
 

@@ -132,8 +132,9 @@ static double resolve_collective(const vgpu_launch *l, uint64_t seq, double arri
     return done * 1e-9;
 }
 
+/* comm_id 0: a collective whose communicator could not be named (custom_collectives.c). */
 static int crosses_processes(const vgpu_launch *l) {
-    return l->kind == VGPU_OP_COLLECTIVE && l->u.coll.nranks > 1 && vgpu_timekeeper_connected();
+    return l->kind == VGPU_OP_COLLECTIVE && l->u.coll.nranks > 1 && l->u.coll.comm_id && vgpu_timekeeper_connected();
 }
 
 /* The CUDA runtime's CPU work to queue one launch of work on the GPU, which the library replaces

@@ -82,6 +82,8 @@ typedef struct vgpu_alloc {
     int device;                 /* -1 for host allocations */
     vgpu_alloc_kind kind;
     vgpu_mem_state state;
+    int owner_pid;              /* VGPU_ALLOC_IPC: the owning process and its address of the base */
+    uintptr_t owner_base;
 } vgpu_alloc;
 
 /* Device memory: charges the device (fails with -1 when it would not fit, like a real GPU).
@@ -89,8 +91,9 @@ typedef struct vgpu_alloc {
  * host-backed, larger ones reserved. */
 int vgpu_mem_alloc_device(int dev, size_t size, void **out);
 /* Space standing for another process's allocation (cudaIpcOpenMemHandle): same size and state,
- * not charged here; released with vgpu_mem_free. The bytes are not shared with the owner. */
-int vgpu_mem_open_ipc(int dev, size_t size, void **out);
+ * not charged here; released with vgpu_mem_free. The bytes are not shared with the owner, whose
+ * pid and base address the record keeps. */
+int vgpu_mem_open_ipc(int dev, size_t size, int owner_pid, uintptr_t owner_base, void **out);
 /* Pinned host memory, registered so that copies know it is host memory. */
 int vgpu_mem_alloc_host(size_t size, void **out);
 /* Frees what either allocator returned; -1 if ptr is not the base of a live allocation. */
@@ -139,6 +142,7 @@ typedef enum {
 typedef enum {
     VGPU_COLL_ALL_REDUCE = 0, VGPU_COLL_ALL_GATHER, VGPU_COLL_REDUCE_SCATTER, VGPU_COLL_BROADCAST,
     VGPU_COLL_REDUCE, VGPU_COLL_SEND, VGPU_COLL_RECV, VGPU_COLL_ALL_TO_ALL,
+    VGPU_COLL_CUSTOM_ALL_REDUCE,        /* an engine's own all-reduce kernel (custom_collectives.c) */
 } vgpu_collective_op;
 
 typedef struct vgpu_function vgpu_function;
@@ -189,6 +193,10 @@ typedef struct vgpu_launch {
         } attention;
     } u;
 } vgpu_launch;
+
+/* A kernel launch of an engine's own collective (vLLM's custom all-reduce) rewritten in place
+ * into a VGPU_OP_COLLECTIVE; 0 (untouched) for any other kernel. */
+int vgpu_custom_collective(vgpu_launch *launch);
 
 /* Predicted duration of a launch on the target SKU, in seconds. */
 double vgpu_predict(const vgpu_launch *launch);
@@ -361,6 +369,7 @@ struct vgpu_function {
                                  * which kernel reads it (VGPU_BATCH_READER_*) */
     const void *memory_shape;   /* kernel_bytes.c's reading of the name, made on first use */
     int efficient_attention;    /* 0 not yet known, 1 PyTorch's memory-efficient attention, -1 not */
+    int custom_collective;      /* custom_collectives.c's reading of the name: 0 not yet known, -1 none */
 };
 
 vgpu_function *vgpu_function_register(const void *key, const char *name, const void *module);
