@@ -97,6 +97,18 @@ def test_custom_all_reduce_kernels_meet_like_collectives(tmp_path, libdir, ranks
             assert done == pytest.approx(max(arrivals) + 0.5, abs=1e-6), (k, rank, arrivals)
 
 
+def test_a_process_killed_after_going_idle_leaves_its_gpu_time_counted(tmp_path, libdir):
+    """The statistics file is written when a thread goes idle after launches, so a process killed
+    without running exit handlers (vLLM's workers at shutdown) still has its launches counted."""
+    program = compile_program(PROGRAMS / "killed_after_launches.cu", tmp_path).binary
+    stats = tmp_path / "stats-%p.csv"
+    run = run_deployment([[program]], predictor_rules="kernel * 0.001\n", env={"REVATI_VGPU_STATS": str(stats)})
+    assert run.processes[0].returncode == -9
+    [written] = tmp_path.glob("stats-*.csv")
+    rows = [line.split(",") for line in written.read_text().splitlines()[1:]]
+    assert [(kind, int(count)) for kind, _, count, _ in rows] == [("kernel", 100)], rows
+
+
 def test_torch_all_reduce_completes_at_last_arrival_plus_its_length():
     """torch.distributed on the NCCL backend in 4 processes: rank r sleeps r virtual seconds before
     the all-reduce; every rank's GPU finishes it at the last arrival plus its predicted 0.5 s."""

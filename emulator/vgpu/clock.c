@@ -224,6 +224,20 @@ void vgpu_clock_charge_host(double seconds) {
     }
 }
 
+void vgpu_clock_uncharged(void (*work)(void)) {
+    if (!shared || local_ns < 0) {
+        work();
+        return;
+    }
+    advance(0);
+    int64_t cpu = vgpu_host_clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    work();
+    /* As if the thread's last reading had been taken after the work. */
+    last_cpu_ns += vgpu_host_clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu;
+    last_sleeps = voluntary_switches();
+    last_wall_ns = vgpu_host_clock_ns(CLOCK_MONOTONIC);
+}
+
 /* ---- channels ------------------------------------------------------------------------------------ */
 
 /* Probes before a channel counts as absent: the table is never emptied, and a lookup that found

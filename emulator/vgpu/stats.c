@@ -1,7 +1,8 @@
 /* stats.c: where virtual GPU time went. REVATI_VGPU_STATS=path writes, at exit (and every few
  * seconds before), one CSV row
  * per (kind, name) with the launch count and total seconds ("%p" in the path becomes the process
- * id, so that every process of a deployment writes its own), kernels under their demangled names
+ * id, so that every process of a deployment writes its own; also when a thread goes idle, at most
+ * every STATS_IDLE_FLUSH_NS), kernels under their demangled names
  * (emulator/predictor/attribution.py sorts them into families); REVATI_VGPU_TRACE=path writes a
  * row per launch as it happens (tests and debugging: it is slow). */
 #include <pthread.h>
@@ -26,6 +27,7 @@ static FILE *trace;
 static char stats_path_buf[4096];
 static const char *stats_path;
 static int enabled = -1;
+static int unwritten;               /* launches recorded since the last write */
 static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* A CSV field in quotes: demangled names hold commas. */
@@ -41,6 +43,7 @@ static void put_quoted(FILE *f, const char *text) {
 /* Written to a temporary file renamed over the last one, so a reader never sees half a file. */
 static void write_stats_locked(void) {
     if (!stats_path) return;
+    __atomic_store_n(&unwritten, 0, __ATOMIC_RELAXED);
     char partial[sizeof stats_path_buf + 16];
     snprintf(partial, sizeof partial, "%s.partial", stats_path);
     FILE *f = fopen(partial, "w");
@@ -62,9 +65,11 @@ static void write_stats(void) {
     pthread_mutex_unlock(&stats_lock);
 }
 
-/* Also written every few wall seconds while launches happen: an engine process killed at
- * shutdown (vLLM sends SIGTERM to workers slow to exit, then SIGKILL) runs no exit handler. */
+/* Also written every few wall seconds while launches happen, and when a thread goes idle after
+ * launches: an engine process killed at shutdown (vLLM sends SIGTERM to workers slow to exit, then
+ * SIGKILL) runs no exit handler. The writes are the library's work, not the program's: uncharged. */
 #define STATS_FLUSH_EVERY_NS 5000000000LL
+#define STATS_IDLE_FLUSH_NS 500000000LL
 #define STATS_FLUSH_CHECK_EVERY 4096        /* launches between looks at the clock */
 static uint64_t records_since_check;
 static int64_t flushed_at_ns;
@@ -75,7 +80,17 @@ static void flush_now_and_then_locked(void) {
     int64_t now = vgpu_host_clock_ns(CLOCK_MONOTONIC);
     if (now - flushed_at_ns < STATS_FLUSH_EVERY_NS) return;
     flushed_at_ns = now;
-    write_stats_locked();
+    vgpu_clock_uncharged(write_stats_locked);
+}
+
+void vgpu_stats_flush_when_idle(void) {
+    if (!stats_path || !__atomic_load_n(&unwritten, __ATOMIC_RELAXED)) return;
+    if (vgpu_host_clock_ns(CLOCK_MONOTONIC) - __atomic_load_n(&flushed_at_ns, __ATOMIC_RELAXED) < STATS_IDLE_FLUSH_NS)
+        return;
+    if (pthread_mutex_trylock(&stats_lock) != 0) return;      /* another thread is recording: it is not idle */
+    flushed_at_ns = vgpu_host_clock_ns(CLOCK_MONOTONIC);
+    vgpu_clock_uncharged(write_stats_locked);
+    pthread_mutex_unlock(&stats_lock);
 }
 
 static void open_outputs(void) {
@@ -129,6 +144,7 @@ void vgpu_stats_record(const vgpu_launch *l, double seconds, double start) {
         }
         totals[i].count++;
         totals[i].seconds += seconds;
+        __atomic_store_n(&unwritten, 1, __ATOMIC_RELAXED);
         flush_now_and_then_locked();
     }
     if (trace) {

@@ -262,6 +262,7 @@ static vgpu_wait *begin(tk_message *m, int64_t deadline_ns, uint64_t channel, pt
     pthread_mutex_unlock(&waits_lock);
     m->token = w->token;
     m->tid = (int)syscall(SYS_gettid);
+    vgpu_stats_flush_when_idle();
     send_message(m);
     return w;
 }

@@ -255,6 +255,9 @@ void vgpu_clock_yield(void);
 /* Charge `seconds` of host work to the calling thread on top of its own CPU time: work measured
  * on the target's host that a replaced library would have done here (not scaled by cpu_scale). */
 void vgpu_clock_charge_host(double seconds);
+/* Run `work` without charging its CPU time to the calling thread: the library's own bookkeeping
+ * (writing its statistics), which the emulated program would not do. */
+void vgpu_clock_uncharged(void (*work)(void));
 /* The calling thread is the library's own: its signals and posts are not the deployment's sends. */
 void vgpu_clock_untimed_thread(void);
 /* Counts a message to the Timekeeper on the clock page, before it is written (see protocol.py). */
@@ -434,5 +437,9 @@ void *vgpu_driver_entry_point(const char *name);
 void vgpu_stats_record(const vgpu_launch *launch, double seconds, double start);
 /* Write the totals now (at exit, also when the process ends with _exit: interpose_exit.c). */
 void vgpu_stats_write(void);
+/* A thread of this process is going idle (timekeeper.c): write the totals if launches came since
+ * the last write and STATS_IDLE_FLUSH_NS have passed, so that a process killed at shutdown (vLLM
+ * kills workers slow to exit, and its grace periods run in virtual time) leaves its work counted. */
+void vgpu_stats_flush_when_idle(void);
 
 #endif
