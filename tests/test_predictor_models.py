@@ -319,3 +319,21 @@ def test_mixed_batches_are_charged_by_the_makespan_the_c_predictor_computes(fitt
         charged = native.published_attention_seconds(path, models.parse_composition(row.composition),
                                                      row.num_heads, row.num_kv_heads, 128)
         assert charged == pytest.approx(expected, rel=1e-6)
+
+
+def test_flash_decode_follows_fa2s_launch_waves_and_splits(fitted):
+    """SDPA's FlashAttention 2 decode: split where FA2 splits (the tables' kernel counts say where),
+    quantised waves (40 sequences of 8 KV heads, 3 waves on 132 SMs, cost what 48 do), and the C
+    predictor charges what the model says."""
+    rows = tables.load("h200").attention
+    decode = rows[(rows["backend"] == "sdpa_flash") & (rows["phase"] == "decode")]
+    for r in decode.itertuples():
+        splits, _, _ = models.flash_decode_launch(r.num_seqs, r.num_heads, r.num_kv_heads, r.head_dim, r.context_len, 132)
+        assert (splits > 1) == (r.kernels == 2), r
+    model = fitted.flash_decode
+    assert model.predict(40, 32, 8, 128, 2048) == pytest.approx(model.predict(48, 32, 8, 128, 2048), rel=0.01)
+    assert model.predict(40, 32, 8, 128, 2048) > 1.3 * model.predict(32, 32, 8, 128, 2048)
+    path = modelfile.ensure_model_file("h200")
+    for seqs, ctx, heads, kv_heads in ((1, 8192, 8, 1), (12, 768, 32, 8), (40, 3000, 64, 8), (200, 5000, 32, 32)):
+        assert native.attention_seconds(path, "sdpa_flash", seqs, 1, ctx, heads, kv_heads, 128) == pytest.approx(
+            model.predict(seqs, heads, kv_heads, 128, ctx), rel=1e-6)

@@ -103,7 +103,8 @@ def _attention(attention: pd.DataFrame, fitted: FittedModels, model_file: Path) 
             predicted = [native.attention_seconds(model_file, backend, r.num_seqs, r.query_len, r.context_len,
                                                   r.num_heads, r.num_kv_heads, r.head_dim)
                          for r in rows.itertuples()]
-            note = "measured kernel; interpolated"
+            note = ("measured kernel; CTA waves, FA2's split-KV choice" if backend == "sdpa_flash" and phase == "decode"
+                    and fitted.flash_decode is not None else "measured kernel; interpolated")
         elif fitted.attention_makespan is not None and backend == fitted.attention_makespan.backend:
             predicted = [native.published_attention_seconds(model_file, models.parse_composition(r.composition),
                                                             r.num_heads, r.num_kv_heads, r.head_dim)

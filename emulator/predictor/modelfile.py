@@ -8,6 +8,7 @@ as %.9g:
     gemm_fallback <dtype> <flops_per_s> <bytes_per_s> <floor_s>
     attention <backend> <c_const> <c_seqs> <c_kv_bytes> <c_flops> <c_q_bytes>
     attention_makespan <backend> <slots> <c_const> <c_makespan_tiles> <c_tiles> <c_kv_bytes>
+    flash_decode <sms> <split: 5 coefficients> <whole-KV: 5 coefficients>
     attention_curve <backend> <decode|prefill> <heads> <kv_heads> <head_dim> <num_seqs> <points> <y1> <s1> ...
     copy <direction> <pinned> <latency_s> <bytes_per_s>
     memset <latency_s> <bytes_per_s>
@@ -164,6 +165,12 @@ def render(fitted: FittedModels) -> str:
         lines.append("# attention_makespan: backend slots, then coefficients of [1, max(KV tiles / slots, the "
                      "longest program's tiles), KV tiles, K/V bytes] (models.AttentionMakespan)")
         lines.append(f"attention_makespan {m.backend} {_g(m.slots)} " + " ".join(_g(c) for c in m.coefficients))
+    if fitted.flash_decode is not None:
+        f = fitted.flash_decode
+        lines.append("# flash_decode: SMs, then coefficients of [1, waves x KV blocks per CTA, waves, seqs x heads x "
+                     "head_dim x splits, splits] for the split-KV kernel, then for the whole-KV one "
+                     "(models.FlashDecodeModel: sdpa_flash decode, charged instead of its curves)")
+        lines.append(f"flash_decode {f.sm_count} " + " ".join(_g(c) for c in (*f.split, *f.whole)))
     lines.append("# attention_curve: backend phase heads kv_heads head_dim num_seqs points, then y "
                  "seconds pairs (y: context for decode, prompt length for prefill)")
     for c in fitted.attention_curves:

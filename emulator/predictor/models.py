@@ -405,6 +405,78 @@ class AttentionMakespan:
         return self.features(attention, self.slots) @ self.coefficients
 
 
+# ---- SDPA's FlashAttention 2 decode: waves of CTAs, with its own split-KV choice -----------------
+
+def flash_decode_launch(num_seqs: int, heads: int, kv_heads: int, head_dim: int, context: int,
+                        sm_count: int) -> tuple[int, int, int]:
+    """(splits, CTAs, KV blocks per CTA) of PyTorch's FlashAttention 2 (SDPA's flash backend) for a
+    decode batch, one query token per sequence over `context` keys, as its mha_fwd launches it. The
+    query heads of a KV head run as one query block (FA2's "seqlenq_ngroups_swapped"). Keys come in
+    blocks of 256, 128 or 64 by head size. Where the batch's query blocks fill less than 80% of the
+    GPU at two CTAs per SM, the keys are split among CTAs to fill it: FA2's num_splits_heuristic,
+    the fewest splits whose wave efficiency (waves / whole waves) is within 85% of the best, a
+    count of splits being a candidate only if it changes the blocks per split. The measured
+    kernel counts (1 without splits, 2 with: the split kernel and its combine) agree on every row
+    of the H100 and H200 tables."""
+    groups = heads // kv_heads if kv_heads and heads % kv_heads == 0 else 1
+    query_heads, query_rows = (kv_heads, groups) if groups > 1 else (heads, 1)
+    block_n = 256 if head_dim <= 64 else 128 if head_dim <= 128 else 64
+    blocks = -(-context // block_n)
+    query_blocks = num_seqs * query_heads * -(-query_rows // 64)
+    room = 2 * sm_count
+    splits = 1
+    if query_blocks < 0.8 * room:
+        most = min(128, room, blocks)
+        efficiency = []
+        for n in range(1, most + 1):
+            eligible = n == 1 or -(-blocks // n) != -(-blocks // (n - 1))
+            waves = query_blocks * n / room
+            efficiency.append(waves / math.ceil(waves) if eligible else 0.0)
+        best = max(efficiency)
+        splits = next(n for n in range(1, most + 1) if efficiency[n - 1] > 0 and efficiency[n - 1] >= 0.85 * best)
+    return splits, query_blocks * splits, -(-blocks // splits)
+
+
+@dataclass(frozen=True)
+class FlashDecodeModel:
+    """seconds = c . [1, waves x blocks per CTA, waves, seqs x heads x head_dim x splits, splits] for
+    SDPA's FlashAttention 2 decode, c one set for the split kernel (and its combine: the measured
+    call holds both) and one for the whole-KV kernel; waves = CTAs / concurrent CTAs, rounded up:
+    two per SM for the split kernel (FA2's own assumption), one for the whole-KV kernel (its tile
+    uses an SM's shared memory). Quantised waves are what the curves over sequence counts could not
+    follow: 40 sequences of 8 KV heads (320 CTAs, 3 waves on 132 SMs) take longer than 48 (384, 3
+    waves) and far longer than 32 (256, 2 waves); interpolating between measured counts missed by
+    up to 33%. Fitted on the sdpa_flash decode rows of the tables."""
+    sm_count: int
+    split: np.ndarray
+    whole: np.ndarray
+
+    def features(self, num_seqs: int, heads: int, kv_heads: int, head_dim: int, context: int) -> tuple[bool, list[float]]:
+        splits, ctas, per_cta = flash_decode_launch(num_seqs, heads, kv_heads, head_dim, context, self.sm_count)
+        waves = math.ceil(ctas / (2 * self.sm_count if splits > 1 else self.sm_count))
+        return splits > 1, [1.0, waves * per_cta, waves, num_seqs * heads * head_dim * splits, splits]
+
+    def predict(self, num_seqs: int, heads: int, kv_heads: int, head_dim: int, context: int) -> float:
+        split, features = self.features(num_seqs, heads, kv_heads, head_dim, context)
+        return float(np.dot(self.split if split else self.whole, features))
+
+    @classmethod
+    def fit(cls, attention: pd.DataFrame, sm_count: int) -> FlashDecodeModel | None:
+        rows = _fit_rows(attention)
+        rows = rows[(rows["backend"] == "sdpa_flash") & (rows["phase"] == "decode") & (rows["query_len"] == 1)]
+        if rows.empty:
+            return None
+        shape = cls(sm_count, np.zeros(5), np.zeros(5))
+        labelled = [shape.features(r.num_seqs, r.num_heads, r.num_kv_heads, r.head_dim, r.context_len)
+                    for r in rows.itertuples()]
+        split = np.array([s for s, _ in labelled])
+        features = np.array([f for _, f in labelled])
+        seconds = rows["seconds"].to_numpy(dtype=float)
+        coefficients = [fit_relative(features[mask], seconds[mask]) if mask.any() else np.zeros(5)
+                        for mask in (split, ~split)]
+        return cls(sm_count, *coefficients)
+
+
 @dataclass(frozen=True)
 class AttentionCurve:
     """Measured seconds of `num_seqs` like sequences over y: the context of decoding sequences,
@@ -1218,6 +1290,9 @@ class FittedModels:
     # FlashAttention 3, calibrated to published figures (never measured here); None: charged as
     # vLLM's Triton attention.
     flash_attention_3: FlashAttention3 | None = None
+    # SDPA's FlashAttention 2 decode by CTA waves; None where its decode was not measured (the
+    # curves interpolate instead).
+    flash_decode: FlashDecodeModel | None = None
 
     def collective_seconds(self, op: str, nbytes: float, nranks: int) -> float:
         """What the C predictor charges (predict_collective): the measured curve of (op, nranks)
@@ -1273,6 +1348,7 @@ def fit(tables: Tables, sku: Sku) -> FittedModels:
         attention=AttentionModel.fit_all(tables.attention),
         attention_curves=attention_curves(tables.attention),
         attention_makespan=AttentionMakespan.fit(tables.attention, sku.sm_count),
+        flash_decode=FlashDecodeModel.fit(tables.attention, sku.sm_count),
         elementwise=fit_elementwise(tables.elementwise),
         copies=copies,
         memset=memset,
@@ -1362,4 +1438,7 @@ def transfer(source: FittedModels, source_sku: Sku, target_sku: Sku) -> FittedMo
         launch_host_s=source.launch_host_s,
         flash_attention_3=(None if source.flash_attention_3 is None
                            else source.flash_attention_3.carried(source_sku, target_sku)),
+        # Decode is memory-bound: each wave's time scales with the bandwidth, on the target's SMs.
+        flash_decode=None if source.flash_decode is None else FlashDecodeModel(
+            target_sku.sm_count, source.flash_decode.split * bandwidth, source.flash_decode.whole * bandwidth),
     )

@@ -125,6 +125,9 @@ static struct {
     efficient_models efficient, cudnn;      /* memory-efficient attention; cuDNN's masked SDPA */
     double host_cost[VGPU_HOST_WORK_COUNT];     /* seconds of host work; 0: not measured */
     fa3_model fa3;
+    /* SDPA's FlashAttention 2 decode: SMs (0: none), coefficients for the split-KV kernel and
+     * for the whole-KV one (flash_decode_seconds). */
+    struct { int sms; double split[5], whole[5]; } flash_decode;
 } model;
 
 static pthread_mutex_t gemm_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -291,6 +294,11 @@ void vgpu_profiled_init(const char *path) {
                 memcpy(model.attention[i], coefficients, sizeof coefficients);
                 model.have_attention[i] = 1;
             }
+        } else if (strcmp(kind, "flash_decode") == 0) {
+            double *s = model.flash_decode.split, *w = model.flash_decode.whole;
+            if (sscanf(rest, "%d %lf %lf %lf %lf %lf %lf %lf %lf %lf %lf", &model.flash_decode.sms, &s[0], &s[1], &s[2],
+                       &s[3], &s[4], &w[0], &w[1], &w[2], &w[3], &w[4]) != 11 || model.flash_decode.sms <= 0)
+                bad_model(path, number, "bad flash_decode record");
         } else if (strcmp(kind, "attention_makespan") == 0) {
             double s, c0, c1, c2, c3;
             if (sscanf(rest, "%63s %lf %lf %lf %lf %lf", name, &s, &c0, &c1, &c2, &c3) != 6 || s <= 0)
@@ -539,8 +547,40 @@ static double table_seconds(const attention_table *t, double seqs, double y) {
     return exp((1 - f) * curve_log_seconds(&c[i], t->phase, log_y) + f * curve_log_seconds(&c[i + 1], t->phase, log_y));
 }
 
+/* SDPA's FlashAttention 2 over a decode batch (models.py, flash_decode_launch and FlashDecodeModel:
+ * the reference): its CTAs as FA2 launches them, splitting the keys when the query blocks fill
+ * less than 80% of two CTAs per SM, in waves of concurrent CTAs. */
+static double flash_decode_seconds(const attention_batch *a) {
+    int seqs = (int)a->seqs, heads = (int)a->heads, kv_heads = (int)a->kv_heads, head_dim = (int)a->head_dim;
+    int sms = model.flash_decode.sms;
+    int groups = kv_heads > 0 && heads % kv_heads == 0 ? heads / kv_heads : 1;
+    int query_heads = groups > 1 ? kv_heads : heads, query_rows = groups > 1 ? groups : 1;
+    int block_n = head_dim <= 64 ? 256 : head_dim <= 128 ? 128 : 64;
+    int blocks = ((int)a->seqlen_k + block_n - 1) / block_n;
+    double query_blocks = (double)seqs * query_heads * ((query_rows + 63) / 64);
+    int room = 2 * sms, splits = 1;
+    if (query_blocks < 0.8 * room) {
+        int most = blocks < room ? blocks : room;
+        if (most > 128) most = 128;
+        double best = 0, efficiency[129];
+        for (int n = 1; n <= most; n++) {
+            int eligible = n == 1 || (blocks + n - 1) / n != (blocks + n - 2) / (n - 1);
+            double waves = query_blocks * n / room;
+            efficiency[n] = eligible ? waves / ceil(waves) : 0;
+            if (efficiency[n] > best) best = efficiency[n];
+        }
+        for (int n = 1; n <= most; n++)
+            if (efficiency[n] > 0 && efficiency[n] >= 0.85 * best) { splits = n; break; }
+    }
+    double ctas = query_blocks * splits, per_cta = (blocks + splits - 1) / splits;
+    double waves = ceil(ctas / (splits > 1 ? room : sms));
+    const double *c = splits > 1 ? model.flash_decode.split : model.flash_decode.whole;
+    return c[0] + c[1] * waves * per_cta + c[2] * waves + c[3] * (double)seqs * heads * head_dim * splits + c[4] * splits;
+}
+
 static double predict_attention(int backend, const attention_batch *a) {
     int phase = a->seqlen_q == 1 ? PHASE_DECODE : a->causal ? PHASE_PREFILL : -1;
+    if (backend == ATT_SDPA_FLASH && phase == PHASE_DECODE && model.flash_decode.sms) return flash_decode_seconds(a);
     const attention_table *t =
         phase < 0 ? NULL : attention_table_for(backend, phase, (int)a->heads, (int)a->kv_heads, (int)a->head_dim);
     if (t) return table_seconds(t, a->seqs, phase == PHASE_DECODE ? a->seqlen_k : a->seqlen_q);
@@ -782,6 +822,10 @@ static double predict_kernel(const vgpu_launch *l) {
     double bytes;
     if (model.have_attention[ATT_SDPA_FLASH] && flash_attention_batch(l, &batch) == 0)
         return predict_attention(ATT_SDPA_FLASH, &batch);
+    /* Its time is in the measured call, charged at the split kernel. */
+    if (model.have_attention[ATT_SDPA_FLASH] && l->function &&
+        strncmp(vgpu_function_display_name(l->function), "void pytorch_flash::flash_fwd_splitkv_combine_kernel<", 53) == 0)
+        return 0;
     if (efficient_attention_batch(l, &efficient) == 0)
         return predict_efficient_attention(&model.efficient, &efficient, (double)l->grid[0] * l->grid[1] * l->grid[2]);
     int reader = l->function ? vgpu_function_reads_attention_batch(l->function) : 0;
