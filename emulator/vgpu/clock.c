@@ -224,14 +224,17 @@ void vgpu_clock_charge_host(double seconds) {
     }
 }
 
-void vgpu_clock_uncharged(void (*work)(void)) {
-    if (!shared || local_ns < 0) {
-        work();
+void vgpu_clock_uncharged(void (*work)(void *), void *arg) {
+    static __thread int inside;     /* nested (a flush inside a meeting): the outer one accounts */
+    if (!shared || local_ns < 0 || inside) {
+        work(arg);
         return;
     }
     advance(0);
     int64_t cpu = vgpu_host_clock_ns(CLOCK_THREAD_CPUTIME_ID);
-    work();
+    inside = 1;
+    work(arg);
+    inside = 0;
     /* As if the thread's last reading had been taken after the work. */
     last_cpu_ns += vgpu_host_clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu;
     last_sleeps = voluntary_switches();

@@ -59,6 +59,11 @@ static void write_stats_locked(void) {
     rename(partial, stats_path);
 }
 
+static void write_stats_uncharged(void *unused) {
+    (void)unused;
+    write_stats_locked();
+}
+
 static void write_stats(void) {
     pthread_mutex_lock(&stats_lock);
     write_stats_locked();
@@ -80,7 +85,7 @@ static void flush_now_and_then_locked(void) {
     int64_t now = vgpu_host_clock_ns(CLOCK_MONOTONIC);
     if (now - flushed_at_ns < STATS_FLUSH_EVERY_NS) return;
     flushed_at_ns = now;
-    vgpu_clock_uncharged(write_stats_locked);
+    vgpu_clock_uncharged(write_stats_uncharged, NULL);
 }
 
 void vgpu_stats_flush_when_idle(void) {
@@ -89,7 +94,7 @@ void vgpu_stats_flush_when_idle(void) {
         return;
     if (pthread_mutex_trylock(&stats_lock) != 0) return;      /* another thread is recording: it is not idle */
     flushed_at_ns = vgpu_host_clock_ns(CLOCK_MONOTONIC);
-    vgpu_clock_uncharged(write_stats_locked);
+    vgpu_clock_uncharged(write_stats_uncharged, NULL);
     pthread_mutex_unlock(&stats_lock);
 }
 

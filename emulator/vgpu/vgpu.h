@@ -255,9 +255,11 @@ void vgpu_clock_yield(void);
 /* Charge `seconds` of host work to the calling thread on top of its own CPU time: work measured
  * on the target's host that a replaced library would have done here (not scaled by cpu_scale). */
 void vgpu_clock_charge_host(double seconds);
-/* Run `work` without charging its CPU time to the calling thread: the library's own bookkeeping
- * (writing its statistics), which the emulated program would not do. */
-void vgpu_clock_uncharged(void (*work)(void));
+/* Run work(arg) as the library's own business, which the emulated program would not do (writing
+ * statistics, meeting the other ranks of a collective through the Timekeeper): its CPU time is
+ * not charged to the calling thread, nor does blocking in it make the thread catch up with the
+ * latest send, as an unseen sleep would. */
+void vgpu_clock_uncharged(void (*work)(void *), void *arg);
 /* The calling thread is the library's own: its signals and posts are not the deployment's sends. */
 void vgpu_clock_untimed_thread(void);
 /* Counts a message to the Timekeeper on the clock page, before it is written (see protocol.py). */
