@@ -22,12 +22,12 @@ default). From each run:
     is charged to the ranks (one write per launch): traced runs are stored apart
     ("emulated_traced") and their TPOTs are not the results. Untraced runs also try the stats
     files (REVATI_VGPU_STATS, RUN/vgpu/stats-PID.csv), copied whenever a flush changes them,
-    between two flushes inside the window; they are flushed only every ~5 wall seconds and the
-    workers exit without a last write, so on short runs they rarely bracket it;
-  - the charge of one decode all-reduce against the predictor's NCCL model for its bytes
-    (batch x 8192 x 2; emulator/predictor/native.py collective_seconds: MODELLED from published
-    nccl-tests figures, 10 us + bytes x 2(n-1)/n / (0.8 x 450 GB/s), no measured H100
-    collectives) and against AIConfigurator's own measured all-reduce table.
+    between two flushes inside the window (written when a thread goes idle, at most every 0.5 wall
+    seconds);
+  - the charge of one decode all-reduce against the predictor's own figure for its bytes
+    (batch x 8192 x 2; emulator/predictor/native.py collective_seconds, custom_all_reduce: the
+    published table, data/published/collectives_h100.csv) and against AIConfigurator's measured
+    all-reduce table (the same source; the charge adds the wait for the slowest rank).
 
 AIConfigurator: `aiconfigurator cli estimate --model-path meta-llama/Meta-Llama-3.1-70B --system
 h100_sxm --backend vllm --isl 1024 --osl 192 --tp TP --bs BATCH --estimate-mode {agg,static}
@@ -202,10 +202,11 @@ ALLREDUCE_KERNEL = re.compile(r"cross_device_reduce|custom_ar|allreduce", re.IGN
 
 def trace_family(kind: str, name: str) -> str:
     """attribution.family, with vLLM's custom all-reduce kernels (cross_device_reduce_1stage /
-    2stage: what vLLM runs for TP all-reduces up to 8 MiB inside CUDA graphs) named apart: the
-    vGPU library sees them as ordinary kernels, not as collectives."""
+    2stage: what vLLM runs for TP all-reduces up to 8 MiB inside CUDA graphs) named apart from
+    NCCL's collectives. Since 2026-12-07 the vGPU library charges them as collectives (kind
+    collective, the ranks meeting at each); before, as ordinary kernels (kind kernel)."""
     from emulator.predictor.attribution import family
-    if kind == "kernel" and ALLREDUCE_KERNEL.search(name):
+    if kind in ("kernel", "collective") and ALLREDUCE_KERNEL.search(name) and "nccl" not in name.lower():
         return "allreduce_kernel"
     return family(kind, name)
 
@@ -394,10 +395,11 @@ def aic_allreduce_us(exe: str, tp: int, elements: int) -> float | None:
 # ---- the table -----------------------------------------------------------------------------------
 
 def model_allreduce_us(tp: int, batch: int) -> float:
-    """What the vGPU library charges one all-reduce of a decode batch (batch x hidden x 2 bytes)
-    before any wait: its predictor, asked directly (emulator/predictor/native.py)."""
+    """What the vGPU library charges one custom all-reduce of a decode batch (batch x hidden x 2
+    bytes) before any wait: its predictor, asked directly (emulator/predictor/native.py)."""
     from emulator.predictor import modelfile, native
-    return native.collective_seconds(modelfile.ensure_model_file(SKU), "all_reduce", batch * HIDDEN * 2, tp) * 1e6
+    return native.collective_seconds(modelfile.ensure_model_file(SKU), "custom_all_reduce", batch * HIDDEN * 2,
+                                     tp) * 1e6
 
 
 def _charged_allreduce_us(e: dict | None) -> float | None:
@@ -416,7 +418,7 @@ def _charged_allreduce_us(e: dict | None) -> float | None:
             count += r["allreduce_kernel"]["count"]
             seconds += r["allreduce_kernel"]["seconds"]
             for name, v in r["collectives"].items():
-                if "AllReduce" in name:
+                if "AllReduce" in name or trace_family("collective", name) == "allreduce_kernel":
                     count += v["count"]
                     seconds += v["seconds"]
         return seconds / count * 1e6 if count else None
