@@ -55,10 +55,13 @@ static int reading(vgpu_function *fn) {
     return found;
 }
 
-/* Where a signal buffer lives, the same on every rank: (owner pid, owner's address). */
-static int canonical(const void *p, uint64_t *pid, uint64_t *addr) {
+/* Where a signal buffer lives, the same on every rank: (owner pid, owner's address). Only a peer's
+ * buffer opened over CUDA IPC names its owner; anything else (a peer's buffer reached some other
+ * way) would name a different communicator on each rank, whose meetings would never complete. */
+static int canonical(const void *p, int own, uint64_t *pid, uint64_t *addr) {
     vgpu_alloc a;
     if (!p || vgpu_mem_lookup(p, &a) != 0) return -1;
+    if ((a.kind == VGPU_ALLOC_IPC) == own) return -1;
     if (a.kind == VGPU_ALLOC_IPC) {
         *pid = (uint64_t)a.owner_pid;
         *addr = a.owner_base + ((uintptr_t)p - a.base);
@@ -106,10 +109,9 @@ int vgpu_custom_collective(vgpu_launch *l) {
     uint64_t id = mix(0, (uint64_t)nranks);
     for (int i = 0; i < nranks; i++) {
         uint64_t pid, addr;
-        if (canonical(signals[i], &pid, &addr) != 0) {
-            /* Not buffers this library handed out: no name that every rank would agree on. */
-            vgpu_warn_once("%s: rank %d's signal buffer %p is not device memory; charged, not met", l->name, i,
-                           signals[i]);
+        if (canonical(signals[i], i == rank, &pid, &addr) != 0) {
+            vgpu_warn_once("%s: rank %d's signal buffer %p is neither this rank's device memory nor a peer's "
+                           "opened over CUDA IPC; charged, not met", l->name, i, signals[i]);
             id = 0;
             break;
         }
