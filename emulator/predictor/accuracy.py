@@ -43,7 +43,7 @@ def accuracy_of(measured: Tables, fitted: FittedModels, model_file: Path) -> pd.
     rows = (_gemm(measured.gemm, fitted) + _attention(measured.attention, fitted, model_file)
             + _elementwise(measured.elementwise, fitted) + _copies(measured.copy, fitted)
             + _kernels(measured.kernels, fitted) + _flash_attention_3(fitted)
-            + _collectives(_collective_timings(measured), fitted, model_file)
+            + _collectives(models.collective_timings(measured, measured.sku)[0], fitted, model_file)
             + _memory(measured.memory, model_file) + _efficient_attention(measured.efficient_attention, fitted, model_file)
             + _cudnn_attention(measured.cudnn_graphs, model_file))
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -186,15 +186,6 @@ def _modelled_collectives(group: str) -> list:
             "MODELLED, not measured (no multi-GPU machine): ring over NVLink, "
             f"{models.COLLECTIVE_LATENCY_S * 1e6:.0f} us + bytes x factor / "
             f"({models.NVLINK_BUS_EFFICIENCY:.0%} of NVLink per direction)"]
-
-
-def _collective_timings(measured: Tables) -> pd.DataFrame | None:
-    """The timings the SKU's collectives were fitted on: its collectives.csv, else the published
-    ones (models.sku_collectives)."""
-    if measured.collectives is not None:
-        return measured.collectives
-    published = tables.load_published_collectives(measured.sku)
-    return None if published is None else published[0]
 
 
 def _collectives(collectives: pd.DataFrame | None, fitted: FittedModels, model_file: Path) -> list[list]:

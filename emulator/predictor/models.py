@@ -1238,20 +1238,28 @@ def fit_collectives(collectives: pd.DataFrame, sku: Sku
     return curves, lines
 
 
+def collective_timings(measured: Tables | None, sku: str) -> tuple[pd.DataFrame | None, str]:
+    """(the timings a SKU's collectives are fitted on, where they come from): its own measured
+    collectives.csv, else the node timings published for it (data/published/), else none: the
+    model over its NVLink figure ("modelled")."""
+    if measured is not None and measured.collectives is not None:
+        return measured.collectives, "measured (collectives.csv)"
+    published = load_published_collectives(sku)
+    if published is None:
+        return None, "modelled"
+    frame, source = published
+    return frame, (f"published: {source['source']}, aiconfigurator {source.get('aiconfigurator', '?')}, "
+                   f"{source['device']}, NCCL {source['nccl_version']} and vLLM {source['vllm_version']}'s custom "
+                   f"all-reduce ({source['custom_all_reduce_mode']}), not measured here")
+
+
 def sku_collectives(measured: Tables | None, sku: Sku
                     ) -> tuple[dict[tuple[str, int], CollectiveCurve], dict[str, CollectiveModel], str]:
-    """(curves, lines, where they come from) for a SKU: its own measured collectives.csv, else the
-    node timings published for it (data/published/), else the model over its NVLink figure."""
-    if measured is not None and measured.collectives is not None:
-        return (*fit_collectives(measured.collectives, sku), "measured (collectives.csv)")
-    published = load_published_collectives(sku.sku)
-    if published is not None:
-        frame, source = published
-        return (*fit_collectives(frame, sku),
-                f"published: {source['source']}, aiconfigurator {source.get('aiconfigurator', '?')}, "
-                f"{source['device']}, NCCL {source['nccl_version']} and vLLM {source['vllm_version']}'s custom "
-                f"all-reduce ({source['custom_all_reduce_mode']}), not measured here")
-    return {}, CollectiveModel.modelled(sku), "modelled"
+    """(curves, lines, where they come from) for a SKU (collective_timings)."""
+    frame, origin = collective_timings(measured, sku.sku)
+    if frame is None:
+        return {}, CollectiveModel.modelled(sku), origin
+    return (*fit_collectives(frame, sku), origin)
 
 
 # ---- everything for one SKU --------------------------------------------------------------------
@@ -1412,6 +1420,7 @@ def transfer(source: FittedModels, source_sku: Sku, target_sku: Sku) -> FittedMo
         attention[backend] = AttentionModel(backend, c)
     on_device = {k: dataclasses.replace(v, bytes_per_s=v.bytes_per_s / bandwidth) if k[0] == "D2D" else v
                  for k, v in source.copies.items()}
+    collective_curves, collectives, collectives_origin = sku_collectives(None, target_sku)
     return FittedModels(
         sku=target_sku.sku,
         gemm=GemmTable(curves),
@@ -1429,7 +1438,9 @@ def transfer(source: FittedModels, source_sku: Sku, target_sku: Sku) -> FittedMo
         kernels=KernelModels({name: LinearModel(m.a, m.b * bandwidth) for name, m in source.kernels.by_name.items()},
                              LinearModel(source.kernels.default.a, source.kernels.default.b * bandwidth),
                              source.kernels.max_threads),
-        **dict(zip(("collective_curves", "collectives", "collectives_origin"), sku_collectives(None, target_sku))),
+        collectives=collectives,
+        collective_curves=collective_curves,
+        collectives_origin=collectives_origin,
         memory={cls: dataclasses.replace(c, seconds=c.seconds * bandwidth) for cls, c in source.memory.items()},
         efficient_attention={d: m.carried(source_sku, target_sku) for d, m in source.efficient_attention.items()},
         cudnn_attention={d: m.carried(source_sku, target_sku) for d, m in source.cudnn_attention.items()},
