@@ -884,10 +884,6 @@ static double predict_collective(const vgpu_launch *l) {
     default: op = COLL_SEND_RECV; bus = bytes; break;
     }
     const gemm_curve *c = n > 1 ? collective_curve_for(op, (int)n) : NULL;
-    if (!c && op == COLL_CUSTOM_ALL_REDUCE && !model.collective[op].present) {     /* a model file before it */
-        op = COLL_ALL_REDUCE;
-        c = n > 1 ? collective_curve_for(op, (int)n) : NULL;
-    }
     if (c) return curve_at(c, whole);
     const rates *r = &model.collective[op];
     if (!r->present) return 0;

@@ -79,22 +79,23 @@ static void write_stats(void) {
 static uint64_t records_since_check;
 static int64_t flushed_at_ns;
 
-static void flush_now_and_then_locked(void) {
-    if (++records_since_check < STATS_FLUSH_CHECK_EVERY) return;
-    records_since_check = 0;
+static void flush_if_older_than_locked(int64_t age_ns) {
     int64_t now = vgpu_host_clock_ns(CLOCK_MONOTONIC);
-    if (now - flushed_at_ns < STATS_FLUSH_EVERY_NS) return;
+    if (now - flushed_at_ns < age_ns) return;
     flushed_at_ns = now;
     vgpu_clock_uncharged(write_stats_uncharged, NULL);
 }
 
+static void flush_now_and_then_locked(void) {
+    if (++records_since_check < STATS_FLUSH_CHECK_EVERY) return;
+    records_since_check = 0;
+    flush_if_older_than_locked(STATS_FLUSH_EVERY_NS);
+}
+
 void vgpu_stats_flush_when_idle(void) {
     if (!stats_path || !__atomic_load_n(&unwritten, __ATOMIC_RELAXED)) return;
-    if (vgpu_host_clock_ns(CLOCK_MONOTONIC) - __atomic_load_n(&flushed_at_ns, __ATOMIC_RELAXED) < STATS_IDLE_FLUSH_NS)
-        return;
     if (pthread_mutex_trylock(&stats_lock) != 0) return;      /* another thread is recording: it is not idle */
-    flushed_at_ns = vgpu_host_clock_ns(CLOCK_MONOTONIC);
-    vgpu_clock_uncharged(write_stats_uncharged, NULL);
+    flush_if_older_than_locked(STATS_IDLE_FLUSH_NS);
     pthread_mutex_unlock(&stats_lock);
 }
 
