@@ -307,7 +307,8 @@ def _predictor_fit(args: argparse.Namespace) -> int:
 
 
 def _predictor_forward_pass(args: argparse.Namespace) -> int:
-    from emulator.predictor import forward_check, tables
+    from emulator.predictor import tables
+    from emulator.profiler import forward_check
     sku = SKU_ALIASES.get(args.sku, args.sku)
     folder = forward_check.FOLDERS[args.steps]
     if not (tables.DATA_DIR / sku / folder / "forward_pass.csv").is_file():
@@ -335,18 +336,15 @@ def _rates(text: str) -> list[float]:
 def _run(args: argparse.Namespace) -> int:
     from autotune import config as study_config
     from autotune.progress import RunProgress, summary_table
-    from emulator.run import RunFailed, run
-    _die_with_parent()
-    # A stop request (the study driver's, or an operator's) ends the deployment like Ctrl-C does,
-    # even where SIGINT came in ignored (a shell's background job).
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.default_int_handler)
+    from emulator.deployment import RunFailed, die_with_parent, serve, stop_like_ctrl_c
+    stop_like_ctrl_c()
     try:
+        die_with_parent()
         config = study_config.load(args.study, args.overrides, for_run=True)
         _print_notes(config)
         run_config = config.run_config()
         with RunProgress(config.workload) as progress:
-            summary = run(run_config, config.out, progress.update)
+            summary = serve(run_config, config.out, progress=progress.update)
     except RunFailed as error:
         print(f"revati-tune: the run failed: {error}", file=sys.stderr)
         return 1
@@ -357,7 +355,7 @@ def _run(args: argparse.Namespace) -> int:
         print("revati-tune: interrupted; the deployment was stopped", file=sys.stderr)
         return 130
     Console().print(summary_table(summary))
-    for note in summary["config"]["emulation_notes"]:
+    for note in summary.config["emulation_notes"]:
         print(f"  note: {note}")
     print(f"results in {config.out}")
     return 0
@@ -367,19 +365,6 @@ def _print_notes(config) -> None:
     # Not prefixed "revati-tune:": a trial's reason is the last such line of its log (autotune/trial.py).
     for note in config.notes:
         print(f"note: {note}", file=sys.stderr)
-
-
-def _die_with_parent() -> None:
-    """A trial started by a study driver is stopped (as by Ctrl-C) if the driver dies, even by
-    SIGKILL, so that a killed study leaves no deployment running."""
-    parent = os.environ.pop("REVATI_DIE_WITH_PARENT", None)
-    if parent is None:
-        return
-    import ctypes
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
-    if os.getppid() != int(parent):     # the driver died before the request took effect
-        raise KeyboardInterrupt
 
 
 def _search(args: argparse.Namespace) -> int:

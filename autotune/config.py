@@ -35,10 +35,11 @@ from emulator import feasibility
 from emulator.engines.adapter import ServingKnobs, in_argument_names
 from emulator.hardware import load_sku
 from emulator.loadgen import SpecError, WorkloadSpec, trace_rows
-from emulator.run import ADAPTERS, MODELS, RunConfig
-from search_spaces import SPACES, EngineSpaces, study_space
+from emulator.deployment import RunConfig
+from emulator.engines import registry
+from emulator.paths import CONF, MODELS, model_names
+from search_spaces import EngineSpaces, study_space
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("model", "hardware", "workload", "slo", "engine", "search")
 RUNNERS = ("local", "ray")
 SAMPLERS = ("tpe", "random", "nsga2", "grid")
@@ -83,7 +84,7 @@ class StudyConfig:
 
     def space(self):
         """What trials sample: the engine's space, or with several engines the engine and then its space."""
-        return study_space(list(self.engines), self.search["space"])
+        return study_space({engine: registry.space(engine) for engine in self.engines}, self.search["space"])
 
     @property
     def storage(self) -> str:
@@ -146,7 +147,7 @@ def _other_engine(path: Path, overrides: tuple[str, ...], search_path: str, engi
         cfg = _compose(path, [*own, f"engine={engine}", search_path])
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(f"search.engines: the study with engine={engine}: {_explain(error, path, tuple(own), search_path)}") from None
-    known = ADAPTERS[engine].knob_names()
+    known = registry.adapter(engine).knob_names()
     stray = _unknown_engine_keys(cfg.engine, engine)
     extra = engine_args.get(engine) or {}
     unknown = sorted(set(extra) - set(known))
@@ -160,7 +161,7 @@ def _other_engine(path: Path, overrides: tuple[str, ...], search_path: str, engi
 
 def _unknown_engine_keys(section: DictConfig, engine: str) -> list[str]:
     """Keys of an `engine:` section that are not arguments of this engine."""
-    known = ADAPTERS[engine].knob_names()
+    known = registry.adapter(engine).knob_names()
     return [key for key in section if key != "name" and key not in known]
 
 
@@ -169,18 +170,18 @@ def _drop_other_engines_keys(cfg: DictConfig, overrides: tuple[str, ...], for_ru
     are another engine's (the study file writes them in its own engine's names); return a note for
     each section changed. Typos, and whatever the command line set, stay to be refused."""
     engine = _engine_switch(overrides)
-    if engine not in ADAPTERS:
+    if engine not in registry.SEARCHABLE:
         return ()
     typed = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
-    others = [ADAPTERS[name].knob_names() for name in ADAPTERS if name != engine]
+    others = [registry.adapter(name).knob_names() for name in registry.SEARCHABLE if name != engine]
     stray = [key for key in _unknown_engine_keys(cfg.engine, engine)
              if f"engine.{key}" not in typed and any(key in known for known in others)]
     notes = _drop(cfg.engine, stray, f"engine={engine}: the study's engine settings {{keys}} are not {engine} "
                                      f"arguments and are left out (set {engine}'s own as engine.KEY=VALUE)")
     space = cfg.search.get("space") if isinstance(cfg.get("search"), DictConfig) else None
     if not for_run and isinstance(space, DictConfig) and not cfg.search.get("engines"):
-        own = {knob.name for knob in SPACES[engine].knobs}
-        other_knobs = {knob.name for name, s in SPACES.items() if name != engine for knob in s.knobs}
+        own = {knob.name for knob in registry.space(engine).knobs}
+        other_knobs = {knob.name for name in registry.SEARCHABLE if name != engine for knob in registry.space(name).knobs}
         stray = [key for key in space if key not in own and key in other_knobs and f"search.space.{key}" not in typed]
         notes += _drop(space, stray, f"engine={engine}: search.space's {{keys}} are not {engine} knobs and are "
                                      f"left out (narrow {engine}'s own as search.space.KNOB=[...])")
@@ -245,7 +246,7 @@ def _check_deployment(config: StudyConfig) -> None:
     not fit the GPUs), refused here with the engine's argument named."""
     try:
         knobs = config.run_config().knobs
-        ADAPTERS[config.engine].deploy_command(config.model, knobs)     # the engine checks its flags
+        registry.adapter(config.engine).deploy_command(config.model, knobs)     # the engine checks its flags
         feasibility.check(MODELS / config.model, knobs, load_sku(config.sku))
     except ValueError as error:
         raise _engine_error(config.engine, error, "engine") from None
@@ -272,7 +273,7 @@ def _check_space(config: StudyConfig) -> None:
 def _check_args(config: StudyConfig, engine: str, args: dict, field: str) -> None:
     """The engine takes these arguments over its base ones (a trial would fail on them otherwise)."""
     try:
-        ADAPTERS[engine].deploy_command(config.model, config.run_config(args, engine).knobs)
+        registry.adapter(engine).deploy_command(config.model, config.run_config(args, engine).knobs)
     except ValueError as error:
         raise _engine_error(engine, error, field) from None
 
@@ -281,7 +282,7 @@ def _check_tensor_parallel(config: StudyConfig, engine: str) -> None:
     """Each tensor-parallel size the study lists splits the model's heads, fits one node and
     search.max_gpus: otherwise no other knob makes it run. What fails only in some combination
     (memory, the GPU budget) is refused trial by trial and recorded as infeasible."""
-    adapter = ADAPTERS[engine]
+    adapter = registry.adapter(engine)
     name = next((arg for arg, knob in adapter.arguments.items() if knob == "tensor_parallel"), None)
     model = json.loads((MODELS / config.model / "config.json").read_text())
     for tp in config.search["space"].get(name) or ():
@@ -311,7 +312,7 @@ def refusal(config: StudyConfig, run_config: RunConfig) -> str | None:
 def _engine_error(engine: str, error: Exception, field: str) -> ConfigError:
     """An engine's refusal in its own argument names, under the field given, or under that field's
     argument where the message starts with one (engine.tp_size: ...)."""
-    adapter = ADAPTERS[engine]
+    adapter = registry.adapter(engine)
     message = in_argument_names(str(error), adapter.arguments, adapter.inverted)
     arg = re.match(r"\w+", message).group(0)
     if field == "engine" and arg in adapter.arguments:
@@ -321,7 +322,7 @@ def _engine_error(engine: str, error: Exception, field: str) -> ConfigError:
 
 
 def knobs_from_engine_args(engine: str, args: dict) -> ServingKnobs:
-    return ADAPTERS[engine].knobs(args)
+    return registry.adapter(engine).knobs(args)
 
 
 def _no_unknown_keys(section: str, data: dict, allowed) -> None:
@@ -336,8 +337,7 @@ def _model(model: dict) -> dict:
         raise ConfigError(f"model.hf_id: must be a Hugging Face model id (org/name) or null, got {model['hf_id']!r}")
     name = model.get("name")
     if not isinstance(name, str) or not (MODELS / name / "config.json").is_file():
-        known = sorted(p.name for p in MODELS.iterdir() if (p / "config.json").is_file())
-        raise ConfigError(f"model.name: {name!r} has no conf/model/{name}/config.json; known: {', '.join(known)}")
+        raise ConfigError(f"model.name: {name!r} has no conf/model/{name}/config.json; known: {', '.join(model_names())}")
     return model
 
 
@@ -358,10 +358,10 @@ def _hardware_keys() -> list[str]:
 
 def _engine(engine: dict) -> tuple[str, dict]:
     name = engine.get("name")
-    if name not in ADAPTERS:
-        raise ConfigError(f"engine.name: must be one of {', '.join(ADAPTERS)}, got {name!r}")
+    if name not in registry.SEARCHABLE:
+        raise ConfigError(f"engine.name: must be one of {', '.join(registry.SEARCHABLE)}, got {name!r}")
     args = {k: v for k, v in engine.items() if k != "name"}
-    known = ADAPTERS[name].knob_names()
+    known = registry.adapter(name).knob_names()
     unknown = sorted(set(args) - set(known))
     if unknown:
         raise ConfigError(f"engine.{unknown[0]}: not a {name} argument the emulator maps; known: {', '.join(known)}")
@@ -407,9 +407,9 @@ def _search(search: dict, only: tuple[str, ...] | None = None) -> dict:
         "trial_timeout_s": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
         "prune": (lambda v: isinstance(v, bool), "true or false"),
         "space": (lambda v: isinstance(v, dict), "a mapping of knob name to a list of values"),
-        "engines": (lambda v: v is None or isinstance(v, list) and len(v) >= 1 and all(e in ADAPTERS for e in v),
-                    f"null (the study's engine) or a list of engines from {', '.join(ADAPTERS)}"),
-        "engine_args": (lambda v: isinstance(v, dict) and all(e in ADAPTERS and isinstance(a, dict | None)
+        "engines": (lambda v: v is None or isinstance(v, list) and len(v) >= 1 and all(e in registry.SEARCHABLE for e in v),
+                    f"null (the study's engine) or a list of engines from {', '.join(registry.SEARCHABLE)}"),
+        "engine_args": (lambda v: isinstance(v, dict) and all(e in registry.SEARCHABLE and isinstance(a, dict | None)
                                                               for e, a in v.items()),
                         "a mapping of engine name to its arguments, e.g. {sglang: {context_length: 2048}}"),
     }

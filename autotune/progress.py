@@ -11,6 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from autotune.trial import TrialResult
+from emulator.deployment import RunSummary
 
 
 class RunProgress:
@@ -45,9 +46,9 @@ class RunProgress:
                         completed=min(elapsed, self.span_s) if self.span_s else elapsed, virtual=virtual_s)
 
 
-def summary_table(summary: dict) -> Table:
-    m = summary["metrics"]
-    table = Table(title=f"{summary['config']['model']} on {summary['config']['sku']} "
+def summary_table(summary: RunSummary) -> Table:
+    m = summary.metrics
+    table = Table(title=f"{summary.config['model']} on {summary.config['sku']} "
                         f"({m['completed']} requests served, {m['failed']} failed)")
     table.add_column("metric")
     for stat in ("mean", "median", "p90", "p99"):
@@ -56,7 +57,7 @@ def summary_table(summary: dict) -> Table:
         table.add_row(f"{metric.upper()} (ms)", *(f"{m[f'{stat}_{metric}_ms']:.2f}" for stat in ("mean", "median", "p90", "p99")))
     rows = [("request throughput (req/s)", m["request_throughput"]), ("output throughput (tok/s)", m["output_throughput"]),
             ("goodput (req/s)", m.get("request_goodput")), ("SLO attainment", m["slo_attainment"]),
-            ("virtual seconds", summary["virtual_seconds"]), ("wall seconds", summary["wall_seconds"])]
+            ("virtual seconds", summary.virtual_seconds), ("wall seconds", summary.wall_seconds)]
     for name, value in rows:
         if value is not None:
             table.add_row(name, f"{value:.3f}", "", "", "")

@@ -46,8 +46,8 @@ from autotune import trial as trials
 from autotune.config import StudyConfig
 from autotune.local_runner import CORES_PER_DEPLOYMENT, parallel_slots
 from autotune.progress import StudyProgress, best_so_far, describe
+from emulator import paths
 
-REPO = Path(__file__).resolve().parent.parent
 # How often a trial looks whether the driver asked it to stop.
 STOP_POLL_S = 1.0
 
@@ -68,7 +68,7 @@ def run_trials(config: StudyConfig, study: optuna.Study) -> None:
 def _ray(address: str | None):
     # PYTHONPATH: trial workers import this repository (the trainable is pickled by reference),
     # and so does the `revati-tune run` process each trial starts from inside Ray's trial folder.
-    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join((str(REPO), "${PYTHONPATH}"))}}
+    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join((str(paths.REPO), "${PYTHONPATH}"))}}
     quiet = dict(log_to_driver=False, logging_level="WARNING", runtime_env=runtime_env)
     auth = {}
     if not address and not {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(os.environ):

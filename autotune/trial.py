@@ -1,9 +1,10 @@
 """One trial: a configuration checked, then served by a real emulated deployment, then scored.
 
-The deployment runs as `revati-tune run <study file> <overrides> engine.K=V ... out=<run dir>`
-(with `engine=<engine>` and its settings first for an engine other than the study's),
-a process of its own: exactly the command a user types to reproduce the trial, and a boundary
-that a hung or crashing deployment cannot cross. Both runners (local, Ray) score trials here.
+The deployment runs in the deployment module's worker (`python -m emulator.deployment RUN_DIR`,
+with the trial's RunConfig in RUN_DIR/run_config.json): a process of its own, a boundary that a
+hung or crashing deployment cannot cross, which the study driver stops like Ctrl-C. The trial also
+records the `revati-tune run` command that reproduces it by hand. Both runners (local, Ray) score
+trials here.
 """
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ from pathlib import Path
 
 from autotune import pruning
 from autotune.config import StudyConfig, hydra_value, refusal, without_engine_overrides
+from emulator import deployment
+from emulator.deployment import RunSummary
+from emulator.engines import registry
 from emulator.process_groups import end_group
-from emulator.run import ADAPTERS
 
 # After the run's own wall-clock limit, what a deployment gets to stop before it is killed.
 STOP_GRACE_S = 60.0
-# The run command's exit statuses (autotune/cli.py): refused before launch, failed while running.
-REFUSED, FAILED = 2, 1
 
 
 @dataclass
@@ -63,15 +64,16 @@ def evaluate(config: StudyConfig, args: dict, run_dir: Path, stop: threading.Eve
     cmd = command(config, engine, args, run_dir)
     attrs = {"knobs": {**config.engines[engine].args, **args}, "gpus": gpus, "engine": engine,
              "run_dir": str(run_dir), "command": shlex.join(cmd),
-             "deploy_command": shlex.join(ADAPTERS[engine].deploy_command(
+             "deploy_command": shlex.join(registry.adapter(engine).deploy_command(
                  config.hf_id or str(run_config.model_dir()), run_config.knobs))}
     reason = refusal(config, run_config)
     if reason:
         return TrialResult("infeasible", gpus, reason, user_attrs=attrs)
     run_dir.mkdir(parents=True, exist_ok=True)
+    run_config.write(run_dir / deployment.CONFIG_FILE)
     with open(run_dir / "trial.log", "w") as log:
         # Its own session: the terminal's Ctrl-C reaches the study driver, which stops trials in order.
-        process = subprocess.Popen([sys.executable, "-m", "autotune.cli", *cmd[1:]], stdout=log,
+        process = subprocess.Popen([sys.executable, "-m", "emulator.deployment", str(run_dir)], stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True,
                                    env={**os.environ, "REVATI_DIE_WITH_PARENT": str(os.getpid())})
         check = (lambda: pruning.reason_to_stop(run_dir / "requests.jsonl", config.slos_ms, config.attainment)) \
@@ -79,17 +81,15 @@ def evaluate(config: StudyConfig, args: dict, run_dir: Path, stop: threading.Eve
         outcome, why = _wait(process, run_dir, run_config.timeout_s + STOP_GRACE_S, stop, check)
     if outcome == "pruned":
         return TrialResult("pruned", gpus, why, user_attrs=attrs)
-    summary_path = run_dir / "summary.json"
-    if outcome == "ok" and process.returncode == 0 and summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        metrics = summary["metrics"]
-        goodput = metrics.get("request_goodput", 0.0) / gpus
-        attrs.update(metrics=metrics, virtual_seconds=summary["virtual_seconds"],
-                     wall_seconds=summary["wall_seconds"])
-        return TrialResult("ok", gpus, goodput_per_gpu=goodput, slo_attainment=metrics["slo_attainment"],
+    if outcome == "ok" and process.returncode == deployment.SERVED and (run_dir / deployment.SUMMARY_FILE).is_file():
+        summary = RunSummary.read(run_dir)
+        goodput = summary.metrics.get("request_goodput", 0.0) / gpus
+        attrs.update(metrics=summary.metrics, virtual_seconds=summary.virtual_seconds,
+                     wall_seconds=summary.wall_seconds)
+        return TrialResult("ok", gpus, goodput_per_gpu=goodput, slo_attainment=summary.metrics["slo_attainment"],
                            user_attrs=attrs)
     if outcome == "ok":
-        outcome = "infeasible" if process.returncode == REFUSED else "failed"
+        outcome = "infeasible" if process.returncode == deployment.REFUSED else "failed"
     return TrialResult(outcome, gpus, _reason(outcome, process.returncode, run_dir), user_attrs=attrs)
 
 

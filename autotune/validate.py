@@ -1,7 +1,7 @@
 """`revati-tune validate SCENARIO`: fidelity of the emulation, measured against a real GPU end to end.
 
 On a machine with a real NVIDIA GPU, each scenario is served by the reference engine (Hugging Face
-transformers' continuous batching, emulator/engines/hf_transformers.py) with the same load generator
+transformers' continuous batching, emulator/engines/transformers/) with the same load generator
 (emulator/loadgen.py) and metrics (emulator/metrics.py) as `revati-tune run`, on two sides:
 
     real      the engine on the real GPU, in real time, --real-repeats times (default 3), each with a
@@ -64,10 +64,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from emulator.deployment import RunConfig, plain_environment, serve
 from emulator.host_cpu import cpu_model
-
-REPO = Path(__file__).resolve().parent.parent
-MODELS = REPO / "conf" / "model"
 NO_GPU_STATUS = 2
 REAL_REPEATS = 3
 
@@ -215,16 +213,9 @@ def parse_capacity(items: list[str]) -> dict[str, float]:
 # The real GPU
 # ----------------------------------------------------------------------------------------------
 
-def _plain_env() -> dict[str, str]:
-    """This process's environment without anything that would put a child on virtual GPUs."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REVATI_VGPU") and k not in
-           ("LD_PRELOAD", "REVATI_PREDICTOR", "REVATI_TK_ADDRESS", "VLLM_NCCL_SO_PATH", "TRITON_LIBCUDA_PATH")}
-    return env
-
-
 def real_gpu(python: Path) -> dict:
     """Facts of the real GPU (nvidia-smi and torch in the engine's Python), or NoGpu saying why not."""
-    env = _plain_env()
+    env = plain_environment()
     smi = shutil.which("nvidia-smi", path=":".join(p for p in env.get("PATH", "").split(":") if "revati" not in p))
     if smi is None:
         raise NoGpu("no nvidia-smi on PATH, so no NVIDIA driver")
@@ -252,7 +243,7 @@ def real_gpu(python: Path) -> dict:
 def engine_versions(python: Path) -> dict:
     """torch and transformers versions in the engine's interpreter (the emulating side's)."""
     code = "import json, torch, transformers; print(json.dumps([torch.__version__, transformers.__version__]))"
-    probe = subprocess.run([str(python), "-c", code], env=_plain_env(), capture_output=True, text=True, timeout=300)
+    probe = subprocess.run([str(python), "-c", code], env=plain_environment(), capture_output=True, text=True, timeout=300)
     if probe.returncode != 0:
         raise RuntimeError(f"{python} could not import torch and transformers: {probe.stderr.strip()[-300:]}")
     torch_version, transformers_version = json.loads(probe.stdout.strip().splitlines()[-1])
@@ -264,105 +255,6 @@ def sku_of(gpu_name: str) -> str:
         if sku in gpu_name.lower():
             return sku
     raise ValueError(f"no SKU for the GPU {gpu_name!r}: pass --sku (h100, h200, a100 or a SKU yaml)")
-
-
-# ----------------------------------------------------------------------------------------------
-# One side of a scenario
-# ----------------------------------------------------------------------------------------------
-
-def serve(adapter, model_dir: Path, knobs, workload: dict, out: Path, *, emulated: bool, sku: str,
-          timeout_s: float, server_args: tuple[str, ...] = (), server_host_cpu: dict | None = None) -> dict:
-    """Serve `workload` with the engine (its command, then server_args), on the real GPU or on one
-    virtual GPU of `sku` under a Timekeeper; returns the metrics with wall times (also written to
-    out/summary.json). server_host_cpu: the real server's host-CPU figure to charge the emulation
-    by (emulator/host_cpu.py), where the real runs measured one."""
-    from emulator import metrics
-    from emulator.loadgen import READY_LINE
-    from emulator.process_groups import end_group
-
-    out.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    spec = {**workload, "base_url": f"http://127.0.0.1:{port}", "model": str(model_dir)}
-    (out / "workload.json").write_text(json.dumps(spec, indent=2))
-    records_path = out / "requests.jsonl"
-    python = str(adapter.python())
-    env = _plain_env()
-    env.update(adapter.environment())
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO), env.get("PYTHONPATH"))))
-    tk = None
-    started = time.monotonic()
-    calibration = None
-    if emulated:
-        from emulator.host_cpu import calibrate
-        from emulator.timekeeper.server import Timekeeper
-        from emulator.vgpu_environment import vgpu_environment
-        calibration = calibrate(sku, adapter.python(), server_host_cpu)
-        tk = Timekeeper(cpu_scale=calibration.cpu_scale, watchdog_s=timeout_s,
-                        log=lambda line: _append(out / "timekeeper.log", line))
-        tk.__enter__()
-        env = vgpu_environment(knobs.gpus, sku, engine=None, workdir=out / "vgpu", base_env=env)
-        env.update(tk.env())
-        env["REVATI_HOST_WORK_SCALE"] = repr(calibration.host_work_scale)
-        env["REVATI_VGPU_STATS"] = str(out / "vgpu" / "stats-%p.csv")
-    failure = None
-    serving_since = None
-    try:
-        with open(out / "server.log", "w") as server_log, open(out / "loadgen.log", "w") as loadgen_log:
-            server = subprocess.Popen([*adapter.server_command(model_dir, port, knobs), *server_args], env=env, cwd=REPO,
-                                      stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True)
-            loadgen = subprocess.Popen([python, "-m", "emulator.loadgen", "--spec", str(out / "workload.json"),
-                                        "--out", str(records_path)], env=env, cwd=REPO,
-                                       stdout=loadgen_log, stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                deadline = started + timeout_s
-                while True:
-                    if serving_since is None and READY_LINE in (out / "loadgen.log").read_text(errors="replace"):
-                        serving_since = time.monotonic()
-                    if tk is not None and tk.failure:
-                        failure = tk.failure.splitlines()[0]
-                        break
-                    code = loadgen.poll()
-                    if code is not None:
-                        failure = None if code == 0 else f"the load generator exited with status {code}"
-                        break
-                    if server.poll() is not None:
-                        failure = f"the server exited with status {server.returncode} before the workload ended"
-                        break
-                    if time.monotonic() > deadline:
-                        failure = f"not done after {timeout_s:.0f} s of wall time"
-                        break
-                    time.sleep(0.1)
-                ended = time.monotonic()
-            finally:
-                if server.poll() is None:
-                    server.terminate()
-                    try:
-                        server.wait(20)
-                    except subprocess.TimeoutExpired:
-                        pass
-                for process in (loadgen, server):
-                    end_group(process.pid)
-                    process.wait()
-        virtual_s = tk.clock.now_ns / 1e9 if tk is not None else None
-    finally:
-        if tk is not None:
-            tk.__exit__(None, None, None)
-    if failure:
-        raise RuntimeError(f"the {'emulated' if emulated else 'real'} run in {out} failed: {failure}; server log tail:\n"
-                           + _tail(out / "server.log") + "\nloadgen log tail:\n" + _tail(out / "loadgen.log"))
-    records = [json.loads(line) for line in records_path.read_text().splitlines() if line.startswith('{"request_id"')]
-    summary = {"metrics": metrics.compute(records), "wall_seconds": ended - started,
-               "startup_wall_seconds": (serving_since or ended) - started,
-               "serving_wall_seconds": ended - (serving_since or ended), "virtual_seconds": virtual_s,
-               "server_command": [*adapter.server_command(model_dir, port, knobs), *server_args], "workload": workload}
-    if emulated:
-        summary["cpu_scale"], summary["cpu_calibration"] = calibration.cpu_scale, calibration.note
-        from emulator.predictor.attribution import by_family, host_work, read_stats
-        stats = read_stats((out / "vgpu").glob("stats-*.csv"))
-        summary["gpu_time_by_family"] = by_family(stats).to_dict("records")
-        summary["host_work"] = host_work(stats).to_dict("records")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    return summary
 
 
 # ----------------------------------------------------------------------------------------------
@@ -519,7 +411,8 @@ def recorded_real_side(paths: list[Path]) -> tuple[dict, dict[str, list[dict]]]:
             data = json.loads(path.read_text())
             for run in data["runs"]:
                 if "real" in run and "error" not in run:
-                    runs[run["scenario"]] = run["real"] if isinstance(run["real"], list) else [run["real"]]
+                    reals = run["real"] if isinstance(run["real"], list) else [run["real"]]
+                    runs[run["scenario"]] = [_with_config(real) for real in reals]
             gpu = data["facts"]["nvidia_smi_name"]
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
             raise ValueError(f"--real-from {path}: not a runs.json of validate ({type(error).__name__}: {error})") from error
@@ -530,8 +423,17 @@ def recorded_real_side(paths: list[Path]) -> tuple[dict, dict[str, list[dict]]]:
     return facts, runs
 
 
+def _with_config(summary: dict) -> dict:
+    """A recorded run's summary as RunSummary holds it: files written before 2026-12-07 keep the
+    workload and the server command at the top."""
+    if "config" in summary:
+        return summary
+    moved = {key: summary[key] for key in ("workload", "server_command") if key in summary}
+    return {**{k: v for k, v in summary.items() if k not in moved}, "config": moved}
+
+
 def run_command(args: argparse.Namespace) -> int:
-    from emulator.engines.hf_transformers import TransformersAdapter
+    from emulator.engines.transformers.adapter import TransformersAdapter
 
     started = time.monotonic()
     capacity = parse_capacity(args.capacity)
@@ -624,6 +526,14 @@ def _write_runs(path: Path, facts: dict, command: str, rows: list[dict], runs: l
     path.write_text(json.dumps({"facts": facts, "command": command, "rows": rows, "runs": runs}, indent=1, default=float))
 
 
+def run_config(adapter, scenario: Scenario, workload: dict, *, sku: str, timeout_s: float,
+               server_args: tuple[str, ...] = (), server_host_cpu: dict | None = None) -> RunConfig:
+    """The deployment that serves `workload` for the scenario, either side."""
+    return RunConfig(model=scenario.group.model, sku=sku, knobs=scenario.knobs(), workload=workload,
+                     engine=adapter.name, timeout_s=timeout_s, server_args=server_args,
+                     server_host_cpu=server_host_cpu)
+
+
 def serve_real(adapter, scenario: Scenario, workload: dict, out: Path, record: dict, *, repeats: int, sku: str,
                timeout_s: float, server_args: tuple[str, ...] = ()) -> None:
     """Serve the scenario `repeats` times on the real GPU (out/real-1, ...). Each summary goes into
@@ -632,15 +542,14 @@ def serve_real(adapter, scenario: Scenario, workload: dict, out: Path, record: d
     summary's host_cpu): a server's host speed moves between device calls, and the emulation of
     these runs is charged the host as it was."""
     from emulator.host_cpu import measure_in
-    model_dir, knobs = MODELS / scenario.group.model, scenario.knobs()
+    config = run_config(adapter, scenario, workload, sku=sku, timeout_s=timeout_s, server_args=server_args)
     record["real"] = []
     for repeat in range(1, repeats + 1):
         host_cpu = measure_in(adapter.python())
-        summary = serve(adapter, model_dir, knobs, workload, out / f"real-{repeat}", emulated=False, sku=sku,
-                        timeout_s=timeout_s, server_args=server_args)
-        summary["host_cpu"] = host_cpu
-        record["real"].append(summary)
-        print(f"{scenario.name}: real {repeat}/{repeats} done in {summary['wall_seconds']:.1f} s", flush=True)
+        summary = serve(config, out / f"real-{repeat}", emulated=False)
+        summary.host_cpu = host_cpu
+        record["real"].append(summary.to_dict())
+        print(f"{scenario.name}: real {repeat}/{repeats} done in {summary.wall_seconds:.1f} s", flush=True)
 
 
 def emulate(adapter, scenario: Scenario, workload: dict, out: Path, record: dict, *, sku: str, timeout_s: float,
@@ -648,9 +557,9 @@ def emulate(adapter, scenario: Scenario, workload: dict, out: Path, record: dict
     """Serve the scenario once emulated (out/emulated) and return its rows against record["real"],
     charged the real runs' host CPU speed where they measured it (the median run's figure)."""
     figures = sorted((real["host_cpu"] for real in record["real"] if real.get("host_cpu")), key=lambda f: f["seconds"])
-    record["emulated"] = serve(adapter, MODELS / scenario.group.model, scenario.knobs(), workload, out / "emulated",
-                               emulated=True, sku=sku, timeout_s=timeout_s, server_args=server_args,
-                               server_host_cpu=figures[len(figures) // 2] if figures else None)
+    config = run_config(adapter, scenario, workload, sku=sku, timeout_s=timeout_s, server_args=server_args,
+                        server_host_cpu=figures[len(figures) // 2] if figures else None)
+    record["emulated"] = serve(config, out / "emulated", emulated=True).to_dict()
     print(f"{scenario.name}: emulated done in {record['emulated']['wall_seconds']:.1f} s", flush=True)
     return compare(scenario.name, [real["metrics"] for real in record["real"]], record["emulated"]["metrics"])
 
@@ -661,7 +570,7 @@ def emulate_against(adapter, scenario: Scenario, recorded: dict[str, list[dict]]
     if scenario.name not in recorded:
         raise ValueError(f"no real runs of {scenario.name} in --real-from")
     record["real"] = recorded[scenario.name]
-    workload = record["real"][0]["workload"]
+    workload = record["real"][0]["config"]["workload"]
     record["rate"] = workload["arrival"]["rate"]
     return emulate(adapter, scenario, workload, out, record, sku=sku, timeout_s=timeout_s, server_args=server_args)
 
@@ -676,22 +585,6 @@ def _print_rows(rows: list[dict], record: dict) -> None:
         spread = f"[{r['real_min']:.4g}-{r['real_max']:.4g}]"
         print(f"  {r['metric']:<30} {r['stat']:<5} real {r['real']:>10.4g} {spread:<23} emulated {r['emulated']:>10.4g} "
               f"{'in' if in_spread(r) else 'out':<3}  {r['rel_error']:+7.1%}{flag}", flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    text = path.read_text(errors="replace").splitlines() if path.exists() else []
-    return "\n".join("    " + line[:300] for line in text[-lines:])
-
-
-def _append(path: Path, line: str) -> None:
-    with open(path, "a") as f:
-        f.write(line + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,13 +28,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from emulator.engines.adapter import ServingKnobs  # noqa: E402
-from emulator.run import RunConfig, run  # noqa: E402
+from emulator.deployment import RunConfig, serve  # noqa: E402
 
 LATENCIES = ("ttft", "tpot", "itl", "e2el")
 STATS = {"mean": 0.02, "median": 0.02, "p90": 0.05, "p99": 0.05}
 
 
-def serve(model: str, tp: int, requests: int, rate: float, cpus: set[int], out: Path) -> dict:
+def serve_pinned(model: str, tp: int, requests: int, rate: float, cpus: set[int], out: Path) -> dict:
     workload = {"num_requests": requests, "seed": 0, "arrival": {"process": "poisson", "rate": rate},
                 "prompt_len": {"kind": "uniform", "low": 128, "high": 512},
                 "output_len": {"kind": "uniform", "low": 32, "high": 96}}
@@ -43,7 +43,7 @@ def serve(model: str, tp: int, requests: int, rate: float, cpus: set[int], out: 
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, cpus)
     try:
-        return run(config, out)
+        return serve(config, out)
     finally:
         os.sched_setaffinity(0, before)
 
@@ -63,8 +63,8 @@ def main() -> int:
     worst = 0.0
     for model, tp in configs:
         with tempfile.TemporaryDirectory(prefix="revati-host-independence-") as work:
-            one = serve(model, tp, args.requests, args.rate, {min(every)}, Path(work) / "one")["metrics"]
-            all_ = serve(model, tp, args.requests, args.rate, every, Path(work) / "all")["metrics"]
+            one = serve_pinned(model, tp, args.requests, args.rate, {min(every)}, Path(work) / "one").metrics
+            all_ = serve_pinned(model, tp, args.requests, args.rate, every, Path(work) / "all").metrics
         for latency in LATENCIES:
             for stat, bound in STATS.items():
                 key = f"{stat}_{latency}_ms"

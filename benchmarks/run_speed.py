@@ -34,13 +34,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from emulator.engines.adapter import ServingKnobs  # noqa: E402
-from emulator.run import RunConfig, run  # noqa: E402
+from emulator.deployment import RunConfig, serve  # noqa: E402
 
 
 def deployment_processes(out: Path) -> dict[int, tuple[str, int, float]]:
     """pid -> (name, resident bytes, CPU seconds) of every process of the run's server and load
     generator sessions, and of this process (the Timekeeper's)."""
-    sessions = out / "processes.json"         # the sessions' leaders, written by emulator.run
+    sessions = out / "processes.json"         # the sessions' leaders, written by emulator.deployment
     groups = set(json.loads(sessions.read_text()).values()) if sessions.is_file() else set()
     found = {}
     for entry in os.scandir("/proc"):
@@ -94,20 +94,20 @@ def measure(engine: str, model: str, tp: int, pp: int, requests: int, rate: floa
         started = time.monotonic()
         sampler.start()
         try:
-            summary = run(RunConfig(model=model, sku=sku, engine=engine, workload=workload, timeout_s=3600,
-                                    knobs=ServingKnobs(tensor_parallel=tp, pipeline_parallel=pp)), out)
+            summary = serve(RunConfig(model=model, sku=sku, engine=engine, workload=workload, timeout_s=3600,
+                                      knobs=ServingKnobs(tensor_parallel=tp, pipeline_parallel=pp)), out)
         finally:
             done.set()
             sampler.join()
-    serving_virtual = summary["metrics"]["duration"]
-    m = summary["metrics"]
+    serving_virtual = summary.metrics["duration"]
+    m = summary.metrics
     peak = max((sum(rss for _, rss, _ in processes.values()) for _, processes in samples), default=0)
-    cpu = serving_cpu(samples, started + summary["startup_wall_seconds"])
+    cpu = serving_cpu(samples, started + summary.startup_wall_seconds)
     return {"config": f"{engine}: {model} TP{tp} PP{pp} on {sku}", "requests": m["completed"],
             "ttft_ms": m["mean_ttft_ms"], "tpot_ms": m["mean_tpot_ms"], "itl_ms": m["mean_itl_ms"],
-            "serving_virtual_s": serving_virtual, "serving_wall_s": summary["serving_wall_seconds"],
-            "speed": serving_virtual / summary["serving_wall_seconds"],
-            "startup_wall_s": summary["startup_wall_seconds"], "peak_rss_gib": peak / 2**30,
+            "serving_virtual_s": serving_virtual, "serving_wall_s": summary.serving_wall_seconds,
+            "speed": serving_virtual / summary.serving_wall_seconds,
+            "startup_wall_s": summary.startup_wall_seconds, "peak_rss_gib": peak / 2**30,
             "cpu_s_per_virtual_s": {name: seconds / serving_virtual for name, seconds in cpu.items()}}
 
 

@@ -2,7 +2,7 @@
 """Tensor-parallel scaling of decode: Llama-3.1-70B at TP4 and TP8 on virtual H100s against NVIDIA
 AIConfigurator 0.12 (issue 20, "What must be shown", item 3).
 
-For each (TP, batch) one fixed-batch deployment of the real vLLM engine (emulator.run, what
+For each (TP, batch) one fixed-batch deployment of the real vLLM engine (emulator.deployment, what
 `revati-tune run` runs): `batch` requests arriving at once (rate inf), prompts of 1024 tokens,
 192 output tokens (the load generator asks with ignore_eos), max_num_seqs = batch,
 max_num_batched_tokens 8192 (the flagship study's), max_model_len 2048, CUDA graphs on (vLLM's
@@ -273,7 +273,7 @@ def trace_breakdown(trace: Path, records: list[dict], ready_virtual_s: float, it
 
 def emulate(tp: int, batch: int, keep: Path | None, with_trace: bool) -> dict:
     from emulator.engines.adapter import ServingKnobs
-    from emulator.run import RunConfig, run
+    from emulator.deployment import RunConfig, serve
     workload = {"num_requests": batch, "seed": 0, "arrival": {"process": "poisson", "rate": "inf"},
                 "prompt_len": {"kind": "fixed", "value": ISL}, "output_len": {"kind": "fixed", "value": OSL}}
     knobs = ServingKnobs(tensor_parallel=tp, max_num_seqs=batch, max_num_batched_tokens=8192, max_model_len=2048)
@@ -286,17 +286,17 @@ def emulate(tp: int, batch: int, keep: Path | None, with_trace: bool) -> dict:
         os.environ["REVATI_VGPU_TRACE"] = str(trace)
     started = time.monotonic()
     try:
-        summary = run(config, out, progress=watcher)
+        summary = serve(config, out, progress=watcher)
     finally:
         os.environ.pop("REVATI_VGPU_TRACE", None)
     wall = time.monotonic() - started
-    m = summary["metrics"]
-    row = {"tp": tp, "batch": batch, "wall_s": wall, "startup_wall_s": summary["startup_wall_seconds"],
-           "serving_wall_s": summary["serving_wall_seconds"], "virtual_s": summary["virtual_seconds"],
+    m = summary.metrics
+    row = {"tp": tp, "batch": batch, "wall_s": wall, "startup_wall_s": summary.startup_wall_seconds,
+           "serving_wall_s": summary.serving_wall_seconds, "virtual_s": summary.virtual_seconds,
            "mean_tpot_ms": m["mean_tpot_ms"], "median_tpot_ms": m["median_tpot_ms"],
            "mean_ttft_ms": m["mean_ttft_ms"], "median_itl_ms": m["median_itl_ms"],
-           "completed": m.get("completed"), "cpu_scale": summary["config"]["cpu_scale"],
-           "server_command": summary["config"]["server_command"]}
+           "completed": m.get("completed"), "cpu_scale": summary.config["cpu_scale"],
+           "server_command": summary.config["server_command"]}
     raw = {"ready_virtual_s": watcher.ready_virtual_s, "ready_wall_s": watcher.ready_wall_s,
            "snapshots": watcher.snapshots}
     (out / "stats_snapshots.json").write_text(json.dumps(raw))

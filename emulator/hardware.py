@@ -14,8 +14,7 @@ from typing import Any
 
 import yaml
 
-# conf/ sits beside emulator/ both in the repository and in an installed copy (see pyproject.toml).
-HARDWARE_DIR = Path(__file__).resolve().parent.parent / "conf" / "hardware"
+from emulator.paths import HARDWARE as HARDWARE_DIR
 
 # Longer names people use for the same SKU file.
 SKU_ALIASES = {

@@ -18,7 +18,7 @@ interpreter and workload version under $REVATI_HOME/host_cpu/.
     python -m emulator.host_cpu --out FILE          the same into FILE (the device machine's run)
 
 The GPU server's figure is emulator/predictor/data/<sku>/host_cpu.json, measured on the lent
-machine of that SKU (profiler/run_on_device.sh, family host_cpu). A SKU without one is charged 1:1,
+machine of that SKU (emulator/profiler/run_on_device.sh, family host_cpu). A SKU without one is charged 1:1,
 and the run's emulation notes say so.
 """
 from __future__ import annotations
@@ -34,9 +34,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from emulator.paths import PREDICTOR_DATA as DATA_DIR, REPO, revati_home
+
 WORKLOAD_VERSION = 1
 ROUNDS = 7
-DATA_DIR = Path(__file__).resolve().parent / "predictor" / "data"
 
 
 # ---- the workload ------------------------------------------------------------------------------
@@ -144,9 +145,8 @@ def target(sku: str) -> dict | None:
 
 def measure_in(python: Path) -> dict:
     """The workload's seconds in `python` (an engine's interpreter) on this host, measured now."""
-    repo = Path(__file__).resolve().parent.parent
-    proc = subprocess.run([str(python), "-m", "emulator.host_cpu"], cwd=repo, capture_output=True, text=True,
-                          timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo)})
+    proc = subprocess.run([str(python), "-m", "emulator.host_cpu"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
     if proc.returncode != 0:
         raise RuntimeError(f"measuring this host's CPU in {python} failed: {proc.stderr.strip()[-500:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -170,7 +170,6 @@ def calibrate(sku: str, python: Path, server: dict | None = None) -> Calibration
     committed one. A server host's speed moves between runs (docs/fidelity/h100_timeline.md), so a
     comparison with a real run is charged the host as it was then: its CPU time, and the host work
     measured on the server (host_work_scale: that figure against the committed one)."""
-    from emulator.vgpu.build import revati_home
     committed = target(sku)
     when = ", measured with the real runs" if server is not None else ""
     server = server if server is not None else committed

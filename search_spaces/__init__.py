@@ -1,24 +1,22 @@
-"""Per-engine search spaces, by engine name (the `engine.name` of a study)."""
+"""Search spaces: the knobs of an engine (each engine's own, emulator/engines/<engine>/space.py) and
+what a study samples from them."""
 from __future__ import annotations
 
-from search_spaces import sglang, vllm
 from search_spaces.space import EngineSpaces, Knob, Space
 
-SPACES: dict[str, Space] = {"vllm": vllm.SPACE, "sglang": sglang.SPACE}
 
-
-def study_space(engines: list[str], domains: dict) -> Space | EngineSpaces:
-    """The space of a study searching these engines, each narrowed by the `search.space` domains of
-    its own knobs; one engine's space alone when there is one."""
-    if len(engines) == 1:
-        return SPACES[engines[0]].narrowed(domains)
-    names = {engine: {knob.name for knob in SPACES[engine].knobs} for engine in engines}
+def study_space(spaces: dict[str, Space], domains: dict) -> Space | EngineSpaces:
+    """The space of a study searching these engines (name -> its space), each narrowed by the
+    `search.space` domains of its own knobs; one engine's space alone when there is one."""
+    if len(spaces) == 1:
+        return next(iter(spaces.values())).narrowed(domains)
+    names = {engine: {knob.name for knob in space.knobs} for engine, space in spaces.items()}
     unknown = sorted(set(domains) - set().union(*names.values()))
     if unknown:
-        raise ValueError(f"search.space.{unknown[0]}: not a knob of the {' or '.join(engines)} spaces; knobs: "
+        raise ValueError(f"search.space.{unknown[0]}: not a knob of the {' or '.join(spaces)} spaces; knobs: "
                          + "; ".join(f"{e}: {', '.join(sorted(n))}" for e, n in names.items()))
-    return EngineSpaces({engine: SPACES[engine].narrowed({k: v for k, v in domains.items() if k in names[engine]})
-                         for engine in engines})
+    return EngineSpaces({engine: space.narrowed({k: v for k, v in domains.items() if k in names[engine]})
+                         for engine, space in spaces.items()})
 
 
-__all__ = ["EngineSpaces", "Knob", "SPACES", "Space", "study_space"]
+__all__ = ["EngineSpaces", "Knob", "Space", "study_space"]

@@ -7,9 +7,9 @@ import pytest
 
 from emulator.engines.adapter import ServingKnobs
 from emulator.engines.envs import is_ready
-from emulator.engines.sglang import SglangAdapter
+from emulator.engines.sglang.adapter import SglangAdapter
 from emulator.process_groups import group_alive
-from emulator.run import RunConfig, run
+from emulator.deployment import RunConfig, serve
 
 WORKLOAD = {"num_requests": 12, "seed": 1, "arrival": {"process": "poisson", "rate": 6.0, "burstiness": 1.0},
             "prompt_len": {"kind": "uniform", "low": 64, "high": 256}, "output_len": {"kind": "fixed", "value": 12},
@@ -22,11 +22,12 @@ def sglang_env():
         pytest.fail("the sglang engine env is not set up: run `revati-tune setup sglang`")
 
 
+@pytest.mark.e2e
 def test_sglang_serves_a_workload_on_virtual_gpus(tmp_path):
     config = RunConfig(model="tiny_llama", sku="h200", engine="sglang", knobs=ServingKnobs(max_model_len=2048),
                        workload=WORKLOAD, slos_ms={"ttft": 1000.0, "tpot": 100.0}, timeout_s=900)
-    summary = run(config, tmp_path)
-    m = summary["metrics"]
+    summary = serve(config, tmp_path)
+    m = summary.metrics
     assert (m["completed"], m["failed"]) == (12, 0)
     requests = pd.read_parquet(tmp_path / "requests.parquet")
     assert len(requests) == 12 and (requests["output_tokens"] == 12).all()
@@ -35,16 +36,17 @@ def test_sglang_serves_a_workload_on_virtual_gpus(tmp_path):
     # (SGLang's tokenizer manager merges steps a client has not read yet).
     assert requests["chunk_times"].map(len).between(2, 12).all()
     assert 0 < m["mean_ttft_ms"] < 1000 and 0 < m["mean_tpot_ms"] < 100
-    families = {row["family"] for row in summary["gpu_time_by_family"]}
+    families = {row["family"] for row in summary.gpu_time_by_family}
     # GEMMs through cuBLAS, RMSNorm from FlashInfer's CuTe DSL kernels (the vGPU's CuTe DSL runtime).
     assert {"gemm", "norm", "attention"} <= families
-    assert summary["config"]["server_command"][:2] == ["sglang", "serve"]
-    assert any("/generate" in note for note in summary["config"]["emulation_notes"])
+    assert summary.config["server_command"][:2] == ["sglang", "serve"]
+    assert any("/generate" in note for note in summary.config["emulation_notes"])
     assert json.loads((tmp_path / "summary.json").read_text())["metrics"]["completed"] == 12
     processes = json.loads((tmp_path / "processes.json").read_text())
     assert not any(group_alive(pid) for pid in processes.values())
 
 
+@pytest.mark.e2e
 def test_the_radix_cache_shortens_time_to_first_token_on_shared_prefixes(tmp_path):
     """Requests sharing a 1536-token prefix: with its radix cache SGLang prefills only the rest, so the
     emulated GPU work, and the TTFT, drop (the direction a real GPU shows). Llama-3.1-8B, as vLLM's
@@ -56,11 +58,12 @@ def test_the_radix_cache_shortens_time_to_first_token_on_shared_prefixes(tmp_pat
     for caching in (True, False):
         config = RunConfig(model="llama3_8b", sku="h100", engine="sglang",
                            knobs=ServingKnobs(max_model_len=4096, prefix_caching=caching), workload=workload, timeout_s=900)
-        ttft[caching] = run(config, tmp_path / str(caching))["metrics"]["median_ttft_ms"]
+        ttft[caching] = serve(config, tmp_path / str(caching)).metrics["median_ttft_ms"]
     print(f"median TTFT with the radix cache {ttft[True]:.2f} ms, without {ttft[False]:.2f} ms")
     assert ttft[True] < ttft[False], ttft
 
 
+@pytest.mark.e2e
 def test_sglang_tensor_parallel_serves_with_its_collectives(tmp_path):
     """TP2: two scheduler ranks, their NCCL communicators (the vGPU library's, named by
     SGLANG_NCCL_SO_PATH) and torch's VMM handle sharing. The tiny model's KV cache is capped: left to
@@ -68,9 +71,9 @@ def test_sglang_tensor_parallel_serves_with_its_collectives(tmp_path):
     would not on a real H200)."""
     config = RunConfig(model="tiny_llama", sku="h200", engine="sglang", workload=WORKLOAD, timeout_s=900,
                        knobs=ServingKnobs(tensor_parallel=2, max_model_len=2048, max_total_tokens=1_000_000))
-    summary = run(config, tmp_path)
-    assert (summary["metrics"]["completed"], summary["metrics"]["failed"]) == (12, 0)
-    assert "collective" in {row["family"] for row in summary["gpu_time_by_family"]}
+    summary = serve(config, tmp_path)
+    assert (summary.metrics["completed"], summary.metrics["failed"]) == (12, 0)
+    assert "collective" in {row["family"] for row in summary.gpu_time_by_family}
     assert len(list((tmp_path / "vgpu").glob("stats-*.csv"))) >= 2
 
 
@@ -100,6 +103,7 @@ def test_sglang_refuses_what_it_cannot_take(args, message, tmp_path):
     assert message in str(error.value)
 
 
+@pytest.mark.e2e
 def test_a_study_over_both_engines_runs_each_and_reports_both(tmp_path):
     """conf/smoke_engines.yaml: the engine as a knob, one trial per engine (grid), each a real
     deployment; the report's engine comparison shows both."""

@@ -13,20 +13,21 @@ from autotune import cli
 from emulator.engines.adapter import ServingKnobs
 from emulator.engines.envs import is_ready
 from emulator.process_groups import group_alive
-from emulator.run import RunConfig, RunFailed, run
+from emulator.deployment import RunConfig, RunFailed, serve
 
 WORKLOAD = {"num_requests": 12, "seed": 1, "arrival": {"process": "poisson", "rate": 6.0, "burstiness": 1.0},
             "prompt_len": {"kind": "uniform", "low": 64, "high": 256}, "output_len": {"kind": "fixed", "value": 12},
             "shared_prefix": None, "trace": None, "max_concurrency": None, "ready_timeout_s": 1200.0}
 
 
+@pytest.mark.e2e
 def test_vllm_serves_a_workload_on_virtual_gpus(tmp_path):
     if not is_ready("vllm"):
         pytest.fail("the vllm engine env is not set up: run `revati-tune setup vllm`")
     config = RunConfig(model="tiny_llama", sku="h200", knobs=ServingKnobs(max_model_len=2048), workload=WORKLOAD,
                        slos_ms={"ttft": 1000.0, "tpot": 100.0}, timeout_s=600)
-    summary = run(config, tmp_path)
-    m = summary["metrics"]
+    summary = serve(config, tmp_path)
+    m = summary.metrics
     assert (m["completed"], m["failed"]) == (12, 0)
     requests = pd.read_parquet(tmp_path / "requests.parquet")
     assert len(requests) == 12 and (requests["output_tokens"] == 12).all()
@@ -35,9 +36,9 @@ def test_vllm_serves_a_workload_on_virtual_gpus(tmp_path):
     assert (requests["first_token_s"] > requests["sent_s"]).all() and (requests["finish_s"] >= requests["first_token_s"]).all()
     assert 0 < m["mean_ttft_ms"] < 1000 and 0 < m["mean_tpot_ms"] < 100
     assert m["slo_attainment"] == 1.0 and m["request_goodput"] > 0
-    families = {row["family"] for row in summary["gpu_time_by_family"]}
+    families = {row["family"] for row in summary.gpu_time_by_family}
     assert {"gemm", "elementwise"} <= families
-    assert "VLLM_USE_V2_MODEL_RUNNER=0" in " ".join(summary["config"]["emulation_notes"])
+    assert "VLLM_USE_V2_MODEL_RUNNER=0" in " ".join(summary.config["emulation_notes"])
     assert json.loads((tmp_path / "summary.json").read_text())["metrics"]["completed"] == 12
     assert _nothing_left(tmp_path)
 
@@ -57,7 +58,7 @@ def test_run_names_an_unknown_model(tmp_path, capsys):
 def test_configurations_that_cannot_work_fail_before_launch(model, knobs, words, tmp_path):
     config = RunConfig(model=model, sku="h100", knobs=knobs, workload=WORKLOAD)
     with pytest.raises(ValueError) as error:
-        run(config, tmp_path)
+        serve(config, tmp_path)
     for word in words:
         assert word in str(error.value)
     assert not any(tmp_path.iterdir())          # nothing was started
@@ -72,15 +73,16 @@ def test_unknown_knobs_are_named():
 def test_a_cpu_scale_that_is_not_positive_is_refused_before_launch(cpu_scale, tmp_path):
     config = RunConfig(model="tiny_llama", sku="h200", knobs=ServingKnobs(), workload=WORKLOAD, cpu_scale=cpu_scale)
     with pytest.raises(ValueError, match="cpu_scale must be a positive number"):
-        run(config, tmp_path)
+        serve(config, tmp_path)
     assert not (tmp_path / "server.log").exists()
 
 
+@pytest.mark.e2e
 def test_a_crashing_engine_fails_the_run_with_its_log(tmp_path):
     config = RunConfig(model="tiny_llama", sku="h200", knobs=ServingKnobs(kv_cache_dtype="no_such_dtype"),
                        workload=WORKLOAD, timeout_s=300)
     with pytest.raises(RunFailed) as error:
-        run(config, tmp_path)
+        serve(config, tmp_path)
     assert "server exited with status" in str(error.value) and "no_such_dtype" in str(error.value)
     assert _nothing_left(tmp_path)
 
@@ -90,14 +92,16 @@ def _nothing_left(out) -> bool:
     return not any(group_alive(pid) for pid in sessions.values())
 
 
+@pytest.mark.e2e
 def test_a_run_past_its_timeout_fails_and_leaves_nothing(tmp_path):
     config = RunConfig(model="tiny_llama", sku="h200", knobs=ServingKnobs(max_model_len=2048), workload=WORKLOAD,
                        timeout_s=20)
     with pytest.raises(RunFailed, match="watchdog"):
-        run(config, tmp_path)
+        serve(config, tmp_path)
     assert _nothing_left(tmp_path)
 
 
+@pytest.mark.e2e
 def test_ctrl_c_stops_the_run_and_leaves_nothing(tmp_path):
     command = [sys.executable, "-m", "autotune.cli", "run", "conf/smoke.yaml", f"out={tmp_path}"]
     cli_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -117,6 +121,7 @@ def _read(path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
+@pytest.mark.e2e
 def test_prefix_caching_shortens_time_to_first_token_on_shared_prefixes(tmp_path):
     """Requests sharing a 1536-token prefix: with prefix caching vLLM prefills only the rest, so the
     emulated GPU work, and the TTFT, drop (the direction a real GPU shows)."""
@@ -128,11 +133,12 @@ def test_prefix_caching_shortens_time_to_first_token_on_shared_prefixes(tmp_path
     for caching in (True, False):
         config = RunConfig(model="llama3_8b", sku="h100", knobs=ServingKnobs(max_model_len=4096, prefix_caching=caching),
                            workload=workload, timeout_s=600)
-        ttft[caching] = run(config, tmp_path / str(caching))["metrics"]["median_ttft_ms"]
+        ttft[caching] = serve(config, tmp_path / str(caching)).metrics["median_ttft_ms"]
     print(f"median TTFT with prefix caching {ttft[True]:.2f} ms, without {ttft[False]:.2f} ms")
     assert ttft[True] < ttft[False], ttft
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("tp,pp,cuda_graphs", [(8, 1, False), (1, 2, None)])
 def test_tensor_and_pipeline_parallel_deployments_serve_fifty_requests(tp, pp, cuda_graphs, tmp_path):
     """TP8 (eight worker processes and their collectives) and PP2 (two stages passing activations)
@@ -143,14 +149,15 @@ def test_tensor_and_pipeline_parallel_deployments_serve_fifty_requests(tp, pp, c
     config = RunConfig(model="tiny_llama", sku="h200", knobs=ServingKnobs(tensor_parallel=tp, pipeline_parallel=pp,
                                                                          max_model_len=2048, cuda_graphs=cuda_graphs),
                        workload=workload, timeout_s=1200)
-    summary = run(config, tmp_path)
-    assert (summary["metrics"]["completed"], summary["metrics"]["failed"]) == (50, 0)
-    assert summary["config"]["knobs"]["tensor_parallel"] == tp and summary["config"]["knobs"]["pipeline_parallel"] == pp
+    summary = serve(config, tmp_path)
+    assert (summary.metrics["completed"], summary.metrics["failed"]) == (50, 0)
+    assert summary.config["knobs"]["tensor_parallel"] == tp and summary.config["knobs"]["pipeline_parallel"] == pp
     # One statistics file per engine process that ran kernels: every worker's time is counted.
     assert len(list((tmp_path / "vgpu").glob("stats-*.csv"))) >= tp * pp
     assert _nothing_left(tmp_path)
 
 
+@pytest.mark.e2e
 def test_smaller_prefill_chunks_shorten_the_longest_decode_gaps(tmp_path):
     """Chunked prefill: long prompts arriving while others decode. With small chunks
     (max_num_batched_tokens) a step carries a small slice of a prompt, so the decoding requests'
@@ -162,6 +169,6 @@ def test_smaller_prefill_chunks_shorten_the_longest_decode_gaps(tmp_path):
     for chunk in (512, 8192):
         config = RunConfig(model="llama3_8b", sku="h100", knobs=ServingKnobs(max_model_len=8192, max_num_batched_tokens=chunk),
                            workload=workload, timeout_s=900)
-        p99_itl[chunk] = run(config, tmp_path / str(chunk))["metrics"]["p99_itl_ms"]
+        p99_itl[chunk] = serve(config, tmp_path / str(chunk)).metrics["p99_itl_ms"]
     print(f"p99 ITL with 512-token chunks {p99_itl[512]:.2f} ms, with 8192-token chunks {p99_itl[8192]:.2f} ms")
     assert p99_itl[512] < p99_itl[8192], p99_itl

@@ -106,8 +106,8 @@ def test_a_grid_study_runs_every_configuration_once_and_resumes_without_repeats(
 
 
 def test_a_grid_respects_conditional_knobs():
-    from search_spaces import SPACES
-    space = SPACES["vllm"].narrowed({"tensor_parallel_size": [1], "pipeline_parallel_size": [1],
+    from emulator.engines import registry
+    space = registry.space("vllm").narrowed({"tensor_parallel_size": [1], "pipeline_parallel_size": [1],
                                      "data_parallel_size": [1], "max_num_seqs": [64],
                                      "enable_chunked_prefill": [True, False], "max_num_batched_tokens": [2048, 8192]})
     assert space.configurations() == [{"enable_chunked_prefill": False},

@@ -7,7 +7,7 @@ import pytest
 from autotune import config
 from autotune.cli import main
 from autotune.trial import command
-from search_spaces import SPACES
+from emulator.engines import registry
 
 FLAGSHIP = "conf/llama70b_h100.yaml"
 
@@ -86,12 +86,12 @@ def test_a_bad_config_file_fails_the_cli_early_and_clearly(tmp_path, capsys):
 
 
 def test_a_search_space_is_narrowed_by_name_and_refuses_unknown_knobs():
-    space = SPACES["vllm"].narrowed({"tensor_parallel_size": [4, 8]})
+    space = registry.space("vllm").narrowed({"tensor_parallel_size": [4, 8]})
     assert dict((k.name, k.domain) for k in space.knobs)["tensor_parallel_size"] == (4, 8)
     with pytest.raises(ValueError, match="search.space.tensor_paralel_size: not a knob"):
-        SPACES["vllm"].narrowed({"tensor_paralel_size": [4]})
+        registry.space("vllm").narrowed({"tensor_paralel_size": [4]})
     with pytest.raises(ValueError, match="search.space.max_num_seqs: must be a non-empty list"):
-        SPACES["vllm"].narrowed({"max_num_seqs": []})
+        registry.space("vllm").narrowed({"max_num_seqs": []})
 
 
 def test_a_study_over_both_engines_makes_the_engine_a_knob(tmp_path):

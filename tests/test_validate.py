@@ -13,8 +13,10 @@ import pytest
 
 from autotune import cli, validate
 from emulator import host_cpu
+from emulator.deployment import RunConfig, RunSummary
 from emulator.engines.adapter import ServingKnobs
-from emulator.engines.hf_transformers import TransformersAdapter
+from emulator.engines.transformers.adapter import TransformersAdapter
+from emulator.paths import MODELS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,7 +45,7 @@ def test_scenario_names_and_prefixes():
         "llama3_8b-b64-prefix-overloaded", "llama3_8b-b64-prefix-near"]
     assert [s.name for s in validate.select(["llama3_2_3b"])] == ["llama3_2_3b-b128-overloaded", "llama3_2_3b-b128-near"]
     # Every group's model is a config folder of conf/model.
-    assert all((validate.MODELS / model / "config.json").is_file() for model in validate.MODEL_NAMES)
+    assert all((MODELS / model / "config.json").is_file() for model in validate.MODEL_NAMES)
 
 
 def test_load_levels_are_fractions_of_the_measured_capacity():
@@ -196,26 +198,27 @@ def test_validate_without_a_gpu_says_so_and_exits_non_zero(entry, capsys):
     assert "no real GPU on this machine" in stderr
 
 
+@pytest.mark.e2e
 def test_transformers_continuous_batching_serves_a_workload_on_a_virtual_gpu(tmp_path):
     """The emulated side of validate, for real: transformers' engine on a virtual H200 under the
     Timekeeper, driven by the load generator."""
     workload = {"num_requests": 6, "seed": 0, "arrival": {"process": "poisson", "rate": 20.0},
                 "prompt_len": {"kind": "uniform", "low": 32, "high": 64}, "output_len": {"kind": "fixed", "value": 8},
                 "ready_timeout_s": 600}
-    summary = validate.serve(TransformersAdapter(), validate.MODELS / "tiny_llama",
-                             ServingKnobs(max_num_seqs=4, max_num_batched_tokens=1024), workload, tmp_path,
-                             emulated=True, sku="h200", timeout_s=300)
-    m = summary["metrics"]
+    config = RunConfig(model="tiny_llama", sku="h200", knobs=ServingKnobs(max_num_seqs=4, max_num_batched_tokens=1024),
+                       workload=workload, engine=TransformersAdapter.name, timeout_s=300)
+    summary = validate.serve(config, tmp_path, emulated=True)
+    m = summary.metrics
     assert (m["completed"], m["failed"], m["total_output_tokens"]) == (6, 0, 48)
     assert 0 < m["mean_ttft_ms"] < 1000 and 0 < m["mean_tpot_ms"] < 100
-    families = {row["family"]: row["launches"] for row in summary["gpu_time_by_family"]}
+    families = {row["family"]: row["launches"] for row in summary.gpu_time_by_family}
     assert families.get("gemm", 0) > 0 and families.get("attention", 0) > 0
     server_log = (tmp_path / "server.log").read_text()
     assert "device NVIDIA H200" in server_log and "sdpa" in server_log
     records = [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()[:-1]]
     # One SSE chunk per generated token: 8 chunks, 7 inter-token latencies per request.
     assert all(len(r["chunk_times"]) == 8 for r in records)
-    assert summary["virtual_seconds"] > 0
+    assert summary.virtual_seconds > 0
 
 
 def test_a_recorded_real_side_is_read_old_and_new_and_bad_files_are_refused(tmp_path):
@@ -233,6 +236,8 @@ def test_a_recorded_real_side_is_read_old_and_new_and_bad_files_are_refused(tmp_
     assert facts["nvidia_smi_name"] == "NVIDIA H200"
     assert {name: len(real) for name, real in runs.items()} == {"llama3_2_1b-b16-overloaded": 1,
                                                                 "llama3_8b-b16-overloaded": 1}
+    # Summaries written before RunSummary kept the workload at the top; they read as RunSummary holds it.
+    assert runs["llama3_2_1b-b16-overloaded"][0]["config"]["workload"] == {"arrival": {"rate": "inf"}}
     other_gpu = tmp_path / "h100.json"
     other_gpu.write_text(json.dumps({"facts": {"nvidia_smi_name": "NVIDIA H100 80GB HBM3"}, "runs": []}))
     with pytest.raises(ValueError, match="measured on NVIDIA H100 80GB HBM3, the files before it on NVIDIA H200"):
@@ -247,9 +252,10 @@ def test_real_only_serves_the_real_repeats_and_writes_runs_for_real_from(tmp_pat
     to the near scenario, and a runs.json that --real-from reads back."""
     served = []
 
-    def fake_serve(adapter, model_dir, knobs, workload, out, *, emulated, sku, timeout_s, server_args):
+    def fake_serve(config, out, *, emulated):
         served.append((out.parent.name, emulated))
-        return {"metrics": _metrics(100.0), "wall_seconds": 1.0, "workload": workload}
+        return RunSummary(config={"workload": config.workload}, metrics=_metrics(100.0), wall_seconds=1.0,
+                          startup_wall_seconds=0.5, serving_wall_seconds=0.5)
     monkeypatch.setattr(validate, "serve", fake_serve)
     monkeypatch.setattr(validate, "real_gpu", lambda python: {"nvidia_smi_name": "NVIDIA H100 80GB HBM3"})
     monkeypatch.setattr(host_cpu, "measure_in", lambda python: {"seconds": 0.038, "cpu": "Intel Xeon"})
@@ -262,7 +268,7 @@ def test_real_only_serves_the_real_repeats_and_writes_runs_for_real_from(tmp_pat
     facts, runs = validate.recorded_real_side([tmp_path / "runs.json"])
     assert facts["emulated_sku"] == "h100" and list(runs) == ["llama3_2_1b-b16-overloaded", "llama3_2_1b-b16-near"]
     # The near load is offered at 0.85 of the overloaded runs' median request throughput.
-    assert runs["llama3_2_1b-b16-near"][0]["workload"]["arrival"]["rate"] == round(0.85 * 200.0, 4)
+    assert runs["llama3_2_1b-b16-near"][0]["config"]["workload"]["arrival"]["rate"] == round(0.85 * 200.0, 4)
     # Each real run carries the host's CPU speed measured before it, for its emulation's charge.
     assert runs["llama3_2_1b-b16-near"][1]["host_cpu"] == {"seconds": 0.038, "cpu": "Intel Xeon"}
     with pytest.raises(SystemExit):
@@ -273,17 +279,18 @@ def test_against_a_recorded_real_side_only_the_emulation_runs_with_the_recorded_
     """emulate_against with serve replaced: what it serves, and how it compares."""
     workload = {"num_requests": 96, "arrival": {"process": "poisson", "rate": 6.1}}
     figures = [{"seconds": s, "cpu": "Intel Xeon"} for s in (0.050, 0.038, 0.041)]
-    reals = [{"metrics": _metrics(m), "workload": workload, "host_cpu": f} for m, f in zip((100.0, 120.0, 115.0), figures)]
+    reals = [{"metrics": _metrics(m), "config": {"workload": workload}, "host_cpu": f}
+             for m, f in zip((100.0, 120.0, 115.0), figures)]
     served = []
 
-    def fake_serve(adapter, model_dir, knobs, workload, out, *, emulated, sku, timeout_s, server_args,
-                   server_host_cpu):
-        served.append((model_dir.name, workload, emulated, sku, server_args, server_host_cpu))
-        return {"metrics": _metrics(110.0), "wall_seconds": 1.0}
+    def fake_serve(config, out, *, emulated):
+        served.append((config.model, config.workload, emulated, config.sku, config.server_args, config.server_host_cpu))
+        return RunSummary(config={}, metrics=_metrics(110.0), wall_seconds=1.0, startup_wall_seconds=0.5,
+                          serving_wall_seconds=0.5)
     monkeypatch.setattr(validate, "serve", fake_serve)
     scenario = validate.SCENARIOS["llama3_8b-b16-near"]
     record = {}
-    rows = validate.emulate_against(None, scenario, {scenario.name: reals}, tmp_path, record, sku="h200", timeout_s=9,
+    rows = validate.emulate_against(TransformersAdapter(), scenario, {scenario.name: reals}, tmp_path, record, sku="h200", timeout_s=9,
                                     server_args=("--cudnn-attention", "off"))
     # The emulation is charged the host as the real runs found it: their median figure.
     assert served == [("llama3_8b", workload, True, "h200", ("--cudnn-attention", "off"), figures[2])]

@@ -4,7 +4,7 @@ each fix against the real per-step timeline, not only end metrics).
     python3 -m docs.fidelity.step_timeline --model-dir conf/model/llama3_8b --out DIR [--cudnn-attention off]
     revati-tune exec --engine vllm --gpus 1 --sku h100 -- python3 -m docs.fidelity.step_timeline ... --cuda-activity off
 
-The engine is built exactly as `revati-tune validate` serves it (emulator/engines/hf_server.py's
+The engine is built exactly as `revati-tune validate` serves it (emulator/engines/transformers/server.py's
 build_manager), then all requests are submitted at once so that the batch limit binds, as in the
 overloaded scenarios. Each step of the generation thread is split into transformers' own phases,
 timed with perf_counter (virtual time under the vGPU library): prepare_next_batch (scheduling,
@@ -45,7 +45,7 @@ def main() -> int:
 
     import torch
     from transformers.generation.continuous_batching import continuous_api, input_outputs, model_runner
-    from emulator.engines.hf_server import build_manager
+    from emulator.engines.transformers.server import build_manager
 
     steps: list[dict] = []
     current: dict = {}

@@ -1,6 +1,6 @@
 """What a serving engine adapter is: the knobs a trial sets, and how an engine turns them into its
 own command line and environment. One module per engine implements `EngineAdapter`
-(emulator/engines/vllm.py first); `ADAPTERS` names them.
+(emulator/engines/vllm/adapter.py first); emulator/engines/registry.py names them.
 """
 from __future__ import annotations
 

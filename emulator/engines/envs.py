@@ -24,7 +24,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-DEFAULT_HOME = "~/.local/share/revati-tune"
+from emulator.paths import revati_home
+
 MARKER = ".revati-ready.json"
 
 
@@ -101,10 +102,6 @@ RECIPES: dict[str, WheelRecipe] = {
 }
 
 
-def revati_home() -> Path:
-    return Path(os.environ.get("REVATI_HOME") or DEFAULT_HOME).expanduser()
-
-
 def env_path(engine: str) -> Path:
     _recipe(engine)
     return revati_home() / "envs" / engine
@@ -112,6 +109,12 @@ def env_path(engine: str) -> Path:
 
 def env_python(engine: str) -> Path:
     return env_path(engine) / "bin" / "python"
+
+
+def is_managed(engine: str) -> bool:
+    """Whether revati-tune builds the engine's env (`revati-tune setup ENGINE`), rather than the
+    engine finding its own interpreter (transformers: emulator/engines/transformers/adapter.py)."""
+    return engine in RECIPES
 
 
 def is_ready(engine: str) -> bool:

@@ -28,8 +28,8 @@ from typing import Callable
 
 import zmq
 
-from emulator.timekeeper import protocol
-from emulator.timekeeper.protocol import TYPES, Message
+from emulator.vgpu import protocol
+from emulator.vgpu.protocol import TYPES, Message
 from emulator.timekeeper.quiescence import IdleDetector, describe_thread
 
 

@@ -22,6 +22,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from emulator.paths import revati_home
+
 SOURCE_DIR = Path(__file__).resolve().parent
 LIBRARY = "libcudart.so.13"
 ALIASES = ("libcudart.so", "libcuda.so.1", "libcuda.so", "libnvidia-ml.so.1", "libnccl.so.2",
@@ -47,10 +49,6 @@ class BuildError(RuntimeError):
     pass
 
 
-def revati_home() -> Path:
-    return Path(os.environ.get("REVATI_HOME", Path.home() / ".local/share/revati-tune"))
-
-
 def cuda_include_dir() -> Path:
     candidates = [os.environ.get("CUDA_HOME"), "/usr/local/cuda"]
     nvcc = shutil.which("nvcc")
@@ -71,7 +69,7 @@ def library_sources() -> list[Path]:
 def _source_hash(include: Path) -> str:
     h = hashlib.sha256()
     for path in [*library_sources(), *sorted(SOURCE_DIR.glob("*.h")), SOURCE_DIR / "surface.txt",
-                 SOURCE_DIR.parent / "timekeeper" / "protocol.py",
+                 SOURCE_DIR / "protocol.py",
                  *(SOURCE_DIR / rel for rel in TOOLS.values()), Path(__file__)]:
         h.update(path.name.encode())
         h.update(path.read_bytes())
@@ -150,7 +148,7 @@ def build_library(force: bool = False, echo=lambda message: None) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=libdir.parent))
     try:
         echo(f"building the vGPU library in {libdir}")
-        from emulator.timekeeper.protocol import c_header
+        from emulator.vgpu.protocol import c_header
         (staging / "tk_protocol.h").write_text(c_header())
         flags = [*CFLAGS, f"-I{include}", f"-I{SOURCE_DIR}", f"-I{staging}"]
         objects = []

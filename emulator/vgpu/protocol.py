@@ -116,7 +116,7 @@ class Message:
 
 def c_header() -> str:
     """The C declarations of this protocol, for the vGPU library's build."""
-    lines = ["/* Generated from emulator/timekeeper/protocol.py by the build: do not edit. */",
+    lines = ["/* Generated from emulator/vgpu/protocol.py by the build: do not edit. */",
              "#include <stdint.h>", "typedef struct tk_message {"]
     for name, code, ctype in FIELDS:
         lines.append(f"    {ctype} {name}{'[32]' if code == '32s' else ''};")

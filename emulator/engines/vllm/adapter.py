@@ -8,7 +8,7 @@ from emulator.engines.envs import env_python
 
 # revati-tune's vLLM general plugin (a module and its static dist-info, found by importlib.metadata
 # on PYTHONPATH): publishes each step's attention batch to the vGPU library.
-PLUGIN_DIR = Path(__file__).resolve().parent / "vllm_plugin"
+PLUGIN_DIR = Path(__file__).resolve().parent / "plugin"
 
 # Settings the emulation needs, by vLLM's own environment variables, each with its reason (they
 # are printed with every run, so a result is never read as vLLM's defaults where it is not).

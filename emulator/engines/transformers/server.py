@@ -1,6 +1,6 @@
 """A thin OpenAI-compatible streaming server around Hugging Face transformers' continuous batching.
 
-    python -m emulator.engines.hf_server --model-dir conf/model/llama3_2_1b --port 8000 \
+    python -m emulator.engines.transformers.server --model-dir conf/model/llama3_2_1b --port 8000 \
         [--max-requests-per-batch 16] [--max-batch-tokens N] [--block-size 256] [--num-blocks N] \
         [--cuda-graphs on|off] [--attn-implementation sdpa]
 
@@ -16,8 +16,8 @@ generation loop (`ContinuousBatchingManager`, the engine behind `generate_batch`
 Endpoints: GET /health (200 once the engine's generation thread runs), POST /v1/completions with
 {"prompt": [token ids], "max_tokens": n, "stream": true, ...}: greedy, EOS ignored (eos -1), one
 SSE chunk per generation step that produced tokens for the request, then a usage chunk and
-[DONE]. Run with `-m` from the repository root (a script path would put emulator/engines first on
-sys.path, where nothing may shadow `transformers`).
+[DONE]. Run with `-m` from the repository root (the adapter does), so that its imports resolve as
+the project's.
 """
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def make_app(manager, model_name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emulator.engines.hf_server", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m emulator.engines.transformers.server", description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)

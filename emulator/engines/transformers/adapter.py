@@ -2,7 +2,7 @@
 `revati-tune validate` (DESIGN.md; issue 7), because it runs unchanged on the lent GPU machines,
 where vLLM cannot be installed, and on virtual GPUs here.
 
-The server is emulator/engines/hf_server.py: transformers' `ContinuousBatchingManager` (paged KV
+The server is emulator/engines/transformers/server.py: transformers' `ContinuousBatchingManager` (paged KV
 cache, its scheduler and generation loop) behind a thin OpenAI-compatible `/v1/completions`
 streaming endpoint that takes token-id prompts, so emulator/loadgen.py drives it as it drives
 `vllm serve`. The module is not named `transformers` so that it can never shadow the package.
@@ -37,7 +37,7 @@ ENVIRONMENT = {
 
 NOTES = [
     "transformers continuous batching (ContinuousBatchingManager) behind revati-tune's thin OpenAI "
-    "/v1/completions server (emulator/engines/hf_server.py): `transformers serve` takes text, not token ids",
+    "/v1/completions server (emulator/engines/transformers/server.py): `transformers serve` takes text, not token ids",
     "attention paged|sdpa (no flash-attn package on the machines), so transformers' defaults turn CUDA graphs "
     "and async batching off",
     "SDPA's backends as torch chooses them on both sides, cuDNN included (the vGPU library runs and charges "
@@ -59,11 +59,11 @@ class TransformersAdapter:
         return knobs_from_arguments("transformers continuous-batching", ARGUMENTS, args)
 
     def server_command(self, model_dir: Path, port: int, knobs: ServingKnobs) -> list[str]:
-        return [str(self.python()), "-m", "emulator.engines.hf_server", "--model-dir", str(model_dir),
+        return [str(self.python()), "-m", "emulator.engines.transformers.server", "--model-dir", str(model_dir),
                 "--port", str(port), *_flags(knobs)]
 
     def deploy_command(self, model: str, knobs: ServingKnobs) -> list[str]:
-        return ["python", "-m", "emulator.engines.hf_server", "--model-dir", model, *_flags(knobs)]
+        return ["python", "-m", "emulator.engines.transformers.server", "--model-dir", model, *_flags(knobs)]
 
     def environment(self) -> dict[str, str]:
         return dict(ENVIRONMENT)

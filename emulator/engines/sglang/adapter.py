@@ -9,7 +9,7 @@ from emulator.engines.envs import env_python
 
 # revati-tune's SGLang general plugin (a module and its static dist-info, found by importlib.metadata
 # on PYTHONPATH): publishes each forward pass's attention batch to the vGPU library.
-PLUGIN_DIR = Path(__file__).resolve().parent / "sglang_plugin"
+PLUGIN_DIR = Path(__file__).resolve().parent / "plugin"
 
 # SGLang's argument names (`sglang serve --x-y` as x_y) for the knobs of ServingKnobs.
 ARGUMENTS = {

@@ -1,0 +1,318 @@
+"""One deployment serving one workload: the one place that starts an engine and drives it.
+
+    Timekeeper (this process; emulated runs only)
+    ├── the engine's server (its own session): on virtual GPUs of the SKU, dummy weights
+    └── the load generator (emulator/loadgen.py): replays the workload against the server
+
+Emulated, both run on the vGPU library under one Timekeeper, so the load generator's arrival times
+and the server's step times are on one virtual clock. On a real GPU (validate's real side) the same
+two processes run in real time with nothing preloaded. The run ends when the load generator has
+all its answers, or fails, or the wall-clock limit passes; the server is then asked to stop as an
+operator would, and what is left of both sessions is ended. Results go to `out`: requests.jsonl
+(one record per request, as the load generator wrote them) and requests.parquet, summary.json
+(RunSummary), the processes' logs, and processes.json (the sessions' leaders, for whoever must
+clean up after a run that was killed outright).
+
+`revati-tune run`, `validate` and the benchmarks call `serve` in-process. A search trial runs it
+through the worker entry point, a process of its own that a hung or crashing deployment cannot
+take down and that the study driver can stop like Ctrl-C:
+
+    python -m emulator.deployment RUN_DIR
+        serves RUN_DIR/run_config.json (RunConfig.write) into RUN_DIR; exit status 0 served,
+        1 failed while running, 2 refused before launch, 130 stopped; the reason is the last
+        stderr line that starts with "revati-tune: ".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+from emulator import feasibility, host_cpu, metrics, paths
+from emulator.engines import envs
+from emulator.engines.adapter import EngineAdapter, ServingKnobs
+from emulator.engines.registry import adapter as engine_adapter
+from emulator.hardware import load_sku
+from emulator.loadgen import READY_LINE
+from emulator.process_groups import end_group
+
+SERVER_STOP_S = 30.0
+CONFIG_FILE, SUMMARY_FILE = "run_config.json", "summary.json"
+# The worker's exit statuses.
+SERVED, FAILED, REFUSED, STOPPED = 0, 1, 2, 130
+# Variables that put a process on virtual GPUs: a real-GPU run (or a deployment started from inside
+# an emulated process) must not inherit them.
+VGPU_VARIABLES = ("LD_PRELOAD", "REVATI_PREDICTOR", "REVATI_TK_ADDRESS", "VLLM_NCCL_SO_PATH", "SGLANG_NCCL_SO_PATH",
+                  "TRITON_LIBCUDA_PATH", "CUTE_DSL_LIBS")
+
+
+class RunFailed(RuntimeError):
+    """The deployment did not serve the workload; the message says why (and where the logs are)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str                  # a folder under conf/model
+    sku: str
+    knobs: ServingKnobs
+    workload: dict              # emulator.loadgen's spec, less base_url, model and api
+    engine: str = "vllm"
+    slos_ms: dict | None = None         # {"ttft": ms, "tpot": ms, "e2el": ms}
+    timeout_s: float = 1800.0           # wall clock, for the whole run
+    # Target host CPU seconds per second of this host's, where known better than emulator/host_cpu.py's
+    # calibration (None: that calibration).
+    cpu_scale: float | None = None
+    # The GPU server's host-CPU figure (emulator/host_cpu.py) to calibrate against instead of the
+    # SKU's committed one: validate's emulation of real runs is charged the host as it was then.
+    server_host_cpu: dict | None = None
+    server_args: tuple[str, ...] = ()   # appended to the engine's server command
+
+    def model_dir(self) -> Path:
+        return paths.model_dir(self.model)
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps({**asdict(self), "knobs": asdict(self.knobs)}, indent=2))
+
+    @classmethod
+    def read(cls, path: Path) -> RunConfig:
+        data = json.loads(path.read_text())
+        return cls(**{**data, "knobs": ServingKnobs.from_dict(data["knobs"]),
+                      "server_args": tuple(data.get("server_args", ()))})
+
+
+@dataclass
+class RunSummary:
+    """What a run measured, as summary.json holds it."""
+    config: dict                # the resolved configuration, the server command, the emulation notes
+    metrics: dict               # emulator.metrics.compute's: the metrics as `vllm bench serve` defines them
+    wall_seconds: float
+    # Start-up (engine load, compilation, CUDA graphs) until the server took load, then serving.
+    startup_wall_seconds: float
+    serving_wall_seconds: float
+    virtual_seconds: float | None = None                        # emulated runs only
+    gpu_time_by_family: list[dict] = field(default_factory=list)        # emulated: where GPU time went
+    host_work: list[dict] = field(default_factory=list)                 # emulated: host work charged
+    host_cpu: dict | None = None        # the host's CPU speed measured just before the run (validate)
+
+    def write(self, out: Path) -> None:
+        (out / SUMMARY_FILE).write_text(json.dumps(asdict(self), indent=2, default=float))
+
+    @classmethod
+    def read(cls, out: Path) -> RunSummary:
+        data = json.loads((out / SUMMARY_FILE).read_text())
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def serve(config: RunConfig, out: Path, *, emulated: bool = True,
+          progress: Callable[[float, bool], None] = lambda virtual_s, serving: None) -> RunSummary:
+    """Serve the workload, on virtual GPUs of config.sku (emulated) or on this machine's real GPU;
+    returns the summary (also written to out/summary.json). progress is called about ten times a
+    wall second with the virtual seconds so far (0 on a real GPU) and whether the server has taken
+    load yet. Raises ValueError (feasibility.Infeasible among them) for a configuration refused
+    before anything starts, RunFailed for a run that did not serve its workload."""
+    adapter = engine_adapter(config.engine)
+    model_dir = config.model_dir()
+    out = out.resolve()         # the processes run in the repository, and are told paths under out
+    if config.cpu_scale is not None and not config.cpu_scale > 0:
+        raise ValueError(f"cpu_scale must be a positive number (target CPU seconds per host second), got {config.cpu_scale!r}")
+    if emulated:
+        feasibility.check(model_dir, config.knobs, load_sku(config.sku))
+    out.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    spec = {**config.workload, "base_url": f"http://127.0.0.1:{port}", "model": str(model_dir), "api": adapter.api}
+    (out / "workload.json").write_text(json.dumps(spec, indent=2))
+    server_command = [*adapter.server_command(model_dir, port, config.knobs), *config.server_args]
+    env = plain_environment()
+    env.update(adapter.environment())
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(paths.REPO), adapter.environment().get("PYTHONPATH"))))
+    notes = adapter.emulation_notes()
+    started = time.monotonic()
+    if not emulated:
+        processes = _Processes(server_command, adapter, env, out)
+        failure, serving_since, ended = processes.wait(None, config.timeout_s, progress, started)
+        virtual_s, cpu_scale = None, None
+    else:
+        calibration = _calibration(config, adapter)
+        notes.append(calibration.note)
+        cpu_scale = calibration.cpu_scale
+        from emulator.timekeeper.server import Timekeeper
+        from emulator.vgpu_environment import vgpu_environment
+        with Timekeeper(cpu_scale=calibration.cpu_scale, watchdog_s=config.timeout_s,
+                        log=lambda line: _append(out / "timekeeper.log", line)) as tk:
+            env = vgpu_environment(config.knobs.gpus, config.sku, engine=adapter.name if envs.is_managed(adapter.name)
+                                   else None, workdir=out / "vgpu", base_env=env)
+            env.update(tk.env())
+            env["REVATI_HOST_WORK_SCALE"] = repr(calibration.host_work_scale)
+            env["REVATI_VGPU_STATS"] = str(out / "vgpu" / "stats-%p.csv")
+            processes = _Processes(server_command, adapter, env, out)
+            failure, serving_since, ended = processes.wait(tk, config.timeout_s, progress, started)
+            virtual_s = tk.clock.now_ns / 1e9
+    if failure:
+        raise RunFailed(f"{failure}; the server's last lines:\n{_tail(out / 'server.log')}\n"
+                        f"the load generator's last lines:\n{_tail(out / 'loadgen.log', 8)}\n(all logs in {out})")
+    records = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()
+               if line.startswith('{"request_id"')]
+    try:
+        metrics.records_frame(records).to_parquet(out / "requests.parquet")
+    except ImportError:         # no pyarrow (a GPU machine's bare image): requests.jsonl holds the same rows
+        pass
+    startup_end = serving_since or ended
+    summary = RunSummary(
+        config={"model": config.model, "sku": config.sku, "engine": config.engine, "knobs": asdict(config.knobs),
+                "workload": config.workload, "slos_ms": config.slos_ms, "server_command": server_command,
+                "emulated": emulated, "emulation_notes": notes if emulated else [], "cpu_scale": cpu_scale},
+        metrics=metrics.compute(records, config.slos_ms),
+        wall_seconds=ended - started, startup_wall_seconds=startup_end - started,
+        serving_wall_seconds=ended - startup_end, virtual_seconds=virtual_s)
+    if emulated:
+        from emulator.predictor.attribution import by_family, host_work, read_stats
+        stats = read_stats((out / "vgpu").glob("stats-*.csv"))
+        summary.gpu_time_by_family = by_family(stats).to_dict("records")
+        summary.host_work = host_work(stats).to_dict("records")
+    summary.write(out)
+    return summary
+
+
+def plain_environment() -> dict[str, str]:
+    """This process's environment without anything that would put a child on virtual GPUs."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("REVATI_VGPU") and k not in VGPU_VARIABLES}
+
+
+def _calibration(config: RunConfig, adapter: EngineAdapter) -> host_cpu.Calibration:
+    if config.cpu_scale is not None:
+        return host_cpu.Calibration(config.cpu_scale, f"host CPU time charged x{config.cpu_scale:g}, as configured")
+    return host_cpu.calibrate(config.sku, adapter.python(), config.server_host_cpu)
+
+
+class _Processes:
+    """The server and the load generator, each leading a session of its own."""
+
+    def __init__(self, server_command: list[str], adapter: EngineAdapter, env: dict, out: Path):
+        self.out = out
+        with open(out / "server.log", "w") as server_log, open(out / "loadgen.log", "w") as loadgen_log:
+            self.server = subprocess.Popen(server_command, env=env, cwd=paths.REPO, stdout=server_log,
+                                           stderr=subprocess.STDOUT, start_new_session=True)
+            self.loadgen = subprocess.Popen([str(adapter.python()), "-m", "emulator.loadgen", "--spec",
+                                             str(out / "workload.json"), "--out", str(out / "requests.jsonl")],
+                                            env=env, cwd=paths.REPO, stdout=loadgen_log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        (out / "processes.json").write_text(json.dumps({"server": self.server.pid, "loadgen": self.loadgen.pid}))
+
+    def wait(self, tk, timeout_s: float, progress: Callable[[float, bool], None],
+             started: float) -> tuple[str | None, float | None, float]:
+        """(None once the load generator finished its workload, else what went wrong; the wall time
+        at which the server took load, seen to within the polling interval; the wall time at which
+        the run ended), with both sessions ended, whatever happened, before it returns."""
+        serving_since = None
+        try:
+            while True:
+                if serving_since is None and READY_LINE in (self.out / "loadgen.log").read_text(errors="replace"):
+                    serving_since = time.monotonic()
+                progress(tk.clock.now_ns / 1e9 if tk else 0.0, serving_since is not None)
+                if tk is not None and tk.failure:
+                    failure = tk.failure.splitlines()[0]
+                    break
+                code = self.loadgen.poll()
+                if code is not None:
+                    failure = None if code == 0 else f"the load generator exited with status {code}"
+                    break
+                if self.server.poll() is not None:
+                    failure = (f"the {Path(self.server.args[0]).name} server exited with status "
+                               f"{self.server.returncode} before the workload ended")
+                    break
+                if time.monotonic() - started > timeout_s:
+                    failure = f"not done after {timeout_s:.0f} s of wall time"
+                    break
+                time.sleep(0.1)
+            return failure, serving_since, time.monotonic()
+        finally:
+            self._stop()
+
+    def _stop(self) -> None:
+        """SIGTERM to the server alone, as an operator would, so that it stops its engine processes
+        in order; what is left after SERVER_STOP_S is ended with the sessions."""
+        if self.server.poll() is None:
+            self.server.terminate()
+            try:
+                self.server.wait(SERVER_STOP_S)
+            except subprocess.TimeoutExpired:
+                pass
+        for process in (self.loadgen, self.server):
+            end_group(process.pid)
+            process.wait()
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    text = path.read_text(errors="replace").splitlines() if path.exists() else []
+    return "\n".join("    " + line[:300] for line in text[-lines:])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _append(path: Path, line: str) -> None:
+    with open(path, "a") as f:
+        f.write(line + "\n")
+
+
+# ---- the worker entry point --------------------------------------------------------------------
+
+def die_with_parent() -> None:
+    """A deployment started by a study driver is stopped (as by Ctrl-C) if the driver dies, even by
+    SIGKILL, so that a killed study leaves no deployment running (REVATI_DIE_WITH_PARENT: the
+    driver's pid)."""
+    parent = os.environ.pop("REVATI_DIE_WITH_PARENT", None)
+    if parent is None:
+        return
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+    if os.getppid() != int(parent):     # the driver died before the request took effect
+        raise KeyboardInterrupt
+
+
+def stop_like_ctrl_c() -> None:
+    """A stop request (the study driver's, or an operator's) ends the deployment like Ctrl-C does,
+    even where SIGINT came in ignored (a shell's background job)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emulator.deployment", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help=f"the run folder: reads {CONFIG_FILE}, writes the results")
+    args = parser.parse_args(argv)
+    stop_like_ctrl_c()
+    try:
+        die_with_parent()
+        summary = serve(RunConfig.read(args.run_dir / CONFIG_FILE), args.run_dir)
+    except RunFailed as error:
+        print(f"revati-tune: the run failed: {error}", file=sys.stderr)
+        return FAILED
+    except ValueError as error:         # refused before launch: names the field or knob and the fix
+        print(f"revati-tune: {error}", file=sys.stderr)
+        return REFUSED
+    except KeyboardInterrupt:
+        print("revati-tune: interrupted; the deployment was stopped", file=sys.stderr)
+        return STOPPED
+    print(f"served {summary.metrics.get('completed')} requests in {summary.virtual_seconds:.1f} virtual s")
+    return SERVED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

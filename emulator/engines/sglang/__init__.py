@@ -1,0 +1,2 @@
+"""SGLang as a serving engine under emulation: its adapter (adapter.py), the knobs a study searches
+(space.py), and revati-tune's plugin that runs inside SGLang (plugin/)."""
