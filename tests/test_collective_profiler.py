@@ -1,4 +1,4 @@
-"""The collective profiler (emulator/predictor/profiler/profile_collectives.py) and the collective
+"""The collective profiler (emulator/profiler/profile_collectives.py) and the collective
 model refitted from its table, end to end on the CPU.
 
 The profiler runs under torchrun with --backend gloo, 2 processes and a tiny size sweep (the vllm
@@ -23,7 +23,7 @@ from emulator.engines.envs import env_python, is_ready
 from emulator.hardware import load_sku
 from emulator.predictor import accuracy, modelfile, models, native, tables
 
-PROFILER = Path(__file__).resolve().parents[1] / "emulator/predictor/profiler/profile_collectives.py"
+PROFILER = Path(__file__).resolve().parents[1] / "emulator/profiler/profile_collectives.py"
 COLUMNS = ["op", "ranks", "bytes", "dtype", "backend", "seconds", "p10", "p90", "bus_gbps", "repeats",
            "split"]
 REPEATS = 30   # medians of 30: gloo on a shared 2-core host stalls some repeats

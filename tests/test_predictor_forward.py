@@ -1,10 +1,10 @@
 """Whole Llama-3 decoder steps on virtual H200s under the profiled predictor, against the same
-steps timed on a real H200 (emulator/predictor/forward_check.py; end-to-end tier: torch 2.14 in
-the vllm engine env runs the steps)."""
+steps timed on a real H200 (emulator/profiler/forward_check.py; fast tier, about 10 s on 2 cores:
+torch 2.14 in the vllm engine env runs the steps)."""
 import pytest
 
 from emulator.engines.envs import is_ready
-from emulator.predictor import forward_check
+from emulator.profiler import forward_check
 
 
 def test_forward_passes_are_predicted_within_a_few_percent():

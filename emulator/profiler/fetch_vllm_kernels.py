@@ -6,7 +6,7 @@ this script copies the two files into the git-ignored ``.carry/vllm_triton/``
 at the repository root, replacing their few ``vllm.*`` imports with a small
 shim module, so that they import with only torch and triton present.
 
-    python3 emulator/predictor/profiler/fetch_vllm_kernels.py
+    python3 emulator/profiler/fetch_vllm_kernels.py
 
 Every rewrite must match exactly once: a vLLM version whose source differs
 fails here loudly instead of producing a kernel that silently differs.
@@ -21,7 +21,7 @@ import json
 import os
 import sys
 
-REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DEFAULT_DEST = os.path.join(REPO_ROOT, ".carry", "vllm_triton")
 ENV_GLOB = os.path.expanduser(
     "~/.local/share/revati-tune/envs/vllm/lib/python3*/site-packages/vllm"
@@ -53,7 +53,7 @@ REWRITES = {
 # Stand-ins for the vLLM objects the kernel's wrapper uses.
 SHIMS = '''"""Minimal stand-ins for the vllm objects used by triton_unified_attention.py.
 
-Written by emulator/predictor/profiler/fetch_vllm_kernels.py; not vLLM code.
+Written by emulator/profiler/fetch_vllm_kernels.py; not vLLM code.
 """
 import logging
 from enum import IntEnum

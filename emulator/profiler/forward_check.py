@@ -1,10 +1,12 @@
 """Whole forward passes: the emulator's step time against the real GPU's.
 
-profiler/forward_pass.py timed Llama-3 decoder steps (CUDA-graph replays) on a real GPU; the
-results are under data/<sku>/forward_pass/. Here the same script runs on virtual GPUs of that SKU
-under the profiled predictor, and each step's predicted time is set beside the measured one. The
-steps' kernels were partly fitted on (profiler tables: off-grid shapes only; generic kernels:
-KERNEL_FIT_COMPOSITIONS), so the held-out column says which steps no kernel model saw.
+forward_pass.py (beside this file) timed Llama-3 decoder steps (CUDA-graph replays) on a real
+GPU; the results are under emulator/predictor/data/<sku>/forward_pass/. Here the same script runs
+on virtual GPUs of that SKU under the profiled predictor, and each step's predicted time is set
+beside the measured one. The steps' kernels were partly fitted on (profiler tables: off-grid
+shapes only; generic kernels: KERNEL_FIT_COMPOSITIONS), so the held-out column says which steps
+no kernel model saw. It sits above the predictor (it runs whole emulated processes through
+emulator.vgpu_environment), which is why it lives with the profiler and not in emulator/predictor/.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import pandas as pd
 
 from emulator.predictor import modelfile, tables
 
-SCRIPT = Path(__file__).resolve().parent / "profiler" / "forward_pass.py"
+SCRIPT = Path(__file__).resolve().parent / "forward_pass.py"
 TARGET = 0.05       # the issue's bar: predicted step time within 5% of measured
 # Which steps: the engine-style decoders' (fitted on in part) or the plain-PyTorch decoders'.
 FOLDERS = {"engine": "forward_pass", "plain": "forward_pass_plain"}
@@ -52,7 +54,7 @@ def render_markdown(table: pd.DataFrame, sku: str, folder: str = "forward_pass")
     lines = [f"# Whole forward passes on {sku}: emulated against measured ({steps} decoders)",
              "",
              f"Regenerate with `revati-tune predictor forward-pass --sku {sku} --steps {steps} --markdown`. Measured: "
-             f"`emulator/predictor/profiler/forward_pass.py` on a real {sku.upper()} (CUDA-graph replays, "
+             f"`emulator/profiler/forward_pass.py` on a real {sku.upper()} (CUDA-graph replays, "
              f"median); emulated: the same script on virtual {sku.upper()}s under the profiled predictor.",
              "",
              f"{within} of {len(table)} steps within {TARGET:.0%}; median |error| "

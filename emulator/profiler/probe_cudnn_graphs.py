@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How much host time cuDNN's SDPA costs when torch meets a new shape, on a real GPU.
 
-    python3 emulator/predictor/profiler/probe_cudnn_graphs.py --out DIR
+    python3 emulator/profiler/probe_cudnn_graphs.py --out DIR
 
 torch runs SDPA on cuDNN through cudnn_frontend graphs that it caches per shape (and strides,
 mask, causality). A call with a shape not in the cache builds a graph: heuristics, plan

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Host time of one eager torch op on a CUDA tensor, by kind of work it launches, real or emulated.
 
-    python3 emulator/predictor/profiler/probe_launch_cost.py --out DIR            (a real GPU)
+    python3 emulator/profiler/probe_launch_cost.py --out DIR            (a real GPU)
     revati-tune exec --gpus 1 --sku SKU -- python3 .../probe_launch_cost.py --out DIR   (emulated)
 
 An eager step of a model that is not CUDA-graphed is bounded by its host: about 1,300 launches a

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How long the small host-to-device copies of an engine's step loop take on a real GPU.
 
-    python3 emulator/predictor/profiler/probe_small_copies.py --out DIR
+    python3 emulator/profiler/probe_small_copies.py --out DIR
 
 copy.csv (profile_gpu.py) times pageable copies with CUDA events around an eager copy_: 170-190 us
 even at 4 KiB, where the emulated transformers step (~27 such copies) came out 4-7 ms too long

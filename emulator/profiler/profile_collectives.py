@@ -2,7 +2,7 @@
 """Measure NCCL collectives for revati-tune's predictor: all-reduce, all-gather, reduce-scatter and
 send/recv (bf16) over the bytes that tensor- and pipeline-parallel serving of 8B-72B models moves.
 
-    torchrun --standalone --nproc-per-node N emulator/predictor/profiler/profile_collectives.py \\
+    torchrun --standalone --nproc-per-node N emulator/profiler/profile_collectives.py \\
         --out DIR [--ranks 2,4,8] [--ops all_reduce,all_gather,reduce_scatter,send_recv] \\
         [--repeats 100] [--warmup 10] [--min-bytes 4096] [--max-bytes 536870912] [--backend nccl|gloo]
 
@@ -60,6 +60,13 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
+# Run as a file (torchrun emulator/profiler/profile_collectives.py, no install): import this
+# checkout's emulator package.
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+
+from emulator.profiler.shapes import PROFILED_MODELS, model_shape  # noqa: E402
+
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "send_recv")
 COLUMNS = ["op", "ranks", "bytes", "dtype", "backend", "seconds", "p10", "p90", "bus_gbps",
            "repeats", "split"]
@@ -70,9 +77,10 @@ KiB, MiB = 1 << 10, 1 << 20
 
 # What tensor parallelism moves per layer: hidden states of T tokens (all-reduce after attention
 # and MLP; all-gather / reduce-scatter under sequence parallelism; send/recv between pipeline
-# stages), 2 bytes an element. Hidden sizes: 4096 (Llama-3.1-8B, Mixtral-8x7B), 8192
-# (Llama-3.1-70B, Qwen2.5-72B). Token counts: decode batches to long prefill chunks.
-HIDDEN_SIZES = (4096, 8192)
+# stages), 2 bytes an element. Hidden sizes: those of the models profile_gpu.py covers, from
+# conf/model/ (4096: Llama-3.1-8B, Mixtral-8x7B; 8192: Llama-3.1-70B, Qwen2.5-72B). Token counts:
+# decode batches to long prefill chunks.
+HIDDEN_SIZES = tuple(sorted({model_shape(name).hidden for name in PROFILED_MODELS}))
 FIT_TOKENS = tuple(2 ** i for i in range(15))                    # 1 .. 16384
 HOLDOUT_TOKENS = (3, 24, 96, 200, 768, 3000, 12000)              # off the powers of two
 SWEEP_PER_OCTAVE = 2                                             # log-spaced fitting sweep

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Time the kernels a plain PyTorch program spends its decode steps in, on one GPU.
 
-    python3 emulator/predictor/profiler/profile_memory_bound.py --out DIR [--quick]
+    python3 emulator/profiler/profile_memory_bound.py --out DIR [--quick]
 
 Two tables that profile_gpu.py's engine-shaped families do not cover:
 

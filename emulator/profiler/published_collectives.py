@@ -2,7 +2,7 @@
 """Published collective timings of a GPU node, as the predictor's collectives table of a SKU that
 no multi-GPU machine has measured here.
 
-    /root/envs/aic/bin/python emulator/predictor/profiler/published_collectives.py   (writes data/published/)
+    /root/envs/aic/bin/python emulator/profiler/published_collectives.py   (writes data/published/)
 
 The source is NVIDIA's AIConfigurator (pip `aiconfigurator`, Apache-2.0), whose package carries
 timings measured on 8-GPU SXM nodes: NCCL's all-reduce, all-gather and reduce-scatter (its
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-OUT = Path(__file__).resolve().parent.parent / "data" / "published"
+OUT = Path(__file__).resolve().parents[1] / "predictor" / "data" / "published"
 # Our SKU -> AIConfigurator's system folder.
 SYSTEMS = {"h100": "h100_sxm", "h200": "h200_sxm", "a100": "a100_sxm"}
 NCCL_OPS = ("all_reduce", "all_gather", "reduce_scatter")

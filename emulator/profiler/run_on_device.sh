@@ -1,8 +1,8 @@
 #!/bin/bash
 # How emulator/predictor/data/<sku>/ is measured: one device-tool call on the real GPU.
 #
-#   here:    python3 emulator/predictor/profiler/fetch_vllm_kernels.py
-#   device:  run(command="bash emulator/predictor/profiler/run_on_device.sh [FAMILIES]", carry=[".carry"])
+#   here:    python3 emulator/profiler/fetch_vllm_kernels.py
+#   device:  run(command="bash emulator/profiler/run_on_device.sh [FAMILIES]", carry=[".carry"])
 #   here:    tar xzf <files_at>/profile.tgz -C emulator/predictor/data/<sku>
 #            revati-tune predictor fit --sku <sku>
 #
@@ -29,32 +29,32 @@ step() { timeout "${STEP_LIMIT_S:-0}" "$@"; }
 has() { echo "$FAMILIES" | tr ',' '\n' | grep -qx "$1"; }
 status=0
 if [ -n "$kernel_families" ]; then
-    step python3 emulator/predictor/profiler/profile_gpu.py --out "$WORK" --families "$kernel_families" \
+    step python3 emulator/profiler/profile_gpu.py --out "$WORK" --families "$kernel_families" \
         --max-seconds 480 || status=1
 fi
 if has memory_bound; then
-    step python3 emulator/predictor/profiler/profile_memory_bound.py --out "$WORK" || status=1
+    step python3 emulator/profiler/profile_memory_bound.py --out "$WORK" || status=1
 fi
 if has small_copies; then
-    step python3 emulator/predictor/profiler/probe_small_copies.py --out "$WORK" || status=1
+    step python3 emulator/profiler/probe_small_copies.py --out "$WORK" || status=1
 fi
 if has host_cpu; then
     step python3 -m emulator.host_cpu --out "$WORK/host_cpu.json" || status=1
 fi
 if has launch_cost; then
-    step python3 emulator/predictor/profiler/probe_launch_cost.py --out "$WORK" || status=1
+    step python3 emulator/profiler/probe_launch_cost.py --out "$WORK" || status=1
 fi
 if has cudnn_graphs; then
-    step python3 emulator/predictor/profiler/probe_cudnn_graphs.py --out "$WORK" || status=1
+    step python3 emulator/profiler/probe_cudnn_graphs.py --out "$WORK" || status=1
 fi
 forward_passes() {  # folder, forward_pass.py arguments
     local folder=$1; shift
-    step python3 emulator/predictor/profiler/forward_pass.py --out "$WORK/$folder" --kernel-profile "$@" || status=1
+    step python3 emulator/profiler/forward_pass.py --out "$WORK/$folder" --kernel-profile "$@" || status=1
     gzip -f "$WORK/$folder/kernels.csv" 2>/dev/null
 }
 has forward_pass && forward_passes forward_pass
 has forward_pass_plain && forward_passes forward_pass_plain \
-    --models "$(cd emulator/predictor/profiler && python3 -c 'from forward_pass import PLAIN_MODELS; print(",".join(PLAIN_MODELS))')"
+    --models "$(python3 -c 'from emulator.profiler.forward_pass import PLAIN_MODELS; print(",".join(PLAIN_MODELS))')"
 tar czf "$OUT/profile.tgz" -C "$WORK" .
 cp "$WORK/profile.log" "$OUT/" 2>/dev/null
 ls -la "$WORK" "$WORK"/forward_pass* 2>/dev/null

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The CUDA runtime and driver calls of a real step, as torch.profiler timed them on the GPU server.
 
-    python3 emulator/predictor/profiler/runtime_calls.py PROFILE_TABLE... --out data/<sku>/runtime_calls.csv
+    python3 emulator/profiler/runtime_calls.py PROFILE_TABLE... --out data/<sku>/runtime_calls.csv
 
 A real launch costs the calling host thread the runtime's own work (argument packing, the driver's
 push to the GPU's queue): several microseconds, about 1,700 times a decode step of an eager 8B
