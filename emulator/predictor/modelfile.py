@@ -7,15 +7,15 @@ as %.9g:
     gemm <dtype> <trans_a> <trans_b> <m> <k> <batch> <npoints> <n1> <s1> <n2> <s2> ...  (n ascending)
     gemm_fallback <dtype> <flops_per_s> <bytes_per_s> <floor_s>
     attention <backend> <c_const> <c_seqs> <c_kv_bytes> <c_flops> <c_q_bytes>
-    attention_makespan <backend> <slots> <c_const> <c_makespan_tiles> <c_tiles> <c_kv_bytes>
+    attention_makespan <backend> <sms> <resident> <latency> <c_const> <c_makespan> <c_tiles> <c_kv_bytes>
     flash_decode <sms> <split: 5 coefficients> <whole-KV: 5 coefficients>
     attention_curve <backend> <decode|prefill> <heads> <kv_heads> <head_dim> <num_seqs> <points> <y1> <s1> ...
     copy <direction> <pinned> <latency_s> <bytes_per_s>
     memset <latency_s> <bytes_per_s>
     collective <op> <latency_s> <bus_bytes_per_s>
     collective_curve <op> <nranks> <npoints> <bytes1> <s1> <bytes2> <s2> ...  (bytes ascending)
-    memory_curve <elementwise|cat|gather> <npoints> <bytes1> <s1> ...  (bytes ascending)
-    efficient_attention <head_dim> <slots> <c_const> <c_waves> <c_wave_key_dims> <c_causal_wave_key_dims> <c_bias_bytes>
+    memory_curve <class: models.MEMORY_CLASSES> <npoints> <bytes1> <s1> ...  (bytes ascending)
+    efficient_attention <head_dim> <sms> <resident> <latency> <mask_weight> <causal_extra> <c_const> <c_makespan> <c_key_blocks> <c_mask_bytes>
     flash_attention_3 <sms> <launch_s> <qo_s> <causal_s> <masked_s> <npoints> <head_dim1> <mma_s1> ...  (head_dim ascending)
     host_cost <cudnn_attention_graph_first|cudnn_attention_graph> <seconds>
     cudnn_attention <head_dim> <query_tile> <slots> <c_const> <c_waves> <c_wave_key_dims> <c_causal_wave_key_dims> <c_bias_bytes>
@@ -35,9 +35,9 @@ import tempfile
 from pathlib import Path
 
 from emulator.hardware import Sku, load_sku
+from emulator.paths import revati_home
 from emulator.predictor import models, tables
 from emulator.predictor.models import FittedModels
-from emulator.vgpu.build import revati_home
 
 # The fitting code, and the published figures FlashAttention 3 and unmeasured collectives are fitted
 # to: a change to them changes the model as surely as new tables do.
@@ -162,9 +162,11 @@ def render(fitted: FittedModels) -> str:
         lines.append(f"attention {backend} " + " ".join(_g(c) for c in model.coefficients))
     if fitted.attention_makespan is not None:
         m = fitted.attention_makespan
-        lines.append("# attention_makespan: backend slots, then coefficients of [1, max(KV tiles / slots, the "
-                     "longest program's tiles), KV tiles, K/V bytes] (models.AttentionMakespan)")
-        lines.append(f"attention_makespan {m.backend} {_g(m.slots)} " + " ".join(_g(c) for c in m.coefficients))
+        lines.append("# attention_makespan: backend, SMs, programs resident per SM, a lone program's time per KV "
+                     "tile (in an SM's tile times), then coefficients of [1, the programs' makespan over the SMs, "
+                     "KV tiles, K/V bytes] (models.AttentionMakespan, triton_schedule)")
+        lines.append(f"attention_makespan {m.backend} {m.sms} {m.resident} {_g(m.latency)} "
+                     + " ".join(_g(c) for c in m.coefficients))
     if fitted.flash_decode is not None:
         f = fitted.flash_decode
         lines.append("# flash_decode: SMs, then coefficients of [1, waves x KV blocks per CTA, waves, seqs x heads x "
@@ -207,11 +209,13 @@ def render(fitted: FittedModels) -> str:
         points = " ".join(f"{int(b)} {_g(s)}" for b, s in zip(curve.bytes, curve.seconds))
         lines.append(f"memory_curve {cls} {len(curve.bytes)} {points}")
     if fitted.efficient_attention:
-        lines.append("# efficient_attention: head_dim slots, then coefficients of [1, waves, waves * keys * "
-                     "head_dim, the same if causal, mask bytes], waves = max(CTAs / slots, 1) "
-                     "(models.efficient_attention_work)")
+        lines.append("# efficient_attention: head_dim, SMs, CTAs resident per SM, a lone CTA's time per key block "
+                     "(in an SM's key-block times), a masked key block's extra and a causal CTA's extra (in key "
+                     "blocks), then coefficients of [1, the CTAs' makespan over the SMs, key blocks, mask bytes] "
+                     "(models.EfficientAttentionCTAs)")
     for head_dim, m in sorted(fitted.efficient_attention.items()):
-        lines.append(f"efficient_attention {head_dim} {_g(m.slots)} " + " ".join(_g(c) for c in m.coefficients))
+        lines.append(f"efficient_attention {head_dim} {m.sms} {m.resident} {_g(m.latency)} {_g(m.mask_weight)} "
+                     f"{_g(m.causal_extra)} " + " ".join(_g(c) for c in m.coefficients))
     if fitted.flash_attention_3 is not None:
         fa3 = fitted.flash_attention_3
         origin = ("" if fa3.calibrated_on == fitted.sku else

@@ -343,21 +343,34 @@ class AttentionModel:
 
 
 # vLLM's Triton unified attention (its 2D kernel): query rows per program and KV tokens per tile
-# (attention_batch.c, add_triton_tiles, computes the same on the launch path).
+# (attention_batch.c computes the same on the launch path).
 TRITON_BLOCK_M = 16
 TRITON_TILE = 32
 # The batches the makespan model is fitted on and charges: neither all decodes nor one prompt
 # length (those are interpolated in the measured curves).
 MAKESPAN_PHASES = ("mixed", "chunked")
+# The candidates the fit chooses among: programs resident on an SM at once (the kernel's
+# occupancy), and a program's time per KV tile when it runs unhindered, in units of an SM's time
+# per tile when its programs saturate it.
+TRITON_RESIDENT = (4, 5, 6, 8)
+TRITON_LATENCY = tuple(float(v) for v in np.arange(2.0, 6.01, 0.5))
+# The latency is then refined by this step on either side of the best.
+LATENCY_REFINE = 0.25
+
+
+def _triton_block_q(num_heads: int, num_kv_heads: int) -> int:
+    """Query tokens per program: BLOCK_M query rows (16, or the next power of two of the query heads
+    per KV head) hold BLOCK_M // (query heads per KV head) tokens."""
+    per_kv = num_heads // num_kv_heads
+    block_m = max(TRITON_BLOCK_M, 1 << max(per_kv - 1, 0).bit_length())
+    return max(block_m // per_kv, 1)
 
 
 def triton_tiles(groups: list[tuple[int, int, int]], num_heads: int, num_kv_heads: int) -> tuple[float, float]:
     """(KV tiles over all programs, the longest program's tiles) of one launch over (query_len,
     context_len, count) groups: a program per BLOCK_Q query tokens of a sequence and per KV head,
     each reading the tiles up to what its last query sees (causal)."""
-    per_kv = num_heads // num_kv_heads
-    block_m = max(TRITON_BLOCK_M, 1 << max(per_kv - 1, 0).bit_length())
-    block_q = max(block_m // per_kv, 1)
+    block_q = _triton_block_q(num_heads, num_kv_heads)
     work = longest = 0.0
     for query_len, context_len, count in groups:
         last = np.minimum(np.arange(block_q, query_len + block_q, block_q), query_len)
@@ -367,42 +380,124 @@ def triton_tiles(groups: list[tuple[int, int, int]], num_heads: int, num_kv_head
     return work, longest
 
 
+def triton_programs(groups: list[tuple[int, int, int]], num_heads: int, num_kv_heads: int) -> list[tuple[int, int]]:
+    """The programs of one launch in the order the GPU starts them, as runs of (KV tiles, programs
+    in a row with that many). The grid is (query blocks, KV heads), x fastest: for each KV head, each
+    sequence's query blocks in turn (the kernel's spare programs past a sequence's queries return at
+    once and are left out), block i of a sequence reading the tiles its last query sees
+    (context - query_len + min((i + 1) * BLOCK_Q, query_len) keys)."""
+    block_q = _triton_block_q(num_heads, num_kv_heads)
+    head: list[tuple[int, int]] = []
+    for query_len, context_len, count in groups:
+        runs: list[list[int]] = []
+        for i in range(-(-query_len // block_q)):
+            tiles = -(-(context_len - query_len + min((i + 1) * block_q, query_len)) // TRITON_TILE)
+            if runs and runs[-1][0] == tiles:
+                runs[-1][1] += 1
+            else:
+                runs.append([tiles, 1])
+        head += [(t, n) for t, n in runs] * count
+    return head * num_kv_heads
+
+
+def triton_schedule(programs: list[tuple[int, int]], sms: int, resident: int) -> tuple[np.ndarray, np.ndarray]:
+    """How the programs share the GPU: (KV tiles each running program advances by between successive
+    completions, programs running meanwhile). Programs start in order while fewer than `resident` per
+    SM run; all running programs advance alike (processor sharing), so the order in which they end
+    and the next ones start does not depend on how fast they go."""
+    capacity = sms * resident
+    running: list[tuple[float, int]] = []          # (tiles served when it ends, programs)
+    served = 0.0
+    active = 0
+    advance, concurrent = [], []
+    queue = iter(programs)
+    tiles, left = next(queue, (0, 0))
+    while True:
+        while active < capacity and left:
+            start = min(left, capacity - active)
+            heapq.heappush(running, (served + tiles, start))
+            active += start
+            left -= start
+            if not left:
+                tiles, left = next(queue, (0, 0))
+        if not running:
+            break
+        ends, done = heapq.heappop(running)
+        advance.append(ends - served)
+        concurrent.append(active)
+        served = ends
+        active -= done
+    return np.array(advance), np.array(concurrent, dtype=float)
+
+
+def triton_makespan(schedule: tuple[np.ndarray, np.ndarray], sms: int, latency: float) -> float:
+    """The schedule's length in an SM's tile times: a program takes `latency` per tile when few run,
+    and shares the SMs' throughput (one tile per SM per unit) when more than `latency` per SM do."""
+    advance, concurrent = schedule
+    return float(np.sum(advance * np.maximum(latency, concurrent / sms)))
+
+
 @dataclass(frozen=True)
 class AttentionMakespan:
-    """seconds = c . [1, max(tiles / slots, longest), tiles, kv_bytes]: the kernel's programs run
-    about `slots` at a time over their KV tiles, so a batch takes its total work spread over them
-    or its longest program, whichever is longer (a long prompt's last query blocks, a decode of a
-    long context); plus K/V bytes read (attention_features' kv_bytes). Fitted on the mixed and
-    chunked rows, where the linear model over totals missed by 45% at p90."""
+    """seconds = c . [1, makespan, tiles, kv_bytes] for vLLM's Triton attention over a batch that is
+    neither all decodes nor one prompt length. The kernel runs a program per BLOCK_Q query tokens of
+    each sequence and KV head over its KV tiles (triton_programs); the GPU starts them in grid order
+    while fewer than `resident` per SM run, and they share the SMs (triton_schedule): a program alone
+    takes `latency` SM tile times per tile (it waits on its loads), more than `latency` per SM share
+    one tile per SM per unit. makespan = the schedule's length (triton_makespan) on `sms` SMs: late
+    programs of long contexts (the decodes after a prompt's query blocks, the last query blocks of a
+    long prompt) start late and end last. Plus every tile's share of the GPU's load bandwidth, and
+    the K/V bytes read (attention_features' kv_bytes). The linear model over totals missed these
+    batches by 45% at p90; a makespan over a fixed number of slots, max(tiles / slots, longest
+    program), by 20% (the decodes after a long prompt start late)."""
     backend: str
-    slots: float
+    sms: int
+    resident: int
+    latency: float
     coefficients: np.ndarray
 
     @staticmethod
-    def features(attention: pd.DataFrame, slots: float) -> np.ndarray:
-        rows = []
+    def work(attention: pd.DataFrame, sms: int, resident: int) -> list[tuple[tuple[np.ndarray, np.ndarray], float, float]]:
+        """Per row: (its schedule, its KV tiles, its K/V bytes)."""
+        out = []
         for r in attention.itertuples():
             groups = parse_composition(r.composition)
-            tiles, longest = triton_tiles(groups, r.num_heads, r.num_kv_heads)
+            schedule = triton_schedule(triton_programs(groups, r.num_heads, r.num_kv_heads), sms, resident)
             kv_bytes = attention_features(groups, r.num_heads, r.num_kv_heads, r.head_dim, r.dtype)[2]
-            rows.append([1.0, max(tiles / slots, longest), tiles, kv_bytes])
-        return np.array(rows)
+            out.append((schedule, triton_tiles(groups, r.num_heads, r.num_kv_heads)[0], kv_bytes))
+        return out
+
+    @staticmethod
+    def features(work, sms: int, latency: float) -> np.ndarray:
+        return np.array([[1.0, triton_makespan(schedule, sms, latency), tiles, kv_bytes]
+                         for schedule, tiles, kv_bytes in work])
 
     @classmethod
     def fit(cls, attention: pd.DataFrame, sm_count: int, backend: str = "vllm_triton_unified"
             ) -> AttentionMakespan | None:
-        """The slots (a quarter to 8 programs per SM, in quarters) that fit best; None without
+        """The programs per SM and latency (TRITON_RESIDENT, TRITON_LATENCY, then the latency
+        LATENCY_REFINE either side of the best) whose coefficients, fitted for least absolute
+        relative error, leave the least mean absolute relative error on the fit rows; None without
         rows to fit."""
         rows = _fit_rows(attention)
         rows = rows[(rows["backend"] == backend) & rows["phase"].isin(MAKESPAN_PHASES)]
         if rows.empty:
             return None
-        slots, c = fit_with_slots(lambda s: cls.features(rows, s), rows["seconds"].to_numpy(dtype=float),
-                                  [sm_count * quarters / 4 for quarters in range(1, 33)])
-        return cls(backend, slots, c)
+        seconds = rows["seconds"].to_numpy(dtype=float)
+        work = {resident: cls.work(rows, sm_count, resident) for resident in TRITON_RESIDENT}
+
+        def scored(resident: int, latency: float) -> tuple[float, int, float, np.ndarray]:
+            features = cls.features(work[resident], sm_count, latency)
+            c = fit_relative(features, seconds, absolute=True)
+            return float(np.mean(np.abs(features @ c / seconds - 1))), resident, latency, c
+
+        best = min((scored(r, latency) for r in TRITON_RESIDENT for latency in TRITON_LATENCY), key=lambda b: b[0])
+        best = min([best] + [scored(best[1], best[2] + step) for step in (-LATENCY_REFINE, LATENCY_REFINE)
+                             if best[2] + step > 0], key=lambda b: b[0])
+        return cls(backend, sm_count, best[1], best[2], best[3])
 
     def predict(self, attention: pd.DataFrame) -> np.ndarray:
-        return self.features(attention, self.slots) @ self.coefficients
+        return self.features(self.work(attention, self.sms, self.resident), self.sms, self.latency) @ self.coefficients
 
 
 # ---- SDPA's FlashAttention 2 decode: waves of CTAs, with its own split-KV choice -----------------
@@ -512,13 +607,13 @@ def attention_curves(attention: pd.DataFrame) -> list[AttentionCurve]:
 
 # ---- elementwise (torch eager ops: norms, rotary, activation, KV writes, sampling) --------------
 
-# K heads of the rotary rows, by q hidden: profile_gpu.py's FULL.rotary_kv_heads.
+# K heads of the rotary rows, by q hidden: emulator/profiler/grids.py's FULL.rotary_kv_heads.
 ROTARY_KV_HEADS = {4096: 8, 2048: 4, 1024: 2, 512: 1, 8192: 8}
 ROTARY_HEAD_DIM = 128
 
 
 def elementwise_bytes(op: str, tokens: int, hidden: int, dtype: str) -> float:
-    """Bytes an op reads and writes, for T tokens of width H (profiler/README.md says what H is
+    """Bytes an op reads and writes, for T tokens of width H (emulator/profiler/README.md says what H is
     per op). Against tokens*hidden alone this only changes rotary_neox (its K width), where it
     lowered held-out error (median 6.0% against 6.3%); the other ops are equal either way."""
     t, h, e = tokens, hidden, _element_bytes(dtype, "elementwise.csv column dtype")
@@ -670,12 +765,36 @@ class KernelModels:
 # ---- memory-bound torch ops, by bytes moved (memory.csv) ---------------------------------------
 
 # The kernel classes the C predictor decodes bytes for (kernel_bytes.c), and the memory.csv ops
-# that stand for each: torch's contiguous elementwise kernels (vectorized/unrolled), its strided
-# one (elementwise_kernel: a transposing copy, repeat_interleave's copy of an expanded view), the
-# vectorized and the plain CatArrayBatchedCopy (a cat with a non-contiguous input), and the
-# gathers behind index_select.
-MEMORY_CLASSES = {"elementwise": ("add", "copy"), "elementwise_strided": ("transpose_copy", "repeat_interleave"),
-                  "cat": ("cat_kv",), "cat_strided": ("cat_kv_strided",), "gather": ("index_select",)}
+# that stand for each: torch's contiguous elementwise kernels (vectorized/unrolled: add), its
+# strided one (elementwise_kernel: a transposing copy, repeat_interleave's copy of an expanded
+# view), the vectorized and the plain CatArrayBatchedCopy (a cat with a non-contiguous input), the
+# gathers behind index_select (indexSelectLargeIndex, vectorized_gather_kernel) and
+# indexSelectSmallIndex, which index_select runs for at most INDEX_SELECT_SMALL indices and which
+# loops over them one after another (on an H100 3, 4.5 and 7.4 us for 4, 8 and 16 rows of 4096
+# elements, where 32 rows take 1.7 us in the other kernel).
+MEMORY_CLASSES = {"elementwise": ("add",), "elementwise_strided": ("transpose_copy", "repeat_interleave"),
+                  "cat": ("cat_kv",), "cat_strided": ("cat_kv_strided",), "gather": ("index_select",),
+                  "gather_small": ("index_select",)}
+# memory.csv ops that run no kernel: torch's copy_ of a contiguous tensor of the same dtype is a
+# device-to-device cudaMemcpyAsync (ATen's copy_device_to_device), charged as the emulator charges
+# every D2D memcpy (FittedModels.d2d_copy_seconds), not by a kernel class's curve.
+MEMCPY_OPS = ("copy",)
+# ATen's index_select takes its small-index kernel for at most this many indices.
+INDEX_SELECT_SMALL = 16
+# The width, in elements, of the rows memory.csv's index_select gathers (profile_memory_bound.py).
+INDEX_SELECT_ROW = 4096
+
+
+def memory_class(op: str, dtype: str, nbytes: float) -> str:
+    """The class of the kernel a memory.csv row ran: by its op, and for index_select by how many
+    rows it gathers (bytes = 2 x rows x INDEX_SELECT_ROW x element size)."""
+    if op == "index_select":
+        rows = nbytes / (2 * INDEX_SELECT_ROW * _element_bytes(dtype, "memory.csv column dtype"))
+        return "gather_small" if rows <= INDEX_SELECT_SMALL else "gather"
+    for cls, ops in MEMORY_CLASSES.items():
+        if op in ops:
+            return cls
+    raise ValueError(f"memory.csv column op: unknown op {op!r}")
 
 
 @dataclass(frozen=True)
@@ -691,18 +810,20 @@ class MemoryCurve:
 
 
 def fit_memory_curves(memory: pd.DataFrame) -> dict[str, MemoryCurve]:
-    """Per class, from the fit rows: each (op, dtype) series is read at the powers of two near its
-    sizes (a series moves a few bytes less than its nominal size) and the class takes the median
-    over its series at each size."""
+    """Per class (memory_class of each row), from the fit rows: each (op, dtype) series is read at
+    the powers of two near its sizes (a series moves a few bytes less than its nominal size) and the
+    class takes the median over its series at each size."""
     rows = _fit_rows(memory)
-    unknown = sorted(set(rows["op"]) - {op for ops in MEMORY_CLASSES.values() for op in ops})
+    known = {op for ops in MEMORY_CLASSES.values() for op in ops} | set(MEMCPY_OPS)
+    unknown = sorted(set(rows["op"]) - known)
     if unknown:
-        raise ValueError(f"memory.csv column op: unknown {unknown}; expected one of "
-                         f"{', '.join(op for ops in MEMORY_CLASSES.values() for op in ops)}")
+        raise ValueError(f"memory.csv column op: unknown {unknown}; expected one of {', '.join(sorted(known))}")
+    rows = rows[~rows["op"].isin(MEMCPY_OPS)]
+    rows = rows.assign(cls=[memory_class(r.op, r.dtype, r.bytes) for r in rows.itertuples()])
     curves = {}
-    for cls, ops in MEMORY_CLASSES.items():
+    for cls in MEMORY_CLASSES:
         series = [(g["bytes"].to_numpy(dtype=float), g["seconds"].to_numpy(dtype=float))
-                  for _, g in rows[rows["op"].isin(ops)].sort_values("bytes").groupby(["op", "dtype"])]
+                  for _, g in rows[rows["cls"] == cls].sort_values("bytes").groupby(["op", "dtype"])]
         if not series:
             continue
         sizes = np.unique(np.exp2(np.round(np.log2(np.concatenate([b for b, _ in series])))))
@@ -801,7 +922,7 @@ def efficient_attention_work(frame: pd.DataFrame, slots: float, query_block: int
 @dataclass(frozen=True)
 class EfficientAttentionModel:
     """seconds = c . efficient_attention_work(rows, slots, query_block, whole_waves), for one
-    head_dim (the C predictor's efficient_attention and cudnn_attention records)."""
+    head_dim (the C predictor's cudnn_attention records)."""
     head_dim: int
     slots: float
     coefficients: np.ndarray
@@ -822,14 +943,125 @@ class EfficientAttentionModel:
                                                                               bandwidth]))
 
 
-def fit_efficient_attention(frame: pd.DataFrame, sm_count: int) -> dict[int, EfficientAttentionModel]:
-    """Per head_dim: the CTAs at once (0.5 to 8 per SM, in eighths) that fit the fit rows best,
-    and the non-negative coefficients at that count."""
+def efficient_key_block(head_dim: int) -> int:
+    """Keys per step of an fmha_cutlassF CTA's loop (its 64x64, 64x128 and 32x128 tiles)."""
+    return 64 if head_dim <= 64 else 128
+
+
+# The candidates the fit of the memory-efficient kernel chooses among: CTAs resident per SM, a lone
+# CTA's time per key block (in an SM's key-block times when its CTAs saturate it), a masked key
+# block's extra cost (reading the additive mask), and a causal CTA's extra cost (its masked
+# diagonal block), both in key blocks.
+EFFICIENT_RESIDENT = (1, 2, 3, 4, 6)
+EFFICIENT_LATENCY = tuple(float(v) for v in np.arange(1.0, 6.01, 0.5))
+EFFICIENT_MASK_WEIGHT = (0.0, 0.25, 0.5, 1.0)
+EFFICIENT_CAUSAL_EXTRA = (0.0, 1.0, 2.0)
+
+
+def efficient_ctas(batch: int, heads: int, q_len: int, kv_len: int, head_dim: int, causal: bool,
+                   query_blocks: int = 0) -> list[tuple[int, int]]:
+    """The CTAs of one fmha_cutlassF launch in the order the GPU starts them, as runs of (key blocks,
+    CTAs in a row with that many). Its grid is (query blocks, heads, batch), x fastest; a CTA
+    streams the keys in blocks (efficient_key_block), a causal one only up to its last query's
+    diagonal (the kv_len - q_len keys before the first query being the cache). `query_blocks`: the
+    launch's grid.x, else ceil(q_len / efficient_query_block)."""
+    q_block, k_block = efficient_query_block(head_dim), efficient_key_block(head_dim)
+    blocks = query_blocks or -(-q_len // q_block)
+    if not causal:
+        return [(-(-kv_len // k_block), blocks * heads * batch)]
+    head: list[list[int]] = []
+    for i in range(blocks):
+        keys = max(min(kv_len, (i + 1) * q_block + kv_len - q_len), 1)
+        n = -(-keys // k_block)
+        if head and head[-1][0] == n:
+            head[-1][1] += 1
+        else:
+            head.append([n, 1])
+    return [(n, count) for n, count in head] * (heads * batch)
+
+
+@dataclass(frozen=True)
+class EfficientAttentionCTAs:
+    """PyTorch's memory-efficient attention kernel (fmha_cutlassF, xFormers' AttentionKernel) for
+    one head_dim: seconds = c . [1, makespan, key blocks, mask bytes] (the C predictor's
+    efficient_attention record). Its CTAs (efficient_ctas) start in grid order while fewer than
+    `resident` per SM run and share the SMs as vLLM's Triton programs do (triton_schedule): a CTA
+    alone takes `latency` SM key-block times per key block, more than `latency` per SM share one
+    key block per SM per unit. A CTA's work is its key blocks, each (1 + mask_weight) if an
+    additive mask is read with it, plus causal_extra if causal (its diagonal block is masked
+    element by element); makespan = the schedule's length (triton_makespan). Plus every key
+    block's share of the GPU's bandwidth, and the mask's bytes (bf16, queries x keys). At a head
+    size other than its own the CTAs are the other size's and the work terms scale with the head
+    size. The former model, waves of CTAs x keys, missed decodes of few sequences (32 CTAs, one an
+    SM, each waiting on its loads) by 30% and causal prefills by up to 52% (long ones have few
+    short CTAs early and many long ones late)."""
+    head_dim: int
+    sms: int
+    resident: int
+    latency: float
+    mask_weight: float
+    causal_extra: float
+    coefficients: np.ndarray
+
+    @staticmethod
+    def work(frame: pd.DataFrame, sms: int, resident: int, mask_weight: float, causal_extra: float
+             ) -> list[tuple[tuple[np.ndarray, np.ndarray], float, float]]:
+        """Per row: (its CTAs' schedule, its key blocks, its mask bytes)."""
+        out = []
+        for r in frame.itertuples():
+            runs = efficient_ctas(int(r.batch), int(r.heads), int(r.q_len), int(r.kv_len), int(r.head_dim),
+                                  bool(r.causal))
+            weight = 1.0 + mask_weight * (r.mask != 0)
+            extra = causal_extra * (r.causal != 0)
+            schedule = triton_schedule([(n * weight + extra, count) for n, count in runs], sms, resident)
+            out.append((schedule, float(sum(n * count for n, count in runs)),
+                        2.0 * r.q_len * r.kv_len * (r.mask != 0)))
+        return out
+
+    @staticmethod
+    def features(work, sms: int, latency: float) -> np.ndarray:
+        return np.array([[1.0, triton_makespan(schedule, sms, latency), blocks, mask_bytes]
+                         for schedule, blocks, mask_bytes in work])
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        work = self.work(frame, self.sms, self.resident, self.mask_weight, self.causal_extra)
+        features = self.features(work, self.sms, self.latency)
+        features[:, 1:3] *= frame["head_dim"].to_numpy(dtype=float)[:, None] / self.head_dim
+        return features @ self.coefficients
+
+    def carried(self, source: Sku, target: Sku) -> EfficientAttentionCTAs:
+        """The same CTAs per SM on the target's SMs; an SM's key-block time scales with one SM's
+        arithmetic rate, the GPU-wide share with the whole GPU's, the mask's read with bandwidth."""
+        per_sm_flops = ((_peak_flops(source, "bf16") / source.sm_count)
+                        / (_peak_flops(target, "bf16") / target.sm_count))
+        return dataclasses.replace(self, sms=target.sm_count, coefficients=self.coefficients * np.array(
+            [1.0, per_sm_flops, _peak_flops(source, "bf16") / _peak_flops(target, "bf16"),
+             _hbm_bytes_per_s(source) / _hbm_bytes_per_s(target)]))
+
+
+def fit_efficient_attention(frame: pd.DataFrame, sm_count: int) -> dict[int, EfficientAttentionCTAs]:
+    """Per head_dim: the CTAs per SM, latency, mask weight and causal extra (EFFICIENT_*, then the
+    latency LATENCY_REFINE either side of the best) whose non-negative coefficients leave the least
+    mean squared relative error on the fit rows."""
     models = {}
     for head_dim, rows in _fit_rows(frame).groupby("head_dim", sort=True):
-        slots, c = fit_with_slots(lambda s: efficient_attention_work(rows, s), rows["seconds"].to_numpy(dtype=float),
-                                  [sm_count * eighths / 8 for eighths in range(4, 65)])
-        models[int(head_dim)] = EfficientAttentionModel(int(head_dim), slots, c)
+        seconds = rows["seconds"].to_numpy(dtype=float)
+
+        def scored(work, latency: float, *shape) -> tuple:
+            features = EfficientAttentionCTAs.features(work, sm_count, latency)
+            c = fit_relative(features, seconds)
+            return float(np.mean((features @ c / seconds - 1) ** 2)), latency, shape, work, c
+
+        best = None
+        for shape in ((r, m, e) for r in EFFICIENT_RESIDENT for m in EFFICIENT_MASK_WEIGHT for e in EFFICIENT_CAUSAL_EXTRA):
+            work = EfficientAttentionCTAs.work(rows, sm_count, *shape)
+            best = min([scored(work, latency, *shape) for latency in EFFICIENT_LATENCY]
+                       + ([best] if best else []), key=lambda b: b[0])
+        best = min([best] + [scored(best[3], best[1] + step, *best[2]) for step in (-LATENCY_REFINE, LATENCY_REFINE)
+                             if best[1] + step > 0], key=lambda b: b[0])
+        _, latency, (resident, mask_weight, causal_extra), _, c = best
+        models[int(head_dim)] = EfficientAttentionCTAs(int(head_dim), sm_count, resident, latency, mask_weight,
+                                                       causal_extra, c)
     return models
 
 
@@ -1286,7 +1518,7 @@ class FittedModels:
     # Memory class -> curve over bytes; empty where memory.csv is absent.
     memory: dict[str, MemoryCurve] = field(default_factory=dict)
     # head_dim -> model; empty where efficient_attention.csv is absent.
-    efficient_attention: dict[int, EfficientAttentionModel] = field(default_factory=dict)
+    efficient_attention: dict[int, EfficientAttentionCTAs] = field(default_factory=dict)
     # Host work of replaced libraries (vgpu.h vgpu_host_work names) -> seconds; empty where
     # cudnn_graphs.csv is absent.
     host_costs: dict[str, float] = field(default_factory=dict)
@@ -1322,6 +1554,14 @@ class FittedModels:
             return curve.predict(max(nbytes, 1.0))
         d2d = self.copies.get(("D2D", 0))
         return self.kernels.default.a + (nbytes / 2 / d2d.bytes_per_s if d2d else 0.0)
+
+    def d2d_copy_seconds(self, nbytes: float) -> float:
+        """What the C predictor charges a device-to-device memcpy of `nbytes` (predict_copy): the D2D
+        line of copy.csv. Not memory.csv's copy rows: those are memcpys back to back in a graph of
+        nothing else, 1.2 us at 64 KiB where copy.csv's eager ones take 5.5; charged at those, the
+        whole engine forward passes on an H200 (docs/predictor/forward_pass_h200.md) fell from 15 to
+        13 of 21 steps within 5% (median error 2.2% to 4.5%): among kernels a memcpy costs more."""
+        return float(self.copies[("D2D", 0)].predict(nbytes))
 
     def flash_attention_3_seconds(self, groups: list[tuple[int, int, int]], heads: int, kv_heads: int,
                                   head_dim: int, kv_element_bytes: int = 2) -> float:
@@ -1428,10 +1668,12 @@ def transfer(source: FittedModels, source_sku: Sku, target_sku: Sku) -> FittedMo
         gemm_roofline=GemmRoofline.for_sku(efficiency, target_sku),
         attention=attention,
         attention_curves=attention_curves_,
-        # The same programs per SM; tiles are tensor-core math on one SM, bytes are HBM's.
-        attention_makespan=None if source.attention_makespan is None else AttentionMakespan(
-            source.attention_makespan.backend, source.attention_makespan.slots * target_sku.sm_count / source_sku.sm_count,
-            source.attention_makespan.coefficients * np.array([1.0, per_sm_flops, per_sm_flops, bandwidth])),
+        # The same programs per SM on the target's SMs; an SM's tile time scales with one SM's math,
+        # the GPU-wide share per tile with the whole GPU's, bytes with HBM's.
+        attention_makespan=None if source.attention_makespan is None else dataclasses.replace(
+            source.attention_makespan, sms=target_sku.sm_count,
+            coefficients=source.attention_makespan.coefficients * np.array(
+                [1.0, per_sm_flops, _peak_flops(source_sku, "bf16") / _peak_flops(target_sku, "bf16"), bandwidth])),
         elementwise={k: LinearModel(m.a, m.b * bandwidth) for k, m in source.elementwise.items()},
         copies=on_device,
         memset=dataclasses.replace(source.memset, bytes_per_s=source.memset.bytes_per_s / bandwidth),

@@ -20,6 +20,7 @@ def _library():
              " double context_len, double heads, double kv_heads, double head_dim);"
              "double revati_predict_collective(const char *op, double whole_bytes, double nranks);"
              "double revati_predict_memory(const char *cls, double bytes);"
+             "double revati_predict_d2d_copy(double bytes);"
              "void revati_attention_batch(int num_seqs, const int32_t *query_start_loc, const int32_t *seq_lens,"
              " int heads, int kv_heads, int head_dim, int kv_element_bytes);"
              "double revati_predict_published_attention(void);"
@@ -68,6 +69,11 @@ def memory_seconds(model: Path, cls: str, nbytes: float) -> float:
     if seconds < 0:
         raise ValueError(f"the vGPU library has no memory class {cls!r}")
     return seconds
+
+
+def d2d_copy_seconds(model: Path, nbytes: float) -> float:
+    """What the emulator charges a device-to-device memcpy of `nbytes` (copied, not read plus written)."""
+    return _load(Path(model)).revati_predict_d2d_copy(nbytes)
 
 
 def efficient_attention_seconds(model: Path, batch: int, heads: int, queries: int, keys: int, head_dim: int,

@@ -1,19 +1,18 @@
 """The measured tables of one GPU SKU, loaded from emulator/predictor/data/<sku>/ and checked.
 
-The tables are written by profiler/profile_gpu.py (gemm, attention, elementwise, copy, meta.json)
-and profiler/forward_pass.py --kernel-profile (forward_pass/kernels.csv, stored gzipped: 14 MB of
-text compresses 70 times); profiler/README.md gives
-their columns. Every table comes back with a `split` column of "fit" or "holdout". kernels.csv has
+The tables are written by the profiler, emulator/profiler/ (its README.md gives their columns):
+profile_gpu.py (gemm, attention, elementwise, copy, meta.json) and forward_pass.py --kernel-profile
+(forward_pass/kernels.csv, stored gzipped: 14 MB of text compresses 70 times). Every table comes back with a `split` column of "fit" or "holdout". kernels.csv has
 none of its own: its split is by composition (KERNEL_FIT_COMPOSITIONS), so that whole forward
 passes of the other compositions stay unseen by every fitted model.
 
-collectives.csv (with meta_collectives.json), from profiler/profile_collectives.py on a machine of
+collectives.csv (with meta_collectives.json), from emulator/profiler/profile_collectives.py on a machine of
 several GPUs, is optional: a SKU without it keeps the modelled collectives (models.py). Only NCCL
 rows are data; a table from a CPU test run (backend gloo) is refused. memory.csv and
-efficient_attention.csv (with meta_memory_bound.json), from profiler/profile_memory_bound.py, are
+efficient_attention.csv (with meta_memory_bound.json), from emulator/profiler/profile_memory_bound.py, are
 optional too: without them memory-bound kernels are charged at the copy rate and PyTorch's
 memory-efficient attention as flash attention of the same batch. cudnn_graphs.csv (with
-cudnn_graphs_meta.json), from profiler/probe_cudnn_graphs.py, is the host time of cuDNN SDPA graph
+cudnn_graphs_meta.json), from emulator/profiler/probe_cudnn_graphs.py, is the host time of cuDNN SDPA graph
 builds; without it a build costs the emulated host nothing.
 """
 from __future__ import annotations
@@ -60,7 +59,7 @@ OPTIONAL_TABLES = {
     "runtime_calls": ("runtime_calls.csv", ["call", "calls", "seconds", "split"], "meta.json"),
 }
 COLLECTIVE_OPS_MEASURED = ("all_reduce", "all_gather", "reduce_scatter", "send_recv")
-# Published node timings (profiler/published_collectives.py) of a SKU whose collectives were never
+# Published node timings (emulator/profiler/published_collectives.py) of a SKU whose collectives were never
 # measured here: NCCL's ops, and vLLM's custom all-reduce kernel (backend vllm_custom).
 PUBLISHED_DIR = DATA_DIR / "published"
 PUBLISHED_COLLECTIVE_OPS = ("all_reduce", "all_gather", "reduce_scatter", "custom_all_reduce")
@@ -118,7 +117,7 @@ def load(sku: str) -> Tables:
         raise NoMeasurements(
             f"no predictor measurements for SKU {sku!r}: {what}. SKUs with measurements: "
             f"{', '.join(measured_skus()) or 'none'}. Measure one with "
-            f"emulator/predictor/profiler/ (README.md there) on a real GPU of that SKU.")
+            f"emulator/profiler/ (README.md there) on a real GPU of that SKU.")
     frames = {name: _read_table(directory / file, columns)
               for name, (file, columns) in TABLE_FILES.items()}
     kernels = frames["kernels"]

@@ -24,11 +24,15 @@
  * each program going as far as its last query sees (causal). */
 #define TRITON_TILE 32
 
-static void add_triton_tiles(vgpu_attention_batch *b, int q, int ctx) {
-    int per_kv = b->heads / (b->kv_heads > 0 ? b->kv_heads : 1), block_m = 16;
+static int triton_block_q(int heads, int kv_heads) {
+    int per_kv = heads / (kv_heads > 0 ? kv_heads : 1), block_m = 16;
     while (block_m < per_kv) block_m *= 2;
     int block_q = block_m / (per_kv > 0 ? per_kv : 1);
-    if (block_q < 1) block_q = 1;
+    return block_q < 1 ? 1 : block_q;
+}
+
+static void add_triton_tiles(vgpu_attention_batch *b, int q, int ctx) {
+    int block_q = triton_block_q(b->heads, b->kv_heads);
     for (int first = 0; first < q; first += block_q) {
         int last = first + block_q < q ? first + block_q : q;
         double tiles = ceil((double)(ctx - q + last) / TRITON_TILE);
@@ -228,5 +232,96 @@ double vgpu_attention_batch_fa3_makespan(uint64_t generation_wanted, int sms, do
     for (int i = 0; i < sms; i++) makespan = fmax(makespan, free_at[i]);
     free(free_at);
     free(order);
+    return makespan;
+}
+
+/* ---- programs sharing the SMs (emulator/predictor/models.py, triton_schedule and triton_makespan:
+ * the reference) ----------------------------------------------------------------------------- */
+
+/* In the heap: programs started together, ending when `ends` of work has been served to every
+ * running program. */
+typedef struct running_group { double ends; int programs; } running_group;
+
+static void running_push(running_group *heap, int *n, running_group r) {
+    int i = (*n)++;
+    while (i > 0 && heap[(i - 1) / 2].ends > r.ends) {
+        heap[i] = heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    heap[i] = r;
+}
+
+static running_group running_pop(running_group *heap, int *n) {
+    running_group top = heap[0], last = heap[--*n];
+    int i = 0;
+    for (;;) {
+        int child = 2 * i + 1;
+        if (child >= *n) break;
+        if (child + 1 < *n && heap[child + 1].ends < heap[child].ends) child++;
+        if (heap[child].ends >= last.ends) break;
+        heap[i] = heap[child];
+        i = child;
+    }
+    if (*n) heap[i] = last;
+    return top;
+}
+
+double vgpu_runs_makespan(const vgpu_run *runs, size_t n_runs, int repeats, int sms, int resident, double latency) {
+    if (n_runs < 1 || repeats < 1 || sms < 1 || resident < 1) return 0;
+    /* Programs start in order while fewer than `resident` per SM run; running programs advance
+     * alike, a unit of work per `latency` while few run, sharing one unit per SM per unit of time
+     * when more than `latency` per SM do. */
+    int capacity = sms * resident, active = 0, n_heap = 0, round = 0;
+    running_group *heap = malloc((capacity + 1) * sizeof *heap);
+    size_t r = 0;
+    int left = runs[0].programs;
+    double served = 0, makespan = 0;
+    for (;;) {
+        while (active < capacity && left) {
+            int start = left < capacity - active ? left : capacity - active;
+            running_push(heap, &n_heap, (running_group){served + runs[r].work, start});
+            active += start;
+            left -= start;
+            while (!left) {
+                if (++r == n_runs) r = 0, round++;
+                if (round == repeats) break;
+                left = runs[r].programs;
+            }
+        }
+        if (!n_heap) break;
+        running_group done = running_pop(heap, &n_heap);
+        makespan += (done.ends - served) * fmax(latency, (double)active / sms);
+        served = done.ends;
+        active -= done.programs;
+    }
+    free(heap);
+    return makespan;
+}
+
+/* ---- vLLM's Triton attention: its programs sharing the SMs (models.py, triton_programs) ------ */
+
+double vgpu_attention_batch_triton_makespan(uint64_t generation_wanted, int sms, int resident, double latency) {
+    pthread_mutex_lock(&lock);
+    if (current.generation != generation_wanted || sms < 1 || resident < 1 || n_sequences < 1) {
+        pthread_mutex_unlock(&lock);
+        return -1;
+    }
+    /* One KV head's programs in grid order (x fastest: each sequence's query blocks in turn), as
+     * runs of programs reading as many KV tiles; the grid's y repeats them for every KV head. */
+    int kv_heads = current.kv_heads > 0 ? current.kv_heads : 1, block_q = triton_block_q(current.heads, kv_heads);
+    size_t most = 0, n_runs = 0;
+    for (int i = 0; i < n_sequences; i++) most += ceil_div(sequences[i].q, block_q);
+    vgpu_run *runs = malloc(most * sizeof *runs);
+    for (int i = 0; i < n_sequences; i++) {
+        int q = sequences[i].q, ctx = sequences[i].ctx;
+        for (int first = 0, own = 0; first < q; first += block_q, own = 1) {
+            double tiles = ceil_div(ctx - q + (first + block_q < q ? first + block_q : q), TRITON_TILE);
+            if (own && runs[n_runs - 1].work == tiles) runs[n_runs - 1].programs++;
+            else runs[n_runs++] = (vgpu_run){tiles, 1};
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    double makespan = vgpu_runs_makespan(runs, n_runs, kv_heads, sms, resident, latency);
+    free(runs);
     return makespan;
 }

@@ -163,7 +163,7 @@ double vgpu_kernel_memory_bytes(const vgpu_launch *l, vgpu_memory_class *cls) {
         if (!l->args[5] || !l->args[2]) return -1;
         elements = read_index(l->args[5], s->index_bytes) *
                    read_index((const unsigned char *)l->args[2] + 8, s->index_bytes);
-        *cls = VGPU_MEMORY_GATHER;
+        *cls = VGPU_MEMORY_GATHER_SMALL;    /* it loops over its (at most 16) indices in turn */
         break;
     case SHAPE_GATHER_BYTES: {
         int indices;

@@ -72,15 +72,19 @@ typedef struct attention_table {
 } attention_table;
 /* seconds = a + b * threads, measured up to max_threads (the default model: unbounded). */
 typedef struct kernel_model { double a, b, max_threads; } kernel_model;
-/* An attention kernel of CTA waves for one head size: c0 + c1 * waves + (c2 + c3 * causal) * waves
- * * keys * head_dim + c4 * bias bytes (emulator/predictor/models.py, efficient_attention_work).
- * PyTorch's memory-efficient attention (query_tile 0): CTAs from its grid, waves = max(CTAs /
- * slots, 1); cuDNN's masked SDPA: CTAs = ceil(queries / query_tile) x heads x batch, waves =
- * ceil(CTAs / slots) (whole_waves). */
-typedef struct efficient_model { int head_dim, query_tile, whole_waves; double slots, c[5]; } efficient_model;
+/* An attention kernel's model for one head size. cuDNN's masked SDPA (cudnn_attention records), by
+ * CTA waves: c0 + c1 * waves + (c2 + c3 * causal) * waves * keys * head_dim + c4 * bias bytes, CTAs
+ * = ceil(queries / query_tile) x heads x batch, waves = ceil(CTAs / slots) (emulator/predictor/
+ * models.py, efficient_attention_work with whole_waves). PyTorch's memory-efficient attention
+ * (efficient_attention records, `schedule`): c0 + c1 * the makespan of its CTAs over `sms` SMs +
+ * c2 * key blocks + c3 * bias bytes (models.EfficientAttentionCTAs; efficient_schedule_seconds). */
+typedef struct efficient_model {
+    int head_dim, query_tile, whole_waves, schedule, sms, resident;
+    double slots, latency, mask_weight, causal_extra, c[5];
+} efficient_model;
 typedef struct efficient_models { efficient_model *m; size_t n; } efficient_models;
 static const char *memory_classes[VGPU_MEMORY_CLASSES] = {"elementwise", "elementwise_strided", "cat", "cat_strided",
-                                                           "gather"};
+                                                           "gather", "gather_small"};
 typedef struct named_kernel { char *name; kernel_model model; } named_kernel;
 /* FlashAttention 3 (models.FlashAttention3): launch + the makespan of its CTAs over sms SMs, at
  * qo per Q/O element, mma (per head size, ascending head_dim) plus causal per MMA element and
@@ -108,9 +112,10 @@ static struct {
     double gemm_fallback_bw[DT_COUNT];
     double attention[ATT_BACKENDS][5];  /* linear: const, seqs, kv bytes, flops, q bytes */
     int have_attention[ATT_BACKENDS];
-    /* Batches that are neither all decodes nor one prompt length: slots, then coefficients of
-     * [1, max(tile work / slots, longest program's tiles), tile work, K/V bytes]; slots 0: none. */
-    double makespan[ATT_BACKENDS][5];
+    /* Batches that are neither all decodes nor one prompt length: SMs, programs resident per SM,
+     * a lone program's time per KV tile, then coefficients of [1, the programs' makespan, tile
+     * work, K/V bytes] (measured_published_seconds); SMs 0: none. */
+    double makespan[ATT_BACKENDS][7];
     attention_table *tables;
     size_t n_tables;
     rates copy[COPY_DIRECTIONS][2];     /* [direction][pinned] */
@@ -131,6 +136,8 @@ static struct {
 } model;
 
 static pthread_mutex_t gemm_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Counts model loads (from 1): predictions kept between launches are of the model they were made with. */
+static unsigned model_loads;
 
 static _Noreturn void bad_model(const char *path, int line, const char *why) {
     fprintf(stderr, "vgpu: predictor model %s, line %d: %s (rebuild it: revati-tune predictor fit)\n", path, line, why);
@@ -258,6 +265,7 @@ static int parse_attention_curve(char *rest) {
 
 void vgpu_profiled_init(const char *path) {
     if (model.n_curves) return;         /* loaded already (one model a process) */
+    __atomic_add_fetch(&model_loads, 1, __ATOMIC_ACQ_REL);
     FILE *f = fopen(path, "r");
     if (!f) {
         fprintf(stderr, "vgpu: cannot open the predictor model %s (REVATI_PREDICTOR)\n", path);
@@ -300,11 +308,13 @@ void vgpu_profiled_init(const char *path) {
                        &s[3], &s[4], &w[0], &w[1], &w[2], &w[3], &w[4]) != 11 || model.flash_decode.sms <= 0)
                 bad_model(path, number, "bad flash_decode record");
         } else if (strcmp(kind, "attention_makespan") == 0) {
-            double s, c0, c1, c2, c3;
-            if (sscanf(rest, "%63s %lf %lf %lf %lf %lf", name, &s, &c0, &c1, &c2, &c3) != 6 || s <= 0)
+            int sms, resident;
+            double latency, c0, c1, c2, c3;
+            if (sscanf(rest, "%63s %d %d %lf %lf %lf %lf %lf", name, &sms, &resident, &latency, &c0, &c1, &c2, &c3) != 8 ||
+                sms <= 0 || resident <= 0 || latency <= 0)
                 bad_model(path, number, "bad attention_makespan record");
             if ((i = name_index(attention_backends, ATT_BACKENDS, name)) >= 0) {
-                double values[5] = {s, c0, c1, c2, c3};
+                double values[7] = {sms, resident, latency, c0, c1, c2, c3};
                 memcpy(model.makespan[i], values, sizeof values);
             }
         } else if (strcmp(kind, "attention_curve") == 0) {
@@ -330,9 +340,10 @@ void vgpu_profiled_init(const char *path) {
         } else if (strcmp(kind, "memory_curve") == 0) {
             if (parse_memory_curve(rest) != 0) bad_model(path, number, "bad memory_curve record");
         } else if (strcmp(kind, "efficient_attention") == 0) {
-            efficient_model e = {0};
-            if (sscanf(rest, "%d %lf %lf %lf %lf %lf %lf", &e.head_dim, &e.slots, &e.c[0], &e.c[1], &e.c[2], &e.c[3],
-                       &e.c[4]) != 7 || e.slots <= 0)
+            efficient_model e = {.schedule = 1};
+            if (sscanf(rest, "%d %d %d %lf %lf %lf %lf %lf %lf %lf", &e.head_dim, &e.sms, &e.resident, &e.latency,
+                       &e.mask_weight, &e.causal_extra, &e.c[0], &e.c[1], &e.c[2], &e.c[3]) != 10 || e.head_dim < 1 ||
+                e.sms < 1 || e.resident < 1 || e.latency <= 0)
                 bad_model(path, number, "bad efficient_attention record");
             add_efficient_model(&model.efficient, e);
         } else if (strcmp(kind, "cudnn_attention") == 0) {
@@ -587,6 +598,10 @@ static double predict_attention(int backend, const attention_batch *a) {
     return attention_linear(backend, a);
 }
 
+/* What the published-batch predictions return when a newer batch was published while they worked
+ * (they are worked out again on that one). */
+#define STALE_BATCH (-2.0)
+
 /* What vLLM's Triton unified attention measured for a published batch: what it and the
  * FlashAttention 2 of vllm_flash_attn are charged (FlashAttention 3 too where the model file has
  * no model of it), carried to other SKUs as the Triton tables are (the model file's roofline
@@ -594,8 +609,9 @@ static double predict_attention(int backend, const attention_batch *a) {
  * measured tables: all decoding at their mean context (a decode's time follows the K/V it reads,
  * the sum of the contexts), or all prefilling one prompt length. Other batches (decodes mixed with
  * prefills, chunks of prompts, prompts of several lengths) and 8-bit KV caches (the tables are
- * bf16) take the makespan of the Triton kernel's programs over their KV tiles (the linear model
- * over the batch's work where the model file has none). -1 when nothing is measured. */
+ * bf16) take the schedule of the Triton kernel's programs sharing the SMs over their KV tiles
+ * (vgpu_attention_batch_triton_makespan; the linear model over the batch's work where the model
+ * file has none). -1 when nothing is measured, STALE_BATCH when b is no longer the latest. */
 static double measured_published_seconds(const vgpu_attention_batch *b) {
     if (!model.have_attention[ATT_VLLM_TRITON]) return -1;
     int phase = b->kv_element_bytes != 2 ? -1 : b->all_decode ? PHASE_DECODE : b->uniform_prefill ? PHASE_PREFILL : -1;
@@ -606,8 +622,9 @@ static double measured_published_seconds(const vgpu_attention_batch *b) {
     double flops = 4 * b->causal_pairs * b->heads * b->head_dim;
     double q_bytes = b->query_tokens * b->heads * b->head_dim * 2 * 2;
     const double *m = model.makespan[ATT_VLLM_TRITON];
-    return m[0] > 0 ? m[1] + m[2] * fmax(b->tile_work / m[0], b->longest_tiles) + m[3] * b->tile_work + m[4] * kv_bytes
-                    : linear_in_work(ATT_VLLM_TRITON, b->seqs, kv_bytes, flops, q_bytes);
+    if (m[0] <= 0) return linear_in_work(ATT_VLLM_TRITON, b->seqs, kv_bytes, flops, q_bytes);
+    double span = vgpu_attention_batch_triton_makespan(b->generation, (int)m[0], (int)m[1], m[2]);
+    return span < 0 ? STALE_BATCH : m[3] + m[4] * span + m[5] * b->tile_work + m[6] * kv_bytes;
 }
 
 static double memory_seconds(vgpu_memory_class cls, double bytes);
@@ -618,7 +635,7 @@ static double memory_seconds(vgpu_memory_class cls, double bytes);
  * vLLM launches it (attention_batch.c works them out), or the time its bytes take on the memory
  * curve (K/V read once, Q read and O written), whichever is longer: decodes are the latter.
  * Between calibrated head sizes the per-element MMA time is linear in the head size, beyond them
- * the nearest's. -1 if b is no longer the latest batch. */
+ * the nearest's. STALE_BATCH if b is no longer the latest batch. */
 static double fa3_published_seconds(const vgpu_attention_batch *b) {
     const fa3_model *m = &model.fa3;
     double d = b->head_dim, mma = m->mma[m->points - 1];
@@ -627,7 +644,7 @@ static double fa3_published_seconds(const vgpu_attention_batch *b) {
         if (m->head_dim[j] <= d && d < m->head_dim[j + 1])
             mma = m->mma[j] + (m->mma[j + 1] - m->mma[j]) * (d - m->head_dim[j]) / (m->head_dim[j + 1] - m->head_dim[j]);
     double makespan = vgpu_attention_batch_fa3_makespan(b->generation, m->sms, m->qo, mma + m->causal, m->masked);
-    if (makespan < 0) return -1;
+    if (makespan < 0) return STALE_BATCH;
     double bytes = b->context_tokens * b->kv_heads * b->head_dim * 2 * b->kv_element_bytes +
                    b->query_tokens * b->heads * b->head_dim * 2 * 2;
     return fmax(m->launch + makespan, memory_seconds(VGPU_MEMORY_ELEMENTWISE, bytes));
@@ -643,10 +660,10 @@ static double published_attention_seconds(int reader) {
     if (cached_generation[fa3] && vgpu_attention_batch_generation() == cached_generation[fa3]) return cached_seconds[fa3];
     vgpu_attention_batch b;
     double seconds;
-    do {    /* FA3's CTAs are worked out on the latest batch: one published meanwhile is charged */
+    do {    /* CTAs and programs are worked out on the latest batch: one published meanwhile is charged */
         if (!vgpu_attention_batch_current(&b)) return -1;
         seconds = fa3 ? fa3_published_seconds(&b) : measured_published_seconds(&b);
-    } while (fa3 && seconds < 0);
+    } while (seconds == STALE_BATCH);
     if (seconds < 0) return -1;
     cached_generation[fa3] = b.generation;
     cached_seconds[fa3] = seconds;
@@ -769,8 +786,40 @@ static int efficient_attention_batch(const vgpu_launch *l, efficient_batch *out)
     return -1;
 }
 
+static int ceil_div_int(int a, int b) { return (a + b - 1) / b; }
+
+/* The memory-efficient kernel's CTAs at head size d (models.efficient_ctas: its grid (query blocks,
+ * heads, batch), x fastest, a causal CTA's key blocks ending at its last query's diagonal) sharing
+ * the SMs (vgpu_runs_makespan). Its work terms grow with d past the model's own size. */
+static double efficient_schedule_seconds(const efficient_model *m, const efficient_batch *a, double d) {
+    int q_block = d <= 128 ? 64 : 32, k_block = d <= 64 ? 64 : 128;
+    int q = (int)a->queries, kv = (int)a->keys, blocks = ceil_div_int(q, q_block), cta_heads = (int)(a->heads * a->batch);
+    double weight = 1 + m->mask_weight * (a->bias_bytes > 0), extra = a->causal ? m->causal_extra : 0, total = 0;
+    vgpu_run *runs = malloc((a->causal ? blocks : 1) * sizeof *runs);
+    size_t n_runs = 0;
+    if (!a->causal) {
+        runs[n_runs++] = (vgpu_run){ceil_div_int(kv, k_block) * weight, blocks * cta_heads};
+        total = (double)ceil_div_int(kv, k_block) * blocks * cta_heads;
+    } else {
+        int last = -1;
+        for (int i = 0; i < blocks; i++) {
+            int keys = (i + 1) * q_block + kv - q, n;
+            keys = keys < kv ? keys : kv;
+            n = ceil_div_int(keys > 1 ? keys : 1, k_block);
+            if (n == last) runs[n_runs - 1].programs++;
+            else runs[n_runs++] = (vgpu_run){n * weight + extra, 1};
+            last = n;
+            total += (double)n * cta_heads;
+        }
+    }
+    double span = vgpu_runs_makespan(runs, n_runs, a->causal ? cta_heads : 1, m->sms, m->resident, m->latency);
+    free(runs);
+    return m->c[0] + (m->c[1] * span + m->c[2] * total) * d / m->head_dim + m->c[3] * a->bias_bytes;
+}
+
 /* One head size's model at head size d (its own, or another's scaled: the work terms grow with d). */
 static double efficient_seconds(const efficient_model *m, const efficient_batch *a, double ctas, double d) {
+    if (m->schedule) return efficient_schedule_seconds(m, a, d);
     if (m->query_tile) ctas = ceil(a->queries / m->query_tile) * a->heads * a->batch;
     /* A causal CTA stops at its diagonal: on average half its queries' block fewer keys. */
     double keys = a->causal ? fmax(a->keys - a->queries / 2, 1) : a->keys;
@@ -778,8 +827,9 @@ static double efficient_seconds(const efficient_model *m, const efficient_batch 
     return m->c[0] + m->c[1] * waves + (m->c[2] + m->c[3] * a->causal) * waves * keys * d + m->c[4] * a->bias_bytes;
 }
 
-/* ctas: the launch's (unused by models that count their own, query_tile > 0). */
-static double predict_efficient_attention(const efficient_models *models, const efficient_batch *a, double ctas) {
+/* ctas: the launch's (unused by models that count their own, query_tile > 0 or schedule). */
+static double predict_efficient_attention_uncached(const efficient_models *models, const efficient_batch *a,
+                                                   double ctas) {
     /* The measured head sizes on either side of this one. Between two, the line between their
      * times (each model at its own size: the kernel's tiles change with it, so one size's model
      * says little of another's); past the measured ones, the nearest's model at this size. */
@@ -798,6 +848,19 @@ static double predict_efficient_attention(const efficient_models *models, const 
      * speed. */
     attention_batch f = {a->batch, a->queries, a->keys, a->heads, a->heads, a->head_dim, a->causal};
     return predict_attention(ATT_SDPA_FLASH, &f) + memory_seconds(VGPU_MEMORY_ELEMENTWISE, a->bias_bytes);
+}
+
+/* The layers of a step launch one shape after another: the last prediction per thread is kept. */
+static double predict_efficient_attention(const efficient_models *models, const efficient_batch *a, double ctas) {
+    static __thread struct { const efficient_models *models; unsigned loads; efficient_batch a; double ctas, seconds; } last;
+    unsigned loads = __atomic_load_n(&model_loads, __ATOMIC_ACQUIRE);
+    if (last.loads == loads && last.models == models && last.ctas == ctas && last.a.batch == a->batch &&
+        last.a.heads == a->heads && last.a.queries == a->queries && last.a.keys == a->keys &&
+        last.a.head_dim == a->head_dim && last.a.bias_bytes == a->bias_bytes && last.a.causal == a->causal)
+        return last.seconds;
+    double seconds = predict_efficient_attention_uncached(models, a, ctas);
+    last.models = models, last.loads = loads, last.a = *a, last.ctas = ctas, last.seconds = seconds;
+    return seconds;
 }
 
 /* For accuracy.py: what a kernel of the class moving `bytes` is charged (-1: no such class). */
@@ -860,6 +923,14 @@ static double predict_copy(const vgpu_launch *l) {
     case VGPU_COPY_H2H: return over(&model.copy[COPY_D2H][0], l->u.copy.bytes);    /* host memcpy: staged speed */
     default: return over(&model.copy[COPY_D2D][0], l->u.copy.bytes);              /* D2D, P2P */
     }
+}
+
+/* For accuracy.py: what a device-to-device memcpy of `bytes` is charged. */
+VGPU_EXPORT double revati_predict_d2d_copy(double bytes) {
+    vgpu_launch l = {.kind = VGPU_OP_COPY};
+    l.u.copy.direction = VGPU_COPY_D2D;
+    l.u.copy.bytes = (size_t)bytes;
+    return predict_copy(&l);
 }
 
 /* The measured curve of (op, nranks), if any; send/recv's (two ranks) serves any communicator. */

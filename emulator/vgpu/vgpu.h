@@ -386,10 +386,11 @@ vgpu_function *vgpu_function_lookup(const void *key);
 /* ---- memory-bound kernels (kernel_bytes.c) ---------------------------------------------- */
 /* Contiguous and strided variants move bytes at different rates: a copy through torch's strided
  * elementwise kernel (elementwise_kernel, offsets computed per element) and the non-vectorized
- * cat run at a quarter to a half of the vectorized kernels' bandwidth on an H100. */
+ * cat run at a quarter to a half of the vectorized kernels' bandwidth on an H100. index_select's
+ * small-index kernel (at most 16 indices) loops over its indices one after another. */
 typedef enum {
     VGPU_MEMORY_ELEMENTWISE = 0, VGPU_MEMORY_ELEMENTWISE_STRIDED, VGPU_MEMORY_CAT, VGPU_MEMORY_CAT_STRIDED,
-    VGPU_MEMORY_GATHER, VGPU_MEMORY_CLASSES
+    VGPU_MEMORY_GATHER, VGPU_MEMORY_GATHER_SMALL, VGPU_MEMORY_CLASSES
 } vgpu_memory_class;
 /* Bytes read plus written by a PyTorch copy, gather or elementwise kernel, decoded from its
  * arguments, with its class; -1 for kernels it does not know. */
@@ -407,7 +408,8 @@ typedef struct vgpu_attention_batch {
     int uniform_prefill;        /* every sequence prefills from scratch, all of one length */
     int heads, kv_heads, head_dim, kv_element_bytes;     /* of this rank */
     /* The work of vLLM's Triton unified attention (its 2D kernel, which runs every batch that is
-     * not all decodes) in KV tiles: over all its programs, and the longest program's. */
+     * not all decodes) in KV tiles: over all its programs, and the longest program's (its
+     * programs' schedule: vgpu_attention_batch_triton_makespan). */
     double tile_work, longest_tiles;
 } vgpu_attention_batch;
 
@@ -427,6 +429,18 @@ int vgpu_function_reads_attention_batch(vgpu_function *fn);
  * (emulator/predictor/models.py, fa3_ctas and FlashAttention3). -1 if that batch is no longer the
  * latest. */
 double vgpu_attention_batch_fa3_makespan(uint64_t generation, int sms, double qo_s, double mma_s, double masked_s);
+/* Programs (CTAs) of one launch sharing `sms` SMs, in the order they start: runs of `programs` in a
+ * row with `work` each (KV tiles, key blocks), the whole list `repeats` times (the grid's next
+ * dimension). At most `resident` run per SM; a program alone does a unit of work per `latency`,
+ * more than `latency` per SM share one unit per SM per unit of time. Returns the schedule's length
+ * in those units (emulator/predictor/models.py, triton_schedule and triton_makespan). */
+typedef struct vgpu_run { double work; int programs; } vgpu_run;
+double vgpu_runs_makespan(const vgpu_run *runs, size_t n_runs, int repeats, int sms, int resident, double latency);
+/* vLLM's Triton attention over batch `generation` on `sms` SMs: the length, in an SM's time per KV
+ * tile, of its programs' schedule when at most `resident` run per SM and a lone program takes
+ * `latency` of those per tile (emulator/predictor/models.py, triton_schedule and triton_makespan).
+ * -1 if that batch is no longer the latest. */
+double vgpu_attention_batch_triton_makespan(uint64_t generation, int sms, int resident, double latency);
 
 /* ---- the driver's entry-point table (driver.c) ------------------------------------------ */
 /* The driver function implementing a cuGetProcAddress name ("cuMemAlloc" -> cuMemAlloc_v2),
