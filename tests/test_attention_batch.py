@@ -1,6 +1,6 @@
 """Attention kernels whose batch lives in device memory (FlashAttention 3, vLLM's) are charged for the
-batch the engine publishes (emulator/vgpu/attention_batch.c, emulator/engines/vllm_plugin/ and
-sglang_plugin/), also when they replay inside a CUDA graph. The last tests are end to end (the real
+batch the engine publishes (emulator/vgpu/predict/attention_batch.c, emulator/engines/vllm/plugin/ and
+sglang/plugin/), also when they replay inside a CUDA graph. The last tests are end to end (the real
 vLLM and SGLang servers, about three minutes each on 2 cores)."""
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import pytest
 
 from emulator.engines.adapter import ServingKnobs
 from emulator.engines.envs import is_ready
-from emulator.engines import sglang, vllm
+from emulator.engines.sglang import adapter as sglang
+from emulator.engines.vllm import adapter as vllm
 from emulator.hardware import load_sku
 from emulator.predictor import modelfile, native
-from emulator.run import RunConfig, run
+from emulator.deployment import RunConfig, serve
 from test_predictor_flash_attention_3 import fa3_charged
 from vgpu_fixtures import cuda_programs, libdir, run_on_vgpu  # noqa: F401 (fixtures)
 
@@ -76,6 +77,7 @@ def test_the_engine_finds_the_plugin_which_does_nothing_off_virtual_gpus(engine,
     assert out.stdout.strip() == "False"        # it returned before importing the engine
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("engine", ["vllm", "sglang"])
 def test_decode_time_follows_the_context_on_a_virtual_h100(engine, tmp_path):
     """Llama-3.1-8B serving one request at a time, 64-token and 8000-token prompts in turn: the
@@ -95,11 +97,11 @@ def test_decode_time_follows_the_context_on_a_virtual_h100(engine, tmp_path):
     # 8000-token ones, and this checks the GPU side.
     config = RunConfig(model="llama3_8b", sku="h100", engine=engine, knobs=ServingKnobs(max_model_len=8192),
                        workload=workload, timeout_s=600, cpu_scale=0.25)
-    summary = run(config, tmp_path / "run")
+    summary = serve(config, tmp_path / "run")
     import pandas as pd
     requests = pd.read_parquet(tmp_path / "run" / "requests.parquet")
     tpot = requests.groupby("prompt_tokens")["tpot_s"].mean()
-    families = {row["family"]: row for row in summary["gpu_time_by_family"]}
+    families = {row["family"]: row for row in summary.gpu_time_by_family}
     print(f"TPOT 64-token prompts {tpot[64] * 1e3:.3f} ms, 8000-token prompts {tpot[8000] * 1e3:.3f} ms; "
           f"attention {families['attention']['share']:.1%} of GPU time")
     # A long decode step reads 7936 tokens more K/V (32 layers x 8 KV heads x 128 x K and V x bf16,
@@ -110,4 +112,4 @@ def test_decode_time_follows_the_context_on_a_virtual_h100(engine, tmp_path):
     # Charged by FA3's model, attention is 2% of SGLang's GPU time here (its graph captures' GEMMs
     # count too) and 9% of vLLM's.
     assert families["attention"]["share"] > 0.01
-    assert "MODELLED, not measured" in " ".join(summary["config"]["emulation_notes"])
+    assert "MODELLED, not measured" in " ".join(summary.config["emulation_notes"])

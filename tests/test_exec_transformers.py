@@ -1,6 +1,6 @@
 """`revati-tune exec` of an unmodified transformers continuous-batching program on a virtual H100
 (end-to-end tier: about 20 s on 2 cores). With default settings torch's SDPA picks its cuDNN backend
-on Hopper, which the vGPU library implements (emulator/vgpu/cudnn.c): every request must generate
+on Hopper, which the vGPU library implements (emulator/vgpu/api/cudnn.c): every request must generate
 every token it asked for, and the attention time must be cuDNN's."""
 import csv
 import json
@@ -15,6 +15,8 @@ from emulator.engines.envs import is_ready
 
 REPO = Path(__file__).resolve().parent.parent
 PROGRAM = Path(__file__).resolve().parent / "vgpu_programs" / "transformers_generate_batch.py"
+
+pytestmark = pytest.mark.e2e
 
 
 def test_transformers_continuous_batching_runs_unmodified(tmp_path):

@@ -1,6 +1,6 @@
 """FlashAttention 3 is modelled (models.FlashAttention3): calibrated to the FA3 paper's published H100
 figures (emulator/predictor/data/published/), and charged by the vGPU library for the batch vLLM
-publishes (emulator/vgpu/attention_batch.c, predictor_profiled.c) as the Python model computes it."""
+publishes (emulator/vgpu/predict/attention_batch.c, predictor_profiled.c) as the Python model computes it."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""The profiled predictor inside the vGPU library (emulator/vgpu/predictor_profiled.c): launches
+"""The profiled predictor inside the vGPU library (emulator/vgpu/predict/predictor_profiled.c): launches
 are charged what the SKU's model file says, which is what was measured on the real GPU."""
 from __future__ import annotations
 

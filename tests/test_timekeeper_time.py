@@ -1,4 +1,4 @@
-"""Virtual time inside emulated processes (emulator/vgpu/interpose_time.c).
+"""Virtual time inside emulated processes (emulator/vgpu/time/interpose_time.c).
 
 Under a Timekeeper every clock a process reads is the deployment's virtual clock, and every sleep
 or finite timeout is a time jump: C programs, plain Python, asyncio (and uvloop) and ZeroMQ across

@@ -1,4 +1,4 @@
-"""cuBLAS and cuBLASLt on the vGPU library (emulator/vgpu/cublas.c): every product is one GEMM
+"""cuBLAS and cuBLASLt on the vGPU library (emulator/vgpu/api/cublas.c): every product is one GEMM
 launch with the shape cuBLAS was given, charged to the handle's (or cublasLtMatmul's) stream."""
 import subprocess
 

@@ -1,4 +1,4 @@
-"""cuDNN on virtual GPUs (emulator/vgpu/cudnn.c), fast tier: the backend API called directly, torch's
+"""cuDNN on virtual GPUs (emulator/vgpu/api/cudnn.c), fast tier: the backend API called directly, torch's
 SDPA with its default backends (which picks cuDNN on Hopper), convolutions, and the legacy entry
 points that are not implemented failing by name."""
 import json

@@ -1,4 +1,4 @@
-"""NCCL on the vGPU library (emulator/vgpu/nccl.c).
+"""NCCL on the vGPU library (emulator/vgpu/api/nccl.c).
 
 A collective is one launch of kind `collective` on its stream, carrying the bytes of this rank's
 send buffer and the communicator's size, charged what the predictor says. The ranks of one

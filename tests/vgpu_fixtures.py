@@ -27,7 +27,7 @@ NVCC = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin" / "nvcc"
 # stands in for it), Hopper code.
 NVCC_FLAGS = ["-cudart", "shared", "-arch=sm_90"]
 
-# The trace's columns (emulator/vgpu/stats.c) and how to read each.
+# The trace's columns (emulator/vgpu/time/stats.c) and how to read each.
 _INT_COLUMNS = ("device", "shared_mem", "m", "n", "k", "batch", "bytes", "nranks")
 _FLOAT_COLUMNS = ("start", "seconds")
 _DIM_COLUMNS = ("grid", "block")

@@ -1,7 +1,7 @@
 """Where a run's virtual GPU time went, by kernel family.
 
 Each emulated process writes its totals per (kind, name) at exit (REVATI_VGPU_STATS; kernels under
-their demangled names, emulator/vgpu/stats.c). This sorts them into the families the predictor
+their demangled names, emulator/vgpu/time/stats.c). This sorts them into the families the predictor
 knows, so a run can say, for example, that 61% of its GPU time was GEMMs and 22% attention.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The vGPU library's own predictor, called from Python.
 
 Accuracy is measured on what the emulator charges, so held-out rows are predicted by the same C
-code that predicts launches (emulator/vgpu/predictor_profiled.c), not by a Python copy of it.
+code that predicts launches (emulator/vgpu/predict/predictor_profiled.c), not by a Python copy of it.
 The library holds one model at a time; asking about another model file loads that one.
 """
 from __future__ import annotations

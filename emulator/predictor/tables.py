@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+from emulator.paths import PREDICTOR_DATA as DATA_DIR
 
 # Table name -> (file under the SKU's directory, columns the predictor reads).
 TABLE_FILES = {

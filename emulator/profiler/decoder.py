@@ -164,7 +164,7 @@ def sdpa(q, k, v, causal: bool) -> torch.Tensor:
     # Pinned to FlashAttention: it is what serving engines run, it takes grouped
     # KV heads natively (torch >= 2.5), and it avoids cuDNN, which torch's
     # default order prefers on Hopper (the emulator charges cuDNN's attention
-    # as FlashAttention anyway: emulator/vgpu/cudnn.c).
+    # as FlashAttention anyway: emulator/vgpu/api/cudnn.c).
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
 

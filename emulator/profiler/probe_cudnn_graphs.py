@@ -6,7 +6,7 @@
 torch runs SDPA on cuDNN through cudnn_frontend graphs that it caches per shape (and strides,
 mask, causality). A call with a shape not in the cache builds a graph: heuristics, plan
 finalization and, the first time an engine is met, kernel compilation, all on the calling host
-thread. Under the vGPU library that build costs next to nothing (emulator/vgpu/cudnn.c), so the
+thread. Under the vGPU library that build costs next to nothing (emulator/vgpu/api/cudnn.c), so the
 emulator charges it from this table. transformers' continuous batching calls SDPA with a new
 (queries, keys) shape at every step: on the H100, transformers' TPOT at batch 16 was 4x longer with
 torch's default backend choice (cuDNN) than with cuDNN off (docs/fidelity/h100_real/).

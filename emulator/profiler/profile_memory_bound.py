@@ -14,7 +14,7 @@ Two tables that profile_gpu.py's engine-shaped families do not cover:
   torch.cat growing a KV cache (from a contiguous new token, and from one sliced out of a fused
   QKV output: a non-contiguous input makes torch pick its slower non-vectorized cat),
   repeat_interleave of grouped K/V heads, index_select of rows. `bytes` counts every operand's
-  elements as the emulator decodes them (emulator/vgpu/kernel_bytes.c): repeat_interleave, a copy
+  elements as the emulator decodes them (emulator/vgpu/predict/kernel_bytes.c): repeat_interleave, a copy
   of an expanded view, counts its output twice. Columns: `op,dtype,bytes,seconds,p10,p90,split`.
 
 How a row is timed: random inputs (never zeros), rotated over enough copies that a pass moves

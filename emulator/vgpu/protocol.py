@@ -1,7 +1,7 @@
 """The messages between the Timekeeper and its clients, defined once.
 
 Every message is one ZeroMQ frame holding one fixed-size little-endian record, so the C client in
-the vGPU library (emulator/vgpu/timekeeper.c) and the Python service read it with a struct, not
+the vGPU library (emulator/vgpu/time/timekeeper.c) and the Python service read it with a struct, not
 a parser. The build writes the C view of this table (tk_protocol.h) from this file, so the two
 cannot drift apart.
 
@@ -56,7 +56,7 @@ TYPES = {
 }
 NAMES = {code: name for name, code in TYPES.items()}
 
-# The shared clock page (see emulator/vgpu/clock.c): int64 fields, in this order from offset 0.
+# The shared clock page (see emulator/vgpu/time/clock.c): int64 fields, in this order from offset 0.
 #   now_ns            the deployment's virtual clock, nanoseconds since it started
 #   realtime_base_ns  CLOCK_REALTIME at the start: virtual wall time is this plus now_ns
 #   monotonic_base_ns CLOCK_MONOTONIC at the start, likewise
@@ -71,7 +71,7 @@ NAMES = {code: name for name, code in TYPES.items()}
 #                     spin-wait (sched_yield) sleep on it instead of spinning (clock.c)
 #   yielders          how many threads sleep on wake_gen (a send wakes them only if any do)
 # From CHANNELS_OFFSET on, CHANNEL_SLOTS pairs (key uint64, sent_ns int64): the latest virtual
-# time of a send on each channel (emulator/vgpu/channels.c), an open-addressed hash table that
+# time of a send on each channel (emulator/vgpu/time/channels.c), an open-addressed hash table that
 # the threads fill; a receiver catches up with its own channel's entry.
 CLOCK_FIELDS = ("magic", "now_ns", "realtime_base_ns", "monotonic_base_ns", "cpu_scale_ppm",
                 "messages_sent", "sent_ns", "wake_gen", "yielders")

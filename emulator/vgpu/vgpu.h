@@ -10,6 +10,14 @@
  *     stream; synchronisation moves the process's virtual clock, never the host;
  *   - a predictor (predictor.c): maps a launch descriptor to seconds on the target SKU.
  * Each API family lives in its own file and translates its calls into these.
+ *
+ * Files are in folders by concern, lowest first; a file calls only into its own folder or lower
+ * ones, and no files call each other in a circle (tests/test_vgpu_layers.py):
+ *   base/     diagnostics, the host's real libc entry points, kernel identity, names of op kinds
+ *   predict/  the predictor and what it reads from launches (memory-bound bytes, attention batch)
+ *   time/     the virtual clock, interposed time calls, channels, the Timekeeper client, stats
+ *   gpu/      the device model, memory, streams and events, custom all-reduce meetings
+ *   api/      the CUDA runtime and driver (sharing launch.c), cuBLAS, cuDNN, NCCL, NVML, CuTe DSL
  */
 #ifndef REVATI_VGPU_H
 #define REVATI_VGPU_H

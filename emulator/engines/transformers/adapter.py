@@ -41,7 +41,7 @@ NOTES = [
     "attention paged|sdpa (no flash-attn package on the machines), so transformers' defaults turn CUDA graphs "
     "and async batching off",
     "SDPA's backends as torch chooses them on both sides, cuDNN included (the vGPU library runs and charges "
-    "cuDNN's attention, emulator/vgpu/cudnn.c)",
+    "cuDNN's attention, emulator/vgpu/api/cudnn.c)",
     "random bf16 weights built from config.json; greedy decoding, EOS ignored",
 ]
 

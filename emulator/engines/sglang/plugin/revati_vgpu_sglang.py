@@ -4,7 +4,7 @@ SGLang's Hopper attention (FlashAttention 3 from sgl-kernel) reads every sequenc
 context length from device memory, so its launches alone do not say how much work they do. Each
 forward pass's ForwardBatch carries that batch on the host (seq_lens_cpu, extend_seq_lens_cpu)
 before the pass's kernels launch or its CUDA graph replays: a hook before ModelRunner.forward hands
-it to the vGPU library (revati_attention_batch, emulator/vgpu/attention_batch.c), which charges
+it to the vGPU library (revati_attention_batch, emulator/vgpu/predict/attention_batch.c), which charges
 those kernels for it, as revati-tune's vLLM plugin does for vLLM.
 
 SGLang loads it through its extension point (entry-point group `sglang.srt.plugins`, in every

@@ -4,7 +4,7 @@ FlashAttention 3, vllm_flash_attn's FlashAttention 2 and vLLM's Triton attention
 sequence's query and context length from device memory, so their launches alone do not say how
 much work they do. vLLM's attention metadata builders know that batch on the host before the
 step's kernels launch (or its CUDA graph replays): this wraps their build() to hand it to the vGPU
-library (revati_attention_batch, emulator/vgpu/attention_batch.c), which charges those kernels
+library (revati_attention_batch, emulator/vgpu/predict/attention_batch.c), which charges those kernels
 for it.
 
 vLLM loads it through its extension point (entry-point group `vllm.general_plugins`, in every vLLM

@@ -33,7 +33,6 @@
  */
 #define _GNU_SOURCE
 #undef _FORTIFY_SOURCE      /* this file defines poll & co.; the headers must not inline them */
-#include <dlfcn.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -54,15 +53,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/host.h"       /* the real functions: REAL(name) */
 #include "vgpu.h"
 
 #define NS_PER_S 1000000000LL
 
-/* ---- the real functions -------------------------------------------------------------------- */
+/* ---- the calls that carry messages ------------------------------------------------------------ */
 
 /* The calls that move messages between threads and processes, other than the waits with timeouts
  * below, and which way: only clock readings around them (see the top of this file). Waking a
- * thread through a condition variable, a semaphore (the GIL is one) or a signal is a message too. */
+ * thread through a condition variable, a semaphore (the GIL is one) or a signal is a message too.
+ * Their real versions, like those of every function this file replaces, are host.c's (REAL). */
 #define MESSAGE_CALLS(X) \
     X(RECEIVING_FD, ssize_t, read, (int fd, void *buf, size_t n), (fd, buf, n)) \
     X(RECEIVING_FD, ssize_t, readv, (int fd, const struct iovec *iov, int n), (fd, iov, n)) \
@@ -87,65 +88,11 @@
     X(SENDING, int, kill, (pid_t pid, int sig), (pid, sig)) \
     X(SENDING, int, pthread_kill, (pthread_t thread, int sig), (thread, sig))
 
-static struct {
-    int (*clock_gettime)(clockid_t, struct timespec *);
-    int (*gettimeofday)(struct timeval *, void *);
-    time_t (*time)(time_t *);
-    int (*timespec_get)(struct timespec *, int);
-    int (*nanosleep)(const struct timespec *, struct timespec *);
-    int (*clock_nanosleep)(clockid_t, int, const struct timespec *, struct timespec *);
-    int (*usleep)(useconds_t);
-    unsigned (*sleep)(unsigned);
-    int (*sched_yield)(void);
-    int (*poll)(struct pollfd *, nfds_t, int);
-    int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
-    int (*select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
-    int (*pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *);
-    int (*epoll_wait)(int, struct epoll_event *, int, int);
-    int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
-    int (*epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *, const sigset_t *);
-    int (*epoll_ctl)(int, int, int, struct epoll_event *);
-    int (*pthread_cond_timedwait)(pthread_cond_t *, pthread_mutex_t *, const struct timespec *);
-    int (*pthread_cond_clockwait)(pthread_cond_t *, pthread_mutex_t *, clockid_t, const struct timespec *);
-    int (*pthread_cond_wait)(pthread_cond_t *, pthread_mutex_t *);
-    int (*pthread_mutex_lock)(pthread_mutex_t *);
-    int (*pthread_mutex_unlock)(pthread_mutex_t *);
-    int (*sem_timedwait)(sem_t *, const struct timespec *);
-    int (*sem_clockwait)(sem_t *, clockid_t, const struct timespec *);
-    int (*sem_wait)(sem_t *);
-    int (*sem_trywait)(sem_t *);
-#define MESSAGE_MEMBER(way, ret, name, params, args) ret(*name) params;
-    MESSAGE_CALLS(MESSAGE_MEMBER)
-} real;
-
 /* Offsets of the host's CLOCK_TAI and CLOCK_BOOTTIME from the clocks they are virtualised on. */
 static int64_t tai_offset_ns, boottime_offset_ns;
 
 /* -1: not known yet; 0: real time; 1: virtual time. */
 static int active = -1;
-
-#define RESOLVE(name) do { \
-        void *p = dlsym(RTLD_NEXT, #name); \
-        __atomic_store_n((void **)&real.name, p, __ATOMIC_RELEASE); \
-    } while (0)
-
-/* dlsym is called for each symbol without a lock: resolving twice is harmless (same answers), and
- * nothing dlsym does reaches back into these functions. */
-static void resolve(void) {
-    RESOLVE(gettimeofday); RESOLVE(time); RESOLVE(timespec_get);
-    RESOLVE(nanosleep); RESOLVE(clock_nanosleep); RESOLVE(usleep); RESOLVE(sleep);
-    RESOLVE(sched_yield); RESOLVE(poll); RESOLVE(ppoll); RESOLVE(select); RESOLVE(pselect);
-    RESOLVE(epoll_wait); RESOLVE(epoll_pwait); RESOLVE(epoll_pwait2); RESOLVE(epoll_ctl);
-    RESOLVE(pthread_cond_timedwait); RESOLVE(pthread_cond_clockwait); RESOLVE(pthread_cond_wait);
-    RESOLVE(pthread_mutex_lock); RESOLVE(pthread_mutex_unlock);
-    RESOLVE(sem_timedwait); RESOLVE(sem_clockwait); RESOLVE(sem_wait); RESOLVE(sem_trywait);
-#define MESSAGE_RESOLVE(way, ret, name, params, args) RESOLVE(name);
-    MESSAGE_CALLS(MESSAGE_RESOLVE)
-    RESOLVE(clock_gettime);     /* last: it is the "resolved" flag (see REAL) */
-}
-
-/* The real function, resolving on first use (a call may come before this file's constructor). */
-#define REAL(name) (__builtin_expect(real.clock_gettime != NULL, 1) ? real.name : (resolve(), real.name))
 
 /* Virtual time is on once the clock page is mapped and the Timekeeper connected (the library's
  * constructors; they exit the process if either fails). Before then (a call from an earlier
@@ -176,10 +123,7 @@ static inline int virtual_time(void) {
 
 /* Library constructors run in link order; clock.c's and timekeeper.c's may come after this one,
  * in which case decide() leaves the answer open and the first interposed call settles it. */
-__attribute__((constructor)) static void interpose_time_start(void) {
-    resolve();
-    virtual_time();
-}
+__attribute__((constructor)) static void interpose_time_start(void) { virtual_time(); }
 
 /* A call through which a message may arrive on `channel` (clock.c; evaluated after the call, with
  * its result in result_): when it returns with one, the thread catches up with the channel's

@@ -26,6 +26,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "base/host.h"
 #include "tk_protocol.h"
 #include "vgpu.h"
 
@@ -161,13 +162,15 @@ static void *waker(void *arg) {
         w->state = state;   /* from here the waiting thread may free w: use only the copies */
         pthread_mutex_unlock(&waits_lock);
         /* The sleeper holds mutex until it is inside the wait; so the waker takes the caller's
-         * mutex here, and a caller must never hold it while it settles a wait (vgpu.h). */
+         * mutex here, and a caller must never hold it while it settles a wait (vgpu.h). The
+         * broadcast and the post are the library's, made on the sleeper's behalf: libc's own
+         * (host.h), past the interposers that count the deployment's signals as sends. */
         if (cond) {
             pthread_mutex_lock(mutex);
-            pthread_cond_broadcast(cond);
+            REAL(pthread_cond_broadcast)(cond);
             pthread_mutex_unlock(mutex);
         }
-        if (sem) sem_post(sem);
+        if (sem) REAL(sem_post)(sem);
         uint64_t one = 1;
         write_all(efd, &one, sizeof one);
     }
@@ -351,6 +354,14 @@ int vgpu_wait_end(vgpu_wait *w) {
 void vgpu_sleep_until_ns(int64_t deadline_ns, const char *call) {
     vgpu_wait *w = vgpu_wait_begin(deadline_ns, VGPU_CHANNEL_ANY, call);
     if (w) settle(w, NULL);
+}
+
+/* A GPU synchronisation (stream.c): under a Timekeeper a wait for the deadline like a sleep's;
+ * without one, the process's own clock jumps there at once (vgpu_clock_resumed, clock.c). */
+void vgpu_wait_until(double t) {
+    int64_t target = (int64_t)(t * 1e9 + 0.5);
+    if (!vgpu_virtual_time_active()) vgpu_clock_resumed(target);
+    else if (target > vgpu_now_ns()) vgpu_sleep_until_ns(target, "gpu synchronize");
 }
 
 typedef struct arrival { tk_message message; int64_t completion_ns; } arrival;

@@ -33,22 +33,9 @@ static double fixed_default[VGPU_OP_KIND_COUNT] = {
     [VGPU_OP_COPY] = 2e-6, [VGPU_OP_MEMSET] = 2e-6, [VGPU_OP_ATTENTION] = 10e-6,
 };
 
-static const char *kind_names[VGPU_OP_KIND_COUNT] = {
-    [VGPU_OP_KERNEL] = "kernel", [VGPU_OP_GEMM] = "gemm", [VGPU_OP_COLLECTIVE] = "collective",
-    [VGPU_OP_COPY] = "copy", [VGPU_OP_MEMSET] = "memset", [VGPU_OP_GRAPH] = "graph",
-    [VGPU_OP_HOST_FN] = "host_fn", [VGPU_OP_EVENT_RECORD] = "event_record", [VGPU_OP_ATTENTION] = "attention",
-    [VGPU_OP_HOST_WORK] = "host_work",
-};
-
-static const char *host_work_names[VGPU_HOST_WORK_COUNT] = {
-    [VGPU_HOST_CUDNN_ATTENTION_FIRST] = "cudnn_attention_graph_first",
-    [VGPU_HOST_CUDNN_ATTENTION] = "cudnn_attention_graph",
-    [VGPU_HOST_LAUNCH] = "launch",
-};
-
 static int kind_from_name(const char *s) {
     for (int k = 0; k < VGPU_OP_KIND_COUNT; k++)
-        if (kind_names[k] && strcmp(kind_names[k], s) == 0) return k;
+        if (vgpu_op_kind_name(k) && strcmp(vgpu_op_kind_name(k), s) == 0) return k;
     return -1;
 }
 
@@ -128,7 +115,3 @@ double vgpu_predict_host(vgpu_host_work work) {
     pthread_once(&active_once, choose);
     return active->predict_host(work) * host_work_scale;
 }
-
-const char *vgpu_op_kind_name(vgpu_op_kind kind) { return kind_names[kind]; }
-
-const char *vgpu_host_work_name(vgpu_host_work work) { return host_work_names[work]; }

@@ -8,7 +8,6 @@
  */
 #define _GNU_SOURCE             /* memfd_create */
 #include <cuda.h>
-#include <cuda_runtime_api.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +15,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "api/launch.h"
 #include "vgpu.h"
 
 #define API VGPU_EXPORT
@@ -189,13 +189,13 @@ API CUresult cuCtxGetStreamPriorityRange(int *least, int *greatest) {
     return CUDA_SUCCESS;
 }
 
-/* CUlimit and cudaLimit share their values: one table of limits serves both APIs. */
+/* CUlimit and cudaLimit share their values: one table of limits serves both APIs (launch.c). */
 API CUresult cuCtxSetLimit(CUlimit limit, size_t value) {
-    return cudaDeviceSetLimit((enum cudaLimit)limit, value) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+    return vgpu_limit_set((int)limit, value) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
 }
 
 API CUresult cuCtxGetLimit(size_t *value, CUlimit limit) {
-    return cudaDeviceGetLimit(value, (enum cudaLimit)limit) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+    return vgpu_limit_get((int)limit, value) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
 }
 
 /* ---- memory --------------------------------------------------------------------------------------- */
@@ -275,45 +275,55 @@ API CUresult cuPointerGetAttributes(unsigned int count, CUpointer_attribute *att
     return CUDA_SUCCESS;
 }
 
-/* Copies and sets go through the runtime's entry points: one implementation of each. */
+/* Copies and sets are the runtime's too: one implementation of each (launch.c). */
 API CUresult cuMemcpyHtoD(CUdeviceptr dst, const void *src, size_t n) {
-    return cudaMemcpy((void *)dst, src, n, cudaMemcpyHostToDevice) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+    vgpu_launch_copy((void *)dst, src, n, VGPU_COPY_H2D, NULL, 1);
+    return CUDA_SUCCESS;
 }
 
 API CUresult cuMemcpyDtoH(void *dst, CUdeviceptr src, size_t n) {
-    return cudaMemcpy(dst, (void *)src, n, cudaMemcpyDeviceToHost) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+    vgpu_launch_copy(dst, (void *)src, n, VGPU_COPY_D2H, NULL, 1);
+    return CUDA_SUCCESS;
 }
 
 API CUresult cuMemcpyDtoD(CUdeviceptr dst, CUdeviceptr src, size_t n) {
-    return cudaMemcpy((void *)dst, (void *)src, n, cudaMemcpyDeviceToDevice) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+    vgpu_launch_copy((void *)dst, (void *)src, n, VGPU_COPY_D2D, NULL, 1);
+    return CUDA_SUCCESS;
 }
 
 API CUresult cuMemcpyHtoDAsync(CUdeviceptr dst, const void *src, size_t n, CUstream s) {
-    return cudaMemcpyAsync((void *)dst, src, n, cudaMemcpyHostToDevice, (cudaStream_t)s) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+    vgpu_launch_copy((void *)dst, src, n, VGPU_COPY_H2D, s, 0);
+    return CUDA_SUCCESS;
 }
 
 API CUresult cuMemcpyDtoHAsync(void *dst, CUdeviceptr src, size_t n, CUstream s) {
-    return cudaMemcpyAsync(dst, (void *)src, n, cudaMemcpyDeviceToHost, (cudaStream_t)s) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+    vgpu_launch_copy(dst, (void *)src, n, VGPU_COPY_D2H, s, 0);
+    return CUDA_SUCCESS;
 }
 
 API CUresult cuMemcpyDtoDAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
-    return cudaMemcpyAsync((void *)dst, (void *)src, n, cudaMemcpyDeviceToDevice, (cudaStream_t)s) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+    vgpu_launch_copy((void *)dst, (void *)src, n, VGPU_COPY_D2D, s, 0);
+    return CUDA_SUCCESS;
 }
 
 API CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
-    return cudaMemcpyAsync((void *)dst, (void *)src, n, cudaMemcpyDefault, (cudaStream_t)s) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+    vgpu_launch_copy((void *)dst, (void *)src, n, VGPU_COPY_FROM_POINTERS, s, 0);
+    return CUDA_SUCCESS;
 }
 
 API CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t n) {
-    return cudaMemcpy((void *)dst, (void *)src, n, cudaMemcpyDefault) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+    vgpu_launch_copy((void *)dst, (void *)src, n, VGPU_COPY_FROM_POINTERS, NULL, 1);
+    return CUDA_SUCCESS;
 }
 
 API CUresult cuMemsetD8(CUdeviceptr dst, unsigned char value, size_t n) {
-    return cudaMemset((void *)dst, value, n) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+    vgpu_launch_memset((void *)dst, value, n, NULL, 1);
+    return CUDA_SUCCESS;
 }
 
 API CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char value, size_t n, CUstream s) {
-    return cudaMemsetAsync((void *)dst, value, n, (cudaStream_t)s) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+    vgpu_launch_memset((void *)dst, value, n, s, 0);
+    return CUDA_SUCCESS;
 }
 
 /* 32-bit pattern fills: the bytes are written here, the time charged as one memset. */
@@ -576,8 +586,9 @@ API CUresult cuFuncSetCacheConfig(CUfunction f, CUfunc_cache config) {
 }
 
 API CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *blocks, CUfunction f, int block_size, size_t shared_mem) {
-    return cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(blocks, f, block_size, shared_mem, 0)
-               ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+    (void)f;
+    *blocks = vgpu_occupancy_blocks_per_sm(block_size, shared_mem);
+    return CUDA_SUCCESS;
 }
 
 API CUresult cuOccupancyMaxActiveClusters(int *clusters, CUfunction f, const CUlaunchConfig *config) {
@@ -638,15 +649,8 @@ API CUresult cuTensorMapEncodeIm2col(CUtensorMap *map, CUtensorMapDataType type,
 
 static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                        unsigned shared_mem, CUstream stream, void **params) {
-    vgpu_function *fn = vgpu_function_lookup(f);
-    if (!fn) return CUDA_ERROR_INVALID_HANDLE;
-    vgpu_stream *s = vgpu_stream_resolve(stream);
-    vgpu_launch l = {.kind = VGPU_OP_KERNEL, .device = vgpu_stream_device(s), .name = fn->name, .function = fn,
-                     .args = params,
-                     .grid = {gx, gy, gz}, .block = {bx, by, bz}, .shared_mem = shared_mem};
-    vgpu_custom_collective(&l);
-    vgpu_submit(s, &l);
-    return CUDA_SUCCESS;
+    return vgpu_launch_kernel(f, (unsigned[3]){gx, gy, gz}, (unsigned[3]){bx, by, bz}, shared_mem, stream, params)
+               ? CUDA_ERROR_INVALID_HANDLE : CUDA_SUCCESS;
 }
 
 API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
@@ -666,47 +670,53 @@ API CUresult cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f, void **para
                   c->sharedMemBytes, c->hStream, params);
 }
 
-/* ---- streams and events: the runtime's, under driver names ------------------------------------- */
+/* ---- streams and events: the runtime's (stream.c), under driver names ------------------------ */
 
 API CUresult cuStreamCreate(CUstream *s, unsigned int flags) {
-    return cudaStreamCreateWithFlags((cudaStream_t *)s, flags) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
-}
-
-API CUresult cuStreamCreateWithPriority(CUstream *s, unsigned int flags, int priority) {
-    return cudaStreamCreateWithPriority((cudaStream_t *)s, flags, priority) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
-}
-
-API CUresult cuStreamDestroy(CUstream s) { cudaStreamDestroy((cudaStream_t)s); return CUDA_SUCCESS; }
-
-API CUresult cuStreamSynchronize(CUstream s) { cudaStreamSynchronize((cudaStream_t)s); return CUDA_SUCCESS; }
-
-API CUresult cuStreamQuery(CUstream s) {
-    return cudaStreamQuery((cudaStream_t)s) == cudaSuccess ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
-}
-
-API CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned int flags) {
-    return cudaStreamWaitEvent((cudaStream_t)s, (cudaEvent_t)e, flags) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
-}
-
-API CUresult cuEventCreate(CUevent *e, unsigned int flags) {
-    cudaEventCreateWithFlags((cudaEvent_t *)e, flags);
+    *s = (CUstream)vgpu_stream_create(vgpu_current_device(), flags, 0);
     return CUDA_SUCCESS;
 }
 
-API CUresult cuEventDestroy(CUevent e) { cudaEventDestroy((cudaEvent_t)e); return CUDA_SUCCESS; }
+API CUresult cuStreamCreateWithPriority(CUstream *s, unsigned int flags, int priority) {
+    *s = (CUstream)vgpu_stream_create(vgpu_current_device(), flags, priority);
+    return CUDA_SUCCESS;
+}
 
-API CUresult cuEventRecord(CUevent e, CUstream s) { cudaEventRecord((cudaEvent_t)e, (cudaStream_t)s); return CUDA_SUCCESS; }
+API CUresult cuStreamDestroy(CUstream s) { vgpu_stream_destroy(vgpu_stream_resolve(s)); return CUDA_SUCCESS; }
 
-API CUresult cuEventSynchronize(CUevent e) { cudaEventSynchronize((cudaEvent_t)e); return CUDA_SUCCESS; }
+API CUresult cuStreamSynchronize(CUstream s) { vgpu_stream_synchronize(vgpu_stream_resolve(s)); return CUDA_SUCCESS; }
+
+API CUresult cuStreamQuery(CUstream s) {
+    return vgpu_stream_query(vgpu_stream_resolve(s)) ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
+}
+
+API CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned int flags) {
+    (void)flags;
+    return vgpu_stream_wait_event(vgpu_stream_resolve(s), (vgpu_event *)e) ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+}
+
+API CUresult cuEventCreate(CUevent *e, unsigned int flags) {
+    *e = (CUevent)vgpu_event_create(flags);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuEventDestroy(CUevent e) { vgpu_event_destroy((vgpu_event *)e); return CUDA_SUCCESS; }
+
+API CUresult cuEventRecord(CUevent e, CUstream s) {
+    vgpu_event_record((vgpu_event *)e, vgpu_stream_resolve(s), 0);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuEventSynchronize(CUevent e) { vgpu_event_synchronize((vgpu_event *)e); return CUDA_SUCCESS; }
 
 API CUresult cuEventQuery(CUevent e) {
-    return cudaEventQuery((cudaEvent_t)e) == cudaSuccess ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
+    return vgpu_event_query((vgpu_event *)e) ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
 }
 
 API CUresult cuEventElapsedTime(float *ms, CUevent start, CUevent end) {
-    switch (cudaEventElapsedTime(ms, (cudaEvent_t)start, (cudaEvent_t)end)) {
-    case cudaSuccess: return CUDA_SUCCESS;
-    case cudaErrorNotReady: return CUDA_ERROR_NOT_READY;
+    switch (vgpu_event_elapsed_ms((vgpu_event *)start, (vgpu_event *)end, ms)) {
+    case 0: return CUDA_SUCCESS;
+    case -2: return CUDA_ERROR_NOT_READY;
     default: return CUDA_ERROR_INVALID_HANDLE;
     }
 }

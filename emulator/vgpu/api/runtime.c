@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api/launch.h"
 #include "vgpu.h"
 
 #define API VGPU_EXPORT
@@ -230,17 +231,12 @@ API cudaError_t cudaDeviceReset(void) {
     return cudaSuccess;
 }
 
-static size_t device_limits[16];
 API cudaError_t cudaDeviceSetLimit(enum cudaLimit limit, size_t value) {
-    if ((unsigned)limit >= 16) return result(cudaErrorInvalidValue);
-    device_limits[limit] = value;
-    return cudaSuccess;
+    return vgpu_limit_set((int)limit, value) ? result(cudaErrorInvalidValue) : cudaSuccess;
 }
 
 API cudaError_t cudaDeviceGetLimit(size_t *value, enum cudaLimit limit) {
-    if ((unsigned)limit >= 16) return result(cudaErrorInvalidValue);
-    *value = device_limits[limit] ? device_limits[limit] : (limit == cudaLimitStackSize ? 1024 : 0);
-    return cudaSuccess;
+    return vgpu_limit_get((int)limit, value) ? result(cudaErrorInvalidValue) : cudaSuccess;
 }
 
 /* Graph memory is not pooled separately here: the attributes read as zero usage. */
@@ -367,45 +363,21 @@ API cudaError_t cudaMemPoolSetAccess(cudaMemPool_t pool, const struct cudaMemAcc
 
 API cudaError_t cudaMemPoolTrimTo(cudaMemPool_t pool, size_t keep) { (void)pool; (void)keep; return cudaSuccess; }
 
-/* ---- copies and sets --------------------------------------------------------------------- */
+/* ---- copies and sets (launch.c) ---------------------------------------------------------- */
 
-static vgpu_copy_direction direction_of(void *dst, const void *src, enum cudaMemcpyKind kind) {
+static vgpu_copy_direction direction_of(enum cudaMemcpyKind kind) {
     switch (kind) {
     case cudaMemcpyHostToDevice: return VGPU_COPY_H2D;
     case cudaMemcpyDeviceToHost: return VGPU_COPY_D2H;
     case cudaMemcpyDeviceToDevice: return VGPU_COPY_D2D;
     case cudaMemcpyHostToHost: return VGPU_COPY_H2H;
-    default: break;
+    default: return VGPU_COPY_FROM_POINTERS;    /* cudaMemcpyDefault */
     }
-    vgpu_alloc a;
-    int dst_dev = vgpu_mem_lookup(dst, &a) == 0 && a.kind != VGPU_ALLOC_HOST;
-    int src_dev = vgpu_mem_lookup(src, &a) == 0 && a.kind != VGPU_ALLOC_HOST;
-    if (dst_dev && src_dev) return VGPU_COPY_D2D;
-    if (dst_dev) return VGPU_COPY_H2D;
-    if (src_dev) return VGPU_COPY_D2H;
-    return VGPU_COPY_H2H;
-}
-
-/* Copies from and to page-locked host memory run at full bus speed; pageable ones are staged. */
-static int host_pinned(const void *host) {
-    vgpu_alloc a;
-    return vgpu_mem_lookup(host, &a) == 0 && a.kind == VGPU_ALLOC_HOST;
 }
 
 static cudaError_t copy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind,
                         cudaStream_t stream, int synchronous) {
-    vgpu_stream *s = vgpu_stream_resolve(stream);
-    vgpu_launch l = {.kind = VGPU_OP_COPY, .device = vgpu_stream_device(s), .name = "memcpy"};
-    l.u.copy.bytes = n;
-    l.u.copy.direction = direction_of(dst, src, kind);
-    l.u.copy.pinned = host_pinned(l.u.copy.direction == VGPU_COPY_D2H ? dst : src);
-    vgpu_copy_bytes(dst, src, n);   /* data moves now: kernels between are no-ops anyway */
-    vgpu_submit(s, &l);
-    /* Like CUDA: cudaMemcpy, and async copies to pageable host memory, return when done. */
-    if (synchronous || l.u.copy.direction == VGPU_COPY_D2H) {
-        vgpu_alloc a;
-        if (synchronous || vgpu_mem_lookup(dst, &a) != 0) vgpu_stream_synchronize(s);
-    }
+    vgpu_launch_copy(dst, src, n, direction_of(kind), stream, synchronous);
     return cudaSuccess;
 }
 
@@ -429,14 +401,7 @@ API cudaError_t cudaMemcpyPeer(void *dst, int dst_dev, const void *src, int src_
 
 static cudaError_t copy_2d(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
                            size_t height, enum cudaMemcpyKind kind, cudaStream_t stream, int synchronous) {
-    for (size_t row = 0; row < height; row++)
-        vgpu_copy_bytes((char *)dst + row * dpitch, (const char *)src + row * spitch, width);
-    vgpu_stream *s = vgpu_stream_resolve(stream);
-    vgpu_launch l = {.kind = VGPU_OP_COPY, .device = vgpu_stream_device(s), .name = "memcpy2d"};
-    l.u.copy.bytes = width * height;
-    l.u.copy.direction = direction_of(dst, src, kind);
-    vgpu_submit(s, &l);
-    if (synchronous) vgpu_stream_synchronize(s);
+    vgpu_launch_copy_2d(dst, dpitch, src, spitch, width, height, direction_of(kind), stream, synchronous);
     return cudaSuccess;
 }
 
@@ -451,12 +416,7 @@ API cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t s
 }
 
 static cudaError_t set(void *dst, int value, size_t n, cudaStream_t stream, int synchronous) {
-    vgpu_stream *s = vgpu_stream_resolve(stream);
-    vgpu_launch l = {.kind = VGPU_OP_MEMSET, .device = vgpu_stream_device(s), .name = "memset"};
-    l.u.copy.bytes = n;
-    vgpu_set_bytes(dst, value, n);
-    vgpu_submit(s, &l);
-    if (synchronous) vgpu_stream_synchronize(s);
+    vgpu_launch_memset(dst, value, n, stream, synchronous);
     return cudaSuccess;
 }
 
@@ -552,19 +512,13 @@ API cudaError_t __cudaPopCallConfiguration(dim3 *grid, dim3 *block, size_t *shar
     return cudaSuccess;
 }
 
-/* ---- launches ------------------------------------------------------------------------------- */
+/* ---- launches (launch.c) ---------------------------------------------------------------------- */
 
 static cudaError_t launch(const void *func, dim3 grid, dim3 block, size_t shared_mem, cudaStream_t stream,
                           void **args) {
-    vgpu_function *fn = vgpu_function_lookup(func);
-    if (!fn) return result(cudaErrorInvalidDeviceFunction);
-    vgpu_stream *s = vgpu_stream_resolve(stream);
-    vgpu_launch l = {
-        .kind = VGPU_OP_KERNEL, .device = vgpu_stream_device(s), .name = fn->name, .function = fn, .args = args,
-        .grid = {grid.x, grid.y, grid.z}, .block = {block.x, block.y, block.z}, .shared_mem = shared_mem,
-    };
-    vgpu_custom_collective(&l);
-    vgpu_submit(s, &l);
+    if (vgpu_launch_kernel(func, (unsigned[3]){grid.x, grid.y, grid.z}, (unsigned[3]){block.x, block.y, block.z},
+                           shared_mem, stream, args) != 0)
+        return result(cudaErrorInvalidDeviceFunction);
     return cudaSuccess;
 }
 
@@ -643,16 +597,10 @@ API cudaError_t cudaKernelSetAttributeForDevice(cudaKernel_t kernel, enum cudaFu
     return cudaFuncSetAttribute(kernel, a, value);
 }
 
-/* Occupancy from the block's thread count and shared memory against the SM's limits. */
 API cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *blocks, const void *func, int block_size,
                                                                        size_t shared_mem, unsigned int flags) {
     (void)func; (void)flags;
-    int dev = vgpu_current_device();
-    int by_threads = block_size > 0 ? attr(dev, cudaDevAttrMaxThreadsPerMultiProcessor) / block_size : 0;
-    int by_blocks = attr(dev, cudaDevAttrMaxBlocksPerMultiprocessor);
-    int by_smem = shared_mem ? (int)(attr(dev, cudaDevAttrMaxSharedMemoryPerMultiprocessor) / shared_mem) : by_blocks;
-    int n = by_threads < by_blocks ? by_threads : by_blocks;
-    *blocks = n < by_smem ? n : by_smem;
+    *blocks = vgpu_occupancy_blocks_per_sm(block_size, shared_mem);
     return cudaSuccess;
 }
 

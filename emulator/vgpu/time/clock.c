@@ -42,7 +42,6 @@
  * tests do), time is the process's own: host monotonic time plus the jumps it has taken.
  */
 #define _GNU_SOURCE     /* RUSAGE_THREAD */
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <limits.h>
@@ -64,14 +63,6 @@ static __thread int64_t local_ns = -1;  /* this thread's virtual now; -1 until f
 static __thread int64_t last_cpu_ns;
 static __thread long last_sleeps;       /* voluntary context switches at the last reading */
 static __thread int64_t last_wall_ns;   /* host monotonic time at the last reading */
-
-static int (*host_clock_gettime)(clockid_t, struct timespec *);
-
-int64_t vgpu_host_clock_ns(clockid_t id) {
-    struct timespec ts;
-    host_clock_gettime(id, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* ---- without a Timekeeper ------------------------------------------------------------------ */
 
@@ -166,28 +157,7 @@ static uint64_t inbound[INBOUND_SLOTS];
 /* A forked child has none of its own yet (its parent's were the parent's). */
 static void forget_inbound(void) { memset(inbound, 0, sizeof inbound); }
 
-/* This process's id, kept: getpid is a system call, and it is asked at every message to the
- * Timekeeper, every wait and every signal of a waited-on condition. */
-static pid_t own_pid;
-
-pid_t vgpu_own_pid(void) {
-    pid_t pid = __atomic_load_n(&own_pid, __ATOMIC_RELAXED);
-    if (!pid) __atomic_store_n(&own_pid, pid = getpid(), __ATOMIC_RELAXED);
-    return pid;
-}
-
-static void forget_pid(void) { __atomic_store_n(&own_pid, 0, __ATOMIC_RELAXED); }
-
-/* Registered before any other constructor of the library registers its own fork handler (a
- * constructor with a priority runs first), so a child's handlers (the Timekeeper's reconnection
- * among them) already see the child's id: child handlers run in the order of registration. */
-__attribute__((constructor(101))) static void pid_forgotten_first_at_fork(void) {
-    pthread_atfork(NULL, NULL, forget_pid);
-}
-
 __attribute__((constructor)) static void clock_start(void) {
-    host_clock_gettime = (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT, "clock_gettime");
-    if (!host_clock_gettime) host_clock_gettime = clock_gettime;
     origin_ns = vgpu_host_clock_ns(CLOCK_MONOTONIC);
     const char *path = getenv("REVATI_TIMEKEEPER_CLOCK");
     if (path && *path) map_shared_clock(path);
@@ -330,21 +300,17 @@ void vgpu_clock_yield(void) {
     vgpu_clock_received_at(inbound_sent_ns());
 }
 
+/* Without a Timekeeper nothing grants deadlines: every one is reached at once, by a jump of the
+ * process's own clock (vgpu_wait_until, timekeeper.c, resumes so from a GPU synchronisation). */
 void vgpu_clock_resumed(int64_t deadline_ns) {
-    if (!shared) return;
+    if (!shared) {
+        pthread_mutex_lock(&jump_lock);
+        int64_t now = process_now_ns();
+        if (deadline_ns > now) jumped_ns += deadline_ns - now;
+        pthread_mutex_unlock(&jump_lock);
+        return;
+    }
     advance(1);
     if (deadline_ns > local_ns) local_ns = deadline_ns;
     raise_to(&shared->now_ns, local_ns);
-}
-
-void vgpu_wait_until(double t) {
-    int64_t target = (int64_t)(t * 1e9 + 0.5);
-    if (shared) {
-        if (target > vgpu_now_ns()) vgpu_sleep_until_ns(target, "gpu synchronize");
-        return;
-    }
-    pthread_mutex_lock(&jump_lock);
-    int64_t now = process_now_ns();
-    if (target > now) jumped_ns += target - now;
-    pthread_mutex_unlock(&jump_lock);
 }
