@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 ATTRS = ("knobs", "gpus", "engine", "run_dir", "command", "deploy_command", "outcome", "reason",
          "goodput_per_gpu", "slo_attainment")
 
+pytestmark = pytest.mark.e2e
+
 
 def _free_port() -> int:
     with socket.socket() as s:

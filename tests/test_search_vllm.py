@@ -19,6 +19,8 @@ from reports.figures import PARETO_COLOR
 # would double these tests' time on two cores.
 SMOKE = ["search.space.tensor_parallel_size=[1]", "engine.enforce_eager=true", "search.trials=2", "search.parallel=1"]
 
+pytestmark = pytest.mark.e2e
+
 
 def _trials(cfg):
     return optuna.load_study(study_name=cfg.study_name, storage=cfg.storage).get_trials()
