@@ -36,7 +36,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    torch.backends.cuda.enable_cudnn_sdp(False)   # as hf_server does
+    torch.backends.cuda.enable_cudnn_sdp(False)   # as the transformers server does (emulator/engines/transformers/server.py)
     heads, kv_heads, dim = 32, 8, 64              # Llama-3.2-1B
     rows = []
     for what, q_len, kv_len in CASES:
