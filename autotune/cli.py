@@ -53,7 +53,14 @@ BUILD_MODULE = "emulator.vgpu.build"
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.subcommand == "plan":   # its usage puts KEY=VALUE after --rates, where argparse takes no positional
+        args.overrides += [arg for arg in extra if not arg.startswith("-")]
+        extra = [arg for arg in extra if arg.startswith("-")]
+    if extra:
+        hint = ("; the study's values are set as KEY=VALUE, e.g. engine.tensor_parallel_size=4"
+                if hasattr(args, "overrides") else "")
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     if args.subcommand == "exec" and not args.command:
         args.parser.error("a command is needed after `--`, e.g. "
                           "`revati-tune exec --gpus 2 --sku h100 -- nvidia-smi`")
@@ -124,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("study", type=Path)
     plan.add_argument("--rates", required=True, type=_rates, help="requests per second, comma-separated")
     plan.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    plan.set_defaults(run=_plan)
+    plan.set_defaults(run=_plan, parser=plan)
 
     reports_cli.register(commands)
     importlib.import_module("autotune.validate").register(commands)
@@ -144,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
                               "decoders' (forward_pass_plain/)")
     for action, handler in ((accuracy, _predictor_accuracy), (fit, _predictor_fit),
                             (forward, _predictor_forward_pass)):
-        action.add_argument("--sku", required=True, type=str.lower,
+        action.add_argument("--sku", required=True, type=lambda text: _sku_name(text.lower()),
                             help="a SKU with measurements under emulator/predictor/data")
         action.set_defaults(run=handler)
     return parser
@@ -155,7 +162,7 @@ def _study_command(commands: argparse._SubParsersAction, name: str, handler: Cal
     parser = commands.add_parser(name, help=help_text, usage=f"revati-tune {name} STUDY.yaml [KEY=VALUE ...]")
     parser.add_argument("study", type=Path, help="a study file, e.g. conf/llama70b_h100.yaml")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"Hydra overrides, e.g. {example}")
-    parser.set_defaults(run=handler)
+    parser.set_defaults(run=handler, parser=parser)
 
 
 def _gpu_count(text: str) -> int:

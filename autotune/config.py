@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from emulator import feasibility
 from emulator.engines.adapter import ServingKnobs, in_argument_names
-from emulator.hardware import load_sku
+from emulator.hardware import MAX_DEVICES, load_sku
 from emulator.loadgen import SpecError, WorkloadSpec, trace_rows
 from emulator.deployment import RunConfig
 from emulator.engines import registry
@@ -45,6 +46,10 @@ RUNNERS = ("local", "ray")
 SAMPLERS = ("tpe", "random", "nsga2", "grid")
 SLO_KEYS = ("ttft_ms", "tpot_ms", "e2el_ms")
 MODEL_KEYS = ("name", "hf_id")
+# What a study's workload sets: the load generator's spec less what the deployment fills in
+# (base_url, model, api) and `arrival`, which rate and burstiness make.
+WORKLOAD_KEYS = ("num_requests", "rate", "burstiness", "prompt_len", "output_len", "shared_prefix", "trace",
+                 "max_concurrency", "seed", "ready_timeout_s")
 
 
 class ConfigError(ValueError):
@@ -111,6 +116,7 @@ def load(study_file: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
     for override in overrides:
         if "=" not in override and not override.startswith("~"):
             raise ConfigError(f"override {override!r} is not KEY=VALUE (for example: workload.rate=8)")
+        _check_group_pick(override)
     search_path = f"hydra.searchpath=[file://{CONF}]"
     try:
         cfg = _compose(path, [*overrides, search_path])
@@ -121,6 +127,15 @@ def load(study_file: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
         return _checked(cfg, path, overrides, search_path, for_run, notes)
     except ConfigError as error:     # what was left out may be why: say so with the error
         raise ConfigError("\n".join([str(error), *(f"note: {note}" for note in notes)])) from None
+
+
+def _check_group_pick(override: str) -> None:
+    """A group takes an option's name (Hydra fails with a TypeError on some other values)."""
+    key, _, value = override.lstrip("+~").partition("=")
+    if key in GROUPS and value.strip()[:1] in ("[", "{"):
+        options = sorted(p.stem for p in (CONF / key).glob("*.yaml"))
+        raise ConfigError(f"{key}: pick one option by its name, e.g. {key}={options[0]} (options: {', '.join(options)}), "
+                          f"got {value}; set the group's values as {key}.KEY=VALUE")
 
 
 def _checked(cfg: DictConfig, path: Path, overrides: tuple[str, ...], search_path: str, for_run: bool,
@@ -231,6 +246,7 @@ def validate(cfg: DictConfig, source: Path, overrides: tuple[str, ...] = (), for
     out = data.get("out")
     if not isinstance(out, str) or not out:
         raise ConfigError("out: must be a folder for the study's database, trials and report (out=studies/NAME)")
+    _check_out(Path(out))
     if not for_run and search["engines"] is not None and engine not in search["engines"]:
         raise ConfigError(f"search.engines: must include the study's engine ({engine}, its engine.name), "
                           f"got {search['engines']}")
@@ -239,6 +255,21 @@ def validate(cfg: DictConfig, source: Path, overrides: tuple[str, ...] = (), for
                          attainment=attainment, search=search, out=Path(out),
                          engines={engine: SearchedEngine(engine_args, ())})
     return config
+
+
+def _check_out(out: Path) -> None:
+    """out is a folder, or one can be made there: `run` and `search` write into it once started."""
+    here = out.absolute()
+    existing = next(path for path in (here, *here.parents) if path.exists())
+    if existing == here and not here.is_dir():
+        reason = "a file is there"
+    elif not existing.is_dir():
+        reason = f"{existing} is a file"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = f"{existing} is not writable"
+    else:
+        return
+    raise ConfigError(f"out: cannot create {out} ({reason}); give a folder you can write (out=studies/NAME)")
 
 
 def _check_deployment(config: StudyConfig) -> None:
@@ -403,7 +434,8 @@ def _search(search: dict, only: tuple[str, ...] | None = None) -> dict:
         "study_name": (lambda v: v is None or isinstance(v, str) and v != "", "a name or null"),
         "sampler": (lambda v: v in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),
         "seed": (lambda v: isinstance(v, int), "an integer"),
-        "max_gpus": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+        "max_gpus": (lambda v: isinstance(v, int) and 1 <= v <= MAX_DEVICES,
+                     f"an integer from 1 to {MAX_DEVICES} (the virtual GPUs of one deployment)"),
         "trial_timeout_s": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
         "prune": (lambda v: isinstance(v, bool), "true or false"),
         "space": (lambda v: isinstance(v, dict), "a mapping of knob name to a list of values"),
@@ -424,6 +456,7 @@ def _search(search: dict, only: tuple[str, ...] | None = None) -> dict:
 
 
 def _workload(workload: dict) -> dict:
+    _no_unknown_keys("workload.", workload, WORKLOAD_KEYS)
     workload = dict(workload)
     rate = workload.pop("rate", None)
     burstiness = workload.pop("burstiness", 1.0)
@@ -458,6 +491,14 @@ def _is_number(value: object) -> bool:
 def _explain(error: Exception, path: Path, overrides: tuple[str, ...], search_path: str) -> str:
     """Hydra's message; where an override names a key that does not exist, the keys that do."""
     message = str(error).strip().splitlines()[0]
+    cause = str(error.__cause__ or "")
+    merging = re.match(r"Error merging override ([^=]+)=(.*)", message)
+    kind = re.search(r"object_type=(dict|list)", cause)
+    if merging and kind:        # a list given for a mapping, or a mapping for a list
+        key, value = merging.groups()
+        wanted = (f"a mapping such as {{KEY: VALUE}} (or set one entry: {key}.KEY=VALUE)" if kind.group(1) == "dict"
+                  else "a list such as [A,B]")
+        return f"{key}: must be {wanted}, got {value}"
     bad = re.match(r"Could not override '([^']+)'", message)
     if bad:
         key = bad.group(1)
@@ -465,6 +506,12 @@ def _explain(error: Exception, path: Path, overrides: tuple[str, ...], search_pa
         try:
             cfg = _compose(path, [o for o in overrides if not o.lstrip("+~").startswith(key + "=")] + [search_path])
             section = OmegaConf.select(cfg, parent) if parent else cfg
+            missing = re.match(r"Key '([^']+)' is not in struct", cause)
+            value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").startswith(key + "=")), None)
+            if isinstance(section, DictConfig) and leaf in section and missing and value is not None:
+                # It exists: the mapping given is merged into it and has a key it lacks.
+                return (f"{key}: {value} is merged into the study's {key}, which has no key {missing.group(1)!r}; "
+                        f"to replace it instead, write ++{key}={value}")
             if isinstance(section, DictConfig):
                 elsewhere = [f"{group}.{leaf}" for group in GROUPS if leaf in cfg.get(group, {})]
                 hint = f"; did you mean {' or '.join(elsewhere)}?" if elsewhere else ""
@@ -473,4 +520,9 @@ def _explain(error: Exception, path: Path, overrides: tuple[str, ...], search_pa
             pass
     # Hydra's full message lists the options of a group, then its search path: keep the options.
     details = str(error).strip().split("Config search path")[0].strip().splitlines()[1:]
+    option = re.search(r"Could not find '(\w+)/([^']+)'", message)
+    if option and option.group(1) in GROUPS:
+        group, name = option.groups()
+        options = [line.strip() for line in details if line.startswith(("\t", " ")) and line.strip()]
+        return f"{group}: {name} is not an option (no conf/{group}/{name}.yaml); options: {', '.join(options)}"
     return f"{path}: {message}" + ("" if bad else "".join(f"\n{line}" for line in details))

@@ -65,6 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emulator.deployment import RunConfig, plain_environment, serve
+from emulator.hardware import load_sku
 from emulator.host_cpu import cpu_model
 NO_GPU_STATUS = 2
 REAL_REPEATS = 3
@@ -359,15 +360,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table", type=Path, default=None,
                         help="write the table to TABLE.csv and TABLE.md (default: OUT/fidelity)")
     parser.add_argument("--out", type=Path, default=Path("runs/validate"), help="run folders (logs, records)")
-    parser.add_argument("--sku", help="the SKU to emulate (default: the real GPU's)")
+    parser.add_argument("--sku", type=_sku, help="the SKU to emulate (default: the real GPU's)")
     parser.add_argument("--real-repeats", type=_repeats, default=REAL_REPEATS, metavar="N",
                         help=f"real runs per scenario (default {REAL_REPEATS}): the table gives their median and "
                              f"spread; the emulated side runs once")
-    parser.add_argument("--timeout", type=float, default=420.0, help="wall seconds per run")
+    parser.add_argument("--timeout", type=_seconds, default=420.0, help="wall seconds per run")
     parser.add_argument("--capacity", action="append", default=[], metavar="GROUP=RPS",
                         help="the capacity (median real request throughput of the group's overloaded scenario) "
                              "measured earlier, instead of running the overloaded scenario again")
-    parser.add_argument("--budget", type=float, default=None,
+    parser.add_argument("--budget", type=_seconds, default=None,
                         help="wall seconds for the whole command: no scenario starts after it")
     parser.add_argument("--cudnn-attention", choices=("on", "off"), default="on",
                         help="SDPA's cuDNN backend on both sides (on: torch's own choice); off as the tables "
@@ -392,6 +393,24 @@ def _repeats(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number of real runs per scenario, at least 1 "
                                          f"(default {REAL_REPEATS}); got {text!r}")
     return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number of wall seconds > 0, got {text!r}")
+    return value
+
+
+def _sku(text: str) -> str:
+    try:
+        load_sku(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -129,7 +129,10 @@ def serve(config: RunConfig, out: Path, *, emulated: bool = True,
         raise ValueError(f"cpu_scale must be a positive number (target CPU seconds per host second), got {config.cpu_scale!r}")
     if emulated:
         feasibility.check(model_dir, config.knobs, load_sku(config.sku))
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"out: cannot create {out} ({error.strerror}); give a folder you can write") from None
     port = _free_port()
     spec = {**config.workload, "base_url": f"http://127.0.0.1:{port}", "model": str(model_dir), "api": adapter.api}
     (out / "workload.json").write_text(json.dumps(spec, indent=2))

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from emulator.engines.adapter import ServingKnobs
-from emulator.hardware import Sku
+from emulator.hardware import MAX_DEVICES, Sku
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 GPUS_PER_NODE = 8       # an HGX node: the NVLink domain tensor and pipeline parallelism run in
@@ -27,9 +27,20 @@ def check(model_dir: Path, knobs: ServingKnobs, sku: Sku) -> None:
         raise Infeasible(f"tensor_parallel x pipeline_parallel = {tp * pp} GPUs per replica: one replica spans one "
                          f"node of {GPUS_PER_NODE} GPUs here; use at most {GPUS_PER_NODE} (and data_parallel for more)")
     check_tensor_parallel(config, tp)
+    if knobs.gpus > MAX_DEVICES:
+        raise Infeasible(f"data_parallel={knobs.data_parallel} makes {knobs.gpus} GPUs (tensor_parallel x pipeline_parallel x "
+                         f"data_parallel), more than the {MAX_DEVICES} virtual GPUs of one deployment: use data_parallel "
+                         f"<= {MAX_DEVICES // (tp * pp)}")
     layers = config["num_hidden_layers"]
     if pp > layers:
         raise Infeasible(f"pipeline_parallel={pp} exceeds the model's {layers} layers")
+    # The engines refuse a context longer than the model's positions (their limit is larger only
+    # under a RoPE scaling that extends it, e.g. yarn, which is not checked here).
+    positions = config.get("max_position_embeddings")
+    rope = (config.get("rope_scaling") or {}).get("rope_type", "default")
+    if knobs.max_model_len is not None and positions and rope in ("default", "llama3") and knobs.max_model_len > positions:
+        raise Infeasible(f"max_model_len={knobs.max_model_len} is more than the model's {positions} positions "
+                         f"(max_position_embeddings in its config.json): use at most {positions}, or leave it unset")
     weights = parameter_count(config) * DTYPE_BYTES.get(config.get("torch_dtype", "bfloat16"), 2)
     per_gpu = weights / (tp * pp)
     usable = (sku.memory_bytes - sku.context_memory_bytes) * (knobs.gpu_memory_utilization or 0.9)

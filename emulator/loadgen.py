@@ -92,6 +92,11 @@ def _choice(data: dict, key: str, path: str, allowed: tuple[str, ...], default=N
     return value
 
 
+def _known_fields(data: dict, path: str, allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    _require(not unknown, f"{path}.{unknown[0]}" if unknown else path, f"unknown field; allowed: {', '.join(allowed)}")
+
+
 def _section(data: dict, key: str, path: str = "") -> dict | None:
     value = data.get(key)
     _require(value is None or isinstance(value, dict), f"{path}.{key}" if path else key,
@@ -188,6 +193,7 @@ class SharedPrefixSpec:
 
     @classmethod
     def from_dict(cls, data, path: str = "shared_prefix") -> "SharedPrefixSpec":
+        _known_fields(data, path, ("groups", "prefix_len"))
         return cls(_integer(data, "groups", path, minimum=1), _integer(data, "prefix_len", path, minimum=0))
 
 
@@ -202,6 +208,7 @@ class TraceSpec:
 
     @classmethod
     def from_dict(cls, data, path: str = "trace") -> "TraceSpec":
+        _known_fields(data, path, ("path", "format", "time_scale"))
         file_path = data.get("path")
         _require(isinstance(file_path, str) and file_path != "", f"{path}.path", "must be a file path")
         return cls(file_path, _choice(data, "format", path, TRACE_FORMATS),
@@ -397,12 +404,12 @@ def read_trace(trace: TraceSpec) -> list[tuple[float, int, int, int | None]]:
     try:
         rows = read_azure_trace(trace.path) if trace.format == "azure" else read_jsonl_trace(trace.path)
     except OSError as error:
-        raise SpecError(f"trace.path: cannot read {trace.path} ({error.strerror}); give a {trace.format} trace "
-                        f"file (a path relative to where revati-tune runs, or absolute)") from None
+        raise SpecError(f"trace.path: cannot read {trace.path} ({error.strerror}); give an existing {trace.format} "
+                        f"trace file (a path relative to where revati-tune runs, or absolute)") from None
     except SpecError as error:
         raise SpecError(f"trace.path: {trace.path} {error}") from None
     if not rows:
-        raise SpecError(f"trace.path: {trace.path} holds no requests")
+        raise SpecError(f"trace.path: {trace.path} holds no requests; give a trace with a row per request")
     first = rows[0][0]
     return [((t - first) * trace.time_scale, p, o, g) for t, p, o, g in rows]
 

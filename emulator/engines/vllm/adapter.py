@@ -57,6 +57,11 @@ ARGUMENTS = {
 }
 
 
+# vLLM 0.33's compilation modes (vllm/config/compilation.py's CompilationMode); another fails only
+# once the server starts.
+COMPILATION_MODES = {0: "none", 1: "stock torch.compile", 2: "Dynamo trace once", 3: "vLLM's compile"}
+
+
 class VllmAdapter:
     name = "vllm"
     api = "openai"
@@ -95,6 +100,10 @@ def _flags(knobs: ServingKnobs) -> list[str]:
         raise ValueError(f"scheduling_policy must be fcfs or priority for vLLM, got {knobs.scheduling_policy!r}")
     if knobs.max_total_tokens is not None:
         raise ValueError("max_total_tokens is an SGLang knob; vLLM sizes its KV cache by gpu_memory_utilization")
+    if knobs.compilation_mode is not None and not (type(knobs.compilation_mode) is int
+                                                   and knobs.compilation_mode in COMPILATION_MODES):
+        raise ValueError(f"compilation_mode must be one of {', '.join(f'{k} ({v})' for k, v in COMPILATION_MODES.items())} "
+                         f"for vLLM, got {knobs.compilation_mode!r}")
     cmd = ["--tensor-parallel-size", str(knobs.tensor_parallel),
            "--pipeline-parallel-size", str(knobs.pipeline_parallel),
            "--data-parallel-size", str(knobs.data_parallel)]
