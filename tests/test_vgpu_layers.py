@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from dependency_graphs import circles
 from emulator.vgpu.build import FOLDERS, SOURCE_DIR, cuda_include_dir, library_sources
 from emulator.vgpu.protocol import c_header
 
@@ -69,38 +70,6 @@ def file_graph(objects: list[Path]) -> dict[str, dict[str, set[str]]]:
                 if target != stem:
                     graph[stem].setdefault(target, set()).add(name)
     return graph
-
-
-def circles(graph: dict[str, dict[str, set[str]]] | dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components of more than one file (Tarjan's algorithm), sorted."""
-    index, low, stack, on_stack, found, counter = {}, {}, [], set(), [], [0]
-
-    def visit(node: str) -> None:
-        index[node] = low[node] = counter[0]
-        counter[0] += 1
-        stack.append(node)
-        on_stack.add(node)
-        for target in sorted(graph.get(node, ())):
-            if target not in index:
-                visit(target)
-                low[node] = min(low[node], low[target])
-            elif target in on_stack:
-                low[node] = min(low[node], index[target])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                component.append(member)
-                if member == node:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
-    for node in sorted(graph):
-        if node not in index:
-            visit(node)
-    return sorted(found)
 
 
 def _loop(graph: dict[str, dict[str, set[str]]], component: list[str]) -> str:
