@@ -292,8 +292,9 @@ def test_against_a_recorded_real_side_only_the_emulation_runs_with_the_recorded_
     record = {}
     rows = validate.emulate_against(TransformersAdapter(), scenario, {scenario.name: reals}, tmp_path, record, sku="h200", timeout_s=9,
                                     server_args=("--cudnn-attention", "off"))
-    # The emulation is charged the host as the real runs found it: their median figure.
-    assert served == [("llama3_8b", workload, True, "h200", ("--cudnn-attention", "off"), figures[2])]
+    # The emulation is charged the host as the real runs found it at its fastest: a disturbance only
+    # ever slows the benchmark down.
+    assert served == [("llama3_8b", workload, True, "h200", ("--cudnn-attention", "off"), figures[1])]
     assert record["rate"] == 6.1
     ttft = next(r for r in rows if r["metric"] == "TTFT (ms)" and r["stat"] == "mean")
     assert (ttft["real"], ttft["real_min"], ttft["real_max"], ttft["emulated"]) == (115.0, 100.0, 120.0, 110.0)
