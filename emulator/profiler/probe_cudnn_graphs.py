@@ -72,6 +72,11 @@ VARIANTS = (
     Variant("packed_masked_d64", 32, 32, 64, True, False, (16, 1), 300),
     Variant("packed_masked_d128", 32, 32, 128, True, False, (16, 1), 300),
     Variant("prefill_masked_d128", 32, 32, 128, True, False, (512, 97), 1),
+    # the same at a batch of 48-112 sequences of ~1.2k tokens each (57-166k keys: a shared-prefix
+    # workload at batch 64, where every sequence reads its prefix again), and prefill chunks of
+    # 2-8k new tokens over ten times as many keys: the sizes the d128 rows above stop short of.
+    Variant("packed_masked_wide_d128", 32, 32, 128, True, False, (48, 2), 1200),
+    Variant("prefill_masked_long_d128", 32, 32, 128, True, False, (2048, 128), 10),
     # plain decoders: one causal prompt, and one sequence decoding over a growing cache.
     Variant("prefill_causal_d128", 32, 32, 128, False, True, (256, 64), 1),
     Variant("decode_d128", 32, 32, 128, False, False, (1, 0), 1024),
