@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import secrets
 import select
 import tempfile
 import threading
@@ -134,6 +135,11 @@ class Timekeeper:
         self._socket.setsockopt(zmq.LINGER, 0)
         port = self._socket.bind_to_random_port(f"tcp://{host}")
         self.endpoint = f"tcp://{host}:{port}"
+        # What a client proves it belongs to the deployment with (protocol.py, REGISTER): the
+        # port is open to every process of the host, the environment only to the deployment's.
+        self.secret = secrets.randbits(64) | 1
+        self._members: set[bytes] = set()       # connections that registered with the secret
+        self._refused: set[bytes] = set()
         self.deadlock_after_s = deadlock_after_s
         self.watchdog_s = watchdog_s
         self.on_failure = on_failure
@@ -154,7 +160,8 @@ class Timekeeper:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        return {"REVATI_TIMEKEEPER": self.endpoint, "REVATI_TIMEKEEPER_CLOCK": self.clock.path}
+        return {"REVATI_TIMEKEEPER": self.endpoint, "REVATI_TIMEKEEPER_CLOCK": self.clock.path,
+                "REVATI_TIMEKEEPER_SECRET": f"{self.secret:016x}"}
 
     def start(self) -> "Timekeeper":
         self._thread = threading.Thread(target=self.serve, name="timekeeper", daemon=True)
@@ -194,9 +201,15 @@ class Timekeeper:
         while not self._stop.is_set() and self.failure is None:
             if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 while self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                    identity, data = self._socket.recv_multipart()
+                    identity, *frames = self._socket.recv_multipart()
                     self._received += 1
-                    self._handle(identity, Message.unpack(data))
+                    if len(frames) == 1 and len(frames[0]) == protocol.SIZE:
+                        self._handle(identity, Message.unpack(frames[0]))
+                    elif identity in self._members:
+                        raise ValueError(f"a malformed message from a client of this deployment: "
+                                         f"{[len(f) for f in frames]} bytes, expected [{protocol.SIZE}]")
+                    else:
+                        self._refuse(identity, "a malformed message")
                 # More received than counted: messages given up on as lost came after all (each
                 # is counted before it is sent, so the excess is theirs). Counted twice, they
                 # would hide as many messages in flight from every look from here on.
@@ -222,8 +235,12 @@ class Timekeeper:
                            f"wall time")
 
     def _handle(self, identity: bytes, m: Message) -> None:
-        if m.type == TYPES["REGISTER"]:
+        if m.type == TYPES["REGISTER"] and m.token == self.secret:
+            self._members.add(identity)
             self.processes[m.pid] = Process(m.pid, m.tid, m.call)
+        elif identity not in self._members:
+            self._refuse(identity, f"a {protocol.NAMES.get(m.type, m.type)} from pid {m.pid} ({m.call}) without "
+                                   f"a REGISTER carrying REVATI_TIMEKEEPER_SECRET first")
         elif m.type == TYPES["UNREGISTER"]:
             self._forget(m.pid)
         elif m.type == TYPES["WAIT"]:
@@ -241,6 +258,12 @@ class Timekeeper:
             self._arrive(identity, m)
         else:
             self.log(f"timekeeper: ignoring a message of unknown type {m.type} from pid {m.pid}")
+
+    def _refuse(self, identity: bytes, what: str) -> None:
+        """Drop a message from a connection that is not of this deployment, saying so once."""
+        if identity not in self._refused:
+            self._refused.add(identity)
+            self.log(f"timekeeper: refused a client that is not of this deployment: {what}")
 
     def _answer(self, identity: bytes, pid: int, tid: int, m: Message) -> None:
         """Wake thread tid of pid, which is blocked until this message reaches it."""

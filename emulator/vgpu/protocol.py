@@ -11,8 +11,12 @@ threads in /proc, so a client only reports what the OS cannot show: the virtual 
 threads wait for, and collective arrivals.
 
 client -> Timekeeper
-    REGISTER    pid, tid=parent pid, call=process name. Sent once per process (and again after
-                exec, which keeps the pid); the process's threads are watched from then on.
+    REGISTER    pid, tid=parent pid, call=process name, token=the deployment's secret
+                (REVATI_TIMEKEEPER_SECRET). Sent first on every connection, once per process (and
+                again after exec, which keeps the pid); the process's threads are watched from
+                then on. A connection whose REGISTER lacks the secret is not of the deployment:
+                its messages are dropped (another user's process on the same host, or a stray
+                client of an earlier deployment that reached a reused port).
     UNREGISTER  pid. The process is exiting; its waits are dropped.
     WAIT        token, time_ns=deadline, tid, call=the intercepted call. Thread tid blocks until
                 virtual time reaches the deadline (a "time jump" request), unless it cancels.

@@ -136,7 +136,7 @@ def make_app(manager, model_name: str):
     return app
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m emulator.engines.transformers.server", description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--host", default="127.0.0.1")
@@ -156,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--default-max-tokens", type=int, default=256)
     parser.add_argument("--cudnn-attention", choices=("on", "off"), default="on",
                         help="SDPA's cuDNN backend (on: torch's own choice among its backends)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     from aiohttp import web
 
     if args.switch_interval is not None:

@@ -195,7 +195,16 @@ static void connect_timekeeper(void) {
     handshake(fd);
     conn = fd;
     conn_pid = vgpu_own_pid();
-    tk_message m = {.type = TK_REGISTER, .tid = getppid()};
+    /* The secret proves this process is of the deployment (protocol.py, REGISTER). */
+    const char *secret = getenv("REVATI_TIMEKEEPER_SECRET");
+    char *end = NULL;
+    errno = 0;
+    uint64_t token = secret ? strtoull(secret, &end, 16) : 0;
+    if (!secret || !*secret || *end || errno) {
+        errno = EINVAL;
+        die("REVATI_TIMEKEEPER_SECRET must be the Timekeeper's secret (Timekeeper.env())");
+    }
+    tk_message m = {.type = TK_REGISTER, .tid = getppid(), .token = token};
     FILE *comm = fopen("/proc/self/comm", "r");
     if (comm) {
         if (fgets(m.call, sizeof m.call, comm)) m.call[strcspn(m.call, "\n")] = 0;
