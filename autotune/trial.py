@@ -20,7 +20,7 @@ from pathlib import Path
 
 from autotune import pruning
 from autotune.config import StudyConfig, hydra_value, refusal, without_engine_overrides
-from emulator import deployment
+from emulator import deployment, shm_leftovers
 from emulator.deployment import RunSummary
 from emulator.engines import registry
 from emulator.process_groups import end_group
@@ -129,12 +129,13 @@ def interrupt(process: subprocess.Popen, run_dir: Path) -> None:
 
 
 def end_leftovers(run_dir: Path) -> None:
-    """The deployment's sessions (processes.json): a run stopped like Ctrl-C ends them itself;
-    this is for a run that was killed before it could."""
+    """The deployment's sessions (processes.json) and the shared memory they held: a run stopped
+    like Ctrl-C ends them itself; this is for a run that was killed before it could."""
     path = run_dir / "processes.json"
     if path.is_file():
         for pid in json.loads(path.read_text()).values():
             end_group(pid)
+    shm_leftovers.sweep(run_dir / shm_leftovers.RECORD_FILE)
 
 
 def _reason(outcome: str, returncode: int, run_dir: Path) -> str:
