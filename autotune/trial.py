@@ -20,7 +20,7 @@ from pathlib import Path
 
 from autotune import pruning
 from autotune.config import StudyConfig, hydra_value, refusal, without_engine_overrides
-from emulator import deployment, shm_leftovers
+from emulator import deployment, leftovers
 from emulator.deployment import RunSummary
 from emulator.engines import registry
 from emulator.process_groups import end_group
@@ -83,9 +83,13 @@ def evaluate(config: StudyConfig, args: dict, run_dir: Path, stop: threading.Eve
         return TrialResult("pruned", gpus, why, user_attrs=attrs)
     if outcome == "ok" and process.returncode == deployment.SERVED and (run_dir / deployment.SUMMARY_FILE).is_file():
         summary = RunSummary.read(run_dir)
-        goodput = summary.metrics.get("request_goodput", 0.0) / gpus
         attrs.update(metrics=summary.metrics, virtual_seconds=summary.virtual_seconds,
                      wall_seconds=summary.wall_seconds)
+        if summary.metrics.get("failed"):
+            # The engine refused or dropped requests (it died, or cannot serve some of them): a
+            # configuration to fix, not one to rank by the requests that happened to get through.
+            return TrialResult("failed", gpus, _failed_requests(summary.metrics, run_dir), user_attrs=attrs)
+        goodput = summary.metrics.get("request_goodput", 0.0) / gpus
         return TrialResult("ok", gpus, goodput_per_gpu=goodput, slo_attainment=summary.metrics["slo_attainment"],
                            user_attrs=attrs)
     if outcome == "ok":
@@ -129,13 +133,21 @@ def interrupt(process: subprocess.Popen, run_dir: Path) -> None:
 
 
 def end_leftovers(run_dir: Path) -> None:
-    """The deployment's sessions (processes.json) and the shared memory they held: a run stopped
-    like Ctrl-C ends them itself; this is for a run that was killed before it could."""
+    """The deployment's sessions (processes.json) and what they left on the host (leftovers.py): a
+    run stopped like Ctrl-C ends and removes them itself; this is for a run killed before it could."""
     path = run_dir / "processes.json"
     if path.is_file():
         for pid in json.loads(path.read_text()).values():
             end_group(pid)
-    shm_leftovers.sweep(run_dir / shm_leftovers.RECORD_FILE)
+    leftovers.sweep(run_dir / leftovers.RECORD_FILE)
+
+
+def _failed_requests(metrics: dict, run_dir: Path) -> str:
+    errors = (json.loads(line).get("error") for line in (run_dir / "requests.jsonl").read_text().splitlines()
+              if line.startswith('{"request_id"'))
+    first = next((e for e in errors if e), "?")
+    return (f"{metrics['failed']} of {metrics['failed'] + metrics['completed']} requests failed, the first with: "
+            f"{str(first)[:300]} (logs in {run_dir})")
 
 
 def _reason(outcome: str, returncode: int, run_dir: Path) -> str:

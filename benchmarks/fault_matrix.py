@@ -4,8 +4,8 @@
     python3 benchmarks/fault_matrix.py [--faults NAME,...] [--table docs/reliability.md]
 
 Each fault runs `revati-tune search conf/smoke.yaml` (vLLM on the two-layer tiny_llama, TP1, two
-trials, one at a time) in a folder of its own, injects the fault into the first trial (or the
-driver) once that trial serves, and lets the study finish. Then it records:
+trials of 120 requests, one at a time) in a folder of its own, injects the fault into the first
+trial (or the driver) once that trial serves, and lets the study finish. Then it records:
   finished     the study ended by itself with every trial recorded (for the killed study: after
                the same command was run again)
   outcome      the faulted trial's outcome and reason, as the study recorded them
@@ -37,8 +37,9 @@ sys.path.insert(0, str(REPO))
 from autotune import config  # noqa: E402
 
 STUDY = "conf/smoke.yaml"
+# 120 requests at the smoke study's 6 per second: some 20 virtual seconds of serving to fault.
 BASE = ["search.space.tensor_parallel_size=[1]", "engine.enforce_eager=true", "search.trials=2",
-        "search.parallel=1", "search.prune=false"]
+        "search.parallel=1", "search.prune=false", "workload.num_requests=120"]
 STUDY_TIMEOUT_S = 900
 
 

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
-from emulator import feasibility, host_cpu, metrics, paths, shm_leftovers
+from emulator import feasibility, host_cpu, leftovers, metrics, paths
 from emulator.engines import envs
 from emulator.engines.adapter import EngineAdapter, ServingKnobs
 from emulator.engines.registry import adapter as engine_adapter
@@ -45,7 +45,7 @@ from emulator.loadgen import READY_LINE
 from emulator.process_groups import end_group
 
 SERVER_STOP_S = 30.0
-# How often the processes' shared-memory files are looked at (shm_leftovers), besides once at the end.
+# How often the processes' shared-memory files are looked at (leftovers.py), besides once at the end.
 SHM_LOOK_S = 5.0
 CONFIG_FILE, SUMMARY_FILE = "run_config.json", "summary.json"
 # The worker's exit statuses.
@@ -206,6 +206,8 @@ class _Processes:
 
     def __init__(self, server_command: list[str], adapter: EngineAdapter, env: dict, out: Path):
         self.out = out
+        self.leftovers = leftovers.Leftovers(out / leftovers.RECORD_FILE)
+        env = self.leftovers.environment(env)
         with open(out / "server.log", "w") as server_log, open(out / "loadgen.log", "w") as loadgen_log:
             self.server = subprocess.Popen(server_command, env=env, cwd=paths.REPO, stdout=server_log,
                                            stderr=subprocess.STDOUT, start_new_session=True)
@@ -214,7 +216,6 @@ class _Processes:
                                             env=env, cwd=paths.REPO, stdout=loadgen_log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
         (out / "processes.json").write_text(json.dumps({"server": self.server.pid, "loadgen": self.loadgen.pid}))
-        self.shm = shm_leftovers.Noted(out / shm_leftovers.RECORD_FILE)
         self.sessions = {self.server.pid, self.loadgen.pid}
 
     def wait(self, tk, timeout_s: float, progress: Callable[[float, bool], None],
@@ -227,7 +228,7 @@ class _Processes:
         try:
             while True:
                 if time.monotonic() - last_look > SHM_LOOK_S:
-                    self.shm.look(self.sessions)
+                    self.leftovers.look(self.sessions)
                     last_look = time.monotonic()
                 if serving_since is None and READY_LINE in (self.out / "loadgen.log").read_text(errors="replace"):
                     serving_since = time.monotonic()
@@ -253,9 +254,9 @@ class _Processes:
 
     def _stop(self) -> None:
         """SIGTERM to the server alone, as an operator would, so that it stops its engine processes
-        in order; what is left after SERVER_STOP_S is ended with the sessions, and so is the
-        shared memory they held."""
-        self.shm.look(self.sessions)
+        in order; what is left after SERVER_STOP_S is ended with the sessions, and what they left
+        on the host is removed."""
+        self.leftovers.look(self.sessions)
         if self.server.poll() is None:
             self.server.terminate()
             try:
@@ -265,7 +266,7 @@ class _Processes:
         for process in (self.loadgen, self.server):
             end_group(process.pid)
             process.wait()
-        shm_leftovers.sweep(self.shm.record)
+        leftovers.sweep(self.leftovers.record)
 
 
 def _tail(path: Path, lines: int = 25) -> str:

@@ -211,6 +211,23 @@ def test_deadlock_is_reported_with_every_thread(tmp_path):
     assert run.wall_s < 15
 
 
+STOPS_ITSELF = """
+import os, signal, time
+time.sleep(0)                      # becomes an actor
+os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+def test_a_stopped_process_fails_the_deployment_naming_it(monkeypatch):
+    """A SIGSTOPped thread counts as busy (it holds its work): without this check the deployment
+    would never jump again and end only at its time budget."""
+    from emulator.timekeeper import server
+    monkeypatch.setattr(server, "STOPPED_FAIL_S", 1.0)
+    run = run_deployment([[sys.executable, "-c", STOPS_ITSELF]], timeout=60)
+    assert run.failure is not None and "has been stopped for" in run.failure and "SIGSTOP" in run.failure
+    assert run.wall_s < 15
+
+
 CRASH = """
 import os, signal, sys, time
 if sys.argv[1] == "crash":

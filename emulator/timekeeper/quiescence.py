@@ -102,6 +102,10 @@ def _busy(state: str | None) -> bool:
     return state is not None and state not in "SZX"     # running, runnable, in disk wait or stopped
 
 
+def _stopped(state: str | None) -> bool:
+    return state is not None and state in "Tt"          # SIGSTOP, or a debugger
+
+
 class IdleDetector:
     """Reports idle when a look finds every thread asleep and none has run since the previous
     look. Any activity the caller sees itself (a message) should call reset().
@@ -115,6 +119,10 @@ class IdleDetector:
         self._previous: dict[int, bytes | None] | None = None     # tid -> schedstat
         self._expected: dict[tuple[int, int], tuple[bytes | None, float]] = {}
         self._last_busy: tuple[int, int] | None = None
+        # The busy thread, if it is a stopped one, and since when (wall): a stopped thread counts
+        # as busy (it holds its work), so a deployment with one never jumps and never ends.
+        self._stopped: tuple[int, int] | None = None
+        self._stopped_since = 0.0
 
     def reset(self) -> None:
         self._previous = None
@@ -140,11 +148,30 @@ class IdleDetector:
                 del self._expected[pid, tid]
         return bool(self._expected)
 
+    def stopped(self) -> tuple[int, int, float] | None:
+        """(pid, tid, wall seconds) of a thread found stopped at every look since, or None."""
+        if self._stopped is None:
+            return None
+        return (*self._stopped, time.monotonic() - self._stopped_since)
+
+    def _busy_thread(self, thread: tuple[int, int], state: str | None) -> None:
+        self._last_busy = thread
+        if not _stopped(state):
+            self._stopped = None
+        elif self._stopped != thread:
+            self._stopped, self._stopped_since = thread, time.monotonic()
+
     def look(self, pids) -> bool:
-        busy = self._last_busy
-        if self._answers_in_flight() or (busy and busy[0] in pids and _busy(self._files.state(*busy))):
+        if self._answers_in_flight():
             self._previous = None
             return False
+        busy = self._last_busy
+        state = self._files.state(*busy) if busy and busy[0] in pids else None
+        if _busy(state):
+            self._busy_thread(busy, state)
+            self._previous = None
+            return False
+        self._stopped = None
         if self._previous is None:
             # The first look only notes how much every thread has run; the next one asks each
             # whether it is asleep and has not run since.
@@ -156,7 +183,7 @@ class IdleDetector:
             for tid in self._files.tids(pid, relist=True):
                 state = self._files.state(pid, tid)
                 if _busy(state):
-                    self._last_busy = (pid, tid)
+                    self._busy_thread((pid, tid), state)
                     self._previous = None
                     return False
                 if state is not None:

@@ -37,6 +37,9 @@ from emulator.timekeeper.quiescence import IdleDetector, describe_thread
 PAUSE_MIN_S = 20e-6      # first look for idleness after something happened
 PAUSE_MAX_S = 1e-3       # and then at least this often while threads wait
 LOST_MESSAGE_S = 0.05    # wall time after which a counted message that never came is given up
+# Wall time a deployment's thread may stay stopped (SIGSTOP, a debugger) before the deployment
+# fails: long enough for a look with gdb, far shorter than a trial's time budget.
+STOPPED_FAIL_S = 30.0
 
 
 @dataclass
@@ -295,6 +298,12 @@ class Timekeeper:
         if not self.processes or not self._idle.look(self.processes):
             self._idle_since = None
             self._unreceived_since = None       # a missing count is timed over idleness only
+            stopped = self._idle.stopped()
+            if stopped and stopped[2] > STOPPED_FAIL_S:
+                pid, tid, seconds = stopped
+                name = self.processes[pid].name if pid in self.processes else "?"
+                self._fail(f"process {pid} ({name}), thread {tid}, has been stopped for {seconds:.0f} s of wall "
+                           f"time (SIGSTOP, or a debugger): virtual time cannot pass while it holds its work")
             return
         if self._messages_in_flight(now):
             self._idle_since = None

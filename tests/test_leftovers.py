@@ -1,14 +1,16 @@
-"""Shared memory left by a killed deployment is removed, and nothing that a live process holds."""
+"""What a killed deployment left is removed: its temporary directory, and its shared memory unless a
+live process still holds it."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from emulator import shm_leftovers
+from emulator import leftovers
 
 # Creates two files under /dev/shm, one kept mapped (as a shared-memory segment is) and one kept
 # open, prints their paths, then waits to be killed: it never unlinks them. (Not through
@@ -33,25 +35,29 @@ def _holder(tag: str) -> tuple[subprocess.Popen, list[str]]:
 
 
 def test_files_of_a_killed_session_are_removed_and_those_still_held_are_kept(tmp_path):
-    record = tmp_path / shm_leftovers.RECORD_FILE
+    record = tmp_path / leftovers.RECORD_FILE
     killed, killed_files = _holder(f"killed-{os.getpid()}")
     alive, alive_files = _holder(f"alive-{os.getpid()}")
     try:
-        noted = shm_leftovers.Noted(record)
+        noted = leftovers.Leftovers(record)
+        env = noted.environment({"PATH": "/usr/bin"})
+        assert env["TMPDIR"] == noted.tmpdir and env["TORCHINDUCTOR_CACHE_DIR"].startswith(tempfile.gettempdir())
+        assert len(os.path.join(noted.tmpdir, "0" * 36)) < 100      # room for vLLM's ipc:// socket names
+        Path(noted.tmpdir, "socket-left-by-vllm").touch()
         noted.look({killed.pid})
-        assert noted.files == set(killed_files)
+        assert noted.shm == set(killed_files)
         # Another process comes to hold one of them: it must outlive the deployment's sweep.
         sharer = subprocess.Popen([sys.executable, "-c", f"f = open({killed_files[1]!r}); import time; time.sleep(600)"])
         time.sleep(0.5)
         killed.send_signal(signal.SIGKILL)
         killed.wait()
         assert all(Path(f).exists() for f in killed_files)       # SIGKILL unlinks nothing
-        # The record outlives the process that kept it: a new reader sees what was noted.
-        assert shm_leftovers.Noted(record).files == set(killed_files)
-        assert shm_leftovers.sweep(record) == [killed_files[0]]
+        # The record outlives the process that kept it: whoever ends a killed deployment reads it.
+        assert leftovers.sweep(record) == [noted.tmpdir, killed_files[0]]
+        assert not os.path.exists(noted.tmpdir)
         sharer.kill()
         sharer.wait()
-        assert shm_leftovers.sweep(record) == [killed_files[1]]
+        assert leftovers.sweep(record) == [killed_files[1]]
         assert all(Path(f).exists() for f in alive_files)       # another session's files are not noted
     finally:
         for process in (killed, alive):
@@ -61,5 +67,5 @@ def test_files_of_a_killed_session_are_removed_and_those_still_held_are_kept(tmp
             Path(path).unlink(missing_ok=True)
 
 
-def test_a_deployment_that_noted_nothing_sweeps_nothing(tmp_path):
-    assert shm_leftovers.sweep(tmp_path / shm_leftovers.RECORD_FILE) == []
+def test_a_deployment_that_recorded_nothing_sweeps_nothing(tmp_path):
+    assert leftovers.sweep(tmp_path / leftovers.RECORD_FILE) == []
