@@ -78,7 +78,8 @@ def evaluate(config: StudyConfig, args: dict, run_dir: Path, stop: threading.Eve
                                    env={**os.environ, "REVATI_DIE_WITH_PARENT": str(os.getpid())})
         check = (lambda: pruning.reason_to_stop(run_dir / "requests.jsonl", config.slos_ms, config.attainment)) \
             if config.search["prune"] else None
-        outcome, why = _wait(process, run_dir, run_config.timeout_s + STOP_GRACE_S, stop, check)
+        outcome, why = _wait(process, run_config.timeout_s + STOP_GRACE_S, stop, check)
+    end_leftovers(run_dir)      # a worker that died (SIGKILL, the OOM killer) ended nothing itself
     if outcome == "pruned":
         return TrialResult("pruned", gpus, why, user_attrs=attrs)
     if outcome == "ok" and process.returncode == deployment.SERVED and (run_dir / deployment.SUMMARY_FILE).is_file():
@@ -97,8 +98,7 @@ def evaluate(config: StudyConfig, args: dict, run_dir: Path, stop: threading.Eve
     return TrialResult(outcome, gpus, _reason(outcome, process.returncode, run_dir), user_attrs=attrs)
 
 
-def _wait(process: subprocess.Popen, run_dir: Path, limit_s: float, stop: threading.Event,
-          check=None) -> tuple[str, str]:
+def _wait(process: subprocess.Popen, limit_s: float, stop: threading.Event, check=None) -> tuple[str, str]:
     """(outcome, why): ok once the run exited by itself; interrupted, timeout or pruned (`check`
     gave a reason, asked every pruning.CHECK_INTERVAL_S) after stopping it like Ctrl-C."""
     waited = 0.0
@@ -109,18 +109,19 @@ def _wait(process: subprocess.Popen, run_dir: Path, limit_s: float, stop: thread
         except subprocess.TimeoutExpired:
             waited += 1.0
         if stop.is_set():
-            interrupt(process, run_dir)
+            interrupt(process)
             return "interrupted", ""
         why = check() if check and waited % pruning.CHECK_INTERVAL_S == 0 else None
         if why:
-            interrupt(process, run_dir)
+            interrupt(process)
             return "pruned", why
-    interrupt(process, run_dir)
+    interrupt(process)
     return "timeout", ""
 
 
-def interrupt(process: subprocess.Popen, run_dir: Path) -> None:
-    """Ctrl-C to the run (it ends its deployment), then SIGKILL to what is left of its session."""
+def interrupt(process: subprocess.Popen) -> None:
+    """Ctrl-C to the run (it ends its deployment), then SIGKILL to what is left of its session
+    (evaluate then ends what the deployment left)."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGINT)
         try:
@@ -129,7 +130,6 @@ def interrupt(process: subprocess.Popen, run_dir: Path) -> None:
             pass
     end_group(process.pid)
     process.wait()
-    end_leftovers(run_dir)
 
 
 def end_leftovers(run_dir: Path) -> None:

@@ -19,6 +19,7 @@ Faults that cannot be injected on this host say why instead of a row of numbers.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
+import sqlalchemy.exc
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -57,7 +59,7 @@ class Injection:
 def trials(cfg) -> list[optuna.trial.FrozenTrial]:
     try:
         return optuna.load_study(study_name=cfg.study_name, storage=cfg.storage).get_trials()
-    except KeyError:            # not created yet
+    except (KeyError, sqlalchemy.exc.OperationalError):     # not created yet, or its folder not yet
         return []
 
 
@@ -111,7 +113,6 @@ def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
 
 
 def server_pid(out: Path, number: int) -> int | None:
-    import json
     path = run_dir(out, number) / "processes.json"
     return json.loads(path.read_text())["server"] if path.is_file() else None
 
@@ -174,6 +175,27 @@ def _kill_study_and_resume(out: Path, cfg, driver: subprocess.Popen, injection: 
     injection.at = time.time()
 
 
+READ_ONLY_S = 10.0
+
+
+def _read_only_for_a_moment(out: Path, cfg, driver: subprocess.Popen, injection: Injection) -> None:
+    """The study folder (its SQLite storage and the trials' folders) read-only for READ_ONLY_S: a
+    read-only bind mount over it (root ignores file modes)."""
+    if not wait_for(lambda: serving(out, 0), STUDY_TIMEOUT_S):
+        injection.note = "trial 0 never served"
+        return
+    injection.rows_before = trials(cfg)
+    for step in (["mount", "--bind", str(out), str(out)], ["mount", "-o", "remount,bind,ro", str(out)]):
+        done = subprocess.run(step, capture_output=True, text=True)
+        if done.returncode != 0:
+            injection.note = f"not injected: {' '.join(step)}: {done.stderr.strip()}"
+            subprocess.run(["umount", str(out)], capture_output=True)
+            return
+    injection.at = time.time()
+    time.sleep(READ_ONLY_S)
+    subprocess.run(["umount", str(out)], check=True)
+
+
 def _second_study_on_the_storage(out: Path, cfg, driver: subprocess.Popen, injection: Injection) -> None:
     if not wait_for(lambda: server_pid(out, 0) is not None, STUDY_TIMEOUT_S):
         injection.note = "trial 0 never started"
@@ -202,14 +224,14 @@ FAULTS: dict[str, tuple[str, list[str], Callable]] = {
                           _when_serving_signal(deployment_worker, signal.SIGKILL, "deployment worker")),
     "study_killed_and_resumed": ("the study driver killed by SIGKILL during trial 1, then run again", [],
                                  _kill_study_and_resume),
+    "read_only_study_folder": (f"the study folder read-only for {READ_ONLY_S:.0f} s while trial 0 serves", [],
+                               _read_only_for_a_moment),
     "two_studies_one_storage": ("a second study started on the same SQLite storage while the first runs",
                                 ["search.storage=sqlite:///{root}/shared.db", "search.study_name=first"],
                                 _second_study_on_the_storage),
 }
 NOT_INJECTED = {
     "ray_worker_lost": "a Ray worker lost (runner=ray): not in this matrix yet",
-    "read_only_study_folder": "the study folder read-only for a moment: this host runs as root, which file "
-                              "modes do not stop, and mounting a read-only bind needs privileges it lacks",
 }
 
 
@@ -274,29 +296,32 @@ def table(rows: list[dict]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of: {', '.join(FAULTS)}")
-    parser.add_argument("--table", type=Path, help="write the table (markdown) into this file")
+    parser.add_argument("--table", type=Path, help="write the table (markdown) into this file, and its rows into "
+                        "the same name with .json; rows of faults not run this time are kept from that file")
     args = parser.parse_args()
     names = [n for n in args.faults.split(",") if n]
     unknown = [n for n in names if n not in FAULTS]
     if unknown:
         parser.error(f"--faults: unknown {', '.join(unknown)}; known: {', '.join(FAULTS)}")
+    stored = args.table.with_suffix(".json") if args.table else None
+    rows = json.loads(stored.read_text()) if stored and stored.is_file() else {}
     root = Path(tempfile.mkdtemp(prefix="revati-faults-"))
-    rows = []
     for name in names:
         print(f"{name}: running (logs in {root})", flush=True)
-        rows.append(run_fault(name, root))
-        print(f"{name}: {rows[-1]}", flush=True)
-    rows += [{"fault": name, "not_injected": why} for name, why in NOT_INJECTED.items()]
-    text = table(rows)
+        rows[name] = {**run_fault(name, root), "date": time.strftime("%Y-%m-%d", time.gmtime())}
+        print(f"{name}: {rows[name]}", flush=True)
+    ordered = [rows[name] for name in FAULTS if name in rows]
+    text = table(ordered + [{"fault": name, "not_injected": why} for name, why in NOT_INJECTED.items()])
     print(text)
     if args.table:
+        stored.write_text(json.dumps(rows, indent=1) + "\n")
         args.table.write_text(
             "# Faults injected into a study, and what each left behind\n\n"
-            f"Written by `python3 benchmarks/fault_matrix.py --table {args.table}` on "
-            f"{time.strftime('%Y-%m-%d', time.gmtime())} ({os.cpu_count()}-core host): each fault in a study of "
-            f"its own, `revati-tune search {STUDY}` with {' '.join(BASE)}. The columns are explained in "
-            "the script's docstring; `noticed after` runs from the injection to the faulted trial's end in the "
-            "study's storage.\n\n" + text + "\n")
+            f"Written by `python3 benchmarks/fault_matrix.py --table {args.table}` "
+            f"({', '.join(sorted({r['date'] for r in ordered}))}, {os.cpu_count()}-core host; the rows in "
+            f"{stored.name}): each fault in a study of its own, `revati-tune search {STUDY}` with "
+            f"{' '.join(BASE)}. The columns are explained in the script's docstring; `noticed after` runs "
+            "from the injection to the faulted trial's end in the study's storage.\n\n" + text + "\n")
     return 0
 
 
