@@ -23,25 +23,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from emulator.process_groups import live_processes
+
 SHM = "/dev/shm/"
 RECORD_FILE = "leftovers.json"
 
 
 def session_pids(sessions: set[int]) -> list[int]:
     """The live processes whose session is one of `sessions`."""
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as stat:
-                # fields after "(comm)": state ppid pgrp session ...
-                state, _, _, session = stat.read().rsplit(")", 1)[1].split()[:4]
-        except (OSError, IndexError, ValueError):
-            continue
-        if int(session) in sessions and state != "Z":
-            pids.append(int(entry.name))
-    return pids
+    return [pid for pid, _, session in live_processes() if session in sessions]
 
 
 def held(pids: list[int] | None = None) -> set[str]:

@@ -37,18 +37,22 @@ def _gone_within(pgid: int, seconds: float) -> bool:
     return True
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether a live (non-zombie) process is in group pgid. Read from /proc rather than probed
-    with killpg(pgid, 0), which also succeeds for zombies that an init not reaping leaves."""
+def live_processes():
+    """(pid, process group, session) of every live (non-zombie) process, read from /proc rather
+    than probed with signals, which also reach zombies that an init not reaping leaves."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/stat") as stat:
-                # fields after "(comm)": state ppid pgrp ...
-                state, _, pgrp = stat.read().rsplit(")", 1)[1].split()[:3]
+                # fields after "(comm)": state ppid pgrp session ...
+                state, _, pgrp, session = stat.read().rsplit(")", 1)[1].split()[:4]
         except (OSError, IndexError, ValueError):
             continue
-        if int(pgrp) == pgid and state != "Z":
-            return True
-    return False
+        if state != "Z":
+            yield int(entry.name), int(pgrp), int(session)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a live process is in group pgid."""
+    return any(pgrp == pgid for _, pgrp, _ in live_processes())
