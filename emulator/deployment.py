@@ -42,7 +42,7 @@ from emulator.engines.adapter import EngineAdapter, ServingKnobs
 from emulator.engines.registry import adapter as engine_adapter
 from emulator.hardware import load_sku
 from emulator.loadgen import READY_LINE
-from emulator.process_groups import end_group, signal_group
+from emulator.process_groups import end_group
 
 SERVER_STOP_S = 30.0
 # How often the processes' shared-memory files are looked at (leftovers.py), besides once at the end.
@@ -257,8 +257,6 @@ class _Processes:
         in order; what is left after SERVER_STOP_S is ended with the sessions, and what they left
         on the host is removed."""
         self.leftovers.look(self.sessions)
-        for session in self.sessions:       # a stopped process acts on no signal but SIGKILL
-            signal_group(session, signal.SIGCONT)
         if self.server.poll() is None:
             self.server.terminate()
             try:
