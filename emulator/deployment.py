@@ -250,14 +250,16 @@ class _Processes:
                 time.sleep(0.1)
             return failure, serving_since, time.monotonic()
         finally:
-            self._stop()
+            # A failed Timekeeper answers nothing more: virtual time stands still, and a server
+            # asked to stop would spend its whole grace period waiting on it.
+            self._stop(graceful=tk is None or tk.failure is None)
 
-    def _stop(self) -> None:
+    def _stop(self, graceful: bool) -> None:
         """SIGTERM to the server alone, as an operator would, so that it stops its engine processes
-        in order; what is left after SERVER_STOP_S is ended with the sessions, and what they left
-        on the host is removed."""
+        in order (when `graceful`); what is left after SERVER_STOP_S is ended with the sessions,
+        and what they left on the host is removed."""
         self.leftovers.look(self.sessions)
-        if self.server.poll() is None:
+        if graceful and self.server.poll() is None:
             self.server.terminate()
             try:
                 self.server.wait(SERVER_STOP_S)
