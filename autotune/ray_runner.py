@@ -108,7 +108,7 @@ def _tune(config: StudyConfig, study: optuna.Study, left: int) -> None:
                                     max_concurrent_trials=min(left, _slots(config))),
         run_config=tune.RunConfig(name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
                                   storage_path=str(config.out / "ray"), verbose=0,
-                                  callbacks=[_ForwardStop(stop, flag)]))
+                                  callbacks=[_ForwardStop(stop, flag), _RecordErrors(searcher)]))
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
@@ -217,6 +217,7 @@ class _StudySearch(OptunaSearch):
                          storage=optuna.storages.get_storage(config.storage))
         self.config, self.stop, self.progress = config, stop, None
         self.args: dict[str, dict] = {}
+        self.errored: set[str] = set()
 
     def suggest(self, trial_id: str) -> dict | None:
         if self.stop.is_set():
@@ -236,14 +237,23 @@ class _StudySearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         # Replaces OptunaSearch's tell: record() sets the attributes and the constraint, then tells
-        # (failures and timeouts as FAIL), and a trial is told only once.
+        # (failures and timeouts as FAIL), and a trial is told only once. A trainable that raised
+        # or whose worker died is recorded by _RecordErrors, which Ray Tune calls next with the error.
+        if error:
+            self.errored.add(trial_id)
+        elif result and "trial_result" in result:
+            self._record(trial_id, trials.TrialResult(**json.loads(result["trial_result"])))
+        else:                   # stopped before it ran
+            self._record(trial_id, self._lost(trial_id, "the Ray trial ended without a result"))
+
+    def record_error(self, trial_id: str, error_file: str | None) -> None:
+        if trial_id in self.errored:
+            self._record(trial_id, self._lost(trial_id, _ray_error(error_file)))
+
+    def _record(self, trial_id: str, outcome: trials.TrialResult) -> None:
         if trial_id in self._completed_trials:
             return
         trial = self._ot_trials[trial_id]
-        if result and "trial_result" in result:
-            outcome = trials.TrialResult(**json.loads(result["trial_result"]))
-        else:                   # the trainable itself failed (or its node was lost): nothing measured
-            outcome = self._lost(trial_id)
         study = self._ot_study
         studies.record(study, trial, outcome, self.config.attainment)
         if outcome.outcome == "interrupted":
@@ -253,13 +263,12 @@ class _StudySearch(OptunaSearch):
             self.progress.finished(trial.number, outcome.outcome, describe(outcome), best_so_far(study),
                                    counted=outcome.outcome != "interrupted")
 
-    def _lost(self, trial_id: str) -> trials.TrialResult:
+    def _lost(self, trial_id: str, reason: str) -> trials.TrialResult:
         args = dict(self.args[trial_id])
         engine = args.pop("engine", self.config.engine)
         run_dir = self._ot_trials[trial_id].user_attrs.get("run_dir", "")
         gpus = self.config.run_config(args, engine).knobs.gpus
-        return trials.TrialResult("failed", gpus, f"the Ray trial failed; see its error in "
-                                  f"{self.config.out / 'ray'} (logs in {run_dir})",
+        return trials.TrialResult("failed", gpus, f"{reason} (logs in {run_dir})",
                                   user_attrs={"knobs": {**self.config.engines[engine].args, **args}, "gpus": gpus,
                                               "engine": engine, "run_dir": run_dir})
 
@@ -269,6 +278,37 @@ class _StudySearch(OptunaSearch):
     def save(self, checkpoint_path: str) -> None:
         """Nothing: the Optuna storage is the search's state (and OptunaSearch.save's pickle of
         the space would fail on its knobs' conditions, which are lambdas)."""
+
+
+class _RecordErrors(tune.Callback):
+    """Records a trial whose trainable raised or whose Ray worker died, with Ray Tune's error."""
+
+    def __init__(self, searcher: _StudySearch) -> None:
+        self.searcher = searcher
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: object) -> None:
+        self.searcher.record_error(trial.trial_id, trial.error_file)
+
+
+def _ray_error(error_file: str | None) -> str:
+    """What Ray Tune wrote of a failed trainable (the trial's error.txt) in a line: a lost worker
+    (killed, the OOM killer, its node gone) or an exception the trainable raised.
+
+    Such a trial is recorded failed, not retried (Tune's max_failures stays 0): its deployment,
+    told by the worker's death, is still stopping in the same run folder, and a worker killed by
+    the OOM killer is the configuration's own doing as often as a lost node is not."""
+    try:
+        text = Path(error_file).read_text(errors="replace") if error_file else ""
+    except OSError:
+        text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Failure #")]
+    if not lines:
+        return "the Ray trial failed, and Ray Tune wrote no error"
+    if any("actor died" in line for line in lines):
+        detail = next((line for line in lines if "Worker exit detail:" in line), "")
+        return "the Ray worker running the trial died" + (
+            f" ({detail.split('Worker exit detail:', 1)[1].split('.')[0].strip()})" if detail else "")
+    return f"the Ray trial failed: {lines[-1][:300]}"
 
 
 def _picklable(obj: object) -> dict:
