@@ -41,13 +41,15 @@ def test_the_fit_recovers_the_query_tile_the_ctas_at_once_and_the_coefficients()
 
 def test_the_cached_masked_calls_are_the_rows_and_every_fourth_shape_is_held_out(h200):
     rows = models.cudnn_attention_rows(h200[0].cudnn_graphs)
-    assert set(rows["kind"]) == {"packed_masked_d64", "packed_masked_d128", "prefill_masked_d128"}
+    assert set(rows["kind"]) == {"packed_masked_d64", "packed_masked_d128", "prefill_masked_d128",
+                                 "packed_masked_wide_d128", "prefill_masked_long_d128"}
     assert (rows["seconds"] >= models.CUDNN_KERNEL_MEASURABLE_S).all()
     held = rows[rows["split"] == "holdout"]
     assert held.groupby("kind").size().to_dict() == {"packed_masked_d128": 7, "packed_masked_d64": 7,
-                                                      "prefill_masked_d128": 7}
+                                                      "prefill_masked_d128": 7, "packed_masked_wide_d128": 7,
+                                                      "prefill_masked_long_d128": 7}
     # torch's default choice's call, a larger shape than any fitted, is held out.
-    assert held["q_len"].max() == 4877
+    assert held["q_len"].max() == 7808
 
 
 def test_held_out_calls_are_predicted_within_the_reported_error(h200):
@@ -56,8 +58,9 @@ def test_held_out_calls_are_predicted_within_the_reported_error(h200):
     predicted = np.concatenate([fitted.cudnn_attention[d].predict(g) for d, g in held.groupby("head_dim")])
     seconds = np.concatenate([g["seconds"].to_numpy() for _, g in held.groupby("head_dim")])
     error = np.abs(predicted / seconds - 1)
-    # Reported: median 2.5%, p90 6.0% (commit message, README).
-    assert np.median(error) < 0.03 and np.percentile(error, 90) < 0.065
+    # Reported: median 3.5%, p90 5.9% (docs/predictor/accuracy_h200.md); 2.5% / 6.0% before the
+    # table reached 100k packed keys and 8k-query prefills, which the model undercharges by 3-5%.
+    assert np.median(error) < 0.04 and np.percentile(error, 90) < 0.065
     assert {(m.query_block, m.slots) for m in fitted.cudnn_attention.values()} == {(128, 132)}
 
 

@@ -36,6 +36,18 @@ def test_a_table_without_warm_first_builds_charges_a_first_build_as_a_new_shape(
     assert costs == pytest.approx({"cudnn_attention_graph_first": 0.045, "cudnn_attention_graph": 0.045})
 
 
+def test_builds_measured_on_a_slow_host_are_brought_to_the_skus_host_speed():
+    # The second variant was probed while the host ran 1.6x slower (its builds took 2x, not 1.25x):
+    # at the SKU's figure (40 ms a round) the two agree.
+    table = graphs_table()
+    table["host_cpu_s"] = table["variant"].map({"packed_masked_d64": 0.040, "decode_d128": 0.064})
+    costs = models.fit_host_costs(table, host_cpu_s=0.040)
+    assert costs["cudnn_attention_graph"] == pytest.approx((0.03 + 0.03 * 2 / 1.6) / 2)
+    # Without the SKU's figure, or rows without theirs, nothing is scaled.
+    assert models.fit_host_costs(table) == models.fit_host_costs(graphs_table())
+    assert models.fit_host_costs(graphs_table(), host_cpu_s=0.040) == models.fit_host_costs(graphs_table())
+
+
 def test_a_build_without_its_cached_call_is_refused():
     table = graphs_table()
     table = table[~((table["call"] == "hit") & (table["queries"] == 17))]

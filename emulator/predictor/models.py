@@ -834,9 +834,15 @@ def fit_memory_curves(memory: pd.DataFrame) -> dict[str, MemoryCurve]:
 
 # ---- host work of replaced libraries (cudnn_graphs.csv) ----------------------------------------
 
-def graph_build_seconds(graphs: pd.DataFrame) -> pd.DataFrame:
+def graph_build_seconds(graphs: pd.DataFrame, host_cpu_s: float | None = None) -> pd.DataFrame:
     """Per variant and shape of the fit rows: the host seconds a call that builds a graph takes
-    beyond the call that finds it cached right after (`call` first, first_warm or miss, `extra_s`)."""
+    beyond the call that finds it cached right after (`call` first, first_warm or miss, `extra_s`).
+
+    A build is host work, as fast as the host is at the time: the server's host runs in a fast and
+    a slow state (35-42 against 51-72 ms a round of emulator/host_cpu.py on the H100's, for hours at
+    a time; docs/fidelity/h100_notes.md). Rows that carry the host's figure measured beside them
+    (host_cpu_s, probes since 2026-12-07) are brought to `host_cpu_s`, the speed the SKU's host
+    costs are charged at (its host_cpu.json)."""
     rows = _fit_rows(graphs)
     hits = rows[rows["call"] == "hit"].groupby(["variant", "queries", "keys"])["seconds"].median()
     builds = rows[rows["call"].isin(["first", "first_warm", "miss"])].copy()
@@ -846,19 +852,23 @@ def graph_build_seconds(graphs: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"cudnn_graphs.csv: no hit row after the build of {missing[0]}: the probe times each "
                          f"shape twice (probe_cudnn_graphs.py)")
     builds["extra_s"] = builds["seconds"].to_numpy() - hits.loc[keys].to_numpy()
+    if host_cpu_s is not None and "host_cpu_s" in builds:
+        measured_at = builds["host_cpu_s"].to_numpy(dtype=float)
+        builds["extra_s"] *= np.where(measured_at > 0, host_cpu_s / measured_at, 1.0)
     return builds[["variant", "queries", "keys", "call", "extra_s"]]
 
 
-def fit_host_costs(graphs: pd.DataFrame) -> dict[str, float]:
+def fit_host_costs(graphs: pd.DataFrame, host_cpu_s: float | None = None) -> dict[str, float]:
     """cuDNN attention graph builds: the first of a variant in a process, and a new shape of a
-    variant met before, each the median over variants of the variant's median extra seconds.
+    variant met before, each the median over variants of the variant's median extra seconds, at the
+    host speed `host_cpu_s` (graph_build_seconds).
 
     The first build is charged as a server pays it on a machine where the kernel ran before
     (first_warm rows): its compilation outlives the process. A table without first_warm rows
     (before 2026-12-07) charges it as a new shape: on the H100, a transformers server's first
     step took 1.16 s in the machine's first process, 0.38 s in the next, against 0.31 s with cuDNN
     off (docs/fidelity/h100_timeline.md); the cold first rows stay in the table, not charged."""
-    extra = graph_build_seconds(graphs)
+    extra = graph_build_seconds(graphs, host_cpu_s)
     def over_variants(call: str) -> float | None:
         per_variant = extra[extra["call"] == call].groupby("variant")["extra_s"].median()
         return max(float(per_variant.median()), 0.0) if len(per_variant) else None
@@ -1607,7 +1617,7 @@ def fit(tables: Tables, sku: Sku) -> FittedModels:
         memory={} if tables.memory is None else fit_memory_curves(tables.memory),
         efficient_attention=({} if tables.efficient_attention is None
                              else fit_efficient_attention(tables.efficient_attention, sku.sm_count)),
-        host_costs={} if tables.cudnn_graphs is None else fit_host_costs(tables.cudnn_graphs),
+        host_costs={} if tables.cudnn_graphs is None else fit_host_costs(tables.cudnn_graphs, tables.host_cpu_s),
         cudnn_attention=({} if tables.cudnn_graphs is None
                          else fit_cudnn_attention(cudnn_attention_rows(tables.cudnn_graphs), sku.sm_count)),
         launch_host_s=0.0 if tables.runtime_calls is None else fit_launch_cost(tables.runtime_calls),

@@ -58,6 +58,7 @@ OPTIONAL_TABLES = {
                      "cudnn_graphs_meta.json"),
     "runtime_calls": ("runtime_calls.csv", ["call", "calls", "seconds", "split"], "meta.json"),
 }
+HOST_CPU_FILE = "host_cpu.json"
 COLLECTIVE_OPS_MEASURED = ("all_reduce", "all_gather", "reduce_scatter", "send_recv")
 # Published node timings (emulator/profiler/published_collectives.py) of a SKU whose collectives were never
 # measured here: NCCL's ops, and vLLM's custom all-reduce kernel (backend vllm_custom).
@@ -100,6 +101,9 @@ class Tables:
     cudnn_graphs: pd.DataFrame | None = None
     # The CUDA runtime's calls in a real step, microseconds each (runtime_calls.csv), or None.
     runtime_calls: pd.DataFrame | None = None
+    # The server host's seconds per round of emulator/host_cpu.py's step work (host_cpu.json): the
+    # speed that the host costs are charged at, or None.
+    host_cpu_s: float | None = None
 
 
 def measured_skus() -> list[str]:
@@ -144,7 +148,17 @@ def load(sku: str) -> Tables:
                                                      "efficient_attention"),
                   cudnn_graphs=_read_optional(directory / OPTIONAL_TABLES["cudnn_graphs"][0], "cudnn_graphs"),
                   runtime_calls=_read_optional(directory / OPTIONAL_TABLES["runtime_calls"][0], "runtime_calls"),
-                  **frames)
+                  host_cpu_s=_host_cpu_seconds(directory / HOST_CPU_FILE), **frames)
+
+
+def _host_cpu_seconds(path: Path) -> float | None:
+    if not path.is_file():
+        return None
+    try:
+        return float(json.loads(path.read_text())["seconds"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: not a host_cpu measurement ({type(error).__name__}: {error}); measure it "
+                         f"again with `python -m emulator.host_cpu --out {path}` on that SKU's machine") from error
 
 
 def _read_optional(path: Path, name: str) -> pd.DataFrame | None:
@@ -242,7 +256,7 @@ def _sha256(directory: Path) -> str:
     as it did before they existed)."""
     digest = hashlib.sha256()
     optional = sorted({name for file, _, meta in OPTIONAL_TABLES.values() for name in (file, meta)
-                       if (directory / name).is_file()})
+                       if (directory / name).is_file()} | ({HOST_CPU_FILE} if (directory / HOST_CPU_FILE).is_file() else set()))
     for name in _source_files() + optional:
         digest.update(name.encode() + b"\0")
         digest.update((directory / name).read_bytes())

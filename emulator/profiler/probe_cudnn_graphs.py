@@ -29,7 +29,9 @@ cuDNN, and also times the default choice's miss to show whether torch picks it.
 
 Writes cudnn_graphs.csv: variant,heads,kv_heads,head_dim,queries,keys,masked,causal,call,layers,
 backend,seconds (host),gpu_seconds,split (fit: first, miss and hit rows; holdout: step and the
-default choice's rows, which no model is fitted on); and cudnn_graphs_meta.json.
+default choice's rows, which no model is fitted on),host_cpu_s (the host's speed, measured before the
+variant by emulator/host_cpu.py: the server's host changes speed for hours at a time, and the fit
+brings the builds to one speed); and cudnn_graphs_meta.json.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+REPO = Path(__file__).resolve().parents[2]
 SHAPES = 24          # new shapes per variant
 LAYERS = 16          # calls per emulated decoder step
 MASK_ROWS = 8192     # transformers' continuous batching keeps one mask buffer of max_batch_tokens rows
@@ -132,12 +135,22 @@ def default_backend(q, k, val, mask, causal) -> str:
     return "unknown"
 
 
+def host_speed() -> float:
+    """The host's seconds per round of emulator/host_cpu.py's step work, now (a fresh process)."""
+    done = subprocess.run([sys.executable, "-m", "emulator.host_cpu"], cwd=REPO, capture_output=True, text=True,
+                          check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+
+
 def probe(v: Variant, writer, mask_buffer) -> None:
+    host_cpu_s = host_speed()       # graph builds are host work: the host's speed beside them
+
     def row(call, queries, keys, host, gpu, layers=1, backend="cudnn"):
         writer.writerow({"variant": v.name, "heads": v.heads, "kv_heads": v.kv_heads, "head_dim": v.head_dim,
                          "queries": queries, "keys": keys, "masked": int(v.masked), "causal": int(v.causal),
                          "call": call, "layers": layers, "backend": backend, "seconds": f"{host:.7g}",
-                         "gpu_seconds": f"{gpu:.7g}", "split": "fit" if call in FIT_CALLS else "holdout"})
+                         "gpu_seconds": f"{gpu:.7g}", "split": "fit" if call in FIT_CALLS else "holdout",
+                         "host_cpu_s": f"{host_cpu_s:.5g}"})
 
     queries, keys = shape(v, 0)
     inputs = tensors(v, queries, keys, mask_buffer)
@@ -191,7 +204,7 @@ def main() -> int:
     with open(args.out / "cudnn_graphs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["variant", "heads", "kv_heads", "head_dim", "queries", "keys", "masked",
                                                "causal", "call", "layers", "backend", "seconds", "gpu_seconds",
-                                               "split"])
+                                               "split", "host_cpu_s"])
         writer.writeheader()
         for v in VARIANTS:
             try:
