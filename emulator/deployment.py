@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
-from emulator import feasibility, host_cpu, leftovers, metrics, paths
+from emulator import endpoints, feasibility, host_cpu, leftovers, metrics, paths
 from emulator.engines import envs
 from emulator.engines.adapter import EngineAdapter, ServingKnobs
 from emulator.engines.registry import adapter as engine_adapter
@@ -47,7 +47,7 @@ from emulator.process_groups import end_group
 SERVER_STOP_S = 30.0
 # How often the processes' shared-memory files are looked at (leftovers.py), besides once at the end.
 SHM_LOOK_S = 5.0
-CONFIG_FILE, SUMMARY_FILE = "run_config.json", "summary.json"
+CONFIG_FILE, SUMMARY_FILE, ENDPOINTS_FILE = "run_config.json", "summary.json", "endpoints.json"
 # The worker's exit statuses.
 SERVED, FAILED, REFUSED, STOPPED = 0, 1, 2, 130
 # Variables that put a process on virtual GPUs: a real-GPU run (or a deployment started from inside
@@ -164,6 +164,10 @@ def serve(config: RunConfig, out: Path, *, emulated: bool = True,
             processes = _Processes(server_command, adapter, env, out)
             failure, serving_since, ended = processes.wait(tk, config.timeout_s, progress, started)
             virtual_s = tk.clock.now_ns / 1e9
+    exposed = sorted(str(e) for e in processes.endpoints if not e.loopback)
+    if exposed:
+        notes.append(f"the engine listens beyond loopback on {', '.join(exposed)} (all listening ports: "
+                     f"{out / ENDPOINTS_FILE})")
     if failure:
         raise RunFailed(f"{failure}; the server's last lines:\n{_tail(out / 'server.log')}\n"
                         f"the load generator's last lines:\n{_tail(out / 'loadgen.log', 8)}\n(all logs in {out})")
@@ -217,6 +221,7 @@ class _Processes:
                                             start_new_session=True)
         (out / "processes.json").write_text(json.dumps({"server": self.server.pid, "loadgen": self.loadgen.pid}))
         self.sessions = {self.server.pid, self.loadgen.pid}
+        self.endpoints: set[endpoints.Endpoint] = set()
 
     def wait(self, tk, timeout_s: float, progress: Callable[[float, bool], None],
              started: float) -> tuple[str | None, float | None, float]:
@@ -228,7 +233,7 @@ class _Processes:
         try:
             while True:
                 if time.monotonic() - last_look > SHM_LOOK_S:
-                    self.leftovers.look(self.sessions)
+                    self._look()
                     last_look = time.monotonic()
                 if serving_since is None and READY_LINE in (self.out / "loadgen.log").read_text(errors="replace"):
                     serving_since = time.monotonic()
@@ -254,11 +259,22 @@ class _Processes:
             # asked to stop would spend its whole grace period waiting on it.
             self._stop(graceful=tk is None or tk.failure is None)
 
+    def _look(self) -> None:
+        """Note what the sessions hold: /dev/shm files (to remove them later) and listening ports
+        (written to endpoints.json, each with whether it is loopback only)."""
+        pids = leftovers.session_pids(self.sessions)
+        self.leftovers.look_at(pids)
+        new = set(endpoints.listening(pids)) - self.endpoints
+        if new:
+            self.endpoints |= new
+            (self.out / ENDPOINTS_FILE).write_text(json.dumps(
+                [{**asdict(e), "loopback": e.loopback} for e in sorted(self.endpoints, key=str)], indent=1))
+
     def _stop(self, graceful: bool) -> None:
         """SIGTERM to the server alone, as an operator would, so that it stops its engine processes
         in order (when `graceful`); what is left after SERVER_STOP_S is ended with the sessions,
         and what they left on the host is removed."""
-        self.leftovers.look(self.sessions)
+        self._look()
         if graceful and self.server.poll() is None:
             self.server.terminate()
             try:

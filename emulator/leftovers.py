@@ -71,8 +71,8 @@ class Leftovers:
                                                                      f"torchinductor_{_user()}")
         return {**env, "TMPDIR": self.tmpdir, "TORCHINDUCTOR_CACHE_DIR": cache}
 
-    def look(self, sessions: set[int]) -> None:
-        new = held(session_pids(sessions)) - self.shm
+    def look_at(self, pids: list[int]) -> None:
+        new = held(pids) - self.shm
         if new:
             self.shm |= new
             self._write()

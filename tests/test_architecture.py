@@ -15,7 +15,8 @@ PACKAGES = ("emulator", "autotune", "search_spaces")
 LAYERS = (
     # Leaves that run inside engine and load-generator interpreters too; the wire format between the
     # vGPU library and the Timekeeper.
-    ("leaves", ("emulator.paths", "emulator.process_groups", "emulator.leftovers", "emulator.metrics",
+    ("leaves", ("emulator.paths", "emulator.process_groups", "emulator.leftovers", "emulator.endpoints",
+                "emulator.metrics",
                 "emulator.loadgen", "emulator.vgpu.protocol")),
     ("hardware", ("emulator.hardware",)),
     ("vgpu", ("emulator.vgpu",)),

@@ -44,7 +44,7 @@ def test_files_of_a_killed_session_are_removed_and_those_still_held_are_kept(tmp
         assert env["TMPDIR"] == noted.tmpdir and env["TORCHINDUCTOR_CACHE_DIR"].startswith(tempfile.gettempdir())
         assert len(os.path.join(noted.tmpdir, "0" * 36)) < 100      # room for vLLM's ipc:// socket names
         Path(noted.tmpdir, "socket-left-by-vllm").touch()
-        noted.look({killed.pid})
+        noted.look_at([killed.pid])
         assert noted.shm == set(killed_files)
         # Another process comes to hold one of them: it must outlive the deployment's sweep.
         sharer = subprocess.Popen([sys.executable, "-c", f"f = open({killed_files[1]!r}); import time; time.sleep(600)"])

@@ -108,3 +108,33 @@ def test_every_engines_server_binds_loopback(engine):
     else:
         from emulator.engines.transformers import server
         assert server.parse_args(command[command.index("--model-dir"):]).host == "127.0.0.1"
+
+
+BINDS = """
+import socket
+for family, address, v6only in ((socket.AF_INET, "0.0.0.0", None), (socket.AF_INET6, "::", 0),
+                                (socket.AF_INET6, "::", 1), (socket.AF_INET, "127.0.0.1", None)):
+    s = socket.socket(family)
+    if v6only is not None:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+    s.bind((address, 0))
+    s.listen()
+    if family == socket.AF_INET6 and not v6only:    # a dual-stack server is still reached at 127.0.0.1
+        socket.create_connection(("127.0.0.1", s.getsockname()[1])).close()
+    print(s.getsockname()[0])
+"""
+
+
+@pytest.mark.parametrize("bind_any, expected", [
+    (None, ["127.0.0.1", "::ffff:127.0.0.1", "::1", "127.0.0.1"]),
+    ("1", ["0.0.0.0", "::", "::", "127.0.0.1"]),
+])
+def test_a_process_on_virtual_gpus_that_binds_every_interface_gets_loopback(tmp_path, bind_any, expected):
+    """What torch.distributed's TCPStore does (libuv binds "::"): the library's bind() makes it
+    loopback, unless REVATI_BIND_ANY=1 asks for every interface."""
+    env = vgpu_env(1, workdir=tmp_path)
+    if bind_any:
+        env["REVATI_BIND_ANY"] = bind_any
+    proc = subprocess.run(["python3", "-c", BINDS], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == expected

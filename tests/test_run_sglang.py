@@ -75,6 +75,9 @@ def test_sglang_tensor_parallel_serves_with_its_collectives(tmp_path):
     assert (summary.metrics["completed"], summary.metrics["failed"]) == (12, 0)
     assert "collective" in {row["family"] for row in summary.gpu_time_by_family}
     assert len(list((tmp_path / "vgpu").glob("stats-*.csv"))) >= 2
+    # Its ranks' ports (ZeroMQ, torch.distributed's store, NCCL's bootstrap) are on loopback only.
+    listened = json.loads((tmp_path / "endpoints.json").read_text())
+    assert listened and all(e["loopback"] for e in listened), listened
 
 
 @pytest.mark.parametrize("args, flags", [

@@ -40,6 +40,11 @@ def test_vllm_serves_a_workload_on_virtual_gpus(tmp_path):
     assert {"gemm", "elementwise"} <= families
     assert "VLLM_USE_V2_MODEL_RUNNER=0" in " ".join(summary.config["emulation_notes"])
     assert json.loads((tmp_path / "summary.json").read_text())["metrics"]["completed"] == 12
+    # Every port its processes listened on (its API server, ZeroMQ queues, torch.distributed's
+    # store) is on loopback, and the run says nothing of an exposed one.
+    listened = json.loads((tmp_path / "endpoints.json").read_text())
+    assert listened and all(e["loopback"] for e in listened), listened
+    assert not any("beyond loopback" in n for n in summary.config["emulation_notes"])
     assert _nothing_left(tmp_path)
 
 
