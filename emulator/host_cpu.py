@@ -16,6 +16,7 @@ interpreter and workload version under $REVATI_HOME/host_cpu/.
 
     python -m emulator.host_cpu                     this interpreter's seconds per round, as JSON
     python -m emulator.host_cpu --out FILE          the same into FILE (the device machine's run)
+    python -m emulator.host_cpu --sample FILE       a round every second into FILE, until ended
 
 The GPU server's figure is emulator/predictor/data/<sku>/host_cpu.json, measured on the lent
 machine of that SKU (emulator/profiler/run_on_device.sh, family host_cpu). A SKU without one is charged 1:1,
@@ -105,6 +106,37 @@ def measure_here() -> dict:
             "torch": torch.__version__, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def sample_while_running(out: Path, every_s: float) -> None:
+    """One round of the workload every `every_s` seconds, appended to `out` as a line "wall-clock
+    time, thread-CPU seconds", until this process is ended: the host's speed while a real server
+    runs beside it, on another of the server host's cores (a round is ~40 ms of one core)."""
+    import torch
+    torch.set_num_threads(1)
+    _scheduler_round(), _dispatch_round(torch)          # warm: imports, allocator, caches
+    with open(out, "a", buffering=1) as f:
+        while True:
+            started = time.thread_time()
+            _scheduler_round()
+            _dispatch_round(torch)
+            f.write(f"{time.time():.3f} {time.thread_time() - started:.6f}\n")
+            time.sleep(every_s)
+
+
+def during(path: Path, start: float, end: float) -> dict | None:
+    """A figure (measure_here's keys) from the rounds sample_while_running wrote to `path` between
+    wall-clock times `start` and `end`, or None if there were none."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    ordered = sorted(float(seconds) for when, seconds in (line.split() for line in lines if len(line.split()) == 2)
+                     if start <= float(when) <= end)
+    if not ordered:
+        return None
+    return {"seconds": statistics.median(ordered), "spread": [ordered[len(ordered) // 10], ordered[-1 - len(ordered) // 10]],
+            "rounds": len(ordered), "workload_version": WORKLOAD_VERSION, "cpu": cpu_model(), "while_serving": True}
+
+
 def cpu_model() -> str:
     """The host CPU's model name."""
     try:
@@ -191,7 +223,13 @@ def calibrate(sku: str, python: Path, server: dict | None = None) -> Calibration
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emulator.host_cpu", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the measurement to this file as well")
+    parser.add_argument("--sample", type=Path, metavar="FILE", help="instead: append one round's seconds to FILE "
+                        "every --every seconds until ended (the host's speed while a server runs)")
+    parser.add_argument("--every", type=float, default=1.0, metavar="S")
     args = parser.parse_args(argv)
+    if args.sample:
+        sample_while_running(args.sample, args.every)
+        return 0
     figure = measure_here()
     text = json.dumps(figure)
     if args.out:

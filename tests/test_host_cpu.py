@@ -57,3 +57,29 @@ def test_a_real_runs_own_figure_overrides_the_skus(tmp_path, monkeypatch):
     calibration = host_cpu.calibrate("h200", "python3", {"seconds": 0.050, "cpu": "Intel Xeon"})
     assert calibration.host_work_scale == pytest.approx(1.25) and "host work (cuDNN graph builds, launches) charged x1.250" in calibration.note
     assert host_cpu.calibrate("h200", "python3").host_work_scale == 1.0
+
+
+def test_the_host_is_sampled_on_another_core_while_a_server_runs(engine_python, tmp_path):
+    import subprocess
+    import time
+    from emulator import paths
+    samples = tmp_path / "host_cpu.txt"
+    started = time.time()
+    sampler = subprocess.Popen([str(engine_python), "-m", "emulator.host_cpu", "--sample", str(samples),
+                                "--every", "0.05"], cwd=paths.REPO, env={"PYTHONPATH": str(paths.REPO)})
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not samples.is_file() or len(samples.read_text().splitlines()) < 6):
+            time.sleep(0.1)
+    finally:
+        sampler.terminate()
+        sampler.wait()
+    lines = samples.read_text().splitlines()
+    figure = host_cpu.during(samples, started, time.time())
+    assert figure["rounds"] == len(lines) >= 6 and figure["while_serving"]
+    assert 0.001 < figure["spread"][0] <= figure["seconds"] <= figure["spread"][1] < 5
+    # Only the rounds inside the window count: the server's start-up is not its serving.
+    first, second = (float(line.split()[0]) for line in lines[:2])
+    assert host_cpu.during(samples, first, (first + second) / 2)["rounds"] == 1
+    assert host_cpu.during(samples, started - 10, started - 5) is None
+    assert host_cpu.during(tmp_path / "absent.txt", started, time.time()) is None

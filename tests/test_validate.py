@@ -303,6 +303,17 @@ def test_against_a_recorded_real_side_only_the_emulation_runs_with_the_recorded_
                                  timeout_s=9)
 
 
+def test_the_host_speed_charged_is_the_one_sampled_while_the_real_runs_served():
+    before = [{"seconds": s, "cpu": "Intel Xeon"} for s in (0.050, 0.038, 0.041)]
+    during = [{"seconds": s, "rounds": 30, "cpu": "Intel Xeon", "while_serving": True} for s in (0.061, 0.055, 0.058)]
+    reals = [{"host_cpu": b, "host_cpu_while_serving": d} for b, d in zip(before, during)]
+    figure = validate.server_host_speed(reals)
+    assert (figure["seconds"], figure["rounds"], figure["while_serving"]) == (0.058, 90, True)
+    # Runs recorded before the sampling: the fastest figure measured before a run.
+    assert validate.server_host_speed([{"host_cpu": b} for b in before]) == before[1]
+    assert validate.server_host_speed([{"metrics": {}}]) is None
+
+
 def test_the_emulating_engines_versions_are_read_from_its_interpreter():
     from emulator.engines.envs import env_python, is_ready
     if not is_ready("vllm"):
