@@ -76,6 +76,9 @@ class RunConfig:
     # SKU's committed one: validate's emulation of real runs is charged the host as it was then.
     server_host_cpu: dict | None = None
     server_args: tuple[str, ...] = ()   # appended to the engine's server command
+    # Emulated runs: every launch with its device, virtual start and duration in OUT/vgpu/trace.csv
+    # (the GPU timeline of each step; tens of MB for a few hundred requests).
+    launch_trace: bool = False
 
     def model_dir(self) -> Path:
         return paths.model_dir(self.model)
@@ -162,6 +165,8 @@ def serve(config: RunConfig, out: Path, *, emulated: bool = True,
             env.update(tk.env())
             env["REVATI_HOST_WORK_SCALE"] = repr(calibration.host_work_scale)
             env["REVATI_VGPU_STATS"] = str(out / "vgpu" / "stats-%p.csv")
+            if config.launch_trace:
+                env["REVATI_VGPU_TRACE"] = str(out / "vgpu" / "trace.csv")
             processes = _Processes(server_command, adapter, env, out)
             failure, serving_since, ended = processes.wait(tk, config.timeout_s, progress, started)
             virtual_s = tk.clock.now_ns / 1e9

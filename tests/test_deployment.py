@@ -18,7 +18,8 @@ WORKLOAD = {"num_requests": 4, "seed": 0, "arrival": {"process": "poisson", "rat
 def test_a_run_config_reads_back_as_written(tmp_path):
     config = RunConfig(model="tiny_llama", sku="h100", knobs=ServingKnobs(tensor_parallel=2, max_num_seqs=8),
                        workload=WORKLOAD, engine="sglang", slos_ms={"ttft": 100.0}, timeout_s=60.0, cpu_scale=0.7,
-                       server_host_cpu={"seconds": 0.04}, server_args=("--cudnn-attention", "off"))
+                       server_host_cpu={"seconds": 0.04}, server_args=("--cudnn-attention", "off"),
+                       launch_trace=True)
     config.write(tmp_path / deployment.CONFIG_FILE)
     assert RunConfig.read(tmp_path / deployment.CONFIG_FILE) == config
 

@@ -25,7 +25,7 @@ def test_vllm_serves_a_workload_on_virtual_gpus(tmp_path):
     if not is_ready("vllm"):
         pytest.fail("the vllm engine env is not set up: run `revati-tune setup vllm`")
     config = RunConfig(model="tiny_llama", sku="h200", knobs=ServingKnobs(max_model_len=2048), workload=WORKLOAD,
-                       slos_ms={"ttft": 1000.0, "tpot": 100.0}, timeout_s=600)
+                       slos_ms={"ttft": 1000.0, "tpot": 100.0}, timeout_s=600, launch_trace=True)
     summary = serve(config, tmp_path)
     m = summary.metrics
     assert (m["completed"], m["failed"]) == (12, 0)
@@ -38,6 +38,11 @@ def test_vllm_serves_a_workload_on_virtual_gpus(tmp_path):
     assert m["slo_attainment"] == 1.0 and m["request_goodput"] > 0
     families = {row["family"] for row in summary.gpu_time_by_family}
     assert {"gemm", "elementwise"} <= families
+    # The launch trace: every launch of the engine's processes, on the virtual device, in virtual time.
+    trace = pd.read_csv(tmp_path / "vgpu" / "trace.csv", low_memory=False)
+    trace = trace[trace["kind"] != "kind"].astype({"start": float, "seconds": float})
+    assert {"gemm", "kernel"} <= set(trace["kind"]) and set(trace["device"].astype(int)) == {0}
+    assert (trace["seconds"] >= 0).all() and trace["start"].max() <= summary.virtual_seconds
     assert "VLLM_USE_V2_MODEL_RUNNER=0" in " ".join(summary.config["emulation_notes"])
     assert json.loads((tmp_path / "summary.json").read_text())["metrics"]["completed"] == 12
     # Every port its processes listened on (its API server, ZeroMQ queues, torch.distributed's
