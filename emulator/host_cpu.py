@@ -90,17 +90,24 @@ def _dispatch_round(torch, ops: int = 10000) -> float:
     return total
 
 
-def measure_here() -> dict:
-    """This interpreter's thread-CPU seconds per round of the workload (median of ROUNDS)."""
+def _timed_rounds():
+    """The workload's rounds, each's thread-CPU seconds, after one round to warm imports, the
+    allocator and caches; single-threaded torch, as an engine's step loop is."""
     import torch
     torch.set_num_threads(1)
-    _scheduler_round(), _dispatch_round(torch)          # warm: imports, allocator, caches
-    times = []
-    for _ in range(ROUNDS):
+    _scheduler_round(), _dispatch_round(torch)
+    while True:
         started = time.thread_time()
         _scheduler_round()
         _dispatch_round(torch)
-        times.append(time.thread_time() - started)
+        yield time.thread_time() - started
+
+
+def measure_here() -> dict:
+    """This interpreter's thread-CPU seconds per round of the workload (median of ROUNDS)."""
+    import torch
+    rounds = _timed_rounds()
+    times = [next(rounds) for _ in range(ROUNDS)]
     return {"seconds": statistics.median(times), "spread": [min(times), max(times)], "rounds": ROUNDS,
             "workload_version": WORKLOAD_VERSION, "cpu": cpu_model(), "python": platform.python_version(),
             "torch": torch.__version__, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -110,15 +117,9 @@ def sample_while_running(out: Path, every_s: float) -> None:
     """One round of the workload every `every_s` seconds, appended to `out` as a line "wall-clock
     time, thread-CPU seconds", until this process is ended: the host's speed while a real server
     runs beside it, on another of the server host's cores (a round is ~40 ms of one core)."""
-    import torch
-    torch.set_num_threads(1)
-    _scheduler_round(), _dispatch_round(torch)          # warm: imports, allocator, caches
     with open(out, "a", buffering=1) as f:
-        while True:
-            started = time.thread_time()
-            _scheduler_round()
-            _dispatch_round(torch)
-            f.write(f"{time.time():.3f} {time.thread_time() - started:.6f}\n")
+        for seconds in _timed_rounds():
+            f.write(f"{time.time():.3f} {seconds:.6f}\n")
             time.sleep(every_s)
 
 
