@@ -9,8 +9,9 @@ whose inodes one of its processes has open.
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass
+
+from emulator.process_groups import open_files
 
 TCP_LISTEN = "0A"       # the socket state column of /proc/net/tcp
 
@@ -38,7 +39,7 @@ def listening(pids: list[int]) -> list[Endpoint]:
     for pid in pids:
         try:
             comm = open(f"/proc/{pid}/comm").read().strip()
-            links = [os.readlink(fd.path) for fd in os.scandir(f"/proc/{pid}/fd")]
+            links = open_files(pid)
         except OSError:         # gone meanwhile, or not ours to read
             continue
         for link in links:

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from emulator.process_groups import live_processes
+from emulator.process_groups import live_processes, open_files
 
 SHM = "/dev/shm/"
 RECORD_FILE = "leftovers.json"
@@ -41,11 +41,7 @@ def held(pids: list[int] | None = None) -> set[str]:
     files = set()
     for pid in pids:
         try:
-            for fd in os.scandir(f"/proc/{pid}/fd"):
-                try:
-                    files.add(os.readlink(fd.path))
-                except OSError:
-                    continue
+            files.update(open_files(pid))
             with open(f"/proc/{pid}/maps") as maps:
                 files.update(line[line.index(SHM):].rstrip("\n") for line in maps if SHM in line)
         except OSError:         # gone meanwhile, or not ours to read

@@ -53,6 +53,18 @@ def live_processes():
             yield int(entry.name), int(pgrp), int(session)
 
 
+def open_files(pid: int) -> list[str]:
+    """What process `pid`'s file descriptors point at (paths, "socket:[inode]", ...); OSError if
+    the process is gone or not ours to read. A descriptor closed meanwhile is skipped."""
+    targets = []
+    for fd in os.scandir(f"/proc/{pid}/fd"):
+        try:
+            targets.append(os.readlink(fd.path))
+        except OSError:
+            continue
+    return targets
+
+
 def group_alive(pgid: int) -> bool:
     """Whether a live process is in group pgid."""
     return any(pgrp == pgid for _, pgrp, _ in live_processes())

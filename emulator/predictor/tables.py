@@ -255,8 +255,8 @@ def _sha256(directory: Path) -> str:
     """Over the required files and whichever optional ones exist (a SKU without collectives hashes
     as it did before they existed)."""
     digest = hashlib.sha256()
-    optional = sorted({name for file, _, meta in OPTIONAL_TABLES.values() for name in (file, meta)
-                       if (directory / name).is_file()} | ({HOST_CPU_FILE} if (directory / HOST_CPU_FILE).is_file() else set()))
+    names = {name for file, _, meta in OPTIONAL_TABLES.values() for name in (file, meta)} | {HOST_CPU_FILE}
+    optional = sorted(name for name in names if (directory / name).is_file())
     for name in _source_files() + optional:
         digest.update(name.encode() + b"\0")
         digest.update((directory / name).read_bytes())
