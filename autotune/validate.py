@@ -51,7 +51,6 @@ real side's torch and transformers versions (REVATI_TRANSFORMERS_PYTHON names it
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -67,8 +66,7 @@ from pathlib import Path
 
 from emulator.deployment import RunConfig, plain_environment, serve
 from emulator.hardware import load_sku
-from emulator import paths
-from emulator.host_cpu import cpu_model, during
+from emulator.host_cpu import cpu_model, figure_of_samples
 NO_GPU_STATUS = 2
 REAL_REPEATS = 3
 
@@ -559,71 +557,65 @@ def serve_real(adapter, scenario: Scenario, workload: dict, out: Path, record: d
                timeout_s: float, server_args: tuple[str, ...] = ()) -> None:
     """Serve the scenario `repeats` times on the real GPU (out/real-1, ...). Each summary goes into
     record["real"] as soon as it exists, so a failed scenario still shows what ran; any failed run
-    fails the scenario with its reason. Before each run the host's CPU speed is measured (the
-    summary's host_cpu): a server's host speed moves between device calls, and the emulation of
-    these runs is charged the host as it was."""
+    fails the scenario with its reason. The host's CPU speed is measured before each run (the
+    summary's host_cpu) and in the server's generation thread while it serves
+    (host_cpu_in_serving_thread): a server's host speed moves between device calls, and the
+    emulation of these runs is charged the host as it was."""
     from emulator.host_cpu import measure_in
-    config = run_config(adapter, scenario, workload, sku=sku, timeout_s=timeout_s, server_args=server_args)
     record["real"] = []
     for repeat in range(1, repeats + 1):
         host_cpu = measure_in(adapter.python())
-        with _host_speed_sampled(adapter, out / f"real-{repeat}-host_cpu.txt") as sampled:
-            summary = serve(config, out / f"real-{repeat}", emulated=False)
+        summary = _serve_sampled(adapter, scenario, workload, out / f"real-{repeat}", emulated=False, sku=sku,
+                                 timeout_s=timeout_s, server_args=server_args)
         summary.host_cpu = host_cpu
-        serving_from = sampled.started + summary.startup_wall_seconds
-        summary.host_cpu_while_serving = during(sampled.path, serving_from, serving_from + summary.serving_wall_seconds)
         record["real"].append(summary.to_dict())
         print(f"{scenario.name}: real {repeat}/{repeats} done in {summary.wall_seconds:.1f} s", flush=True)
 
 
-@dataclass
-class _Sampling:
-    path: Path
-    started: float          # time.time() when the server was started
-
-
-@contextlib.contextmanager
-def _host_speed_sampled(adapter, path: Path):
-    """The host's speed sampled on another core while the block serves (host_cpu.sample_while_running)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sampler = subprocess.Popen([str(adapter.python()), "-m", "emulator.host_cpu", "--sample", str(path)], cwd=paths.REPO,
-                               env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(paths.REPO)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield _Sampling(path, time.time())
-    finally:
-        sampler.terminate()
-        sampler.wait()
+def _serve_sampled(adapter, scenario: Scenario, workload: dict, out: Path, *, emulated: bool, sku: str,
+                   timeout_s: float, server_args: tuple[str, ...], server_host_cpu: dict | None = None):
+    """serve() with the server sampling its host's speed between steps (the same on both sides, so
+    that the real and the emulated server carry the same delay), the figure in the summary."""
+    samples = out.parent / f"{out.name}-host_cpu.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    samples.unlink(missing_ok=True)
+    config = run_config(adapter, scenario, workload, sku=sku, timeout_s=timeout_s,
+                        server_args=(*server_args, "--sample-host", str(samples.resolve())),
+                        server_host_cpu=server_host_cpu)
+    summary = serve(config, out, emulated=emulated)
+    summary.host_cpu_in_serving_thread = figure_of_samples(samples)
+    return summary
 
 
 def emulate(adapter, scenario: Scenario, workload: dict, out: Path, record: dict, *, sku: str, timeout_s: float,
             server_args: tuple[str, ...] = ()) -> list[dict]:
     """Serve the scenario once emulated (out/emulated) and return its rows against record["real"],
     charged the server host's CPU speed as the real runs found it (server_host_speed)."""
-    config = run_config(adapter, scenario, workload, sku=sku, timeout_s=timeout_s, server_args=server_args,
-                        server_host_cpu=server_host_speed(record["real"]))
-    record["emulated"] = serve(config, out / "emulated", emulated=True).to_dict()
+    record["emulated"] = _serve_sampled(adapter, scenario, workload, out / "emulated", emulated=True, sku=sku,
+                                        timeout_s=timeout_s, server_args=server_args,
+                                        server_host_cpu=server_host_speed(record["real"])).to_dict()
     print(f"{scenario.name}: emulated done in {record['emulated']['wall_seconds']:.1f} s", flush=True)
     return compare(scenario.name, [real["metrics"] for real in record["real"]], record["emulated"]["metrics"])
 
 
 def server_host_speed(reals: list[dict]) -> dict | None:
-    """The server host's speed to charge an emulation of these real runs: the median of the runs'
-    figures sampled while they served, where they have them; else the fastest of the figures
-    measured before each run, or None.
+    """The server host's speed to charge an emulation of these real runs: the median of the figures
+    timed in their servers' generation threads while they served, where they have them; else the
+    fastest of the figures measured before each run, or None.
 
     The benchmark before a run says little of the run: on the lent machines it is bimodal (36-42
     or 51-72 ms a round) and the serving walls after it do not follow it (71.6 and 35.6 ms before
     walls of 16.8 and 17.2 s, docs/fidelity/h100_notes.md). Taking the fastest figure, on the view
     that a disturbance only slows a benchmark, held on the H100 (2026-12-07) and failed on the H200
     (2026-12-07: emulations charged 44 ms ran 13-17% fast, one charged 51 ms matched), whose host
-    stayed slow for a whole device session. Since 2026-12-07 validate samples the host on another
-    core all through each real run (host_cpu.sample_while_running)."""
-    during_runs = [real["host_cpu_while_serving"] for real in reals if real.get("host_cpu_while_serving")]
-    if during_runs:
-        figure = dict(during_runs[0])
-        figure["seconds"] = statistics.median(f["seconds"] for f in during_runs)
-        figure["rounds"] = sum(f["rounds"] for f in during_runs)
+    stayed slow for a whole device session. A sampler in another process beside the server
+    (host_cpu_while_serving, runs of 2026-12-07) is not used: its median said 53-73 ms where the
+    servers ran as at ~40-50 ms (docs/fidelity/h100_notes.md)."""
+    in_thread = [real["host_cpu_in_serving_thread"] for real in reals if real.get("host_cpu_in_serving_thread")]
+    if in_thread:
+        figure = dict(in_thread[0])
+        figure["seconds"] = statistics.median(f["seconds"] for f in in_thread)
+        figure["rounds"] = sum(f["rounds"] for f in in_thread)
         return figure
     before = sorted((real["host_cpu"] for real in reals if real.get("host_cpu")), key=lambda f: f["seconds"])
     return before[0] if before else None

@@ -106,7 +106,7 @@ class RunSummary:
     gpu_time_by_family: list[dict] = field(default_factory=list)        # emulated: where GPU time went
     host_work: list[dict] = field(default_factory=list)                 # emulated: host work charged
     host_cpu: dict | None = None        # the host's CPU speed measured just before the run (validate)
-    host_cpu_while_serving: dict | None = None      # ... and sampled on another core while it served
+    host_cpu_in_serving_thread: dict | None = None  # ... and timed between steps in the server (validate)
 
     def write(self, out: Path) -> None:
         (out / SUMMARY_FILE).write_text(json.dumps(asdict(self), indent=2, default=float))

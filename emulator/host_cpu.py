@@ -16,7 +16,6 @@ interpreter and workload version under $REVATI_HOME/host_cpu/.
 
     python -m emulator.host_cpu                     this interpreter's seconds per round, as JSON
     python -m emulator.host_cpu --out FILE          the same into FILE (the device machine's run)
-    python -m emulator.host_cpu --sample FILE       a round every second into FILE, until ended
 
 The GPU server's figure is emulator/predictor/data/<sku>/host_cpu.json, measured on the lent
 machine of that SKU (emulator/profiler/run_on_device.sh, family host_cpu). A SKU without one is charged 1:1,
@@ -90,11 +89,13 @@ def _dispatch_round(torch, ops: int = 10000) -> float:
     return total
 
 
-def _timed_rounds():
+def _timed_rounds(single_threaded: bool = True):
     """The workload's rounds, each's thread-CPU seconds, after one round to warm imports, the
-    allocator and caches; single-threaded torch, as an engine's step loop is."""
+    allocator and caches; single-threaded torch, as an engine's step loop is (its tiny tensors run
+    on one thread either way: a sampler inside a server leaves the server's setting alone)."""
     import torch
-    torch.set_num_threads(1)
+    if single_threaded:
+        torch.set_num_threads(1)
     _scheduler_round(), _dispatch_round(torch)
     while True:
         started = time.thread_time()
@@ -113,29 +114,56 @@ def measure_here() -> dict:
             "torch": torch.__version__, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def sample_while_running(out: Path, every_s: float) -> None:
-    """One round of the workload every `every_s` seconds, appended to `out` as a line "wall-clock
-    time, thread-CPU seconds", until this process is ended: the host's speed while a real server
-    runs beside it, on another of the server host's cores (a round is ~40 ms of one core)."""
-    with open(out, "a", buffering=1) as f:
-        for seconds in _timed_rounds():
-            f.write(f"{time.time():.3f} {seconds:.6f}\n")
-            time.sleep(every_s)
+class ServingThreadSampler:
+    """The host's speed as the serving thread finds it: one round of the workload, in that thread,
+    at most every `every_s` seconds of the server's clock. The server calls tick() before each step.
+    Each sample is a line of `out`: the round's thread-CPU seconds, then the thread-CPU seconds the
+    steps since the previous sample took, and how many steps that was (what the host's speed is
+    used for: the step work itself, real against emulated).
+
+    Why in that thread: a sampler in another process, on another core, measured 53-73 ms a round
+    on the H100's server (2026-12-07) while that server's steps ran as they had at 38 ms: its rounds
+    flipped between ~42 and ~72 ms as it moved between cores, whatever the serving thread saw. A
+    round in the serving thread runs on the core, beside the neighbours, that the steps run on.
+    It delays the step after it by one round (~40-75 ms every `every_s`); a server samples on both
+    sides of validate, so the real and the emulated runs carry the same delay."""
+
+    def __init__(self, out: Path, every_s: float):
+        self.out, self.every_s = out, every_s
+        self._rounds = _timed_rounds(single_threaded=False)     # the engine's thread settings stay
+        next(self._rounds)          # the warm-up round, and a first one, at start-up rather than mid-serving
+        self._due = None
+        self._steps, self._cpu = 0, 0.0
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self._due is None:       # the first step loads caches: count from the next
+            self._due, self._cpu = now + self.every_s, time.thread_time()
+            return
+        self._steps += 1
+        if now >= self._due:
+            steps_cpu = time.thread_time() - self._cpu
+            seconds = next(self._rounds)
+            with open(self.out, "a") as f:
+                f.write(f"{seconds:.6f} {steps_cpu:.6f} {self._steps}\n")
+            self._steps, self._cpu = 0, time.thread_time()
+            self._due = time.monotonic() + self.every_s
 
 
-def during(path: Path, start: float, end: float) -> dict | None:
-    """A figure (measure_here's keys) from the rounds sample_while_running wrote to `path` between
-    wall-clock times `start` and `end`, or None if there were none."""
+def figure_of_samples(path: Path) -> dict | None:
+    """A figure (measure_here's keys, and the serving thread's CPU seconds per step) from the
+    samples a ServingThreadSampler wrote, or None."""
     try:
-        lines = path.read_text().splitlines()
-    except OSError:
+        samples = [tuple(float(x) for x in line.split()) for line in path.read_text().splitlines()]
+    except (OSError, ValueError):
         return None
-    ordered = sorted(float(seconds) for when, seconds in (line.split() for line in lines if len(line.split()) == 2)
-                     if start <= float(when) <= end)
-    if not ordered:
+    if not samples:
         return None
-    return {"seconds": statistics.median(ordered), "spread": [ordered[len(ordered) // 10], ordered[-1 - len(ordered) // 10]],
-            "rounds": len(ordered), "workload_version": WORKLOAD_VERSION, "cpu": cpu_model(), "while_serving": True}
+    rounds = sorted(sample[0] for sample in samples)
+    steps = sum(sample[2] for sample in samples)
+    return {"seconds": statistics.median(rounds), "spread": [rounds[0], rounds[-1]], "rounds": len(rounds),
+            "workload_version": WORKLOAD_VERSION, "cpu": cpu_model(), "in_serving_thread": True,
+            "step_cpu_s": sum(sample[1] for sample in samples) / steps if steps else None, "steps": int(steps)}
 
 
 def cpu_model() -> str:
@@ -224,13 +252,7 @@ def calibrate(sku: str, python: Path, server: dict | None = None) -> Calibration
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emulator.host_cpu", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the measurement to this file as well")
-    parser.add_argument("--sample", type=Path, metavar="FILE", help="instead: append one round's seconds to FILE "
-                        "every --every seconds until ended (the host's speed while a server runs)")
-    parser.add_argument("--every", type=float, default=1.0, metavar="S")
     args = parser.parse_args(argv)
-    if args.sample:
-        sample_while_running(args.sample, args.every)
-        return 0
     figure = measure_here()
     text = json.dumps(figure)
     if args.out:

@@ -59,27 +59,24 @@ def test_a_real_runs_own_figure_overrides_the_skus(tmp_path, monkeypatch):
     assert host_cpu.calibrate("h200", "python3").host_work_scale == 1.0
 
 
-def test_the_host_is_sampled_on_another_core_while_a_server_runs(engine_python, tmp_path):
+def test_the_serving_thread_samples_the_host_between_steps_no_more_often_than_asked(engine_python, tmp_path):
+    """ServingThreadSampler as the transformers server drives it: tick() before every step."""
     import subprocess
-    import time
     from emulator import paths
     samples = tmp_path / "host_cpu.txt"
-    started = time.time()
-    sampler = subprocess.Popen([str(engine_python), "-m", "emulator.host_cpu", "--sample", str(samples),
-                                "--every", "0.05"], cwd=paths.REPO, env={"PYTHONPATH": str(paths.REPO)})
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not samples.is_file() or len(samples.read_text().splitlines()) < 6):
-            time.sleep(0.1)
-    finally:
-        sampler.terminate()
-        sampler.wait()
-    lines = samples.read_text().splitlines()
-    figure = host_cpu.during(samples, started, time.time())
-    assert figure["rounds"] == len(lines) >= 6 and figure["while_serving"]
+    script = (f"import time\nfrom pathlib import Path\nfrom emulator.host_cpu import ServingThreadSampler\n"
+              f"sampler = ServingThreadSampler(Path({str(samples)!r}), every_s=0.2)\n"
+              f"ticks, end = 0, time.monotonic() + 2.0\n"
+              f"while time.monotonic() < end:\n    sampler.tick(); ticks += 1; time.sleep(0.01)\n"
+              f"print(ticks)")
+    run = subprocess.run([str(engine_python), "-c", script], cwd=paths.REPO, env={"PYTHONPATH": str(paths.REPO)},
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    figure = host_cpu.figure_of_samples(samples)
+    # ~2 s of steps 10 ms apart: a round (tens of ms) every 0.2 s at most, none at the first step.
+    assert int(run.stdout) > 20 and 2 <= figure["rounds"] <= 10
     assert 0.001 < figure["spread"][0] <= figure["seconds"] <= figure["spread"][1] < 5
-    # Only the rounds inside the window count: the server's start-up is not its serving.
-    first, second = (float(line.split()[0]) for line in lines[:2])
-    assert host_cpu.during(samples, first, (first + second) / 2)["rounds"] == 1
-    assert host_cpu.during(samples, started - 10, started - 5) is None
-    assert host_cpu.during(tmp_path / "absent.txt", started, time.time()) is None
+    assert figure["in_serving_thread"] and figure["workload_version"] == host_cpu.WORKLOAD_VERSION
+    # Between samples the "steps" were 10 ms sleeps: almost no CPU; every step but the first counted.
+    assert 0 <= figure["step_cpu_s"] < 0.005 and figure["rounds"] * 10 <= figure["steps"] < int(run.stdout)
+    assert host_cpu.figure_of_samples(tmp_path / "absent.txt") is None

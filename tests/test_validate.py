@@ -254,6 +254,7 @@ def test_real_only_serves_the_real_repeats_and_writes_runs_for_real_from(tmp_pat
 
     def fake_serve(config, out, *, emulated):
         served.append((out.parent.name, emulated))
+        Path(config.server_args[config.server_args.index("--sample-host") + 1]).write_text("0.046 0.5 10\n0.040 0.4 10\n0.044 0.3 10\n")
         return RunSummary(config={"workload": config.workload}, metrics=_metrics(100.0), wall_seconds=1.0,
                           startup_wall_seconds=0.5, serving_wall_seconds=0.5)
     monkeypatch.setattr(validate, "serve", fake_serve)
@@ -271,6 +272,10 @@ def test_real_only_serves_the_real_repeats_and_writes_runs_for_real_from(tmp_pat
     assert runs["llama3_2_1b-b16-near"][0]["config"]["workload"]["arrival"]["rate"] == round(0.85 * 200.0, 4)
     # Each real run carries the host's CPU speed measured before it, for its emulation's charge.
     assert runs["llama3_2_1b-b16-near"][1]["host_cpu"] == {"seconds": 0.038, "cpu": "Intel Xeon"}
+    # ... and the one its server timed in its generation thread between steps, from its own file.
+    figure = runs["llama3_2_1b-b16-near"][1]["host_cpu_in_serving_thread"]
+    assert figure["seconds"] == 0.044 and figure["step_cpu_s"] == pytest.approx(0.04) and figure["steps"] == 30
+    assert (tmp_path / "llama3_2_1b-b16-near" / "real-2-host_cpu.txt").is_file()
     with pytest.raises(SystemExit):
         validate.build_parser().parse_args(["all", "--real-only", "--real-from", "runs.json"])
 
@@ -284,7 +289,9 @@ def test_against_a_recorded_real_side_only_the_emulation_runs_with_the_recorded_
     served = []
 
     def fake_serve(config, out, *, emulated):
-        served.append((config.model, config.workload, emulated, config.sku, config.server_args, config.server_host_cpu))
+        served.append((config.model, config.workload, emulated, config.sku, config.server_args[:2], config.server_host_cpu))
+        # The emulated server samples its thread as the real ones did: the same delay on both sides.
+        assert config.server_args[2] == "--sample-host"
         return RunSummary(config={}, metrics=_metrics(110.0), wall_seconds=1.0, startup_wall_seconds=0.5,
                           serving_wall_seconds=0.5)
     monkeypatch.setattr(validate, "serve", fake_serve)
@@ -303,14 +310,18 @@ def test_against_a_recorded_real_side_only_the_emulation_runs_with_the_recorded_
                                  timeout_s=9)
 
 
-def test_the_host_speed_charged_is_the_one_sampled_while_the_real_runs_served():
+def test_the_host_speed_charged_is_the_one_timed_in_the_real_servers_while_they_served():
     before = [{"seconds": s, "cpu": "Intel Xeon"} for s in (0.050, 0.038, 0.041)]
-    during = [{"seconds": s, "rounds": 30, "cpu": "Intel Xeon", "while_serving": True} for s in (0.061, 0.055, 0.058)]
-    reals = [{"host_cpu": b, "host_cpu_while_serving": d} for b, d in zip(before, during)]
+    in_thread = [{"seconds": s, "rounds": 8, "cpu": "Intel Xeon", "in_serving_thread": True} for s in (0.061, 0.055, 0.058)]
+    beside = [{"seconds": 0.070, "rounds": 30, "while_serving": True}] * 3
+    reals = [{"host_cpu": b, "host_cpu_in_serving_thread": t, "host_cpu_while_serving": o}
+             for b, t, o in zip(before, in_thread, beside)]
     figure = validate.server_host_speed(reals)
-    assert (figure["seconds"], figure["rounds"], figure["while_serving"]) == (0.058, 90, True)
-    # Runs recorded before the sampling: the fastest figure measured before a run.
-    assert validate.server_host_speed([{"host_cpu": b} for b in before]) == before[1]
+    assert (figure["seconds"], figure["rounds"], figure["in_serving_thread"]) == (0.058, 24, True)
+    # Runs recorded before the serving thread timed it: the fastest figure measured before a run; a
+    # sampler beside the server (runs of 2026-12-07) is not taken.
+    assert validate.server_host_speed([{"host_cpu": b, "host_cpu_while_serving": o}
+                                       for b, o in zip(before, beside)]) == before[1]
     assert validate.server_host_speed([{"metrics": {}}]) is None
 
 

@@ -29,6 +29,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 
 def build_manager(args):
@@ -62,6 +63,8 @@ def build_manager(args):
     cb_config = ContinuousBatchingConfig(**{k: v for k, v in values.items() if v is not None})
     generation = GenerationConfig(do_sample=False, max_new_tokens=args.default_max_tokens, eos_token_id=-1)
     manager = model.init_continuous_batching(generation_config=generation, continuous_batching_config=cb_config)
+    if args.sample_host:
+        sample_host_between_steps(manager, args.sample_host, args.sample_host_every)
     manager.start()
     resolved = manager.continuous_batching_config
     print("hf_server: continuous batching config " + json.dumps(
@@ -74,6 +77,22 @@ def build_manager(args):
           f"mem_efficient {torch.backends.cuda.mem_efficient_sdp_enabled()}, cudnn {torch.backends.cuda.cudnn_sdp_enabled()}",
           flush=True)
     return manager
+
+
+def sample_host_between_steps(manager, out: Path, every_s: float) -> None:
+    """Time the host-speed workload in the generation thread, before a step, every `every_s` seconds
+    (emulator.host_cpu.ServingThreadSampler): transformers calls manager._generation_step once per
+    step from that thread."""
+    from emulator.host_cpu import ServingThreadSampler
+    if not callable(getattr(manager, "_generation_step", None)):
+        raise SystemExit("hf_server: --sample-host needs ContinuousBatchingManager._generation_step, which this "
+                         "transformers lacks; run without --sample-host")
+    sampler, step = ServingThreadSampler(out, every_s), manager._generation_step
+
+    def sampled_step():
+        sampler.tick()
+        step()
+    manager._generation_step = sampled_step
 
 
 def make_app(manager, model_name: str):
@@ -156,6 +175,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--default-max-tokens", type=int, default=256)
     parser.add_argument("--cudnn-attention", choices=("on", "off"), default="on",
                         help="SDPA's cuDNN backend (on: torch's own choice among its backends)")
+    parser.add_argument("--sample-host", type=Path, metavar="FILE", help="append the host's speed, timed in the "
+                        "generation thread between steps, to FILE (emulator/host_cpu.py: ServingThreadSampler)")
+    parser.add_argument("--sample-host-every", type=float, default=5.0, metavar="S",
+                        help="seconds between two samples (default 5)")
     return parser.parse_args(argv)
 
 
