@@ -9,9 +9,11 @@ the rank charged most. This runs each configuration twice, one after the other o
 pinned to CPU 0 (sched_setaffinity, inherited by the Timekeeper here and every process it
 starts), then on every CPU this process may use, and prints each latency statistic of the summary
 (mean, p50, p90, p99 of TTFT, TPOT, ITL, E2EL) for both, their relative difference, and whether it
-is within the bound (2% for mean and p50, 5% for p90 and p99).
+is within the bound (2% for mean and p50, 5% for p90 and p99). With --repeats N the placements
+alternate N times (one, all, one, all, ...): each column is the median of its N runs, with their
+spread (min-max) beside it, the run-to-run noise that a difference must stand out of.
 
-    python3 benchmarks/host_independence.py [--config llama3_8b:2] [--config llama3_8b:4] [--requests 60] [--rate 4]
+    python3 benchmarks/host_independence.py [--config llama3_8b:2] [--config llama3_8b:4] [--requests 60] [--rate 4] [--repeats 1]
 
 A configuration is MODEL:TP (vLLM, virtual H100s, CUDA graphs on, a Poisson workload of --requests
 prompts of 128-512 tokens and outputs of 32-96 at --rate req/s, seed 0: the same requests each run).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -53,6 +56,7 @@ def main() -> int:
     parser.add_argument("--config", action="append", default=None, metavar="MODEL:TP")
     parser.add_argument("--requests", type=int, default=60)
     parser.add_argument("--rate", type=float, default=4.0)
+    parser.add_argument("--repeats", type=int, default=1, help="runs per placement, alternating")
     args = parser.parse_args()
     every = os.sched_getaffinity(0)
     if len(every) < 2:
@@ -62,19 +66,29 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     worst = 0.0
     for model, tp in configs:
+        one, all_ = [], []
         with tempfile.TemporaryDirectory(prefix="revati-host-independence-") as work:
-            one = serve_pinned(model, tp, args.requests, args.rate, {min(every)}, Path(work) / "one").metrics
-            all_ = serve_pinned(model, tp, args.requests, args.rate, every, Path(work) / "all").metrics
+            for repeat in range(args.repeats):
+                one.append(serve_pinned(model, tp, args.requests, args.rate, {min(every)}, Path(work) / f"one-{repeat}").metrics)
+                all_.append(serve_pinned(model, tp, args.requests, args.rate, every, Path(work) / f"all-{repeat}").metrics)
         for latency in LATENCIES:
             for stat, bound in STATS.items():
                 key = f"{stat}_{latency}_ms"
-                difference = one[key] / all_[key] - 1 if all_[key] else 0.0
+                a, b = statistics.median(m[key] for m in one), statistics.median(m[key] for m in all_)
+                difference = a / b - 1 if b else 0.0
                 worst = max(worst, abs(difference) / bound)
                 name = "p50" if stat == "median" else stat
-                print(f"| {model} TP{tp} | {latency.upper()} {name} (ms) | {one[key]:.2f} | {all_[key]:.2f} | "
+                print(f"| {model} TP{tp} | {latency.upper()} {name} (ms) | {_cell(a, one, key)} | {_cell(b, all_, key)} | "
                       f"{difference:+.1%} | {bound:.0%} | {'yes' if abs(difference) <= bound else 'NO'} |", flush=True)
     print(f"\nlargest difference over its bound: {worst:.2f}x")
     return 0
+
+
+def _cell(median: float, runs: list[dict], key: str) -> str:
+    """A placement's median, and its runs' spread where there are several."""
+    if len(runs) == 1:
+        return f"{median:.2f}"
+    return f"{median:.2f} ({min(m[key] for m in runs):.2f}-{max(m[key] for m in runs):.2f})"
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 each fix against the real per-step timeline, not only end metrics).
 
     python3 -m docs.fidelity.step_timeline --model-dir conf/model/llama3_8b --out DIR [--cudnn-attention off]
+        [--batch 64 --requests 96 --prompt-len 1280:1536 --shared-prefix 4:1024]
     revati-tune exec --engine vllm --gpus 1 --sku h100 -- python3 -m docs.fidelity.step_timeline ... --cuda-activity off
 
 The engine is built exactly as `revati-tune validate` serves it (emulator/engines/transformers/server.py's
@@ -37,6 +38,9 @@ def main() -> int:
     parser.add_argument("--prompt-len", default="128:512", help="LOW:HIGH, uniform")
     parser.add_argument("--output-len", type=int, default=64)
     parser.add_argument("--cudnn-attention", choices=("on", "off"), default="on")
+    parser.add_argument("--shared-prefix", metavar="GROUPS:LEN", help="prompts in GROUPS groups, each sharing "
+                        "its first LEN tokens, with transformers' prefix caching (block sharing) on; as validate's "
+                        "prefix scenarios (4:1024, prompts 1280:1536)")
     parser.add_argument("--profile-steps", default="40:50", help="FIRST:LAST steps recorded by torch.profiler")
     parser.add_argument("--cuda-activity", choices=("on", "off"), default="on",
                         help="off under the vGPU library (no CUPTI there)")
@@ -45,7 +49,7 @@ def main() -> int:
 
     import torch
     from transformers.generation.continuous_batching import continuous_api, input_outputs, model_runner
-    from emulator.engines.transformers.server import build_manager
+    from emulator.engines.transformers import server
 
     steps: list[dict] = []
     current: dict = {}
@@ -103,17 +107,22 @@ def main() -> int:
         cls.retrieve_device_outputs = timed("retrieve", cls.retrieve_device_outputs)
         cls.prepare_batch_tensors = shape(cls.prepare_batch_tensors)
 
-    server_args = argparse.Namespace(
-        model_dir=args.model_dir, attn_implementation="sdpa", max_requests_per_batch=args.batch,
-        max_batch_tokens=8192, block_size=None, num_blocks=None, max_memory_percent=None,
-        allow_block_sharing=None, scheduler=None, cuda_graphs=None, default_max_tokens=args.output_len,
-        cudnn_attention=args.cudnn_attention)
-    manager = build_manager(server_args)
+    # As the server parses its flags, so that this builds the engine exactly as validate serves it.
+    server_args = server.parse_args([
+        "--model-dir", args.model_dir, "--port", "0", "--max-requests-per-batch", str(args.batch),
+        "--max-batch-tokens", "8192", "--default-max-tokens", str(args.output_len),
+        "--cudnn-attention", args.cudnn_attention,
+        *(["--allow-block-sharing", "on"] if args.shared_prefix else [])])
+    manager = server.build_manager(server_args)
     low, high = (int(x) for x in args.prompt_len.split(":"))
+    groups, prefix_len = (int(x) for x in (args.shared_prefix or "1:0").split(":"))
     rng = random.Random(0)
+    prefixes = [[rng.randrange(1000, 30000) for _ in range(prefix_len)] for _ in range(groups)]
     started = time.perf_counter()
     for i in range(args.requests):
-        prompt = [rng.randrange(1000, 30000) for _ in range(rng.randint(low, high))]
+        length = rng.randint(low, high)
+        shared = prefixes[i % groups][:length]
+        prompt = shared + [rng.randrange(1000, 30000) for _ in range(length - len(shared))]
         manager.add_request(prompt, request_id=f"r{i}", max_new_tokens=args.output_len)
     finished = 0
     while finished < args.requests:
@@ -133,7 +142,8 @@ def main() -> int:
     decodes = [s for s in steps if s.get("requests") == args.batch and s.get("q_tokens") == args.batch]
     summary = {
         "device": torch.cuda.get_device_name(0), "torch": torch.__version__, "model_dir": args.model_dir,
-        "batch": args.batch, "requests": args.requests, "finished": finished, "elapsed_s": elapsed,
+        "batch": args.batch, "requests": args.requests, "prompt_len": args.prompt_len,
+        "shared_prefix": args.shared_prefix, "finished": finished, "elapsed_s": elapsed,
         "steps": len(steps), "full_decode_steps": len(decodes),
         "full_decode_median_ms": {k: 1e3 * statistics.median(s.get(k, 0.0) for s in decodes)
                                   for k in ("wall", *PHASES)} if decodes else None,
