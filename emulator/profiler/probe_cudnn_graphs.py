@@ -79,6 +79,9 @@ VARIANTS = (
     # workload at batch 64, where every sequence reads its prefix again), and prefill chunks of
     # 2-8k new tokens over ten times as many keys: the sizes the d128 rows above stop short of.
     Variant("packed_masked_wide_d128", 32, 32, 128, True, False, (48, 2), 1200),
+    # ... and a 1B model's head size at batch 64 (32-80 sequences of 128-512-token prompts: 16-40k
+    # keys), where its validate scenarios' steps grow with the load (docs/fidelity/h100_notes.md).
+    Variant("packed_masked_wide_d64", 32, 32, 64, True, False, (32, 2), 500),
     Variant("prefill_masked_long_d128", 32, 32, 128, True, False, (2048, 128), 10),
     # plain decoders: one causal prompt, and one sequence decoding over a growing cache.
     Variant("prefill_causal_d128", 32, 32, 128, False, True, (256, 64), 1),
