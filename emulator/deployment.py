@@ -105,6 +105,7 @@ class RunSummary:
     virtual_seconds: float | None = None                        # emulated runs only
     gpu_time_by_family: list[dict] = field(default_factory=list)        # emulated: where GPU time went
     host_work: list[dict] = field(default_factory=list)                 # emulated: host work charged
+    catch_ups: list[dict] = field(default_factory=list)     # emulated: clocks caught up with any send
     host_cpu: dict | None = None        # the host's CPU speed measured just before the run (validate)
     host_cpu_in_serving_thread: dict | None = None  # ... and timed between steps in the server (validate)
 
@@ -192,10 +193,11 @@ def serve(config: RunConfig, out: Path, *, emulated: bool = True,
         wall_seconds=ended - started, startup_wall_seconds=startup_end - started,
         serving_wall_seconds=ended - startup_end, virtual_seconds=virtual_s)
     if emulated:
-        from emulator.predictor.attribution import by_family, host_work, read_stats
+        from emulator.predictor.attribution import by_family, catch_ups, host_work, read_stats
         stats = read_stats((out / "vgpu").glob("stats-*.csv"))
         summary.gpu_time_by_family = by_family(stats).to_dict("records")
         summary.host_work = host_work(stats).to_dict("records")
+        summary.catch_ups = catch_ups(stats).to_dict("records")
     summary.write(out)
     return summary
 

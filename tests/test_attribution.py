@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from emulator.predictor.attribution import by_family, family, read_stats
+from emulator.predictor.attribution import by_family, catch_ups, family, host_work, read_stats
 from vgpu_fixtures import cuda_programs, vgpu_env  # noqa: F401 (fixture)
 
 
@@ -35,6 +35,17 @@ def test_by_family_sums_processes_and_shares(tmp_path):
     assert rows["gemm"] == (12, pytest.approx(0.8), pytest.approx(0.8))
     assert rows["norm"] == (5, pytest.approx(0.1), pytest.approx(0.1))
     assert list(table["family"])[0] == "gemm"
+
+
+def test_host_work_and_catch_ups_are_told_apart_from_gpu_time(tmp_path):
+    (tmp_path / "a.csv").write_text('kind,name,count,seconds\ngemm,"cublasGemmEx",10,0.6\n'
+                                    'host_work,"cudnn_attention_graph",3,0.15\ncatch_up,unseen_sleep,7,2.5\n')
+    (tmp_path / "b.csv").write_text('kind,name,count,seconds\ncatch_up,unseen_sleep,1,0.5\n'
+                                    'catch_up,unnamed_channel,2,0.25\n')
+    stats = read_stats([tmp_path / "a.csv", tmp_path / "b.csv"])
+    assert by_family(stats)[["family", "launches"]].values.tolist() == [["gemm", 10]]
+    assert host_work(stats).values.tolist() == [["cudnn_attention_graph", 3, 0.15]]
+    assert sorted(catch_ups(stats).values.tolist()) == [["unnamed_channel", 2, 0.25], ["unseen_sleep", 8, 3.0]]
 
 
 def test_stats_not_written_by_the_library_are_refused(tmp_path):

@@ -4,6 +4,7 @@ import os
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -107,6 +108,24 @@ def test_a_process_killed_after_going_idle_leaves_its_gpu_time_counted(tmp_path,
     [written] = tmp_path.glob("stats-*.csv")
     rows = [line.split(",") for line in written.read_text().splitlines()[1:]]
     assert [(kind, int(count)) for kind, _, count, _ in rows] == [("kernel", 100)], rows
+
+
+def test_a_catch_up_with_the_latest_send_anywhere_is_counted_in_the_statistics(tmp_path):
+    """A thread that slept on a lock the library does not see catches up with the latest send
+    anywhere; the process's statistics count it (kind catch_up), though the process launched
+    nothing: the measure of how much the host's scheduling decided (attribution.catch_ups)."""
+    from emulator.predictor.attribution import catch_ups, read_stats
+    binary = tmp_path / "lock_catch_up"
+    cc = shutil.which("cc") or shutil.which("gcc")
+    subprocess.run([cc, "-O2", "-Wall", "-pthread", str(PROGRAMS / "lock_catch_up.c"), "-o", str(binary)], check=True)
+    stats = tmp_path / "stats-%p.csv"
+    run = run_deployment([[binary]], env={"REVATI_VGPU_STATS": str(stats)})
+    assert run.failure is None and run.processes[0].returncode == 0, run.processes[0].stderr[-2000:]
+    times = json_line(run.processes[0].stdout)
+    assert times["locked"] >= times["sent"]         # the waiter's clock is past the holder's send
+    counted = catch_ups(read_stats(tmp_path.glob("stats-*.csv"))).set_index("name")
+    assert counted.loc["unseen_sleep", "events"] >= 1
+    assert counted.loc["unseen_sleep", "seconds"] == pytest.approx(0.05, rel=0.5)
 
 
 def test_torch_all_reduce_completes_at_last_arrival_plus_its_length():

@@ -52,18 +52,37 @@ def read_stats(paths: Iterable[Path]) -> pd.DataFrame:
     return stats
 
 
+# Rows that are not GPU time: host time charged for a replaced library's own work, and the
+# clock's catch-ups with the latest send anywhere.
+NOT_GPU_KINDS = ("host_work", "catch_up")
+
+
 def host_work(stats: pd.DataFrame) -> pd.DataFrame:
     """Host time charged for work a replaced library does on the host (cudnn.c: graph builds), by
     what: events and seconds."""
-    rows = stats[stats["kind"] == "host_work"]
+    return _events(stats, "host_work")
+
+
+def catch_ups(stats: pd.DataFrame) -> pd.DataFrame:
+    """Virtual time threads gained by catching up with the latest send anywhere, summed over the
+    processes (clock.c): after a sleep the library did not see (unseen_sleep: a lock) and on a
+    receive from a channel it cannot name (unnamed_channel). An upper bound on how much of the
+    timeline the host's scheduling decided rather than the messages: what to look at when a
+    deployment's numbers move with the host's core count."""
+    return _events(stats, "catch_up")
+
+
+def _events(stats: pd.DataFrame, kind: str) -> pd.DataFrame:
+    rows = stats[stats["kind"] == kind]
     return rows.groupby("name", as_index=False).agg(events=("count", "sum"), seconds=("seconds", "sum"))
 
 
 def by_family(stats: pd.DataFrame) -> pd.DataFrame:
     """Launches, seconds and share of GPU time per family, largest first. A replayed CUDA graph
     counts as its nodes (stats.c records each); only a graph nested in another stays whole.
-    Host work charged for replaced libraries is not GPU time: see host_work()."""
-    table = stats[stats["kind"] != "host_work"].groupby("family", as_index=False).agg(launches=("count", "sum"), seconds=("seconds", "sum"))
+    Host work charged for replaced libraries is not GPU time (host_work()), nor are the clock's
+    catch-ups (catch_ups())."""
+    table = stats[~stats["kind"].isin(NOT_GPU_KINDS)].groupby("family", as_index=False).agg(launches=("count", "sum"), seconds=("seconds", "sum"))
     total = table["seconds"].sum()
     table["share"] = table["seconds"] / total if total else 0.0
     return table.sort_values("seconds", ascending=False, ignore_index=True)

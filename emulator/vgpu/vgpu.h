@@ -272,6 +272,10 @@ void vgpu_clock_uncharged(void (*work)(void *), void *arg);
 void vgpu_clock_untimed_thread(void);
 /* Counts a message to the Timekeeper on the clock page, before it is written (see protocol.py). */
 void vgpu_clock_message_sent(void);
+/* Catch-ups with the latest send anywhere (clock.c), this process's so far: how many moved a
+ * thread's clock, and by how much in all. */
+typedef enum { VGPU_CATCH_UP_UNSEEN_SLEEP, VGPU_CATCH_UP_UNNAMED_CHANNEL, VGPU_CATCH_UP_KINDS } vgpu_catch_up;
+void vgpu_clock_catch_ups(vgpu_catch_up kind, uint64_t *count, double *seconds);
 
 /* ---- message channels (channels.c) ---------------------------------------------------- */
 /* A channel no file can name: its receivers catch up with the latest send anywhere. */

@@ -87,6 +87,22 @@ static void raise_to(int64_t *word, int64_t t) {
     }
 }
 
+/* Virtual time added by catching up with the latest send anywhere, after a sleep this library did
+ * not see and on a receive from a channel it cannot name: an upper bound on the part of a run's
+ * timeline that depends on how the host scheduled its threads (stats.c writes it per process). */
+static uint64_t catch_ups[VGPU_CATCH_UP_KINDS];
+static int64_t catch_up_ns[VGPU_CATCH_UP_KINDS];
+
+static void count_catch_up(vgpu_catch_up kind, int64_t added) {
+    __atomic_fetch_add(&catch_ups[kind], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&catch_up_ns[kind], added, __ATOMIC_RELAXED);
+}
+
+void vgpu_clock_catch_ups(vgpu_catch_up kind, uint64_t *count, double *seconds) {
+    *count = __atomic_load_n(&catch_ups[kind], __ATOMIC_RELAXED);
+    *seconds = __atomic_load_n(&catch_up_ns[kind], __ATOMIC_RELAXED) * 1e-9;
+}
+
 /* Wall time off the CPU below which a thread cannot have slept: a voluntary switch out and back
  * in takes longer. Readings closer than this to their CPU time skip getrusage, a system call made
  * tens of thousands of times a second otherwise (every GIL hand-over is a reading). */
@@ -108,7 +124,10 @@ static int64_t advance(int explained) {
         long sleeps = voluntary_switches();
         if (sleeps != last_sleeps && !explained) {
             int64_t sent = __atomic_load_n(&shared->sent_ns, __ATOMIC_ACQUIRE);
-            if (sent > local_ns) local_ns = sent;
+            if (sent > local_ns) {
+                count_catch_up(VGPU_CATCH_UP_UNSEEN_SLEEP, sent - local_ns);
+                local_ns = sent;
+            }
         }
         last_sleeps = sleeps;
     }
@@ -154,8 +173,12 @@ static void map_shared_clock(const char *path) {
 #define INBOUND_SLOTS 64
 static uint64_t inbound[INBOUND_SLOTS];
 
-/* A forked child has none of its own yet (its parent's were the parent's). */
-static void forget_inbound(void) { memset(inbound, 0, sizeof inbound); }
+/* A forked child has none of its own yet (its parent's were the parent's), nor catch-ups. */
+static void forget_inbound(void) {
+    memset(inbound, 0, sizeof inbound);
+    memset(catch_ups, 0, sizeof catch_ups);
+    memset(catch_up_ns, 0, sizeof catch_up_ns);
+}
 
 __attribute__((constructor)) static void clock_start(void) {
     origin_ns = vgpu_host_clock_ns(CLOCK_MONOTONIC);
@@ -252,15 +275,22 @@ int64_t vgpu_clock_channel_sent_ns(uint64_t channel) {
     return __atomic_load_n(slot ? &slot->sent_ns : &shared->sent_ns, __ATOMIC_ACQUIRE);
 }
 
-int64_t vgpu_clock_received_at(int64_t sent_ns) {
+static int64_t receive(int64_t sent_ns, int unnamed) {
     if (!shared) return 0;
     advance(1);
-    if (sent_ns > local_ns) local_ns = sent_ns;
+    if (sent_ns > local_ns) {
+        if (unnamed) count_catch_up(VGPU_CATCH_UP_UNNAMED_CHANNEL, sent_ns - local_ns);
+        local_ns = sent_ns;
+    }
     raise_to(&shared->now_ns, local_ns);
     return local_ns;
 }
 
-void vgpu_clock_received(uint64_t channel) { vgpu_clock_received_at(vgpu_clock_channel_sent_ns(channel)); }
+int64_t vgpu_clock_received_at(int64_t sent_ns) { return receive(sent_ns, 0); }
+
+void vgpu_clock_received(uint64_t channel) {
+    receive(vgpu_clock_channel_sent_ns(channel), channel == VGPU_CHANNEL_ANY);
+}
 
 void vgpu_clock_inbound(uint64_t channel) {
     if (!shared || channel == VGPU_CHANNEL_ANY || channel == VGPU_CHANNEL_NONE) return;

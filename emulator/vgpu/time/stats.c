@@ -40,7 +40,22 @@ static void put_quoted(FILE *f, const char *text) {
     fputc('"', f);
 }
 
-/* Written to a temporary file renamed over the last one, so a reader never sees half a file. */
+static const char *catch_up_names[VGPU_CATCH_UP_KINDS] = {"unseen_sleep", "unnamed_channel"};
+static uint64_t catch_ups_written;      /* catch-ups counted when the file was last written */
+
+static uint64_t catch_ups_so_far(void) {
+    uint64_t total = 0;
+    for (int kind = 0; kind < VGPU_CATCH_UP_KINDS; kind++) {
+        uint64_t count;
+        double seconds;
+        vgpu_clock_catch_ups(kind, &count, &seconds);
+        total += count;
+    }
+    return total;
+}
+
+/* Written to a temporary file renamed over the last one, so a reader never sees half a file. The
+ * clock's catch-ups come last, as rows of kind catch_up (not GPU time: attribution.py). */
 static void write_stats_locked(void) {
     if (!stats_path) return;
     __atomic_store_n(&unwritten, 0, __ATOMIC_RELAXED);
@@ -54,6 +69,14 @@ static void write_stats_locked(void) {
         fprintf(f, "%s,", vgpu_op_kind_name(t->kind));
         put_quoted(f, t->function ? vgpu_function_display_name(t->function) : t->name ? t->name : "");
         fprintf(f, ",%llu,%.9f\n", (unsigned long long)t->count, t->seconds);
+    }
+    catch_ups_written = 0;
+    for (int kind = 0; kind < VGPU_CATCH_UP_KINDS; kind++) {
+        uint64_t count;
+        double seconds;
+        vgpu_clock_catch_ups(kind, &count, &seconds);
+        catch_ups_written += count;
+        if (count) fprintf(f, "catch_up,%s,%llu,%.9f\n", catch_up_names[kind], (unsigned long long)count, seconds);
     }
     fclose(f);
     rename(partial, stats_path);
@@ -92,13 +115,6 @@ static void flush_now_and_then_locked(void) {
     flush_if_older_than_locked(STATS_FLUSH_EVERY_NS);
 }
 
-void vgpu_stats_flush_when_idle(void) {
-    if (!stats_path || !__atomic_load_n(&unwritten, __ATOMIC_RELAXED)) return;
-    if (pthread_mutex_trylock(&stats_lock) != 0) return;      /* another thread is recording: it is not idle */
-    flush_if_older_than_locked(STATS_IDLE_FLUSH_NS);
-    pthread_mutex_unlock(&stats_lock);
-}
-
 static void open_outputs(void) {
     const char *trace_path = getenv("REVATI_VGPU_TRACE");
     stats_path = getenv("REVATI_VGPU_STATS");
@@ -120,11 +136,23 @@ static void open_outputs(void) {
     enabled = trace || stats_path;
 }
 
+/* A process that launches nothing (an API server) has only its catch-ups to write: it opens its
+ * file when it first has some. */
+void vgpu_stats_flush_when_idle(void) {
+    if (enabled == 0 || (enabled > 0 && !stats_path)) return;
+    if (!__atomic_load_n(&unwritten, __ATOMIC_RELAXED) && catch_ups_so_far() == catch_ups_written) return;
+    if (pthread_mutex_trylock(&stats_lock) != 0) return;      /* another thread is recording: it is not idle */
+    if (enabled < 0) open_outputs();
+    if (stats_path) flush_if_older_than_locked(STATS_IDLE_FLUSH_NS);
+    pthread_mutex_unlock(&stats_lock);
+}
+
 void vgpu_stats_write(void) { write_stats(); }
 
 /* A forked child counts its own launches, into its own file (its pid): it starts afresh. */
 static void after_fork_in_child(void) {
     totals_len = 0;
+    catch_ups_written = 0;
     if (stats_path && strstr(getenv("REVATI_VGPU_STATS"), "%p")) enabled = -1;
 }
 
