@@ -105,7 +105,7 @@ class RunSummary:
     virtual_seconds: float | None = None                        # emulated runs only
     gpu_time_by_family: list[dict] = field(default_factory=list)        # emulated: where GPU time went
     host_work: list[dict] = field(default_factory=list)                 # emulated: host work charged
-    catch_ups: list[dict] = field(default_factory=list)     # emulated: clocks caught up with any send
+    catch_ups: list[dict] = field(default_factory=list)     # emulated: clocks caught up with any send, serving
     host_cpu: dict | None = None        # the host's CPU speed measured just before the run (validate)
     host_cpu_in_serving_thread: dict | None = None  # ... and timed between steps in the server (validate)
 
@@ -169,7 +169,8 @@ def serve(config: RunConfig, out: Path, *, emulated: bool = True,
             if config.launch_trace:
                 env["REVATI_VGPU_TRACE"] = str(out / "vgpu" / "trace.csv")
             processes = _Processes(server_command, adapter, env, out)
-            failure, serving_since, ended = processes.wait(tk, config.timeout_s, progress, started)
+            catch_ups_before = _CatchUpsAtServing(out / "vgpu", progress)
+            failure, serving_since, ended = processes.wait(tk, config.timeout_s, catch_ups_before, started)
             virtual_s = tk.clock.now_ns / 1e9
     exposed = sorted(str(e) for e in processes.endpoints if not e.loopback)
     if exposed:
@@ -193,13 +194,37 @@ def serve(config: RunConfig, out: Path, *, emulated: bool = True,
         wall_seconds=ended - started, startup_wall_seconds=startup_end - started,
         serving_wall_seconds=ended - startup_end, virtual_seconds=virtual_s)
     if emulated:
-        from emulator.predictor.attribution import by_family, catch_ups, host_work, read_stats
+        from emulator.predictor.attribution import by_family, host_work, read_stats
         stats = read_stats((out / "vgpu").glob("stats-*.csv"))
         summary.gpu_time_by_family = by_family(stats).to_dict("records")
         summary.host_work = host_work(stats).to_dict("records")
-        summary.catch_ups = catch_ups(stats).to_dict("records")
+        summary.catch_ups = catch_ups_before.since(stats)
     summary.write(out)
     return summary
+
+
+class _CatchUpsAtServing:
+    """A progress callback that also reads the clock's catch-ups (attribution.catch_ups) when the
+    server takes load, so that a run reports those of its serving alone: start-up's (model load,
+    compilation, threads waking after long jumps) say nothing of the measured timeline."""
+
+    def __init__(self, stats_dir: Path, progress: Callable[[float, bool], None]) -> None:
+        self.stats_dir, self.progress = stats_dir, progress
+        self.before: dict | None = None
+
+    def __call__(self, virtual_s: float, serving: bool) -> None:
+        if serving and self.before is None:
+            from emulator.predictor.attribution import catch_ups, read_stats
+            self.before = catch_ups(read_stats(self.stats_dir.glob("stats-*.csv"))).set_index("name").to_dict("index")
+        self.progress(virtual_s, serving)
+
+    def since(self, stats) -> list[dict]:
+        """Catch-ups from the server taking load to the end: events and seconds per kind."""
+        from emulator.predictor.attribution import catch_ups
+        before = self.before or {}
+        return [{"name": row.name, "events": int(row.events - before.get(row.name, {}).get("events", 0)),
+                 "seconds": float(row.seconds - before.get(row.name, {}).get("seconds", 0.0))}
+                for row in catch_ups(stats).itertuples()]
 
 
 def plain_environment() -> dict[str, str]:

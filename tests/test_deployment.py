@@ -66,3 +66,21 @@ def test_a_real_gpu_run_inherits_nothing_that_puts_it_on_virtual_gpus(monkeypatc
     env = deployment.plain_environment()
     assert not {"LD_PRELOAD", "REVATI_PREDICTOR", "REVATI_TK_ADDRESS", "REVATI_VGPU_SPEC", "VLLM_NCCL_SO_PATH"} & set(env)
     assert env["HF_HOME"] == "/data/hf"
+
+
+def test_a_run_reports_the_catch_ups_of_its_serving_not_of_its_start_up(tmp_path):
+    """_CatchUpsAtServing reads the statistics when the server takes load; the summary's catch_ups
+    are what came after."""
+    from emulator.predictor.attribution import read_stats
+    seen = []
+    watch = deployment._CatchUpsAtServing(tmp_path, lambda virtual_s, serving: seen.append(serving))
+    stats = tmp_path / "stats-1.csv"
+    stats.write_text("kind,name,count,seconds\ncatch_up,unseen_sleep,40,90.0\n")    # start-up's
+    watch(1.0, False)
+    watch(2.0, True)
+    stats.write_text("kind,name,count,seconds\ncatch_up,unseen_sleep,45,90.5\ncatch_up,unnamed_channel,2,0.01\n")
+    watch(3.0, True)
+    assert seen == [False, True, True]
+    since = {row["name"]: (row["events"], row["seconds"]) for row in watch.since(read_stats([stats]))}
+    assert since["unseen_sleep"][0] == 5 and abs(since["unseen_sleep"][1] - 0.5) < 1e-9
+    assert since["unnamed_channel"] == (2, 0.01)
