@@ -57,6 +57,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=60)
     parser.add_argument("--rate", type=float, default=4.0)
     parser.add_argument("--repeats", type=int, default=1, help="runs per placement, alternating")
+    parser.add_argument("--out", type=Path, help="keep the run folders here (default: a temporary folder)")
     args = parser.parse_args()
     every = os.sched_getaffinity(0)
     if len(every) < 2:
@@ -66,11 +67,20 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     worst = 0.0
     for model, tp in configs:
-        one, all_ = [], []
+        one, all_, catch_ups = [], [], {"1 core": [], f"{len(every)} cores": []}
         with tempfile.TemporaryDirectory(prefix="revati-host-independence-") as work:
+            folder = args.out / f"{model}-tp{tp}" if args.out else Path(work)
             for repeat in range(args.repeats):
-                one.append(serve_pinned(model, tp, args.requests, args.rate, {min(every)}, Path(work) / f"one-{repeat}").metrics)
-                all_.append(serve_pinned(model, tp, args.requests, args.rate, every, Path(work) / f"all-{repeat}").metrics)
+                for runs, cpus, name, label in ((one, {min(every)}, "one", "1 core"),
+                                                (all_, every, "all", f"{len(every)} cores")):
+                    summary = serve_pinned(model, tp, args.requests, args.rate, cpus, folder / f"{name}-{repeat}")
+                    runs.append(summary.metrics)
+                    catch_ups[label].append({c["name"]: c["events"] for c in summary.catch_ups})
+        # How often a clock caught up with the latest send anywhere while serving (README, channels):
+        # the host-dependent part of the timeline, per run.
+        print(f"| {model} TP{tp} | catch-ups while serving (unseen sleeps, unnamed channels) per run | "
+              + " | ".join(", ".join(f"{c.get('unseen_sleep', 0)}/{c.get('unnamed_channel', 0)}" for c in runs)
+                           for runs in catch_ups.values()) + " | | | |", flush=True)
         for latency in LATENCIES:
             for stat, bound in STATS.items():
                 key = f"{stat}_{latency}_ms"
