@@ -1,4 +1,6 @@
-"""`write_report`: a study as one self-contained HTML file, plus trials.csv and trials.parquet.
+"""`write_report`: a study as one self-contained HTML file, plus trials.csv and trials.parquet,
+and for each recommended configuration its engine command and Kubernetes manifest (deploy/,
+reports/manifests.py).
 
 The HTML inlines plotly.js once (no CDN: it opens offline and can be mailed). The Pareto plot is
 drawn on load; each trial's drill-down figures are embedded as JSON and drawn when its section
@@ -19,6 +21,7 @@ import plotly.io as pio
 from reports import figures
 from reports.exports import write_trials
 from reports.loading import load_study, trials_frame
+from reports.manifests import write_deploy_files
 from reports.pareto import front
 from reports.plan import plan_html
 
@@ -31,13 +34,15 @@ NOT_RUN = ("failed", "timeout", "infeasible", "pruned")
 
 def write_report(study: optuna.Study | str | Path, out_dir: str | Path, study_name: str | None = None,
                  plan: Iterable[Mapping] | None = None) -> Path:
-    """Write out_dir/report.html, trials.csv and trials.parquet; returns the HTML's path. `study`
+    """Write out_dir/report.html, trials.csv, trials.parquet and deploy/; returns the HTML's path. `study`
     is a Study, a storage URL, a study file or an out dir; `plan` adds capacity planning's rows
     (see reports.plan)."""
     study = load_study(study, study_name)
     out_dir = Path(out_dir)
     trials = trials_frame(study)
     write_trials(trials, out_dir)
+    recommended = front(trials)
+    deploy_files = write_deploy_files(recommended, out_dir, study.study_name)
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                      undefined=jinja2.StrictUndefined)
     html = environment.get_template("report.html.j2").render(
@@ -48,7 +53,8 @@ def write_report(study: optuna.Study | str | Path, out_dir: str | Path, study_na
         plan=plan_html(plan) if plan is not None else None,
         pareto_table=pareto_table(trials),
         engines_table=engines_table(trials),
-        recommended=[_trial_view(row) for _, row in front(trials).iterrows()],
+        recommended=[{**_trial_view(row), "files": deploy_files.get(int(row["number"]), {})}
+                     for _, row in recommended.iterrows()],
         runs=[_run_view(row) for _, row in trials[trials["outcome"] == "ok"].iterrows()],
         not_run=[_trial_view(row) for _, row in trials[trials["outcome"] != "ok"].iterrows()],
     )

@@ -170,6 +170,9 @@ def test_report_contents(report):
     for tp, seqs in ((1, 64), (2, 64), (4, 128)):
         assert f"--tensor-parallel-size {tp} --data-parallel-size" in deploy and f"--max-num-seqs {seqs}" in deploy
     assert "--max-num-seqs 256" not in deploy
+    # Each recommended configuration's manifest and command, beside the report (tests/test_manifests.py).
+    linked = re.findall(r'href="(deploy/trial-\d+\.(?:yaml|sh))"', deploy)
+    assert len(linked) == 2 * 3 and all((report.parent / path).is_file() for path in linked)
     failures = html[html.index('id="failures"'):]
     for reason in (FAILED_REASON, INFEASIBLE_REASON, "ran past 1800 s"):
         assert reason in failures

@@ -1,0 +1,80 @@
+"""Deployable output (reports/manifests.py): each recommended configuration's engine command and
+Kubernetes manifest, checked against Kubernetes' own API schemas (kubernetes-validate, strict:
+unknown fields are errors too)."""
+import re
+import shlex
+
+import kubernetes_validate
+import pandas as pd
+import pytest
+import yaml
+
+from autotune import config
+from emulator.engines import registry
+from emulator.engines.envs import RECIPES
+from reports import manifests
+
+KUBERNETES = "1.33.0"
+FLAGSHIP = "conf/llama70b_h100.yaml"
+
+
+def _front(study, configurations) -> pd.DataFrame:
+    rows = []
+    for number, args in enumerate(configurations):
+        args = dict(args)
+        engine = args.pop("engine", study.engine)
+        run = study.run_config(args, engine)
+        rows.append({"number": number, "engine": engine, "gpus": run.knobs.gpus, "deploy_command": shlex.join(
+            registry.adapter(engine).deploy_command(study.hf_id, run.knobs))})
+    return pd.DataFrame(rows)
+
+
+def test_every_configuration_of_the_flagship_deploys_as_valid_kubernetes_objects(tmp_path):
+    study = config.load(FLAGSHIP)
+    configurations = study.space().configurations()
+    written = manifests.write_deploy_files(_front(study, configurations), tmp_path, study.study_name)
+    assert len(written) == len(configurations) > 1
+    for number, files in written.items():
+        documents = list(yaml.safe_load_all((tmp_path / files["manifest"]).read_text()))
+        assert [d["kind"] for d in documents] == ["Deployment", "Service"]
+        for document in documents:
+            kubernetes_validate.validate(document, KUBERNETES, strict=True)
+        deployment, service = documents
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        args = configurations[number]
+        # The trial's command as it ran, told to serve where the Service sends traffic, on its GPUs.
+        assert container["command"][:3] == ["vllm", "serve", "meta-llama/Llama-3.1-70B-Instruct"]
+        assert container["command"][-4:] == ["--host", "0.0.0.0", "--port", "8000"]
+        flag = container["command"].index("--tensor-parallel-size")
+        assert container["command"][flag + 1] == str(args["tensor_parallel_size"])
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == study.run_config(dict(args)).knobs.gpus
+        assert container["image"] == f"vllm/vllm-openai:v{RECIPES['vllm'].version}"
+        assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+        script = (tmp_path / files["command"]).read_text()
+        assert script.splitlines()[-1] == "exec " + _front(study, [args])["deploy_command"][0]
+
+
+def test_an_sglang_server_binds_every_interface_and_an_engine_without_an_image_gets_its_command(tmp_path):
+    front = pd.DataFrame([
+        {"number": 3, "engine": "sglang", "gpus": 2, "deploy_command": "sglang serve --model-path m --tp-size 2"},
+        {"number": 4, "engine": "transformers", "gpus": 1, "deploy_command": "python -m x --model-dir m"},
+        {"number": 5, "engine": "vllm", "gpus": 1, "deploy_command": None}])
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "trial-9.yaml").write_text("stale")
+    written = manifests.write_deploy_files(front, tmp_path, "My Study_2026!")
+    assert written == {3: {"command": "deploy/trial-3.sh", "manifest": "deploy/trial-3.yaml"},
+                       4: {"command": "deploy/trial-4.sh"}}
+    assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == ["trial-3.sh", "trial-3.yaml", "trial-4.sh"]
+    deployment, service = yaml.safe_load_all((tmp_path / "deploy" / "trial-3.yaml").read_text())
+    kubernetes_validate.validate(deployment, KUBERNETES, strict=True)
+    assert deployment["metadata"]["name"] == "my-study-2026-t3-server"
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"][-4:] == ["--host", "0.0.0.0", "--port", "30000"]
+    assert service["spec"]["ports"][0]["port"] == 30000
+
+
+@pytest.mark.parametrize("study_name", ["x" * 80, "---", "Llama 70B / H100"])
+def test_object_names_are_dns_labels_that_keep_the_trial_and_role(study_name):
+    name = manifests.object_name(study_name, 123, "server")
+    assert len(name) <= 63 and name.endswith("-t123-server")
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
