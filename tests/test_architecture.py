@@ -16,7 +16,7 @@ LAYERS = (
     # Leaves that run inside engine and load-generator interpreters too; the wire format between the
     # vGPU library and the Timekeeper.
     ("leaves", ("emulator.paths", "emulator.process_groups", "emulator.leftovers", "emulator.endpoints",
-                "emulator.metrics",
+                "emulator.metrics", "emulator.host_cpu",
                 "emulator.loadgen", "emulator.vgpu.protocol")),
     ("hardware", ("emulator.hardware",)),
     ("vgpu", ("emulator.vgpu",)),
@@ -24,7 +24,7 @@ LAYERS = (
     ("predictor", ("emulator.predictor",)),
     ("search spaces", ("search_spaces",)),
     ("engines", ("emulator.engines",)),
-    ("environment", ("emulator.vgpu_environment", "emulator.host_cpu", "emulator.feasibility")),
+    ("environment", ("emulator.vgpu_environment", "emulator.feasibility")),
     ("deployment and device tools", ("emulator.deployment", "emulator.profiler")),
     ("autotune", ("autotune",)),
 )
