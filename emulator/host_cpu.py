@@ -122,7 +122,7 @@ class ServingThreadSampler:
     used for: the step work itself, real against emulated).
 
     Why in that thread: a sampler in another process, on another core, measured 53-73 ms a round
-    on the H100's server (2026-12-07) while that server's steps ran as they had at 38 ms: its rounds
+    on the H100's server (2026-12-07) while that server's steps ran as at ~40 ms: its rounds
     flipped between ~42 and ~72 ms as it moved between cores, whatever the serving thread saw. A
     round in the serving thread runs on the core, beside the neighbours, that the steps run on.
     It delays the step after it by one round (~40-75 ms every `every_s`); a server samples on both
