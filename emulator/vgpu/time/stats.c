@@ -70,12 +70,11 @@ static void write_stats_locked(void) {
         put_quoted(f, t->function ? vgpu_function_display_name(t->function) : t->name ? t->name : "");
         fprintf(f, ",%llu,%.9f\n", (unsigned long long)t->count, t->seconds);
     }
-    catch_ups_written = 0;
+    catch_ups_written = catch_ups_so_far();
     for (int kind = 0; kind < VGPU_CATCH_UP_KINDS; kind++) {
         uint64_t count;
         double seconds;
         vgpu_clock_catch_ups(kind, &count, &seconds);
-        catch_ups_written += count;
         if (count) fprintf(f, "catch_up,%s,%llu,%.9f\n", catch_up_names[kind], (unsigned long long)count, seconds);
     }
     fclose(f);
