@@ -64,10 +64,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from emulator.deployment import RunConfig, plain_environment, serve
+from emulator.deployment import RunConfig, plain_environment, serve, stop_like_ctrl_c
 from emulator.hardware import load_sku
 from emulator.host_cpu import cpu_model, figure_of_samples
+
 NO_GPU_STATUS = 2
+STOPPED_STATUS = 130        # as a shell reports a command ended by Ctrl-C
 REAL_REPEATS = 3
 
 LOAD_FRACTIONS = {"overloaded": None, "near": 0.85, "light": 0.3}
@@ -452,6 +454,18 @@ def _with_config(summary: dict) -> dict:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    """validate, stopped by Ctrl-C or SIGTERM (a device call's time limit) like a run is: the server
+    and load generator of the run under way are ended, the scenarios done so far are in runs.json."""
+    stop_like_ctrl_c()
+    try:
+        return _validate(args)
+    except KeyboardInterrupt:
+        print(f"revati-tune validate: stopped; the scenarios that finished are in {args.out / 'runs.json'}",
+              file=sys.stderr)
+        return STOPPED_STATUS
+
+
+def _validate(args: argparse.Namespace) -> int:
     from emulator.engines.transformers.adapter import TransformersAdapter
 
     started = time.monotonic()

@@ -4,9 +4,12 @@ serving a workload on a virtual GPU (end-to-end tier: ~20 s)."""
 import argparse
 import csv
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -278,6 +281,37 @@ def test_real_only_serves_the_real_repeats_and_writes_runs_for_real_from(tmp_pat
     assert (tmp_path / "llama3_2_1b-b16-near" / "real-2-host_cpu.txt").is_file()
     with pytest.raises(SystemExit):
         validate.build_parser().parse_args(["all", "--real-only", "--real-from", "runs.json"])
+
+
+def test_sigterm_stops_validate_like_ctrl_c_keeping_the_scenarios_done(tmp_path, monkeypatch):
+    """A device call's time limit sends SIGTERM: the run under way must be stopped as by Ctrl-C
+    (serve ends its server on KeyboardInterrupt), not left serving on the GPU, and the finished
+    scenarios stay in runs.json."""
+    served = []
+
+    def fake_serve(config, out, *, emulated):
+        served.append(out.parent.name)
+        if out.parent.name == "llama3_2_1b-b16-near":
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)       # the signal interrupts this
+            raise AssertionError("SIGTERM did not stop the run")
+        return RunSummary(config={"workload": config.workload}, metrics=_metrics(100.0), wall_seconds=1.0,
+                          startup_wall_seconds=0.5, serving_wall_seconds=0.5)
+    monkeypatch.setattr(validate, "serve", fake_serve)
+    monkeypatch.setattr(validate, "real_gpu", lambda python: {"nvidia_smi_name": "NVIDIA H100 80GB HBM3"})
+    monkeypatch.setattr(host_cpu, "measure_in", lambda python: {"seconds": 0.038, "cpu": "Intel Xeon"})
+    monkeypatch.setattr(TransformersAdapter, "python", lambda self: Path("python3"))
+    args = validate.build_parser().parse_args(["llama3_2_1b-b16-near", "--real-only", "--real-repeats", "1",
+                                               "--out", str(tmp_path)])
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert validate.run_command(args) == validate.STOPPED_STATUS
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert served == ["llama3_2_1b-b16-overloaded", "llama3_2_1b-b16-near"]
+    _, runs = validate.recorded_real_side([tmp_path / "runs.json"])
+    assert list(runs) == ["llama3_2_1b-b16-overloaded"]
 
 
 def test_against_a_recorded_real_side_only_the_emulation_runs_with_the_recorded_workload(tmp_path, monkeypatch):
