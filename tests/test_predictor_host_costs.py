@@ -28,12 +28,13 @@ def test_graph_builds_cost_what_they_take_beyond_a_cached_call_median_over_varia
     costs = models.fit_host_costs(graphs_table())
     # Median over the two variants (1x and 2x): 1.5x. The first build is the warm one (a second
     # process): the cold compilation (first rows, 0.3) is paid once per machine, not charged.
-    assert costs == pytest.approx({"cudnn_attention_graph_first": 0.075, "cudnn_attention_graph": 0.045})
+    assert costs == {"cudnn_attention_graph_first": pytest.approx((0.075, 0.0)),
+                     "cudnn_attention_graph": pytest.approx((0.045, 0.0))}
 
 
 def test_a_table_without_warm_first_builds_charges_a_first_build_as_a_new_shape():
     costs = models.fit_host_costs(graphs_table(first_warm=None))
-    assert costs == pytest.approx({"cudnn_attention_graph_first": 0.045, "cudnn_attention_graph": 0.045})
+    assert costs["cudnn_attention_graph_first"] == costs["cudnn_attention_graph"] == pytest.approx((0.045, 0.0))
 
 
 def test_builds_measured_on_a_slow_host_are_brought_to_the_skus_host_speed():
@@ -42,10 +43,24 @@ def test_builds_measured_on_a_slow_host_are_brought_to_the_skus_host_speed():
     table = graphs_table()
     table["host_cpu_s"] = table["variant"].map({"packed_masked_d64": 0.040, "decode_d128": 0.064})
     costs = models.fit_host_costs(table, host_cpu_s=0.040)
-    assert costs["cudnn_attention_graph"] == pytest.approx((0.03 + 0.03 * 2 / 1.6) / 2)
+    assert costs["cudnn_attention_graph"] == pytest.approx(((0.03 + 0.03 * 2 / 1.6) / 2, 0.0))
     # Without the SKU's figure, or rows without theirs, nothing is scaled.
     assert models.fit_host_costs(table) == models.fit_host_costs(graphs_table())
     assert models.fit_host_costs(graphs_table(), host_cpu_s=0.040) == models.fit_host_costs(graphs_table())
+
+
+def test_builds_probed_at_two_host_speeds_give_a_fixed_part_and_a_part_that_scales():
+    # Every variant probed on a fast day (40 ms a round) and a slow one (80 ms): a build takes
+    # 20 ms + 0.5 x the host's round (+ 20 ms for the second variant), not twice as long when slow.
+    days = []
+    for host_s in (0.040, 0.080):
+        table = graphs_table(build=0.0)
+        builds = table["call"] == "miss"
+        table.loc[builds, "seconds"] += 0.020 + 0.5 * host_s + 0.020 * (table.loc[builds, "variant"] == "decode_d128")
+        days.append(table.assign(host_cpu_s=host_s))
+    costs = models.fit_host_costs(pd.concat(days), host_cpu_s=0.040)
+    # Median over the variants' levels (20 and 40 ms: 30) plus 0.5 x 40 ms at the SKU's speed.
+    assert costs["cudnn_attention_graph"] == pytest.approx((0.050, 0.030))
 
 
 def test_a_build_without_its_cached_call_is_refused():
@@ -59,7 +74,7 @@ def test_the_model_file_carries_host_costs_and_a_carried_sku_keeps_them():
     h100 = models.fit(tables.load("h100"), load_sku("h100"))
     fitted = models.FittedModels(**{**h100.__dict__, "host_costs": models.fit_host_costs(graphs_table())})
     text = modelfile.render(fitted)
-    assert "host_cost cudnn_attention_graph 0.045\n" in text
+    assert "host_cost cudnn_attention_graph 0.045\n" in text           # no fixed part: all of it scales
     assert "host_cost cudnn_attention_graph_first 0.075\n" in text
     carried = models.transfer(fitted, load_sku("h100"), load_sku("a100"))
     assert carried.host_costs == fitted.host_costs

@@ -183,7 +183,8 @@ def test_every_launch_charges_the_runtimes_host_work(engine_python, libdir, tmp_
                "print(json.dumps(time.perf_counter() - t))\n")
     elapsed = {}
     for name, extra, scale in (("charged", "host_cost launch 0.001\n", "1"), ("free", "", "1"),
-                               ("slower_host", "host_cost launch 0.001\n", "2")):
+                               ("slower_host", "host_cost launch 0.001\n", "2"),
+                               ("half_fixed", "host_cost launch 0.001 0.0005\n", "2")):
         model = tmp_path / f"{name}.model"
         model.write_text(base + extra)
         result = run_deployment([[engine_python, "-c", program]],
@@ -192,5 +193,6 @@ def test_every_launch_charges_the_runtimes_host_work(engine_python, libdir, tmp_
         assert proc.returncode == 0, proc.stderr[-3000:]
         elapsed[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert 0.1 <= elapsed["charged"] < 0.15 and elapsed["free"] < 0.05
-    # A server host measured twice as slow during the real runs (validate) charges twice the work.
-    assert 0.2 <= elapsed["slower_host"] < 0.25
+    # A server host measured twice as slow during the real runs (validate) charges twice the work,
+    # or twice the part of it that scales with the host's speed.
+    assert 0.2 <= elapsed["slower_host"] < 0.25 and 0.15 <= elapsed["half_fixed"] < 0.2

@@ -17,7 +17,7 @@ as %.9g:
     memory_curve <class: models.MEMORY_CLASSES> <npoints> <bytes1> <s1> ...  (bytes ascending)
     efficient_attention <head_dim> <sms> <resident> <latency> <mask_weight> <causal_extra> <c_const> <c_makespan> <c_key_blocks> <c_mask_bytes>
     flash_attention_3 <sms> <launch_s> <qo_s> <causal_s> <masked_s> <npoints> <head_dim1> <mma_s1> ...  (head_dim ascending)
-    host_cost <cudnn_attention_graph_first|cudnn_attention_graph> <seconds>
+    host_cost <cudnn_attention_graph_first|cudnn_attention_graph|launch> <seconds> [<fixed_seconds>]
     cudnn_attention <head_dim> <query_tile> <slots> <c_const> <c_waves> <c_wave_key_dims> <c_causal_wave_key_dims> <c_bias_bytes>
     kernel_default <a_s> <b_s_per_thread>
     kernel <a_s> <b_s_per_thread> <max_threads> <demangled name: the rest of the line, verbatim>
@@ -230,9 +230,11 @@ def render(fitted: FittedModels) -> str:
     if fitted.host_costs:
         lines.append("# host_cost: host seconds of work a replaced library does on the calling thread, measured "
                      "on the target's host (cudnn_graphs.csv: a cuDNN attention graph built, first of its kind "
-                     "in the process on a machine where it ran before (models.fit_host_costs), or a new shape)")
-    for name, seconds in sorted(fitted.host_costs.items()):
-        lines.append(f"host_cost {name} {_g(seconds)}")
+                     "in the process on a machine where it ran before (models.fit_host_costs), or a new shape), "
+                     "at its committed host speed, then the seconds of it that do not scale with the host's speed "
+                     "(REVATI_HOST_WORK_SCALE; absent: all of it scales; models.build_cost_law)")
+    for name, cost in sorted(fitted.host_costs.items()):
+        lines.append(f"host_cost {name} {_g(cost.seconds)}" + (f" {_g(cost.fixed_seconds)}" if cost.fixed_seconds else ""))
     if fitted.launch_host_s:
         lines.append("# host_cost launch: host seconds of the CUDA runtime's own work per launch, which the vGPU "
                      "library does not do (runtime_calls.csv, models.fit_launch_cost)")

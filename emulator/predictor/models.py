@@ -836,13 +836,9 @@ def fit_memory_curves(memory: pd.DataFrame) -> dict[str, MemoryCurve]:
 
 def graph_build_seconds(graphs: pd.DataFrame, host_cpu_s: float | None = None) -> pd.DataFrame:
     """Per variant and shape of the fit rows: the host seconds a call that builds a graph takes
-    beyond the call that finds it cached right after (`call` first, first_warm or miss, `extra_s`).
-
-    A build is host work, as fast as the host is at the time: the server's host runs in a fast and
-    a slow state (35-42 against 51-72 ms a round of emulator/host_cpu.py on the H100's, for hours at
-    a time; docs/fidelity/h100_notes.md). Rows that carry the host's figure measured beside them
-    (host_cpu_s, probes since 2026-12-07) are brought to `host_cpu_s`, the speed the SKU's host
-    costs are charged at (its host_cpu.json)."""
+    beyond the call that finds it cached right after (`call` first, first_warm or miss, `extra_s`),
+    and the host's speed beside it (`host_s`: seconds a round of emulator/host_cpu.py, the row's
+    host_cpu_s where the probe measured one (since 2026-12-07), else `host_cpu_s`)."""
     rows = _fit_rows(graphs)
     hits = rows[rows["call"] == "hit"].groupby(["variant", "queries", "keys"])["seconds"].median()
     builds = rows[rows["call"].isin(["first", "first_warm", "miss"])].copy()
@@ -852,16 +848,48 @@ def graph_build_seconds(graphs: pd.DataFrame, host_cpu_s: float | None = None) -
         raise ValueError(f"cudnn_graphs.csv: no hit row after the build of {missing[0]}: the probe times each "
                          f"shape twice (probe_cudnn_graphs.py)")
     builds["extra_s"] = builds["seconds"].to_numpy() - hits.loc[keys].to_numpy()
-    if host_cpu_s is not None and "host_cpu_s" in builds:
-        measured_at = builds["host_cpu_s"].to_numpy(dtype=float)
-        builds["extra_s"] *= np.where(measured_at > 0, host_cpu_s / measured_at, 1.0)
-    return builds[["variant", "queries", "keys", "call", "extra_s"]]
+    measured = builds["host_cpu_s"].to_numpy(dtype=float) if "host_cpu_s" in builds else np.full(len(builds), np.nan)
+    builds["host_s"] = np.where(measured > 0, measured, np.nan if host_cpu_s is None else host_cpu_s)
+    return builds[["variant", "queries", "keys", "call", "extra_s", "host_s"]]
 
 
-def fit_host_costs(graphs: pd.DataFrame, host_cpu_s: float | None = None) -> dict[str, float]:
+class HostCost(NamedTuple):
+    """Host seconds of one event at the SKU's host speed (its host_cpu.json), of which
+    `fixed_seconds` do not change with the host's speed; the rest scales with it."""
+    seconds: float
+    fixed_seconds: float = 0.0
+
+
+def build_cost_law(extra: pd.DataFrame, host_cpu_s: float | None) -> HostCost:
+    """One kind of graph build (graph_build_seconds' rows of one call) at the host speed
+    `host_cpu_s`: extra = fixed + slope x host_s. The slope comes from the variants probed at two
+    host speeds or more (each with its own level); each variant's level is the median of its rows'
+    extra - slope x host_s, and the cost the median over variants. The server's host runs in a fast
+    and a slow state (35-42 against 51-75 ms a round on the H100's, for hours at a time;
+    docs/fidelity/h100_notes.md): builds probed in both took 37-62 ms at 38 ms a round and 64-78 at
+    61-72 (slope 0.45, a fixed 26-46 ms): not in proportion to the host's speed, as a proportional
+    law would charge them (84-100 ms at the slow state). Without two speeds, or without the SKU's
+    figure, builds are brought to it in proportion (no fixed part): the best that one speed says."""
+    known = extra.dropna(subset=["host_s"])
+    per_speed = known.groupby(["variant", "host_s"])["extra_s"].median().reset_index()
+    spread = per_speed.groupby("variant")["host_s"].transform("nunique") >= 2
+    if host_cpu_s is None or len(known) < len(extra) or not spread.any():
+        scaled = extra["extra_s"] * (host_cpu_s / extra["host_s"] if host_cpu_s is not None and len(known) == len(extra)
+                                     else 1.0)
+        per_variant = scaled.groupby(extra["variant"]).median()
+        return HostCost(max(float(per_variant.median()), 0.0))
+    several = per_speed[spread]
+    levels = pd.get_dummies(several["variant"]).astype(float).to_numpy()
+    slope = float(nnls(np.column_stack([levels, several["host_s"].to_numpy(dtype=float)]),
+                       several["extra_s"].to_numpy(dtype=float))[-1])
+    fixed = float((known["extra_s"] - slope * known["host_s"]).groupby(known["variant"]).median().median())
+    fixed = max(fixed, 0.0)
+    return HostCost(fixed + slope * host_cpu_s, fixed)
+
+
+def fit_host_costs(graphs: pd.DataFrame, host_cpu_s: float | None = None) -> dict[str, HostCost]:
     """cuDNN attention graph builds: the first of a variant in a process, and a new shape of a
-    variant met before, each the median over variants of the variant's median extra seconds, at the
-    host speed `host_cpu_s` (graph_build_seconds).
+    variant met before, each at the host speed `host_cpu_s` (build_cost_law).
 
     The first build is charged as a server pays it on a machine where the kernel ran before
     (first_warm rows): its compilation outlives the process. A table without first_warm rows
@@ -869,11 +897,10 @@ def fit_host_costs(graphs: pd.DataFrame, host_cpu_s: float | None = None) -> dic
     step took 1.16 s in the machine's first process, 0.38 s in the next, against 0.31 s with cuDNN
     off (docs/fidelity/h100_timeline.md); the cold first rows stay in the table, not charged."""
     extra = graph_build_seconds(graphs, host_cpu_s)
-    def over_variants(call: str) -> float | None:
-        per_variant = extra[extra["call"] == call].groupby("variant")["extra_s"].median()
-        return max(float(per_variant.median()), 0.0) if len(per_variant) else None
-    miss = over_variants("miss") or 0.0
-    first_warm = over_variants("first_warm")
+    miss = build_cost_law(extra[extra["call"] == "miss"], host_cpu_s) if (extra["call"] == "miss").any() \
+        else HostCost(0.0)
+    warm = extra[extra["call"] == "first_warm"]
+    first_warm = build_cost_law(warm, host_cpu_s) if len(warm) else None
     return {"cudnn_attention_graph_first": miss if first_warm is None else first_warm,
             "cudnn_attention_graph": miss}
 
@@ -1088,6 +1115,10 @@ CUDNN_QUERY_TILES = (64, 128)
 # Every this-many-th cached call of a variant (by shape) is held out, as are torch's default
 # choice's (a larger shape than any fitted).
 CUDNN_HOLDOUT_EVERY = 4
+# Variants whose kernel times are not fitted: K/V laid out and masked as transformers' continuous
+# batching does (probe_cudnn_graphs.py), which the library does not yet tell from the probe's own
+# layout; measured to compare the two (docs/fidelity/h100_notes.md).
+CUDNN_UNFITTED_VARIANTS = ("engine_packed_wide_d128",)
 
 
 def cudnn_attention_rows(graphs: pd.DataFrame) -> pd.DataFrame:
@@ -1096,7 +1127,7 @@ def cudnn_attention_rows(graphs: pd.DataFrame) -> pd.DataFrame:
     kernel's. Unmasked calls are left out: their kernel is another one, far faster (a causal
     3136-token prefill took 160 us, where the masked kernel's rate says 690 us), and only one of
     them is measurable."""
-    cached = graphs[graphs["call"].isin(["hit", "default_hit"])].copy()
+    cached = graphs[graphs["call"].isin(["hit", "default_hit"]) & ~graphs["variant"].isin(CUDNN_UNFITTED_VARIANTS)].copy()
     position = cached[cached["call"] == "hit"].groupby("variant").cumcount()
     held = (cached["call"] == "default_hit") | (position.reindex(cached.index) % CUDNN_HOLDOUT_EVERY
                                                  == CUDNN_HOLDOUT_EVERY - 1)
@@ -1531,7 +1562,7 @@ class FittedModels:
     efficient_attention: dict[int, EfficientAttentionCTAs] = field(default_factory=dict)
     # Host work of replaced libraries (vgpu.h vgpu_host_work names) -> seconds; empty where
     # cudnn_graphs.csv is absent.
-    host_costs: dict[str, float] = field(default_factory=dict)
+    host_costs: dict[str, HostCost] = field(default_factory=dict)
     # head_dim -> cuDNN's SDPA forward kernel with an additive mask; empty where cudnn_graphs.csv is
     # absent.
     cudnn_attention: dict[int, EfficientAttentionModel] = field(default_factory=dict)

@@ -218,15 +218,15 @@ typedef enum {
     VGPU_HOST_LAUNCH,                   /* the CUDA runtime's own work to queue one launch */
     VGPU_HOST_WORK_COUNT
 } vgpu_host_work;
-/* Seconds of host time for `work` on the target (the model file's host_cost records); 0 where
- * it was not measured. */
+/* Seconds of host time for `work` on the target (the model file's host_cost records) at the
+ * host speed REVATI_HOST_WORK_SCALE says; 0 where it was not measured. */
 double vgpu_predict_host(vgpu_host_work work);
 const char *vgpu_host_work_name(vgpu_host_work work);
 
 /* The profiled predictor (predictor_profiled.c): a model file written from measured tables. */
 void vgpu_profiled_init(const char *model_path);
 double vgpu_profiled_predict(const vgpu_launch *launch);
-double vgpu_profiled_predict_host(vgpu_host_work work);
+double vgpu_profiled_predict_host(vgpu_host_work work, double host_scale);
 const char *vgpu_op_kind_name(vgpu_op_kind kind);
 
 /* ---- virtual time (clock.c) ------------------------------------------------------------ */

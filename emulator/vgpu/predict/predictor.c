@@ -19,7 +19,8 @@ typedef struct predictor {
     const char *name;
     void (*init)(const char *argument);
     double (*predict)(const vgpu_launch *launch);
-    double (*predict_host)(vgpu_host_work work);
+    /* host_scale: the target host's speed now against when its host work was measured */
+    double (*predict_host)(vgpu_host_work work, double host_scale);
 } predictor;
 
 /* ---- fixed: the test double ---------------------------------------------------------- */
@@ -57,7 +58,11 @@ static void fixed_init(const char *path) {
 }
 
 /* Host work is charged only from measurements: the test double has none. */
-static double fixed_predict_host(vgpu_host_work work) { (void)work; return 0; }
+static double fixed_predict_host(vgpu_host_work work, double host_scale) {
+    (void)work;
+    (void)host_scale;
+    return 0;
+}
 
 static double fixed_predict(const vgpu_launch *l) {
     for (size_t i = 0; i < fixed_len; i++)
@@ -113,5 +118,5 @@ double vgpu_predict(const vgpu_launch *launch) {
 
 double vgpu_predict_host(vgpu_host_work work) {
     pthread_once(&active_once, choose);
-    return active->predict_host(work) * host_work_scale;
+    return active->predict_host(work, host_work_scale);
 }

@@ -23,7 +23,8 @@
  *     take the default fitted over all of them.
  *   Copies and memsets: latency + bytes / bandwidth.
  *   Host work of replaced libraries (host_cost records): seconds per event, measured on the
- *     target's host (a cuDNN graph built for a new attention shape: probe_cudnn_graphs.py).
+ *     target's host (a cuDNN graph built for a new attention shape: probe_cudnn_graphs.py), of
+ *     which a fixed part does not change with the host's speed and the rest scales with it.
  *   Collectives: per (op, ranks) measured on the SKU or published for it, a curve over the whole
  *     buffer's bytes, interpolated in log-log; otherwise latency + bus bytes / bandwidth (fitted or
  *     modelled). An engine's custom all-reduce kernel has curves of its own (custom_all_reduce).
@@ -128,7 +129,9 @@ static struct {
     size_t n_kernels;
     gemm_curve memory[VGPU_MEMORY_CLASSES];     /* seconds over bytes moved; points 0: not measured */
     efficient_models efficient, cudnn;      /* memory-efficient attention; cuDNN's masked SDPA */
-    double host_cost[VGPU_HOST_WORK_COUNT];     /* seconds of host work; 0: not measured */
+    /* Seconds of host work at the committed host speed, and the part of it that does not scale
+     * with the host's speed; 0: not measured. */
+    double host_cost[VGPU_HOST_WORK_COUNT], host_fixed[VGPU_HOST_WORK_COUNT];
     fa3_model fa3;
     /* SDPA's FlashAttention 2 decode: SMs (0: none), coefficients for the split-KV kernel and
      * for the whole-KV one (flash_decode_seconds). */
@@ -353,11 +356,15 @@ void vgpu_profiled_init(const char *path) {
                 bad_model(path, number, "bad cudnn_attention record");
             add_efficient_model(&model.cudnn, e);
         } else if (strcmp(kind, "host_cost") == 0) {
-            int found = -1;
-            if (sscanf(rest, "%63s %lf", name, &a) != 2 || a < 0) bad_model(path, number, "bad host_cost record");
+            int found = -1, fields = sscanf(rest, "%63s %lf %lf", name, &a, &b);
+            if (fields == 2) b = 0;
+            if (fields < 2 || a < 0 || b < 0 || b > a) bad_model(path, number, "bad host_cost record");
             for (int w = 0; w < VGPU_HOST_WORK_COUNT; w++)
                 if (strcmp(vgpu_host_work_name(w), name) == 0) found = w;
-            if (found >= 0) model.host_cost[found] = a;
+            if (found >= 0) {
+                model.host_cost[found] = a;
+                model.host_fixed[found] = b;
+            }
         } else if (strcmp(kind, "kernel_default") == 0) {
             if (sscanf(rest, "%lf %lf", &a, &b) != 2) bad_model(path, number, "bad kernel_default record");
             model.kernel_default = (kernel_model){a, b, INFINITY};
@@ -1017,4 +1024,6 @@ double vgpu_profiled_predict(const vgpu_launch *l) {
 
 /* ---- host work of replaced libraries ---------------------------------------------------------- */
 
-double vgpu_profiled_predict_host(vgpu_host_work work) { return model.host_cost[work]; }
+double vgpu_profiled_predict_host(vgpu_host_work work, double host_scale) {
+    return model.host_fixed[work] + (model.host_cost[work] - model.host_fixed[work]) * host_scale;
+}
