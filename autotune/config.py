@@ -39,7 +39,7 @@ from emulator.loadgen import SpecError, WorkloadSpec, trace_rows
 from emulator.deployment import RunConfig
 from emulator.engines import registry
 from emulator.paths import CONF, MODELS, model_names
-from search_spaces import EngineSpaces, study_space
+from search_spaces import EngineSpaces, SkuChoice, study_space
 
 GROUPS = ("model", "hardware", "workload", "slo", "engine", "search")
 RUNNERS = ("local", "ray")
@@ -77,19 +77,29 @@ class StudyConfig:
     search: dict
     out: Path
     engines: dict               # engine -> SearchedEngine: the engines searched, the study's first
+    skus: tuple[str, ...]       # the GPU types searched, the study's first (`sku`)
+    prices: dict                # SKU -> USD per GPU-hour, for every SKU searched
     notes: tuple[str, ...] = () # what was changed from the study file, for the command to print
 
-    def run_config(self, engine_args: dict | None = None, engine: str | None = None) -> RunConfig:
+    def run_config(self, engine_args: dict | None = None, engine: str | None = None,
+                   sku: str | None = None) -> RunConfig:
         """One deployment: this study's model, hardware and workload with these engine arguments."""
         engine = engine or self.engine
         args = {**self.engines[engine].args, **(engine_args or {})}
-        return RunConfig(model=self.model, sku=self.sku, knobs=knobs_from_engine_args(engine, args),
+        return RunConfig(model=self.model, sku=sku or self.sku, knobs=knobs_from_engine_args(engine, args),
                          workload=self.workload, engine=engine, slos_ms=self.slos_ms or None,
                          timeout_s=float(self.search["trial_timeout_s"]))
 
     def space(self):
-        """What trials sample: the engine's space, or with several engines the engine and then its space."""
-        return study_space({engine: registry.space(engine) for engine in self.engines}, self.search["space"])
+        """What trials sample: the engine's space, or with several engines the engine and then its
+        space; with several SKUs, the SKU first."""
+        return study_space({engine: registry.space(engine) for engine in self.engines}, self.search["space"],
+                           self.skus)
+
+    @property
+    def per_dollar(self) -> bool:
+        """Whether trials are scored per dollar (several GPU types) rather than per GPU."""
+        return len(self.skus) > 1
 
     @property
     def storage(self) -> str:
@@ -103,7 +113,7 @@ class StudyConfig:
         return {"source": str(self.source), "overrides": list(self.overrides), "model": self.model,
                 "hf_id": self.hf_id, "hardware": self.sku, "engine": self.engine, "engine_args": self.engine_args,
                 "workload": self.workload, "slo": {**self.slos_ms, "attainment": self.attainment},
-                "search": self.search, "out": str(self.out)}
+                "search": self.search, "out": str(self.out), "skus": list(self.skus), "prices": self.prices}
 
 
 def load(study_file: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
@@ -239,6 +249,7 @@ def validate(cfg: DictConfig, source: Path, overrides: tuple[str, ...] = (), for
     _no_unknown_keys("", data, (*GROUPS, "out"))
     model = _model(data["model"])
     sku = _sku(data["hardware"])
+    own_price = data["hardware"].get("price_per_gpu_hour")
     engine, engine_args = _engine(data["engine"])
     slos, attainment = _slo(data["slo"])
     search = _search(data["search"], RUN_SEARCH_KEYS if for_run else None)
@@ -250,10 +261,13 @@ def validate(cfg: DictConfig, source: Path, overrides: tuple[str, ...] = (), for
     if not for_run and search["engines"] is not None and engine not in search["engines"]:
         raise ConfigError(f"search.engines: must include the study's engine ({engine}, its engine.name), "
                           f"got {search['engines']}")
+    skus, prices = (sku,), {sku: own_price}
+    if not for_run:
+        skus, prices = _skus_and_prices(sku, own_price, search["skus"], search["price_per_gpu_hour"] or {})
     config = StudyConfig(source=source, overrides=overrides, model=model["name"], hf_id=model.get("hf_id"),
                          sku=sku, engine=engine, engine_args=engine_args, workload=workload, slos_ms=slos,
                          attainment=attainment, search=search, out=Path(out),
-                         engines={engine: SearchedEngine(engine_args, ())})
+                         engines={engine: SearchedEngine(engine_args, ())}, skus=skus, prices=prices)
     return config
 
 
@@ -292,7 +306,9 @@ def _check_space(config: StudyConfig) -> None:
         space = config.space()
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    for engine, engine_space in (space.spaces if isinstance(space, EngineSpaces) else {config.engine: space}).items():
+    engines_space = space.inner if isinstance(space, SkuChoice) else space
+    for engine, engine_space in (engines_space.spaces if isinstance(engines_space, EngineSpaces)
+                                 else {config.engine: engines_space}).items():
         for knob in engine_space.knobs:
             for value in knob.domain:
                 _check_args(config, engine, {knob.name: value}, f"search.space.{knob.name}")
@@ -381,6 +397,35 @@ def _sku(hardware: dict) -> str:
         raise ConfigError(f"hardware.sku: {error}") from None
 
 
+def _skus_and_prices(sku: str, own_price: object, searched: list | None,
+                     overrides: dict) -> tuple[tuple[str, ...], dict[str, float]]:
+    """The SKUs a study searches (its own first) and each one's price per GPU-hour: the
+    search.price_per_gpu_hour entry, else for the study's own SKU hardware.price_per_gpu_hour,
+    else the SKU file's."""
+    skus = [sku]
+    for name in searched or ():
+        try:
+            other = load_sku(name).sku
+        except ValueError as error:
+            raise ConfigError(f"search.skus: {error}") from None
+        if other not in skus:
+            skus.append(other)
+    if searched is not None and sku not in [load_sku(name).sku for name in searched]:
+        raise ConfigError(f"search.skus: must include the study's hardware ({sku}, its hardware.sku), got {searched}")
+    prices = {}
+    for name in skus:
+        price = overrides.get(name, own_price if name == sku else load_sku(name).price_per_gpu_hour)
+        if not _is_number(price) or price <= 0:
+            field = (f"search.price_per_gpu_hour.{name}" if name in overrides else "hardware.price_per_gpu_hour")
+            raise ConfigError(f"{field}: must be a positive number of USD per GPU-hour, got {price!r}")
+        prices[name] = float(price)
+    unknown = sorted(set(overrides) - set(skus))
+    if unknown:
+        raise ConfigError(f"search.price_per_gpu_hour.{unknown[0]}: not a SKU this study searches "
+                          f"({', '.join(skus)}); list it in search.skus")
+    return tuple(skus), prices
+
+
 def _hardware_keys() -> list[str]:
     """sku and the fields a SKU file has (conf/hardware/*.yaml)."""
     files = [OmegaConf.load(path) for path in sorted((CONF / "hardware").glob("*.yaml"))]
@@ -444,6 +489,10 @@ def _search(search: dict, only: tuple[str, ...] | None = None) -> dict:
         "engine_args": (lambda v: isinstance(v, dict) and all(e in registry.SEARCHABLE and isinstance(a, dict | None)
                                                               for e, a in v.items()),
                         "a mapping of engine name to its arguments, e.g. {sglang: {context_length: 2048}}"),
+        "skus": (lambda v: v is None or isinstance(v, list) and len(v) >= 1 and all(isinstance(s, str) for s in v),
+                 "null (the study's hardware) or a list of SKUs, e.g. [h100, h200]"),
+        "price_per_gpu_hour": (lambda v: v is None or isinstance(v, dict) and all(isinstance(k, str) for k in v),
+                               "null (each SKU's default) or a mapping of SKU to USD per GPU-hour, e.g. {h200: 3.2}"),
     }
     unknown = sorted(set(search) - set(checks))
     if unknown and only is None:

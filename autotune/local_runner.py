@@ -59,7 +59,7 @@ def run_trials(config: StudyConfig, study: optuna.Study) -> None:
                 trial.set_user_attr("run_dir", str(run_dir))
                 result = trials.evaluate(config, args, run_dir, stop)
             with lock:
-                studies.record(study, trial, result, config.attainment)
+                studies.record(study, trial, result, config.attainment, config.per_dollar)
                 if result.outcome == "interrupted":
                     studies.requeue(study, trial.params)
                     claimed[0] -= 1

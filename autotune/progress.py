@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from autotune.study import OBJECTIVES_PER_DOLLAR
 from autotune.trial import TrialResult
 from emulator.deployment import RunSummary
 
@@ -99,17 +100,21 @@ def describe(result: TrialResult) -> str:
         knobs += f" (as trial {result.user_attrs['same_as_trial']}, not run again)"
     if result.outcome != "ok":
         return f"{knobs}: {result.reason}"
-    return (f"{knobs}: {result.goodput_per_gpu:.3f} good req/s per GPU on {result.gpus} GPU(s), "
-            f"SLO attainment {result.slo_attainment:.0%}")
+    return (f"{knobs}: {result.goodput_per_gpu:.3f} good req/s per GPU on {result.gpus} "
+            f"{str(result.user_attrs.get('sku', '')).upper()} GPU(s), SLO attainment {result.slo_attainment:.0%}")
 
 
 def best_so_far(study: optuna.Study) -> str | None:
-    """The feasible trial with the most goodput per GPU, in words."""
+    """The feasible trial with the most goodput per GPU (per dollar in a study over GPU types), in words."""
     attainment = study.user_attrs["slo"]["attainment"]
     ok = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
           if t.user_attrs.get("outcome") == "ok" and t.user_attrs.get("slo_attainment", 0) >= attainment]
     if not ok:
         return None
+    if study.metric_names == OBJECTIVES_PER_DOLLAR:
+        best = max(ok, key=lambda t: t.values[0])
+        return (f"{best.values[0]:.0f} good requests per $ (trial {best.number}, {best.user_attrs['gpus']} "
+                f"{best.user_attrs['sku'].upper()} GPUs)")
     best = max(ok, key=lambda t: t.user_attrs["goodput_per_gpu"])
     return f"{best.user_attrs['goodput_per_gpu']:.3f} req/s/GPU (trial {best.number}, {best.user_attrs['gpus']} GPUs)"
 

@@ -255,7 +255,7 @@ class _StudySearch(OptunaSearch):
             return
         trial = self._ot_trials[trial_id]
         study = self._ot_study
-        studies.record(study, trial, outcome, self.config.attainment)
+        studies.record(study, trial, outcome, self.config.attainment, self.config.per_dollar)
         if outcome.outcome == "interrupted":
             studies.requeue(study, trial.params)
         self._completed_trials.add(trial_id)

@@ -2,7 +2,9 @@
 
 Objectives: good requests per second per GPU (maximise: `request_goodput` of the run, which
 counts requests meeting every SLO, divided by the deployment's GPUs) and GPUs (minimise: the
-cost). Constraint: SLO attainment >= slo.attainment, as the trial's Optuna constraint, so the
+cost). A study over several GPU types (search.skus) cannot weigh an H200 against an H100 by count:
+its objectives are good requests per dollar and dollars per hour, at search.price_per_gpu_hour;
+with one type these order configurations exactly as the per-GPU pair does. Constraint: SLO attainment >= slo.attainment, as the trial's Optuna constraint, so the
 Pareto front holds only configurations a user could deploy.
 
 Sampler: multi-objective TPE (multivariate, grouped for conditional knobs, with the constraint).
@@ -30,6 +32,7 @@ from autotune.trial import TrialResult, end_leftovers
 
 DIRECTIONS = ["maximize", "minimize"]
 OBJECTIVES = ["goodput_per_gpu", "gpus"]
+OBJECTIVES_PER_DOLLAR = ["goodput_per_dollar", "dollars_per_hour"]
 COUNTED = ("ok", "infeasible", "pruned", "failed", "timeout")      # outcomes that use up the budget
 
 
@@ -46,15 +49,25 @@ def open_study(config: StudyConfig) -> optuna.Study:
         raise ConfigError(f"search.storage: cannot open {config.storage} ({str(error).strip().splitlines()[0]}); "
                           f"give an Optuna storage URL that opens, e.g. sqlite:///studies/NAME/study.db, or null "
                           f"for <out>/study.db") from None
-    if study.user_attrs.get("config", {}).get("model") not in (None, config.model):
+    earlier = study.user_attrs.get("config", {})
+    if earlier.get("model") not in (None, config.model):
         raise ValueError(f"search.study_name: the study {config.study_name!r} in {config.storage} is of model "
                          f"{study.user_attrs['config']['model']}, not {config.model}; pick another study_name or out")
+    objectives = OBJECTIVES_PER_DOLLAR if config.per_dollar else OBJECTIVES
+    if study.trials and (study.metric_names or OBJECTIVES) != objectives:
+        raise ConfigError(f"search.skus: the study {config.study_name!r} in {config.storage} scored its trials by "
+                          f"{' and '.join(study.metric_names or OBJECTIVES)}, this configuration by "
+                          f"{' and '.join(objectives)}; pick another study_name or out")
+    if config.per_dollar and earlier.get("prices") not in (None, config.prices):
+        raise ConfigError(f"search.price_per_gpu_hour: the study {config.study_name!r} scored its trials at "
+                          f"{earlier['prices']} USD per GPU-hour, not {config.prices}; keep its prices (re-price "
+                          f"its report with `revati-tune report --price SKU=USD`) or pick another study_name")
     study.set_user_attr("config", config.as_dict())
     study.set_user_attr("slo", {f"{k}_ms": config.slos_ms.get(k) for k in ("ttft", "tpot", "e2el")}
                         | {"attainment": config.attainment})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(OBJECTIVES)
+        study.set_metric_names(objectives)
     if config.search["sampler"] == "grid":
         # Queued, not Optuna's GridSampler: that one calls Study.stop, which ask-and-tell refuses.
         # A configuration already tried (by an earlier run of this study) is not queued again.
@@ -94,7 +107,8 @@ def result_of_same_configuration(study: optuna.Study, trial: optuna.Trial) -> Tr
     return None
 
 
-def record(study: optuna.Study, trial: optuna.Trial, result: TrialResult, attainment: float) -> None:
+def record(study: optuna.Study, trial: optuna.Trial, result: TrialResult, attainment: float,
+           per_dollar: bool = False) -> None:
     """Store what the trial did, then tell Optuna: ok and infeasible trials complete with their
     objectives (an infeasible configuration serves nothing: zero goodput, constraint violated);
     pruned ones (autotune/pruning.py: the SLO target became out of reach) are PRUNED; failures and
@@ -108,7 +122,7 @@ def record(study: optuna.Study, trial: optuna.Trial, result: TrialResult, attain
     trial.set_user_attr("goodput_per_gpu", result.goodput_per_gpu)
     trial.set_user_attr("slo_attainment", result.slo_attainment)
     if result.outcome in ("ok", "infeasible"):
-        study.tell(trial, list(result.values))
+        study.tell(trial, list(result.values(per_dollar)))
     elif result.outcome == "pruned":
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     else:

@@ -38,31 +38,44 @@ class TrialResult:
     slo_attainment: float = 0.0
     user_attrs: dict = field(default_factory=dict)
 
-    @property
-    def values(self) -> tuple[float, float]:
-        """The study's objectives: good requests per second per GPU (up), GPUs (down)."""
-        return self.goodput_per_gpu, float(self.gpus)
+    def values(self, per_dollar: bool = False) -> tuple[float, float]:
+        """The study's objectives: good requests per second per GPU (up) and GPUs (down); per
+        dollar (a study over GPU types), good requests per dollar (up) and dollars per hour (down),
+        at the price per GPU-hour in user_attrs."""
+        if not per_dollar:
+            return self.goodput_per_gpu, float(self.gpus)
+        price = self.user_attrs["price_per_gpu_hour"]
+        return goodput_per_dollar(self.goodput_per_gpu, price), self.gpus * price
 
 
-def command(config: StudyConfig, engine: str, args: dict, run_dir: Path) -> list[str]:
-    """The trial's `revati-tune run`; args are the engine's arguments (the trial's engine knob aside)."""
+def goodput_per_dollar(goodput_per_gpu: float, price_per_gpu_hour: float) -> float:
+    """Good requests per dollar: a GPU's good requests in an hour over what the hour costs."""
+    return goodput_per_gpu * 3600.0 / price_per_gpu_hour
+
+
+def command(config: StudyConfig, engine: str, args: dict, run_dir: Path, sku: str | None = None) -> list[str]:
+    """The trial's `revati-tune run`; args are the engine's arguments (the trial's engine and SKU
+    knobs aside)."""
     knobs = [f"engine.{name}={hydra_value(value)}" for name, value in args.items()]
     study = [o for o in config.overrides if not o.startswith("out=")]      # the study's out, not the run's
     if engine != config.engine:     # the study's engine.* overrides are in its engine's names
         study = without_engine_overrides(study)
-    return ["revati-tune", "run", str(config.source), *study, *config.engines[engine].overrides, *knobs,
+    hardware = [f"hardware={sku}"] if sku not in (None, config.sku) else []
+    return ["revati-tune", "run", str(config.source), *study, *hardware, *config.engines[engine].overrides, *knobs,
             f"out={run_dir}"]
 
 
 def evaluate(config: StudyConfig, args: dict, run_dir: Path, stop: threading.Event) -> TrialResult:
     """Serve the study's workload with these engine arguments (and, when the study searches several
-    engines, the `engine` they are for); never raises for a bad trial."""
+    engines or GPU types, the `engine` and `sku` they are for); never raises for a bad trial."""
     args = dict(args)
     engine = args.pop("engine", config.engine)
-    run_config = config.run_config(args, engine)
+    sku = args.pop("sku", config.sku)
+    run_config = config.run_config(args, engine, sku)
     gpus = run_config.knobs.gpus
-    cmd = command(config, engine, args, run_dir)
+    cmd = command(config, engine, args, run_dir, sku)
     attrs = {"knobs": {**config.engines[engine].args, **args}, "gpus": gpus, "engine": engine,
+             "sku": sku, "price_per_gpu_hour": config.prices[sku],
              "run_dir": str(run_dir), "command": shlex.join(cmd),
              "deploy_command": shlex.join(registry.adapter(engine).deploy_command(
                  config.hf_id or str(run_config.model_dir()), run_config.knobs))}

@@ -49,6 +49,9 @@ class Sku:
     cuda_driver_version: int
     nvlink_bandwidth_gbps: float
     hbm_bandwidth_gbps: float
+    # What one GPU of this SKU costs an hour (USD): the default that studies score goodput per
+    # dollar with (conf/hardware/README.md says where the figures come from).
+    price_per_gpu_hour: float
     # TFLOP/s per dtype, dense; None where the GPU has no such tensor-core path (fp8 on A100).
     peak_tflops: dict[str, float | None]
     # CUdevice_attribute id -> value, measured values with the SKU's overrides applied.
@@ -183,6 +186,7 @@ def _parse_sku(path: Path) -> Sku:
         cuda_driver_version=positive("cuda_driver_version", int),
         nvlink_bandwidth_gbps=float(positive("nvlink_bandwidth_gbps", (int, float))),
         hbm_bandwidth_gbps=float(positive("hbm_bandwidth_gbps", (int, float))),
+        price_per_gpu_hour=float(positive("price_per_gpu_hour", (int, float))),
         peak_tflops={dtype: None if v is None else float(v) for dtype, v in peak.items()},
         attributes=attributes,
         source=path,

@@ -1,6 +1,6 @@
 """The `report` and `compare` subcommands, for autotune/cli.py to add with `register(commands)`:
 
-    revati-tune report STUDY [--study-name NAME] [--out DIR]
+    revati-tune report STUDY [--study-name NAME] [--out DIR] [--price SKU=USD ...]
                     report.html, trials.csv and trials.parquet of a study; prints the HTML's path
     revati-tune compare OLD NEW [--out DIR]
                     what moved between two studies, as markdown (and compare.md/.html in DIR)
@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("study", help="an out dir with study.db, a study file or an Optuna storage URL")
     report.add_argument("--study-name", help="which study, when the storage holds several")
     report.add_argument("--out", type=Path, help="folder to write to (default: the study's out dir)")
+    report.add_argument("--price", action="append", default=[], type=_price, metavar="SKU=USD",
+                        help="re-price a GPU type (USD per GPU-hour) instead of the study's price: goodput per "
+                             "dollar, the front and the pick follow; nothing runs again")
     report.set_defaults(run=_report)
 
     compare = subparsers.add_parser("compare", help="what moved between two studies (Pareto fronts, best "
@@ -34,8 +37,21 @@ def _report(args: argparse.Namespace) -> int:
     from reports.report import write_report
 
     out = args.out or _study_folder(args.study)
-    print(write_report(args.study, out, study_name=args.study_name))
+    print(write_report(args.study, out, study_name=args.study_name, prices=dict(args.price)))
     return 0
+
+
+def _price(text: str) -> tuple[str, float]:
+    from emulator.hardware import load_sku
+
+    name, _, usd = text.partition("=")
+    try:
+        sku, price = load_sku(name).sku, float(usd)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected SKU=USD with a known SKU and a price > 0 ({error})")
+    if not price > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the price must be a positive number of USD per GPU-hour")
+    return sku, price
 
 
 def _study_folder(source: str) -> Path:

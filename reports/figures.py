@@ -23,9 +23,11 @@ def _hover(row: pd.Series) -> str:
     """A trial's hover text. Plotly renders it as HTML (<br>, <b>, <a href>...), so every string from
     the study (engine, knob values, failure reason) is escaped to show as written."""
     knobs = json.loads(row["knobs"])
-    lines = [f"trial {row['number']}: {row['outcome']}", f"{html.escape(str(row.get('engine')))}, gpus {row['gpus']}"]
+    lines = [f"trial {row['number']}: {row['outcome']}",
+             f"{html.escape(str(row.get('engine')))}, {row['gpus']} x {html.escape(str(row.get('sku')).upper())}"]
     if pd.notna(row.get("goodput_per_gpu")):
-        lines.append(f"goodput/GPU {row['goodput_per_gpu']:.3g} req/s")
+        lines.append(f"goodput/GPU {row['goodput_per_gpu']:.3g} req/s, {row['goodput_per_dollar']:.0f} good req/$ "
+                     f"at ${row['dollars_per_hour']:.2f}/h")
     if pd.notna(row.get("slo_attainment")):
         lines.append(f"SLO attainment {row['slo_attainment']:.1%}")
     if isinstance(row.get("reason"), str):
@@ -34,9 +36,11 @@ def _hover(row: pd.Series) -> str:
     return "<br>".join(lines)
 
 
-def pareto_figure(trials: pd.DataFrame) -> go.Figure:
-    """GPUs against goodput per GPU: the front joined by a line, other feasible trials, trials
-    that ran but missed the SLO, and trials that did not run (drawn at zero goodput)."""
+def pareto_figure(trials: pd.DataFrame, per_dollar: bool = False) -> go.Figure:
+    """GPUs against goodput per GPU (per_dollar, a study over GPU types: dollars per hour against
+    good requests per dollar): the front joined by a line, other feasible trials, trials that ran
+    but missed the SLO, and trials that did not run (drawn at zero goodput)."""
+    x, y = ("dollars_per_hour", "goodput_per_dollar") if per_dollar else ("gpus", "goodput_per_gpu")
     ran = trials["outcome"] == "ok"
     groups = [
         ("Pareto front", front(trials), PARETO_COLOR, "circle", "lines+markers", 13),
@@ -49,12 +53,15 @@ def pareto_figure(trials: pd.DataFrame) -> go.Figure:
     # near-copy of a front configuration would hide its marker); the legend keeps the list's order.
     for rank, (name, rows, color, symbol, mode, size) in reversed(list(enumerate(groups))):
         figure.add_trace(go.Scatter(
-            x=rows["gpus"], y=rows["goodput_per_gpu"].fillna(0.0) if len(rows) else [], name=name, mode=mode,
+            x=rows[x], y=rows[y].fillna(0.0) if len(rows) else [], name=name, mode=mode,
             legendrank=rank, marker={"color": color, "symbol": symbol, "size": size}, line={"color": color}, cliponaxis=False,
             hovertext=[_hover(row) for _, row in rows.iterrows()], hoverinfo="text"))
-    figure.update_layout(title="Goodput per GPU against GPUs (up and left is better)", height=480,
-                         xaxis={"title": "GPUs", "dtick": 1}, yaxis={"title": "goodput per GPU (good req/s)",
-                                                                     "rangemode": "tozero"},
+    axes = ({"title": "Good requests per dollar against dollars per hour (up and left is better)",
+             "xaxis": {"title": "dollars per hour (all GPUs)", "rangemode": "tozero"},
+             "yaxis": {"title": "good requests per dollar", "rangemode": "tozero"}} if per_dollar else
+            {"title": "Goodput per GPU against GPUs (up and left is better)", "xaxis": {"title": "GPUs", "dtick": 1},
+             "yaxis": {"title": "goodput per GPU (good req/s)", "rangemode": "tozero"}})
+    figure.update_layout(**axes, height=480,
                          legend={"orientation": "h", "y": -0.15}, margin={"t": 50})
     return figure
 

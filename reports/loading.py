@@ -3,9 +3,13 @@
 A study is named by an Optuna storage URL (`sqlite:///runs/x/study.db`), a study file
 (`runs/x/study.db`), an out dir holding `study.db`, or given as an `optuna.Study`. The columns:
 
-    number, state, outcome, reason, gpus, engine, goodput_per_gpu, slo_attainment, feasible, pareto,
+    number, state, outcome, reason, gpus, engine, sku, goodput_per_gpu, slo_attainment, feasible,
+    pareto, price_per_gpu_hour, dollars_per_hour, goodput_per_dollar (good requests per dollar),
     knobs (the knobs as canonical JSON: what trials are matched by), one column per knob (vLLM's
     names), one column per metric (vllm bench serve's names), run_dir, deploy_command, command
+
+Prices are the study's (search.price_per_gpu_hour, else the SKU's default), or those given: a
+report can be re-priced without running anything again, since prices do not change what ran.
 
 A trial is feasible when it ran (outcome ok) and its SLO attainment reaches the study's target;
 the rule is applied here from user_attrs rather than read from Optuna's constraint values, so a
@@ -19,11 +23,12 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from emulator.hardware import load_sku
 from reports.pareto import pareto_mask
 
 STUDY_FILE = "study.db"
-FIRST_COLUMNS = ["number", "state", "outcome", "reason", "gpus", "engine", "goodput_per_gpu", "slo_attainment",
-                 "feasible", "pareto", "knobs"]
+FIRST_COLUMNS = ["number", "state", "outcome", "reason", "gpus", "engine", "sku", "goodput_per_gpu", "slo_attainment",
+                 "feasible", "pareto", "price_per_gpu_hour", "dollars_per_hour", "goodput_per_dollar", "knobs"]
 LAST_COLUMNS = ["run_dir", "deploy_command", "command"]
 
 
@@ -66,7 +71,17 @@ def canonical_knobs(knobs: dict | None) -> str:
     return json.dumps({k: v for k, v in (knobs or {}).items() if v is not None}, sort_keys=True)
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
+def study_prices(study: optuna.Study, prices: dict[str, float] | None = None) -> dict[str, float]:
+    """SKU -> USD per GPU-hour: `prices` over the study's own (a study from before prices were
+    recorded is priced at its SKU's default)."""
+    config = study.user_attrs.get("config") or {}
+    own = dict(config.get("prices") or {})
+    if not own and config.get("hardware"):
+        own[config["hardware"]] = load_sku(config["hardware"]).price_per_gpu_hour
+    return {**own, **(prices or {})}
+
+
+def trials_frame(study: optuna.Study, prices: dict[str, float] | None = None) -> pd.DataFrame:
     target = slo_target(study)
     rows = [_row(trial, target) for trial in study.get_trials(deepcopy=False)]
     frame = pd.DataFrame(rows)
@@ -74,6 +89,15 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         return pd.DataFrame(columns=[*FIRST_COLUMNS, *LAST_COLUMNS]).astype({"feasible": bool, "pareto": bool})
     # Nullable integers: a trial that never said how many GPUs it had must not turn 2 into 2.0.
     frame["gpus"] = frame["gpus"].astype("Int64")
+    config = study.user_attrs.get("config") or {}
+    frame["sku"] = frame["sku"].fillna(config.get("hardware"))
+    priced = study_prices(study, prices)
+    unknown = sorted(set(frame["sku"].dropna()) - set(priced))
+    if unknown:
+        raise ValueError(f"no price for {unknown[0]}: give one (--price {unknown[0]}=USD)")
+    frame["price_per_gpu_hour"] = frame["sku"].map(priced).astype(float)
+    frame["dollars_per_hour"] = frame["gpus"].astype(float) * frame["price_per_gpu_hour"]
+    frame["goodput_per_dollar"] = frame["goodput_per_gpu"].astype(float) * 3600.0 / frame["price_per_gpu_hour"]
     frame["pareto"] = pareto_mask(frame)
     middle = [c for c in frame.columns if c not in FIRST_COLUMNS and c not in LAST_COLUMNS]
     return frame[[*FIRST_COLUMNS, *middle, *LAST_COLUMNS]].sort_values("number", ignore_index=True)
@@ -92,6 +116,7 @@ def _row(trial: optuna.trial.FrozenTrial, target: float | None) -> dict:
         "reason": attrs.get("reason"),
         "gpus": attrs.get("gpus"),
         "engine": attrs.get("engine"),
+        "sku": attrs.get("sku"),
         "goodput_per_gpu": attrs.get("goodput_per_gpu"),
         "slo_attainment": attainment,
         "feasible": feasible,

@@ -6,7 +6,8 @@ A manifest holds one Deployment and one Service per role of the layout; an aggre
 (one engine serving prefill and decode) has the one role `server`. The pod runs the engine's
 released image at the version the study emulated, with the trial's command (its --host and
 --port added, as the engines bind where a Service reaches them only when told: SGLang defaults to
-127.0.0.1), the trial's GPUs as `nvidia.com/gpu`, a memory-backed /dev/shm (tensor-parallel ranks
+127.0.0.1), the trial's GPUs as `nvidia.com/gpu` on nodes of its GPU type (the
+`nvidia.com/gpu.product` label NVIDIA's GPU Feature Discovery gives nodes), a memory-backed /dev/shm (tensor-parallel ranks
 exchange through shared memory, and a container's default 64 MiB is too small for it), an
 optional Hugging Face token from the Secret `hf-token`, and a readiness probe on /health. Engines
 without a released image (the transformers reference server) get the command only.
@@ -22,6 +23,7 @@ import pandas as pd
 import yaml
 
 from emulator.engines.envs import RECIPES
+from emulator.hardware import load_sku
 
 
 @dataclass(frozen=True)
@@ -58,14 +60,23 @@ def write_deploy_files(front: pd.DataFrame, out_dir: Path, study_name: str) -> d
         if engine in ENGINE_IMAGES:
             manifest = deploy / f"trial-{number}.yaml"
             roles = {"server": (shlex.split(command), int(trial["gpus"]))}
-            manifest.write_text(yaml.safe_dump_all(manifests(study_name, number, engine, roles), sort_keys=False))
+            product = gpu_product(str(trial["sku"])) if isinstance(trial.get("sku"), str) else None
+            manifest.write_text(yaml.safe_dump_all(manifests(study_name, number, engine, roles, product),
+                                                   sort_keys=False))
             files["manifest"] = str(manifest.relative_to(out_dir))
         written[number] = files
     return written
 
 
-def manifests(study_name: str, number: int, engine: str, roles: dict[str, tuple[list[str], int]]) -> list[dict]:
-    """A Deployment and a Service per role: role -> (the engine command, its GPUs)."""
+def gpu_product(sku: str) -> str:
+    """The SKU's GPU as GPU Feature Discovery labels its nodes: the CUDA device name, spaces as '-'."""
+    return load_sku(sku).name.replace(" ", "-")
+
+
+def manifests(study_name: str, number: int, engine: str, roles: dict[str, tuple[list[str], int]],
+              gpu_product: str | None = None) -> list[dict]:
+    """A Deployment and a Service per role: role -> (the engine command, its GPUs); on nodes
+    labelled with `gpu_product` where one is given."""
     spec = ENGINE_IMAGES[engine]
     objects = []
     for role, (command, gpus) in roles.items():
@@ -89,7 +100,9 @@ def manifests(study_name: str, number: int, engine: str, roles: dict[str, tuple[
             "metadata": {"name": name, "labels": labels},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
                      "template": {"metadata": {"labels": labels},
-                                  "spec": {"containers": [container],
+                                  "spec": {**({"nodeSelector": {"nvidia.com/gpu.product": gpu_product}}
+                                              if gpu_product else {}),
+                                           "containers": [container],
                                            "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory"}}]}}},
         })
         objects.append({

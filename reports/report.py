@@ -22,7 +22,7 @@ from reports import figures
 from reports.exports import write_trials
 from reports.loading import load_study, trials_frame
 from reports.manifests import write_deploy_files
-from reports.pareto import front
+from reports.pareto import front, pick
 from reports.plan import plan_html
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -33,13 +33,14 @@ NOT_RUN = ("failed", "timeout", "infeasible", "pruned")
 
 
 def write_report(study: optuna.Study | str | Path, out_dir: str | Path, study_name: str | None = None,
-                 plan: Iterable[Mapping] | None = None) -> Path:
+                 plan: Iterable[Mapping] | None = None, prices: Mapping[str, float] | None = None) -> Path:
     """Write out_dir/report.html, trials.csv, trials.parquet and deploy/; returns the HTML's path. `study`
     is a Study, a storage URL, a study file or an out dir; `plan` adds capacity planning's rows
-    (see reports.plan)."""
+    (see reports.plan); `prices` (SKU -> USD per GPU-hour) re-prices the study."""
     study = load_study(study, study_name)
     out_dir = Path(out_dir)
-    trials = trials_frame(study)
+    trials = trials_frame(study, dict(prices or {}))
+    per_dollar = trials["sku"].nunique() > 1
     write_trials(trials, out_dir)
     recommended = front(trials)
     deploy_files = write_deploy_files(recommended, out_dir, study.study_name)
@@ -48,11 +49,12 @@ def write_report(study: optuna.Study | str | Path, out_dir: str | Path, study_na
     html = environment.get_template("report.html.j2").render(
         title=f"revati-tune: {study.study_name}",
         header=header(study, trials),
-        pareto_plot=pio.to_html(figures.pareto_figure(trials), full_html=False, include_plotlyjs=True,
+        pareto_plot=pio.to_html(figures.pareto_figure(trials, per_dollar), full_html=False, include_plotlyjs=True,
                                 div_id="pareto", config={"displaylogo": False}),
         plan=plan_html(plan) if plan is not None else None,
         pareto_table=pareto_table(trials),
-        engines_table=engines_table(trials),
+        engines_table=compared_table(trials, "engine"),
+        skus_table=compared_table(trials, "sku"),
         recommended=[{**_trial_view(row), "files": deploy_files.get(int(row["number"]), {})}
                      for _, row in recommended.iterrows()],
         runs=[_run_view(row) for _, row in trials[trials["outcome"] == "ok"].iterrows()],
@@ -79,9 +81,20 @@ def header(study: optuna.Study, trials: pd.DataFrame) -> dict[str, str]:
     model = describe(config.get("model")) + (f" ({config['hf_id']})" if config.get("hf_id") else "")
     searched = (config.get("search") or {}).get("engines") or []
     engine = f"{', '.join(searched)} (the engine is a knob)" if len(searched) > 1 else describe(config.get("engine"))
-    return {"model": model, "hardware": describe(config.get("hardware")),
+    priced = trials.drop_duplicates("sku").dropna(subset=["sku"])
+    hardware = ", ".join(f"{sku.upper()} at ${price:.2f} per GPU-hour" for sku, price
+                         in zip(priced["sku"], priced["price_per_gpu_hour"]))
+    if len(priced) > 1:
+        hardware += " (the GPU type is a knob)"
+    best = pick(trials)
+    chosen = "none: no trial held the SLO" if best is None else (
+        f"trial {best['number']}: {best['gpus']} x {str(best['sku']).upper()} ({best['engine']}), "
+        f"{best['goodput_per_dollar']:.0f} good requests per dollar at ${best['dollars_per_hour']:.2f} an hour, "
+        f"{_number(best['goodput_per_gpu'])} good req/s per GPU")
+    return {"model": model, "hardware": hardware or describe(config.get("hardware")),
             "engine": engine, "workload": describe(config.get("workload")),
-            "SLOs": slo_text(study.user_attrs.get("slo") or config.get("slo") or {}), "trials": counts}
+            "SLOs": slo_text(study.user_attrs.get("slo") or config.get("slo") or {}), "trials": counts,
+            "pick": chosen}
 
 
 def describe(value) -> str:
@@ -106,8 +119,10 @@ def slo_text(slo: Mapping) -> str:
 def pareto_table(trials: pd.DataFrame) -> str:
     """The front's configurations: latency percentiles (ms), throughputs and attainment."""
     rows = front(trials)
-    table = pd.DataFrame({"trial": rows["number"], "engine": rows["engine"], "GPUs": rows["gpus"],
-                          "goodput/GPU": rows["goodput_per_gpu"].map("{:.3g}".format),
+    table = pd.DataFrame({"trial": rows["number"], "engine": rows["engine"], "GPU": rows["sku"].str.upper(),
+                          "GPUs": rows["gpus"], "goodput/GPU": rows["goodput_per_gpu"].map("{:.3g}".format),
+                          "$/hour": rows["dollars_per_hour"].map("{:.2f}".format),
+                          "good req/$": rows["goodput_per_dollar"].map("{:.0f}".format),
                           "SLO attainment": rows["slo_attainment"].map(_percent)})
     for metric in LATENCIES:
         columns = [f"median_{metric}_ms", f"p90_{metric}_ms", f"p99_{metric}_ms"]
@@ -119,23 +134,27 @@ def pareto_table(trials: pd.DataFrame) -> str:
     return table.to_html(index=False, border=0, classes="pareto", table_id="pareto-table", escape=True)
 
 
-def engines_table(trials: pd.DataFrame) -> str | None:
-    """With trials of several engines: per engine, how its trials ended and its best configuration
-    that held the SLO (most good requests per second per GPU, then fewest GPUs)."""
-    if trials["engine"].nunique() < 2:
+def compared_table(trials: pd.DataFrame, column: str) -> str | None:
+    """With trials of several engines (column "engine") or GPU types ("sku"): per one, how its
+    trials ended and its best configuration that held the SLO (most good requests per dollar, then
+    the cheapest per hour: within one GPU type, the most per GPU, then the fewest GPUs)."""
+    if trials[column].nunique() < 2:
         return None
     rows = []
-    for engine, group in trials.groupby("engine", sort=False):
-        held = group[group["feasible"]].sort_values(["goodput_per_gpu", "gpus"], ascending=[False, True])
+    for value, group in trials.groupby(column, sort=False):
+        held = group[group["feasible"]].sort_values(["goodput_per_dollar", "dollars_per_hour"], ascending=[False, True])
         best = held.iloc[0] if len(held) else None
-        rows.append({"engine": engine, "trials": len(group), "ran": int((group["outcome"] == "ok").sum()),
+        rows.append({column: value, "trials": len(group), "ran": int((group["outcome"] == "ok").sum()),
                      "held the SLO": len(held),
                      "best goodput/GPU": "" if best is None else f"{_number(best['goodput_per_gpu'])} (trial {best['number']})",
-                     "its GPUs": "" if best is None else int(best["gpus"]),
+                     "its GPUs": "" if best is None else f"{int(best['gpus'])}" + (
+                         f" x {str(best['sku']).upper()}" if column == "engine" and trials["sku"].nunique() > 1 else ""),
+                     "its good req/$": "" if best is None else f"{best['goodput_per_dollar']:.0f}",
                      "its TTFT / TPOT p50 (ms)": "" if best is None else
                      f"{_number(best.get('median_ttft_ms'))} / {_number(best.get('median_tpot_ms'))}",
                      "fewest GPUs holding the SLO": "" if best is None else int(held["gpus"].min())})
-    return pd.DataFrame(rows).to_html(index=False, border=0, classes="pareto", table_id="engines-table", escape=True)
+    return pd.DataFrame(rows).to_html(index=False, border=0, classes="pareto", table_id=f"{column}s-table",
+                                      escape=True)
 
 
 def _number(value) -> str:
@@ -153,6 +172,8 @@ def _trial_view(row: pd.Series) -> dict:
     return {"number": int(row["number"]), "engine": row["engine"] if isinstance(row["engine"], str) else "", "gpus": "" if pd.isna(row["gpus"]) else int(row["gpus"]),
             "outcome": row["outcome"], "reason": row["reason"] or "",
             "goodput_per_gpu": _number(row["goodput_per_gpu"]), "slo_attainment": _percent(row["slo_attainment"]),
+            "sku": str(row["sku"]).upper() if isinstance(row["sku"], str) else "",
+            "goodput_per_dollar": "" if pd.isna(row["goodput_per_dollar"]) else f"{row['goodput_per_dollar']:.0f}",
             "feasible": bool(row["feasible"]), "pareto": bool(row["pareto"]),
             "knobs": json.loads(row["knobs"]), "deploy_command": row["deploy_command"] or "",
             "command": row["command"] or "", "run_dir": row["run_dir"] or ""}

@@ -2,12 +2,16 @@
 what a study samples from them."""
 from __future__ import annotations
 
-from search_spaces.space import EngineSpaces, Knob, Space
+from search_spaces.space import EngineSpaces, Knob, SkuChoice, Space
 
 
-def study_space(spaces: dict[str, Space], domains: dict) -> Space | EngineSpaces:
+def study_space(spaces: dict[str, Space], domains: dict, skus: tuple[str, ...] = ()
+                ) -> Space | EngineSpaces | SkuChoice:
     """The space of a study searching these engines (name -> its space), each narrowed by the
-    `search.space` domains of its own knobs; one engine's space alone when there is one."""
+    `search.space` domains of its own knobs; one engine's space alone when there is one. With
+    several GPU types (skus), the type is chosen first."""
+    if len(skus) > 1:
+        return SkuChoice(tuple(skus), study_space(spaces, domains))
     if len(spaces) == 1:
         return next(iter(spaces.values())).narrowed(domains)
     names = {engine: {knob.name for knob in space.knobs} for engine, space in spaces.items()}
@@ -19,4 +23,4 @@ def study_space(spaces: dict[str, Space], domains: dict) -> Space | EngineSpaces
                          for engine, space in spaces.items()})
 
 
-__all__ = ["EngineSpaces", "Knob", "Space", "study_space"]
+__all__ = ["EngineSpaces", "Knob", "SkuChoice", "Space", "study_space"]

@@ -100,3 +100,18 @@ class EngineSpaces:
 
     def configurations(self) -> list[dict]:
         return [{"engine": engine, **params} for engine, space in self.spaces.items() for params in space.configurations()]
+
+
+@dataclass(frozen=True)
+class SkuChoice:
+    """A study over several GPU types: the type is the first knob (`sku`), then the engines' space.
+    The knobs do not depend on the type (what does not fit one type's memory is refused per trial),
+    so every type shares one space and the sampler learns across them."""
+    skus: tuple[str, ...]
+    inner: Space | EngineSpaces
+
+    def suggest(self, trial: Suggester) -> dict:
+        return {"sku": trial.suggest_categorical("sku", list(self.skus)), **self.inner.suggest(trial)}
+
+    def configurations(self) -> list[dict]:
+        return [{"sku": sku, **params} for sku in self.skus for params in self.inner.configurations()]

@@ -87,6 +87,8 @@ def test_load_by_path(tmp_path):
     ({"sm_count": "lots"}, "field 'sm_count' must be int"),
     ({"memory_bytes": True}, "field 'memory_bytes' must be int"),
     ({"memory_bytes": 0}, "field 'memory_bytes' must be positive"),
+    ({"price_per_gpu_hour": None}, "missing field 'price_per_gpu_hour'"),
+    ({"price_per_gpu_hour": -2.5}, "field 'price_per_gpu_hour' must be positive"),
     ({"compute_capability": 9.0}, "field 'compute_capability' must be str"),
     ({"compute_capability": "9"}, "must look like \"9.0\""),
     ({"peak_tflops": {"fp16": 1.0}}, "'peak_tflops' lacks bf16, fp8, fp32, tf32"),

@@ -24,7 +24,7 @@ def _front(study, configurations) -> pd.DataFrame:
         args = dict(args)
         engine = args.pop("engine", study.engine)
         run = study.run_config(args, engine)
-        rows.append({"number": number, "engine": engine, "gpus": run.knobs.gpus, "deploy_command": shlex.join(
+        rows.append({"number": number, "engine": engine, "sku": study.sku, "gpus": run.knobs.gpus, "deploy_command": shlex.join(
             registry.adapter(engine).deploy_command(study.hf_id, run.knobs))})
     return pd.DataFrame(rows)
 
@@ -48,6 +48,8 @@ def test_every_configuration_of_the_flagship_deploys_as_valid_kubernetes_objects
         flag = container["command"].index("--tensor-parallel-size")
         assert container["command"][flag + 1] == str(args["tensor_parallel_size"])
         assert container["resources"]["limits"]["nvidia.com/gpu"] == study.run_config(dict(args)).knobs.gpus
+        # ... of the GPU type it was emulated on, as GPU Feature Discovery labels nodes.
+        assert deployment["spec"]["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
         assert container["image"] == f"vllm/vllm-openai:v{RECIPES['vllm'].version}"
         assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
         script = (tmp_path / files["command"]).read_text()

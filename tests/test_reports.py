@@ -22,7 +22,7 @@ from reports import cli, screenshot
 from reports.compare import compare
 from reports.figures import PARETO_COLOR
 from reports.loading import load_study, trials_frame
-from reports.pareto import best_by_gpus, hypervolume
+from reports.pareto import best_by_gpus, hypervolume, pick
 from reports.plan import NONE_HOLDS, plan_table
 from reports.report import write_report
 
@@ -73,17 +73,20 @@ def _write_run(run_dir: Path) -> dict:
     return summary["metrics"]
 
 
-def make_study(out: Path, trials=TRIALS, name: str = "synthetic", engines=None) -> optuna.Study:
-    """engines: each trial's engine (default vllm for all)."""
+def make_study(out: Path, trials=TRIALS, name: str = "synthetic", engines=None, skus=None,
+               prices=None) -> optuna.Study:
+    """engines, skus: each trial's engine and GPU type (default vllm and the study's h100 for all);
+    prices: the study's SKU -> USD per GPU-hour (default: the SKU's default price)."""
     out.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name=name,
                                 directions=["maximize", "minimize"])
-    study.set_user_attr("config", CONFIG)
+    study.set_user_attr("config", {**CONFIG, **({"prices": prices} if prices else {})})
     study.set_user_attr("slo", SLO)
     for number, (outcome, gpus, tp, seqs, goodput, attainment, reason) in enumerate(trials):
         knobs = {"tensor_parallel_size": tp, "pipeline_parallel_size": 1, "data_parallel_size": gpus // tp,
                  "max_num_seqs": seqs, "enable_prefix_caching": None}
         attrs = {"outcome": outcome, "knobs": knobs, "gpus": gpus, "engine": engines[number] if engines else "vllm",
+                 **({"sku": skus[number]} if skus else {}),
                  "deploy_command": f"vllm serve meta-llama/Llama-3.1-8B-Instruct --tensor-parallel-size {tp} "
                                    f"--data-parallel-size {gpus // tp} --max-num-seqs {seqs}",
                  "command": f"revati-tune run --model llama3_8b --sku h100 --tp {tp} --max-num-seqs {seqs}"}
@@ -163,7 +166,7 @@ def test_report_contents(report):
     assert report.name == "report.html"
     for div_id in ("pareto", "pareto-table", "deploy", "trials", "failures", "header"):
         assert f'id="{div_id}"' in html, div_id
-    assert "llama3_8b (meta-llama/Llama-3.1-8B-Instruct)" in html and "<dd>h100</dd>" in html
+    assert "llama3_8b (meta-llama/Llama-3.1-8B-Instruct)" in html and "<dd>H100 at $3.00 per GPU-hour</dd>" in html
     assert "TTFT ≤ 500 ms, TPOT ≤ 50 ms; at least 90% of requests good" in html
     assert "8 trials: 5 ran (4 held the SLO, 1 missed it), 2 failed or timed out, 1 infeasible" in html
     deploy = html[html.index('id="deploy"'):html.index('id="trials"')]
@@ -194,6 +197,33 @@ def test_a_report_over_two_engines_compares_them(tmp_path):
     assert [r["fewest GPUs holding the SLO"] for r in table] == ["1", "2"]
     assert [r["engine"] for r in _html_table(html, "pareto-table")] == ["vllm", "sglang", "sglang"]
     assert "Trial 7 (sglang)" in html
+
+
+def test_a_report_over_two_gpu_types_picks_by_goodput_per_dollar_and_follows_the_prices(tmp_path):
+    # The H200 serves 20% more per GPU; at $4.00 against $3.00 an hour that is less per dollar.
+    two = [("ok", 1, 1, 64, 3.0, 0.95, None), ("ok", 1, 1, 64, 3.6, 0.95, None)]
+    study = make_study(tmp_path / "s", two, skus=["h100", "h200"], prices={"h100": 3.0, "h200": 4.0})
+    trials = trials_frame(study)
+    assert list(trials["goodput_per_dollar"]) == pytest.approx([3600.0, 3240.0])
+    assert list(trials["dollars_per_hour"]) == [3.0, 4.0]
+    assert pick(trials)["sku"] == "h100" and list(trials["pareto"]) == [True, False]
+    # Priced at $2.50, the H200 is the cheaper good request: the pick and the front change.
+    repriced = trials_frame(study, {"h200": 2.5})
+    assert pick(repriced)["sku"] == "h200" and list(repriced["pareto"]) == [False, True]
+    html = write_report(study, tmp_path / "r", prices={"h200": 2.5}).read_text()
+    assert "H200 at $2.50 per GPU-hour" in html and "trial 1: 1 x H200" in html
+    table = _html_table(html, "skus-table")
+    assert [(r["sku"], r["its good req/$"]) for r in table] == [("h100", "3600"), ("h200", "5184")]
+    assert [r["GPU"] for r in _html_table(html, "pareto-table")] == ["H200"]
+    with pytest.raises(ValueError, match="no price for h200"):
+        trials_frame(make_study(tmp_path / "u", two, skus=["h100", "h200"], prices={"h100": 3.0}))
+
+
+def test_a_single_gpu_type_study_has_the_per_gpu_front_and_its_price(study_dir):
+    trials = trials_frame(load_study(study_dir))
+    # A study from before prices were recorded: its SKU's default price.
+    assert set(trials["sku"]) == {"h100"} and set(trials["price_per_gpu_hour"]) == {3.0}
+    assert pick(trials)["number"] == 7     # the most goodput per GPU that held the SLO (4.0 req/s)
 
 
 def _html_table(html: str, table_id: str) -> list[dict]:
@@ -274,6 +304,16 @@ def test_cli_report_and_compare(study_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "+0.0%" in printed and (tmp_path / "c" / "compare.md").read_text() in printed
     assert (tmp_path / "c" / "compare.html").is_file()
+
+
+def test_cli_report_reprices_a_gpu_type_and_refuses_a_bad_price(study_dir, tmp_path, capsys):
+    args = _parser().parse_args(["report", str(study_dir), "--out", str(tmp_path), "--price", "h100_sxm_80gb=2"])
+    assert args.run(args) == 0
+    assert "H100 at $2.00 per GPU-hour" in (tmp_path / "report.html").read_text()
+    for bad, words in (("h100", "could not convert"), ("b300=2", "unknown SKU 'b300'"), ("h100=-1", "positive")):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["report", str(study_dir), "--price", bad])
+        assert f"--price: '{bad}'" in (err := capsys.readouterr().err) and words in err, err
 
 
 def test_cli_report_defaults_to_the_study_folder(tmp_path, capsys):

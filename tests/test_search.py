@@ -2,6 +2,7 @@
 bookkeeping is tested in seconds: budget, infeasible trials with their reasons, resume, recovery
 of trials a killed driver left running. Real Optuna study in SQLite, real report."""
 import optuna
+import pytest
 
 from autotune import config, study as studies
 from autotune.search import search
@@ -113,3 +114,28 @@ def test_a_grid_respects_conditional_knobs():
     assert space.configurations() == [{"enable_chunked_prefill": False},
                                       {"enable_chunked_prefill": True, "max_num_batched_tokens": 2048},
                                       {"enable_chunked_prefill": True, "max_num_batched_tokens": 8192}]
+
+
+def test_a_study_over_gpu_types_scores_per_dollar_and_keeps_its_prices(tmp_path):
+    single = [f"search.space.{knob}=[{value}]" for knob, value in
+              (("data_parallel_size", 1), ("max_num_seqs", 64), ("max_num_batched_tokens", 2048))]
+    cfg = _load(tmp_path, "search.skus=[h100,h200]", "search.sampler=grid", *single)
+    report = search(cfg)
+    trials = _trials(cfg)
+    assert sorted(t.params["sku"] for t in trials) == ["h100", "h200"]
+    study = optuna.load_study(study_name=cfg.study_name, storage=cfg.storage)
+    assert study.metric_names == studies.OBJECTIVES_PER_DOLLAR
+    for trial in trials:
+        sku = trial.params["sku"]
+        assert trial.user_attrs["sku"] == sku and trial.user_attrs["price_per_gpu_hour"] == cfg.prices[sku]
+        # Refused on either type (141 GB of weights on one GPU): no goodput, one GPU's price an hour.
+        assert trial.user_attrs["outcome"] == "infeasible" and trial.values == [0.0, cfg.prices[sku]]
+        assert ("hardware=h200" in trial.user_attrs["command"]) == (sku == "h200")
+    assert "GPU types compared" in report.read_text()
+    # Its trials were scored at these prices: other prices would mix two scales in one study.
+    with pytest.raises(config.ConfigError, match="search.price_per_gpu_hour"):
+        search(_load(tmp_path, "search.skus=[h100,h200]", "search.sampler=grid", "search.price_per_gpu_hour={h200: 1}",
+                     *single))
+    # ... and so would scoring it per GPU again.
+    with pytest.raises(config.ConfigError, match="goodput_per_dollar"):
+        search(_load(tmp_path, "search.trials=1", *single))

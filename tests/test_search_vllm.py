@@ -103,3 +103,33 @@ def test_a_trial_that_cannot_reach_the_slo_target_is_pruned_before_its_workload_
     assert not (tmp_path / "trials" / "0000" / "summary.json").exists()        # stopped, not run to the end
     assert not _processes_mentioning(str(tmp_path))
     assert "1 pruned" in report.read_text() and reason in report.read_text()
+
+
+def test_a_study_over_two_gpu_types_runs_each_and_its_pick_follows_the_prices(tmp_path):
+    """conf/smoke_skus.yaml: one real deployment per GPU type (grid), each on virtual GPUs of its
+    type, scored per dollar; re-priced, the report picks the other type without running again."""
+    from emulator.hardware import load_sku
+    from reports.loading import trials_frame
+    from reports.pareto import pick
+
+    cfg = config.load("conf/smoke_skus.yaml", ["engine.enforce_eager=true", "search.parallel=1", f"out={tmp_path}"])
+    report = search(cfg)
+    study = optuna.load_study(study_name=cfg.study_name, storage=cfg.storage)
+    trials = study.get_trials()
+    assert sorted(t.params["sku"] for t in trials) == ["h100", "h200"]
+    for trial in trials:
+        attrs = trial.user_attrs
+        assert attrs["outcome"] == "ok", attrs.get("reason")
+        assert attrs["metrics"]["completed"] == 12 and attrs["sku"] == trial.params["sku"]
+        spec = (tmp_path / "trials" / f"{trial.number:04d}" / "vgpu" / "vgpu.spec").read_text()
+        assert f"name={load_sku(attrs['sku']).name}\n" in spec          # the GPUs the engine saw
+        assert trial.values[1] == pytest.approx(cfg.prices[attrs["sku"]])      # one GPU's dollars an hour
+    html = report.read_text()
+    assert 'id="skus-table"' in html and "good requests per dollar" in html
+    # Goodput is bounded by the offered load at this size, so the price decides: the cheaper GPU
+    # per good request wins, whichever it is.
+    goodput = {t.params["sku"]: t.user_attrs["goodput_per_gpu"] for t in trials}
+    for cheap, dear in (("h100", "h200"), ("h200", "h100")):
+        prices = {cheap: 1.0, dear: 10.0}
+        assert goodput[cheap] / prices[cheap] > goodput[dear] / prices[dear]
+        assert pick(trials_frame(study, prices))["sku"] == cheap

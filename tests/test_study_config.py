@@ -131,6 +131,37 @@ def test_a_bad_engine_search_names_the_field(overrides, words):
         assert word in str(error.value), str(error.value)
 
 
+def test_a_study_over_gpu_types_makes_the_sku_a_knob_priced_per_gpu_hour(tmp_path):
+    study = config.load("conf/smoke_skus.yaml", ["search.price_per_gpu_hour={h200: 2.5}", f"out={tmp_path}"])
+    assert study.skus == ("h100", "h200") and study.per_dollar and study.search["trials"] == 2
+    # h200's price given, h100's its conf/hardware default.
+    assert study.prices == {"h100": 3.0, "h200": 2.5}
+    assert study.space().configurations() == [{"sku": "h100"}, {"sku": "h200"}]
+    assert study.space().suggest(optuna.trial.FixedTrial({"sku": "h200"}))["sku"] == "h200"
+    # A trial on the other type runs as the study file with that hardware, and composes to it.
+    cmd = command(study, "vllm", {"max_num_seqs": 32}, tmp_path / "t", "h200")
+    assert "hardware=h200" in cmd and "hardware=h200" not in command(study, "vllm", {}, tmp_path / "t", "h100")
+    assert config.load(cmd[2], cmd[3:], for_run=True).run_config().sku == "h200"
+    # One type: scored per GPU, the type's price recorded (hardware.price_per_gpu_hour overrides it).
+    single = config.load("conf/smoke.yaml", ["hardware.price_per_gpu_hour=5", f"out={tmp_path}"])
+    assert single.skus == ("h200",) and not single.per_dollar and single.prices == {"h200": 5.0}
+
+
+@pytest.mark.parametrize("overrides,words", [
+    (["search.skus=[h200]"], ["search.skus", "must include the study's hardware (h100"]),
+    (["search.skus=[h100,b300]"], ["search.skus", "unknown SKU 'b300'", "a100, h100, h200"]),
+    (["search.skus=h200"], ["search.skus", "a list of SKUs"]),
+    (["search.price_per_gpu_hour={a100: 1.2}"], ["search.price_per_gpu_hour.a100", "list it in search.skus"]),
+    (["search.price_per_gpu_hour={h200: 0}"], ["search.price_per_gpu_hour.h200", "positive number of USD"]),
+    (["hardware.price_per_gpu_hour=free"], ["hardware.price_per_gpu_hour", "positive number of USD"]),
+])
+def test_a_bad_gpu_type_search_names_the_field(overrides, words):
+    with pytest.raises(config.ConfigError) as error:
+        config.load("conf/smoke_skus.yaml", overrides)
+    for word in words:
+        assert word in str(error.value), str(error.value)
+
+
 def test_run_switches_the_engine_of_a_study_leaving_out_the_other_engines_settings():
     # The flagship's `engine:` section and search.space are in vLLM's names; `run` uses neither.
     study = config.load(FLAGSHIP, ["engine=sglang", "engine.tp_size=4"], for_run=True)
