@@ -1118,7 +1118,7 @@ CUDNN_HOLDOUT_EVERY = 4
 # Variants whose kernel times are not fitted: K/V laid out and masked as transformers' continuous
 # batching does (probe_cudnn_graphs.py), which the library does not yet tell from the probe's own
 # layout; measured to compare the two (docs/fidelity/h100_notes.md).
-CUDNN_UNFITTED_VARIANTS = ("engine_packed_wide_d128",)
+CUDNN_UNFITTED_VARIANTS = ("engine_packed_wide_d128", "engine_prefill_long_d128")
 
 
 def cudnn_attention_rows(graphs: pd.DataFrame) -> pd.DataFrame:

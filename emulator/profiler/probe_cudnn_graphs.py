@@ -68,8 +68,10 @@ class Variant:
     keys_per_query: int  # keys = queries * keys_per_query (+ growth per shape)
     # As transformers' continuous batching passes them: K/V contiguous per head (repeat_kv's copy)
     # rather than a [batch, keys, heads, dim] projection transposed, and each query row seeing only
-    # its own sequence's keys (-inf elsewhere) rather than an all-zero mask.
+    # its own sequence's keys (-inf elsewhere) rather than an all-zero mask; the queries and keys
+    # split evenly over `sequences` sequences (0: one query each, as in a decode step).
     as_engine: bool = False
+    sequences: int = 0
 
 
 VARIANTS = (
@@ -91,6 +93,9 @@ VARIANTS = (
     # sequences over 93k keys ran this kernel in 2.1 ms where the probe's layout above takes 3.6
     # (docs/fidelity/h100_notes.md). Not fitted until the library tells the layouts apart.
     Variant("engine_packed_wide_d128", 32, 32, 128, True, False, (48, 2), 1200, as_engine=True),
+    # ... and a shared-prefix prefill chunk: four sequences' 2-5k new tokens over ten times the keys
+    # (the H100's 8k-token chunks over 85k keys ran 1.09 s a step where the fit says 1.42).
+    Variant("engine_prefill_long_d128", 32, 32, 128, True, False, (2048, 128), 10, as_engine=True, sequences=4),
     # plain decoders: one causal prompt, and one sequence decoding over a growing cache.
     Variant("prefill_causal_d128", 32, 32, 128, False, True, (256, 64), 1),
     Variant("decode_d128", 32, 32, 128, False, False, (1, 0), 1024),
@@ -107,10 +112,11 @@ def tensors(v: Variant, queries: int, keys: int, mask_buffer):
     mask = mask_buffer[..., :queries, :keys] if v.masked else None
     if mask is not None:
         mask.zero_()
-        if v.as_engine:     # row i sees keys [i * keys / queries, (i + 1) * keys / queries)
-            rows = torch.arange(queries, device="cuda")[:, None]
-            seen = torch.arange(keys, device="cuda")[None, :] * queries // keys
-            mask.masked_fill_(seen != rows, float("-inf"))
+        if v.as_engine:     # a query sees the keys of its own sequence
+            sequences = v.sequences or queries
+            query_sequence = torch.arange(queries, device="cuda")[:, None] * sequences // queries
+            key_sequence = torch.arange(keys, device="cuda")[None, :] * sequences // keys
+            mask.masked_fill_(key_sequence != query_sequence, float("-inf"))
     return q, k, val, mask
 
 
