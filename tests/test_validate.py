@@ -314,6 +314,29 @@ def test_sigterm_stops_validate_like_ctrl_c_keeping_the_scenarios_done(tmp_path,
     assert list(runs) == ["llama3_2_1b-b16-overloaded"]
 
 
+def test_no_scenario_starts_that_would_end_past_the_budget(tmp_path, monkeypatch):
+    """--budget: a scenario starts only if the longest one so far would still end within it (a
+    device call's limit kills a scenario that runs past it, and its server with it)."""
+    clock = [0.0]
+
+    def fake_serve(config, out, *, emulated):
+        clock[0] += 100.0           # every run takes 100 s
+        return RunSummary(config={"workload": config.workload}, metrics=_metrics(100.0), wall_seconds=100.0,
+                          startup_wall_seconds=10.0, serving_wall_seconds=90.0)
+    monkeypatch.setattr(validate, "serve", fake_serve)
+    monkeypatch.setattr(validate.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(validate, "real_gpu", lambda python: {"nvidia_smi_name": "NVIDIA H100 80GB HBM3"})
+    monkeypatch.setattr(host_cpu, "measure_in", lambda python: {"seconds": 0.038, "cpu": "Intel Xeon"})
+    monkeypatch.setattr(TransformersAdapter, "python", lambda self: Path("python3"))
+    args = validate.build_parser().parse_args(["llama3_2_1b-b16", "--real-only", "--real-repeats", "1",
+                                               "--budget", "250", "--out", str(tmp_path)])
+    assert validate.run_command(args) == 1
+    runs = json.loads((tmp_path / "runs.json").read_text())["runs"]
+    # 100 s each: the second starts at 100 s (ends by 200), the third would end at 300.
+    assert [r["scenario"] for r in runs if "error" not in r] == ["llama3_2_1b-b16-overloaded", "llama3_2_1b-b16-near"]
+    assert runs[2]["error"].startswith("not run: the 250 s budget would be spent before it ended")
+
+
 def test_against_a_recorded_real_side_only_the_emulation_runs_with_the_recorded_workload(tmp_path, monkeypatch):
     """emulate_against with serve replaced: what it serves, and how it compares."""
     workload = {"num_requests": 96, "arrival": {"process": "poisson", "rate": 6.1}}
