@@ -168,7 +168,7 @@ def test_a_masked_cudnn_attention_is_charged_by_cudnns_measured_kernel(engine_py
     masked, unmasked = [r["seconds"] for r in rows if r["name"] == "cudnn_sdpa_fwd"]
     assert masked == pytest.approx(native.cudnn_attention_seconds(model, 1, 32, 16, 4800, 128, False, True), abs=1e-9)
     assert unmasked == pytest.approx(native.attention_seconds(model, "sdpa_flash", 1, 16, 4800, 32, 32, 128), abs=1e-9)
-    assert masked > 4 * unmasked       # the masked kernel is the slow one (cudnn_graphs.csv)
+    assert masked > 3 * unmasked       # the masked kernel is the slow one: 152-171 us at this shape (cudnn_graphs.csv)
 
 
 def test_every_launch_charges_the_runtimes_host_work(engine_python, libdir, tmp_path):
