@@ -23,6 +23,7 @@ from autotune.config import StudyConfig, hydra_value, refusal, without_engine_ov
 from emulator import deployment, leftovers
 from emulator.deployment import RunSummary
 from emulator.engines import registry
+from emulator.hardware import goodput_per_dollar
 from emulator.process_groups import end_group
 
 # After the run's own wall-clock limit, what a deployment gets to stop before it is killed.
@@ -46,11 +47,6 @@ class TrialResult:
             return self.goodput_per_gpu, float(self.gpus)
         price = self.user_attrs["price_per_gpu_hour"]
         return goodput_per_dollar(self.goodput_per_gpu, price), self.gpus * price
-
-
-def goodput_per_dollar(goodput_per_gpu: float, price_per_gpu_hour: float) -> float:
-    """Good requests per dollar: a GPU's good requests in an hour over what the hour costs."""
-    return goodput_per_gpu * 3600.0 / price_per_gpu_hour
 
 
 def command(config: StudyConfig, engine: str, args: dict, run_dir: Path, sku: str | None = None) -> list[str]:

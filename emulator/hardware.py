@@ -97,6 +97,12 @@ def known_skus() -> list[str]:
     return sorted(p.stem for p in HARDWARE_DIR.glob("*.yaml"))
 
 
+def goodput_per_dollar(goodput_per_gpu, price_per_gpu_hour):
+    """Good requests per dollar: a GPU's good requests in an hour over what the hour costs (numbers
+    or pandas columns)."""
+    return goodput_per_gpu * 3600.0 / price_per_gpu_hour
+
+
 def load_sku(name_or_path: str | Path) -> Sku:
     """Load a SKU by short name, alias ("h100_sxm_80gb") or path to a SKU yaml file."""
     text = str(name_or_path)

@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from emulator.hardware import load_sku
+from emulator.hardware import goodput_per_dollar, load_sku
 from reports.pareto import pareto_mask
 
 STUDY_FILE = "study.db"
@@ -97,7 +97,7 @@ def trials_frame(study: optuna.Study, prices: dict[str, float] | None = None) ->
         raise ValueError(f"no price for {unknown[0]}: give one (--price {unknown[0]}=USD)")
     frame["price_per_gpu_hour"] = frame["sku"].map(priced).astype(float)
     frame["dollars_per_hour"] = frame["gpus"].astype(float) * frame["price_per_gpu_hour"]
-    frame["goodput_per_dollar"] = frame["goodput_per_gpu"].astype(float) * 3600.0 / frame["price_per_gpu_hour"]
+    frame["goodput_per_dollar"] = goodput_per_dollar(frame["goodput_per_gpu"].astype(float), frame["price_per_gpu_hour"])
     frame["pareto"] = pareto_mask(frame)
     middle = [c for c in frame.columns if c not in FIRST_COLUMNS and c not in LAST_COLUMNS]
     return frame[[*FIRST_COLUMNS, *middle, *LAST_COLUMNS]].sort_values("number", ignore_index=True)

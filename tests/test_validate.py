@@ -250,6 +250,13 @@ def test_a_recorded_real_side_is_read_old_and_new_and_bad_files_are_refused(tmp_
         validate.recorded_real_side([path])
 
 
+def _an_h100_here(monkeypatch) -> None:
+    """This machine as validate's real side sees a GPU machine: an H100, its host's speed measured."""
+    monkeypatch.setattr(validate, "real_gpu", lambda python: {"nvidia_smi_name": "NVIDIA H100 80GB HBM3"})
+    monkeypatch.setattr(host_cpu, "measure_in", lambda python: {"seconds": 0.038, "cpu": "Intel Xeon"})
+    monkeypatch.setattr(TransformersAdapter, "python", lambda self: Path("python3"))
+
+
 def test_real_only_serves_the_real_repeats_and_writes_runs_for_real_from(tmp_path, monkeypatch):
     """run_command --real-only with the GPU and serve replaced: no emulated run, capacity carried
     to the near scenario, and a runs.json that --real-from reads back."""
@@ -261,9 +268,7 @@ def test_real_only_serves_the_real_repeats_and_writes_runs_for_real_from(tmp_pat
         return RunSummary(config={"workload": config.workload}, metrics=_metrics(100.0), wall_seconds=1.0,
                           startup_wall_seconds=0.5, serving_wall_seconds=0.5)
     monkeypatch.setattr(validate, "serve", fake_serve)
-    monkeypatch.setattr(validate, "real_gpu", lambda python: {"nvidia_smi_name": "NVIDIA H100 80GB HBM3"})
-    monkeypatch.setattr(host_cpu, "measure_in", lambda python: {"seconds": 0.038, "cpu": "Intel Xeon"})
-    monkeypatch.setattr(TransformersAdapter, "python", lambda self: Path("python3"))
+    _an_h100_here(monkeypatch)
     args = validate.build_parser().parse_args(["llama3_2_1b-b16-near", "--real-only", "--real-repeats", "2",
                                                "--out", str(tmp_path)])
     assert validate.run_command(args) == 0
@@ -298,9 +303,7 @@ def test_sigterm_stops_validate_like_ctrl_c_keeping_the_scenarios_done(tmp_path,
         return RunSummary(config={"workload": config.workload}, metrics=_metrics(100.0), wall_seconds=1.0,
                           startup_wall_seconds=0.5, serving_wall_seconds=0.5)
     monkeypatch.setattr(validate, "serve", fake_serve)
-    monkeypatch.setattr(validate, "real_gpu", lambda python: {"nvidia_smi_name": "NVIDIA H100 80GB HBM3"})
-    monkeypatch.setattr(host_cpu, "measure_in", lambda python: {"seconds": 0.038, "cpu": "Intel Xeon"})
-    monkeypatch.setattr(TransformersAdapter, "python", lambda self: Path("python3"))
+    _an_h100_here(monkeypatch)
     args = validate.build_parser().parse_args(["llama3_2_1b-b16-near", "--real-only", "--real-repeats", "1",
                                                "--out", str(tmp_path)])
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -325,9 +328,7 @@ def test_no_scenario_starts_that_would_end_past_the_budget(tmp_path, monkeypatch
                           startup_wall_seconds=10.0, serving_wall_seconds=90.0)
     monkeypatch.setattr(validate, "serve", fake_serve)
     monkeypatch.setattr(validate.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(validate, "real_gpu", lambda python: {"nvidia_smi_name": "NVIDIA H100 80GB HBM3"})
-    monkeypatch.setattr(host_cpu, "measure_in", lambda python: {"seconds": 0.038, "cpu": "Intel Xeon"})
-    monkeypatch.setattr(TransformersAdapter, "python", lambda self: Path("python3"))
+    _an_h100_here(monkeypatch)
     args = validate.build_parser().parse_args(["llama3_2_1b-b16", "--real-only", "--real-repeats", "1",
                                                "--budget", "250", "--out", str(tmp_path)])
     assert validate.run_command(args) == 1
