@@ -190,7 +190,12 @@ class Calibration:
 
 def target(sku: str) -> dict | None:
     """The GPU server's measurement for a SKU, or None where it was never measured."""
-    path = DATA_DIR / sku / "host_cpu.json"
+    return read_figure(DATA_DIR / sku / "host_cpu.json")
+
+
+def read_figure(path: Path) -> dict | None:
+    """A committed measurement of this workload (a SKU's host_cpu.json), or None where there is none;
+    one of another workload version, or not a measurement, is refused."""
     if not path.is_file():
         return None
     try:

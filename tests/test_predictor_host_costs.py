@@ -1,5 +1,8 @@
 """The fit behind the host_cost records (models.fit_host_costs) on a cudnn_graphs table made from
 known costs, and the records the model file carries."""
+import json
+import shutil
+
 import pandas as pd
 import pytest
 
@@ -88,3 +91,13 @@ def test_a_launch_costs_the_runtime_calls_mean_less_the_profilers_own_time():
     assert models.fit_launch_cost(calls) == pytest.approx(6.1e-6)
     with pytest.raises(ValueError, match="no launch call"):
         models.fit_launch_cost(calls[~calls["call"].isin(["cudaLaunchKernel", "cuLaunchKernelEx"])])
+
+
+def test_tables_refuse_a_host_figure_of_another_workload(tmp_path, monkeypatch):
+    """Host costs are brought to the SKU's host speed: a figure of another version of the host
+    benchmark would scale them by a different workload's speed."""
+    shutil.copytree(tables.DATA_DIR / "h100", tmp_path / "h100")
+    (tmp_path / "h100" / tables.HOST_CPU_FILE).write_text(json.dumps({"seconds": 0.038, "workload_version": 0}))
+    monkeypatch.setattr(tables, "DATA_DIR", tmp_path)
+    with pytest.raises(ValueError, match=r"h100/host_cpu.json: not a host_cpu measurement of workload version"):
+        tables.load("h100")

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from emulator.host_cpu import read_figure
 from emulator.paths import PREDICTOR_DATA as DATA_DIR
 
 # Table name -> (file under the SKU's directory, columns the predictor reads).
@@ -152,13 +153,8 @@ def load(sku: str) -> Tables:
 
 
 def _host_cpu_seconds(path: Path) -> float | None:
-    if not path.is_file():
-        return None
-    try:
-        return float(json.loads(path.read_text())["seconds"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path}: not a host_cpu measurement ({type(error).__name__}: {error}); measure it "
-                         f"again with `python -m emulator.host_cpu --out {path}` on that SKU's machine") from error
+    figure = read_figure(path)
+    return None if figure is None else float(figure["seconds"])
 
 
 def _read_optional(path: Path, name: str) -> pd.DataFrame | None:
