@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -40,6 +41,7 @@ from typing import Callable
 from rich.console import Console
 from rich.table import Table
 
+from emulator import leftovers
 from emulator.engines import envs
 from emulator.hardware import MAX_DEVICES, SKU_ALIASES, load_sku
 from emulator.process_groups import end_group, signal_group
@@ -48,7 +50,8 @@ from emulator.vgpu_environment import vgpu_environment
 from reports import cli as reports_cli
 
 BUILD_MODULE = "emulator.vgpu.build"
-# Seconds the members of an exec'd process group get to exit after SIGTERM before SIGKILL.
+# Seconds between looks at what an exec'd command holds in /dev/shm (to remove it once it ends).
+LOOK_S = 2.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -428,9 +431,17 @@ def _exec(args: argparse.Namespace) -> int:
                             deadlock_after_s=args.deadlock_after or float("inf"),
                             log=lambda line: print(line, file=sys.stderr, flush=True))
     with tempfile.TemporaryDirectory(prefix="revati-exec-") as workdir, timekeeper:
-        env = vgpu_environment(args.gpus, args.sku, engine=args.engine, workdir=Path(workdir))
+        # What the command leaves besides processes (its TMPDIR, /dev/shm files it held) goes when
+        # it ends, as a deployment's does (emulator/leftovers.py).
+        record = Path(workdir) / leftovers.RECORD_FILE
+        kept = leftovers.Leftovers(record)
+        env = kept.environment(vgpu_environment(args.gpus, args.sku, engine=args.engine, workdir=Path(workdir)))
         env.update(timekeeper.env())
-        returncode = run_process_group(args.command, env, stop=lambda: timekeeper.failure is not None)
+        try:
+            returncode = run_process_group(args.command, env, stop=lambda: timekeeper.failure is not None,
+                                           look=lambda pid: kept.look_at(leftovers.session_pids({pid})))
+        finally:
+            leftovers.sweep(record)
         return TIMEKEEPER_FAILED if timekeeper.failure else returncode
 
 
@@ -454,12 +465,12 @@ def _exec_calibration(args: argparse.Namespace) -> float:
     return calibration.cpu_scale
 
 
-def run_process_group(command: list[str], env: dict[str, str],
-                      stop: Callable[[], bool] = lambda: False) -> int:
+def run_process_group(command: list[str], env: dict[str, str], stop: Callable[[], bool] = lambda: False,
+                      look: Callable[[int], None] = lambda pid: None) -> int:
     """Run command in a session of its own and return its exit status (128+N if killed by
     signal N). SIGINT, SIGTERM and SIGHUP sent to us are forwarded to its whole process group,
     and whatever is left of the group when the command exits, or when stop() turns true, is
-    terminated, then killed."""
+    terminated, then killed. look(session id) is called about every LOOK_S while it runs."""
     child: subprocess.Popen | None = None
     early: list[int] = []
 
@@ -480,7 +491,11 @@ def run_process_group(command: list[str], env: dict[str, str],
             return 127 if isinstance(error, FileNotFoundError) else 126
         for signum in early:
             signal_group(child.pid, signum)
+        last_look = 0.0
         while (returncode := _wait(child, 0.1)) is None:
+            if time.monotonic() - last_look > LOOK_S:
+                look(child.pid)
+                last_look = time.monotonic()
             if stop():
                 end_group(child.pid)
     finally:

@@ -191,3 +191,23 @@ class _NoTimekeeper:
 
     def env(self):
         return {}
+
+
+def test_exec_removes_what_the_command_left_in_shm_and_its_tmpdir(plain_exec):
+    """A command that leaves a /dev/shm file it held and a file in its TMPDIR (a killed engine's
+    queues and sockets): both are gone once exec returns."""
+    shm = f"/dev/shm/revati-test-{os.getpid()}"
+    noted = plain_exec / "tmpdir.txt"
+    code = ("import mmap, os, tempfile, time\n"
+            f"fd = os.open({shm!r}, os.O_CREAT | os.O_RDWR); os.ftruncate(fd, 4096)\n"
+            "view = mmap.mmap(fd, 4096)\n"
+            f"open({str(noted)!r}, 'w').write(tempfile.gettempdir())\n"
+            "open(os.path.join(tempfile.gettempdir(), 'socket'), 'w').close()\n"
+            f"time.sleep({cli.LOOK_S} * 2)\n")
+    try:
+        assert exec_python(code) == 0
+        assert not os.path.exists(shm)
+        assert not os.path.exists(noted.read_text())
+    finally:
+        if os.path.exists(shm):
+            os.unlink(shm)
