@@ -15,7 +15,7 @@
                                             emulated deployment, measured as `vllm bench serve` does
     revati-tune search STUDY.yaml [KEY=VALUE ...]
                                             search configurations (Optuna); writes a report
-    revati-tune plan STUDY.yaml --rates 2,4,8   the fewest GPUs that hold the SLO at each rate
+    revati-tune plan STUDY.yaml --rates 2,4,8   the cheapest deployment (fewest GPUs) that holds the SLO at each rate
     revati-tune report STUDY_DIR | compare OLD NEW
                                             the HTML report of a study; what moved between two
 
@@ -129,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
                    "search the configurations of a study for the most good requests per GPU")
 
     plan = commands.add_parser(
-        "plan", help="capacity planning: the fewest GPUs that hold the SLO at each of several rates",
+        "plan", help="capacity planning: the cheapest deployment (with one GPU type, the fewest GPUs) that "
+                     "holds the SLO at each of several rates",
         usage="revati-tune plan STUDY.yaml --rates R1,R2,... [KEY=VALUE ...]")
     plan.add_argument("study", type=Path)
     plan.add_argument("--rates", required=True, type=_rates, help="requests per second, comma-separated")

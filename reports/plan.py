@@ -1,8 +1,9 @@
-"""Capacity planning's answer, "the fewest GPUs that hold the SLO at rates r1..rn", as a table.
+"""Capacity planning's answer, "the cheapest deployment that holds the SLO at rates r1..rn" (with
+one GPU type, the fewest GPUs), as a table.
 
-Each row is a mapping: rate (requests per second), gpus (the fewest that hold the SLO, or None
-when no configuration tried does), knobs (that configuration's engine arguments; "config" is
-accepted too), slo_attainment, goodput_per_gpu.
+Each row is a mapping: rate (requests per second), gpus (that deployment's, or None when no
+configuration tried holds the SLO), knobs (its engine arguments; "config" is accepted too),
+slo_attainment, goodput_per_gpu, and where known sku and dollars_per_hour.
 """
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ def plan_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
             "gpus": row.get("gpus"),
             "slo_attainment": row.get("slo_attainment"),
             "goodput_per_gpu": row.get("goodput_per_gpu"),
+            "sku": row.get("sku"),
+            "dollars_per_hour": row.get("dollars_per_hour"),
             "configuration": canonical_knobs(knobs) if knobs else "",
         })
-    return pd.DataFrame(records, columns=["rate", "gpus", "slo_attainment", "goodput_per_gpu", "configuration"]).sort_values("rate", ignore_index=True)
+    return pd.DataFrame(records, columns=["rate", "gpus", "slo_attainment", "goodput_per_gpu", "sku", "dollars_per_hour",
+                                          "configuration"]).sort_values("rate", ignore_index=True)
 
 
 def display_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
@@ -35,9 +39,11 @@ def display_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
     held = plan["gpus"].notna()
     return pd.DataFrame({
         "rate (req/s)": plan["rate"].map(lambda r: f"{r:g}"),
-        "fewest GPUs": [f"{int(g)}" if h else NONE_HOLDS for g, h in zip(plan["gpus"], held)],
+        "GPUs": [f"{int(g)}" if h else NONE_HOLDS for g, h in zip(plan["gpus"], held)],
         "SLO attainment": [f"{a:.1%}" if h and pd.notna(a) else "" for a, h in zip(plan["slo_attainment"], held)],
         "goodput/GPU": [f"{g:.3g}" if h and pd.notna(g) else "" for g, h in zip(plan["goodput_per_gpu"], held)],
+        "GPU type": [s.upper() if h and isinstance(s, str) else "" for s, h in zip(plan["sku"], held)],
+        "$/hour": [f"{d:.2f}" if h and pd.notna(d) else "" for d, h in zip(plan["dollars_per_hour"], held)],
         "configuration": plan["configuration"].where(held, ""),
     })
 

@@ -286,6 +286,9 @@ def test_plan_table_text_and_in_report(study_dir, tmp_path):
     assert NONE_HOLDS in lines[3] and '{"tensor_parallel_size": 2}' in lines[2]
     html = write_report(study_dir, tmp_path, plan=rows).read_text()
     assert 'id="plan"' in html and NONE_HOLDS in html
+    # Over GPU types, the answer is a type and its cost an hour.
+    typed = plan_table([{**rows[0], "sku": "h200", "dollars_per_hour": 8.0}]).splitlines()[1]
+    assert typed.split()[4:6] == ["H200", "8.00"]
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ import optuna
 import pytest
 
 from autotune import config, study as studies
+from autotune.plan import cheapest
 from autotune.search import search
 
 FLAGSHIP = "conf/llama70b_h100.yaml"
@@ -139,3 +140,22 @@ def test_a_study_over_gpu_types_scores_per_dollar_and_keeps_its_prices(tmp_path)
     # ... and so would scoring it per GPU again.
     with pytest.raises(config.ConfigError, match="goodput_per_dollar"):
         search(_load(tmp_path, "search.trials=1", *single))
+
+
+def test_a_plan_answers_the_cheapest_deployment_holding_the_slo_and_its_type():
+    study = optuna.create_study(directions=studies.DIRECTIONS)
+
+    def ran(gpus, sku, price, goodput, attainment=0.95):
+        study.add_trial(optuna.trial.create_trial(values=[goodput, gpus], user_attrs={
+            "outcome": "ok", "gpus": gpus, "sku": sku, "price_per_gpu_hour": price, "knobs": {"max_num_seqs": gpus},
+            "slo_attainment": attainment, "goodput_per_gpu": goodput}))
+    ran(2, "h100", 3.0, 3.0)
+    ran(1, "h200", 4.0, 2.0)
+    ran(1, "h100", 3.0, 9.0, attainment=0.5)      # cheapest, but misses the SLO
+    # One H200 ($4 an hour) against two H100s ($6).
+    assert cheapest(study, 0.9) | {"knobs": None} == {
+        "gpus": 1, "sku": "h200", "dollars_per_hour": 4.0, "slo_attainment": 0.95, "goodput_per_gpu": 2.0,
+        "knobs": None}
+    ran(1, "h100", 3.0, 2.0)
+    assert cheapest(study, 0.9)["sku"] == "h100"
+    assert cheapest(study, 0.99) == {"gpus": None}
