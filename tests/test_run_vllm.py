@@ -79,6 +79,17 @@ def test_unknown_knobs_are_named():
         ServingKnobs.from_dict({"tensor_paralel": 2})
 
 
+def test_expert_parallelism_reaches_vllms_command_line_only_when_asked():
+    from emulator.engines.vllm.adapter import VllmAdapter
+    adapter = VllmAdapter()
+    on = adapter.deploy_command("mistralai/Mixtral-8x7B-Instruct-v0.1",
+                                adapter.knobs({"tensor_parallel_size": 2, "enable_expert_parallel": True}))
+    assert on[-1] == "--enable-expert-parallel"
+    for off in (False, None):       # vLLM's default is off: nothing to say
+        assert "--enable-expert-parallel" not in adapter.deploy_command(
+            "m", adapter.knobs({"enable_expert_parallel": off}))
+
+
 @pytest.mark.parametrize("cpu_scale", [0, -1.0, float("nan")])
 def test_a_cpu_scale_that_is_not_positive_is_refused_before_launch(cpu_scale, tmp_path):
     config = RunConfig(model="tiny_llama", sku="h200", knobs=ServingKnobs(), workload=WORKLOAD, cpu_scale=cpu_scale)

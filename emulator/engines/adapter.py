@@ -29,6 +29,7 @@ class ServingKnobs:
     compilation_mode: int | None = None
     max_model_len: int | None = None
     max_total_tokens: int | None = None           # KV cache capacity in tokens (SGLang)
+    expert_parallel: bool | None = None           # MoE experts split over the GPUs instead of each sliced
 
     def __post_init__(self) -> None:
         for name in ("tensor_parallel", "pipeline_parallel", "data_parallel"):

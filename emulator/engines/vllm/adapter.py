@@ -54,6 +54,7 @@ ARGUMENTS = {
     "enforce_eager": "cuda_graphs",        # inverted: enforce_eager is CUDA graphs off
     "compilation_mode": "compilation_mode",
     "max_model_len": "max_model_len",
+    "enable_expert_parallel": "expert_parallel",
 }
 
 
@@ -126,4 +127,6 @@ def _flags(knobs: ServingKnobs) -> list[str]:
             cmd.append(flag if on else flag.replace("--enable-", "--disable-"))
     if knobs.cuda_graphs is False:
         cmd.append("--enforce-eager")
+    if knobs.expert_parallel:       # off is vLLM's default
+        cmd.append("--enable-expert-parallel")
     return cmd
