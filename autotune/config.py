@@ -402,16 +402,13 @@ def _skus_and_prices(sku: str, own_price: object, searched: list | None,
     """The SKUs a study searches (its own first) and each one's price per GPU-hour: the
     search.price_per_gpu_hour entry, else for the study's own SKU hardware.price_per_gpu_hour,
     else the SKU file's."""
-    skus = [sku]
-    for name in searched or ():
-        try:
-            other = load_sku(name).sku
-        except ValueError as error:
-            raise ConfigError(f"search.skus: {error}") from None
-        if other not in skus:
-            skus.append(other)
-    if searched is not None and sku not in [load_sku(name).sku for name in searched]:
+    try:
+        named = [load_sku(name).sku for name in searched or ()]
+    except ValueError as error:
+        raise ConfigError(f"search.skus: {error}") from None
+    if searched is not None and sku not in named:
         raise ConfigError(f"search.skus: must include the study's hardware ({sku}, its hardware.sku), got {searched}")
+    skus = list(dict.fromkeys([sku, *named]))
     prices = {}
     for name in skus:
         price = overrides.get(name, own_price if name == sku else load_sku(name).price_per_gpu_hour)

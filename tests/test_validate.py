@@ -250,6 +250,12 @@ def test_a_recorded_real_side_is_read_old_and_new_and_bad_files_are_refused(tmp_
         validate.recorded_real_side([path])
 
 
+def _served(config, wall_s: float = 1.0) -> RunSummary:
+    """What a stand-in for serve returns: the run's workload, the same metrics for every run."""
+    return RunSummary(config={"workload": config.workload}, metrics=_metrics(100.0), wall_seconds=wall_s,
+                      startup_wall_seconds=wall_s / 2, serving_wall_seconds=wall_s / 2)
+
+
 def _an_h100_here(monkeypatch) -> None:
     """This machine as validate's real side sees a GPU machine: an H100, its host's speed measured."""
     monkeypatch.setattr(validate, "real_gpu", lambda python: {"nvidia_smi_name": "NVIDIA H100 80GB HBM3"})
@@ -265,8 +271,7 @@ def test_real_only_serves_the_real_repeats_and_writes_runs_for_real_from(tmp_pat
     def fake_serve(config, out, *, emulated):
         served.append((out.parent.name, emulated))
         Path(config.server_args[config.server_args.index("--sample-host") + 1]).write_text("0.046 0.5 10\n0.040 0.4 10\n0.044 0.3 10\n")
-        return RunSummary(config={"workload": config.workload}, metrics=_metrics(100.0), wall_seconds=1.0,
-                          startup_wall_seconds=0.5, serving_wall_seconds=0.5)
+        return _served(config)
     monkeypatch.setattr(validate, "serve", fake_serve)
     _an_h100_here(monkeypatch)
     args = validate.build_parser().parse_args(["llama3_2_1b-b16-near", "--real-only", "--real-repeats", "2",
@@ -300,8 +305,7 @@ def test_sigterm_stops_validate_like_ctrl_c_keeping_the_scenarios_done(tmp_path,
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)       # the signal interrupts this
             raise AssertionError("SIGTERM did not stop the run")
-        return RunSummary(config={"workload": config.workload}, metrics=_metrics(100.0), wall_seconds=1.0,
-                          startup_wall_seconds=0.5, serving_wall_seconds=0.5)
+        return _served(config)
     monkeypatch.setattr(validate, "serve", fake_serve)
     _an_h100_here(monkeypatch)
     args = validate.build_parser().parse_args(["llama3_2_1b-b16-near", "--real-only", "--real-repeats", "1",
@@ -324,8 +328,7 @@ def test_no_scenario_starts_that_would_end_past_the_budget(tmp_path, monkeypatch
 
     def fake_serve(config, out, *, emulated):
         clock[0] += 100.0           # every run takes 100 s
-        return RunSummary(config={"workload": config.workload}, metrics=_metrics(100.0), wall_seconds=100.0,
-                          startup_wall_seconds=10.0, serving_wall_seconds=90.0)
+        return _served(config, wall_s=100.0)
     monkeypatch.setattr(validate, "serve", fake_serve)
     monkeypatch.setattr(validate.time, "monotonic", lambda: clock[0])
     _an_h100_here(monkeypatch)

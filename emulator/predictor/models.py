@@ -873,9 +873,9 @@ def build_cost_law(extra: pd.DataFrame, host_cpu_s: float | None) -> HostCost:
     known = extra.dropna(subset=["host_s"])
     per_speed = known.groupby(["variant", "host_s"])["extra_s"].median().reset_index()
     spread = per_speed.groupby("variant")["host_s"].transform("nunique") >= 2
-    if host_cpu_s is None or len(known) < len(extra) or not spread.any():
-        scaled = extra["extra_s"] * (host_cpu_s / extra["host_s"] if host_cpu_s is not None and len(known) == len(extra)
-                                     else 1.0)
+    # With the SKU's figure given, graph_build_seconds gave every row a speed.
+    if host_cpu_s is None or not spread.any():
+        scaled = extra["extra_s"] if host_cpu_s is None else extra["extra_s"] * (host_cpu_s / extra["host_s"])
         per_variant = scaled.groupby(extra["variant"]).median()
         return HostCost(max(float(per_variant.median()), 0.0))
     several = per_speed[spread]
@@ -897,12 +897,11 @@ def fit_host_costs(graphs: pd.DataFrame, host_cpu_s: float | None = None) -> dic
     step took 1.16 s in the machine's first process, 0.38 s in the next, against 0.31 s with cuDNN
     off (docs/fidelity/h100_timeline.md); the cold first rows stay in the table, not charged."""
     extra = graph_build_seconds(graphs, host_cpu_s)
-    miss = build_cost_law(extra[extra["call"] == "miss"], host_cpu_s) if (extra["call"] == "miss").any() \
-        else HostCost(0.0)
-    warm = extra[extra["call"] == "first_warm"]
-    first_warm = build_cost_law(warm, host_cpu_s) if len(warm) else None
-    return {"cudnn_attention_graph_first": miss if first_warm is None else first_warm,
-            "cudnn_attention_graph": miss}
+    def law(call: str) -> HostCost | None:
+        rows = extra[extra["call"] == call]
+        return build_cost_law(rows, host_cpu_s) if len(rows) else None
+    miss = law("miss") or HostCost(0.0)
+    return {"cudnn_attention_graph_first": law("first_warm") or miss, "cudnn_attention_graph": miss}
 
 
 # The runtime calls that queue work on the GPU (one a kernel, copy or memset the library submits),
