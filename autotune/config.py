@@ -311,7 +311,7 @@ def _check_space(config: StudyConfig) -> None:
                                  else {config.engine: engines_space}).items():
         for knob in engine_space.knobs:
             for value in knob.domain:
-                _check_args(config, engine, {knob.name: value}, f"search.space.{knob.name}")
+                _check_args(config, engine, {**(knob.context or {}), knob.name: value}, f"search.space.{knob.name}")
         _check_tensor_parallel(config, engine)
     if config.search["sampler"] == "grid":
         config.search["trials"] = len(space.configurations())     # every configuration once
@@ -347,8 +347,8 @@ def refusal(config: StudyConfig, run_config: RunConfig) -> str | None:
     """Why a configuration cannot run here, found in milliseconds instead of after start-up."""
     budget = config.search["max_gpus"]
     if run_config.knobs.gpus > budget:
-        return (f"{run_config.knobs.gpus} GPUs (tensor x pipeline x data parallel), over the budget "
-                f"search.max_gpus={budget}")
+        how = "all its instances" if run_config.knobs.disaggregated else "tensor x pipeline x data parallel"
+        return f"{run_config.knobs.gpus} GPUs ({how}), over the budget search.max_gpus={budget}"
     try:
         feasibility.check(run_config.model_dir(), run_config.knobs, load_sku(run_config.sku))
     except feasibility.Infeasible as error:

@@ -71,6 +71,7 @@ def evaluate(config: StudyConfig, args: dict, run_dir: Path, stop: threading.Eve
     gpus = run_config.knobs.gpus
     cmd = command(config, engine, args, run_dir, sku)
     attrs = {"knobs": {**config.engines[engine].args, **args}, "gpus": gpus, "engine": engine,
+             "layout": run_config.knobs.layout,
              "sku": sku, "price_per_gpu_hour": config.prices[sku],
              "run_dir": str(run_dir), "command": shlex.join(cmd),
              "deploy_command": shlex.join(registry.adapter(engine).deploy_command(

@@ -135,7 +135,8 @@ def serve(config: RunConfig, out: Path, *, emulated: bool = True,
     if config.cpu_scale is not None and not config.cpu_scale > 0:
         raise ValueError(f"cpu_scale must be a positive number (target CPU seconds per host second), got {config.cpu_scale!r}")
     if emulated:
-        feasibility.check(model_dir, config.knobs, load_sku(config.sku))
+        for role in config.knobs.roles():
+            feasibility.check(model_dir, role.knobs, load_sku(config.sku))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -143,14 +144,14 @@ def serve(config: RunConfig, out: Path, *, emulated: bool = True,
     port = _free_port()
     spec = {**config.workload, "base_url": f"http://127.0.0.1:{port}", "model": str(model_dir), "api": adapter.api}
     (out / "workload.json").write_text(json.dumps(spec, indent=2))
-    server_command = [*adapter.server_command(model_dir, port, config.knobs), *config.server_args]
+    instances = _instances(adapter, model_dir, port, config)
     env = plain_environment()
     env.update(adapter.environment())
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(paths.REPO), adapter.environment().get("PYTHONPATH"))))
     notes = adapter.emulation_notes()
     started = time.monotonic()
     if not emulated:
-        processes = _Processes(server_command, adapter, env, out)
+        processes = _Processes(instances, adapter, {name: env for name in instances}, env, out)
         failure, serving_since, ended = processes.wait(None, config.timeout_s, progress, started)
         virtual_s, cpu_scale = None, None
     else:
@@ -161,14 +162,20 @@ def serve(config: RunConfig, out: Path, *, emulated: bool = True,
         from emulator.vgpu_environment import vgpu_environment
         with Timekeeper(cpu_scale=calibration.cpu_scale, watchdog_s=config.timeout_s,
                         log=lambda line: _append(out / "timekeeper.log", line)) as tk:
-            env = vgpu_environment(config.knobs.gpus, config.sku, engine=adapter.name if envs.is_managed(adapter.name)
-                                   else None, workdir=out / "vgpu", base_env=env)
             env.update(tk.env())
             env["REVATI_HOST_WORK_SCALE"] = repr(calibration.host_work_scale)
             env["REVATI_VGPU_STATS"] = str(out / "vgpu" / "stats-%p.csv")
             if config.launch_trace:
                 env["REVATI_VGPU_TRACE"] = str(out / "vgpu" / "trace.csv")
-            processes = _Processes(server_command, adapter, env, out)
+            # Each engine instance on GPUs of its own (a spec of its own); the proxy and the load
+            # generator use none, and run with the first instance's.
+            engine = adapter.name if envs.is_managed(adapter.name) else None
+            envs_by_name = {name: vgpu_environment(gpus, config.sku, engine=engine, base_env=env,
+                                                   workdir=out / "vgpu" / ("" if len(instances) == 1 else name))
+                            for name, (_, gpus) in instances.items() if gpus}
+            host_env = next(iter(envs_by_name.values()))
+            processes = _Processes(instances, adapter, {name: envs_by_name.get(name, host_env) for name in instances},
+                                   host_env, out)
             catch_ups_before = _CatchUpsAtServing(out / "vgpu", progress)
             failure, serving_since, ended = processes.wait(tk, config.timeout_s, catch_ups_before, started)
             virtual_s = tk.clock.now_ns / 1e9
@@ -177,7 +184,7 @@ def serve(config: RunConfig, out: Path, *, emulated: bool = True,
         notes.append(f"the engine listens beyond loopback on {', '.join(exposed)} (all listening ports: "
                      f"{out / ENDPOINTS_FILE})")
     if failure:
-        raise RunFailed(f"{failure}; the server's last lines:\n{_tail(out / 'server.log')}\n"
+        raise RunFailed(f"{failure}; {processes.last_lines()}\n"
                         f"the load generator's last lines:\n{_tail(out / 'loadgen.log', 8)}\n(all logs in {out})")
     records = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()
                if line.startswith('{"request_id"')]
@@ -188,7 +195,8 @@ def serve(config: RunConfig, out: Path, *, emulated: bool = True,
     startup_end = serving_since or ended
     summary = RunSummary(
         config={"model": config.model, "sku": config.sku, "engine": config.engine, "knobs": asdict(config.knobs),
-                "workload": config.workload, "slos_ms": config.slos_ms, "server_command": server_command,
+                "workload": config.workload, "slos_ms": config.slos_ms,
+                **_commands(instances),
                 "emulated": emulated, "emulation_notes": notes if emulated else [], "cpu_scale": cpu_scale},
         metrics=metrics.compute(records, config.slos_ms),
         wall_seconds=ended - started, startup_wall_seconds=startup_end - started,
@@ -238,29 +246,61 @@ def _calibration(config: RunConfig, adapter: EngineAdapter) -> host_cpu.Calibrat
     return host_cpu.calibrate(config.sku, adapter.python(), config.server_host_cpu)
 
 
-class _Processes:
-    """The server and the load generator, each leading a session of its own."""
+def _instances(adapter: EngineAdapter, model_dir: Path, port: int, config: RunConfig) -> dict[str, tuple[list[str], int]]:
+    """name -> (command, GPUs) of every process tree the deployment starts besides the load
+    generator: the engine's server on `port`, or a disaggregated layout's instances and its proxy
+    on `port`."""
+    roles = config.knobs.roles()
+    if not config.knobs.disaggregated:
+        return {"server": ([*adapter.server_command(model_dir, port, config.knobs), *config.server_args],
+                           config.knobs.gpus)}
+    instances, urls = {}, {"prefill": [], "decode": []}
+    for role in roles:
+        http = _free_port()
+        command = [*adapter.server_command(model_dir, http, role.knobs),
+                   *adapter.role_arguments(role, _free_ports(role.knobs.tensor_parallel)), *config.server_args]
+        instances[role.name] = (command, role.knobs.gpus)
+        urls[role.kind].append(f"http://127.0.0.1:{http}")
+    instances["proxy"] = (adapter.proxy_command(port, urls["prefill"], urls["decode"]), 0)
+    return instances
 
-    def __init__(self, server_command: list[str], adapter: EngineAdapter, env: dict, out: Path):
+
+def _commands(instances: dict[str, tuple[list[str], int]]) -> dict:
+    """The summary's record of what ran: the server's command, or every instance's."""
+    if list(instances) == ["server"]:
+        return {"server_command": instances["server"][0]}
+    return {"server_commands": {name: command for name, (command, _) in instances.items()}}
+
+
+class _Processes:
+    """The engine's processes (its server, or a disaggregated layout's instances and proxy) and the
+    load generator, each leading a session of its own; each writes NAME.log."""
+
+    def __init__(self, instances: dict[str, tuple[list[str], int]], adapter: EngineAdapter, envs_by_name: dict,
+                 loadgen_env: dict, out: Path):
         self.out = out
         self.leftovers = leftovers.Leftovers(out / leftovers.RECORD_FILE)
-        env = self.leftovers.environment(env)
-        with open(out / "server.log", "w") as server_log, open(out / "loadgen.log", "w") as loadgen_log:
-            self.server = subprocess.Popen(server_command, env=env, cwd=paths.REPO, stdout=server_log,
-                                           stderr=subprocess.STDOUT, start_new_session=True)
+        self.servers: dict[str, subprocess.Popen] = {}
+        for name, (command, _) in instances.items():
+            with open(out / f"{name}.log", "w") as log:
+                self.servers[name] = subprocess.Popen(command, env=self.leftovers.environment(envs_by_name[name]),
+                                                      cwd=paths.REPO, stdout=log, stderr=subprocess.STDOUT,
+                                                      start_new_session=True)
+        with open(out / "loadgen.log", "w") as loadgen_log:
             self.loadgen = subprocess.Popen([str(adapter.python()), "-m", "emulator.loadgen", "--spec",
                                              str(out / "workload.json"), "--out", str(out / "requests.jsonl")],
-                                            env=env, cwd=paths.REPO, stdout=loadgen_log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        (out / "processes.json").write_text(json.dumps({"server": self.server.pid, "loadgen": self.loadgen.pid}))
-        self.sessions = {self.server.pid, self.loadgen.pid}
+                                            env=self.leftovers.environment(loadgen_env), cwd=paths.REPO,
+                                            stdout=loadgen_log, stderr=subprocess.STDOUT, start_new_session=True)
+        (out / "processes.json").write_text(json.dumps({**{name: p.pid for name, p in self.servers.items()},
+                                                        "loadgen": self.loadgen.pid}))
+        self.sessions = {p.pid for p in self.servers.values()} | {self.loadgen.pid}
         self.endpoints: set[endpoints.Endpoint] = set()
 
     def wait(self, tk, timeout_s: float, progress: Callable[[float, bool], None],
              started: float) -> tuple[str | None, float | None, float]:
         """(None once the load generator finished its workload, else what went wrong; the wall time
         at which the server took load, seen to within the polling interval; the wall time at which
-        the run ended), with both sessions ended, whatever happened, before it returns."""
+        the run ended), with every session ended, whatever happened, before it returns."""
         serving_since = None
         last_look = 0.0
         try:
@@ -278,9 +318,11 @@ class _Processes:
                 if code is not None:
                     failure = None if code == 0 else f"the load generator exited with status {code}"
                     break
-                if self.server.poll() is not None:
-                    failure = (f"the {Path(self.server.args[0]).name} server exited with status "
-                               f"{self.server.returncode} before the workload ended")
+                exited = next((name for name, p in self.servers.items() if p.poll() is not None), None)
+                if exited is not None:
+                    server = self.servers[exited]
+                    what = f"the {Path(server.args[0]).name} server" if exited == "server" else f"the {exited} process"
+                    failure = f"{what} exited with status {server.returncode} before the workload ended"
                     break
                 if time.monotonic() - started > timeout_s:
                     failure = f"not done after {timeout_s:.0f} s of wall time"
@@ -291,6 +333,12 @@ class _Processes:
             # A failed Timekeeper answers nothing more: virtual time stands still, and a server
             # asked to stop would spend its whole grace period waiting on it.
             self._stop(graceful=tk is None or tk.failure is None)
+
+    def last_lines(self) -> str:
+        """The end of every log, for a failure's message."""
+        parts = [f"the {name}'s last lines:\n{_tail(self.out / f'{name}.log')}" for name in self.servers]
+        parts.append(f"the load generator's last lines:\n{_tail(self.out / 'loadgen.log', 8)}")
+        return "\n".join(parts)
 
     def _look(self) -> None:
         """Note what the sessions hold: /dev/shm files (to remove them later) and listening ports
@@ -304,17 +352,20 @@ class _Processes:
                 [{**asdict(e), "loopback": e.loopback} for e in sorted(self.endpoints, key=str)], indent=1))
 
     def _stop(self, graceful: bool) -> None:
-        """SIGTERM to the server alone, as an operator would, so that it stops its engine processes
-        in order (when `graceful`); what is left after SERVER_STOP_S is ended with the sessions,
-        and what they left on the host is removed."""
+        """SIGTERM to the servers alone, as an operator would, so that each stops its engine
+        processes in order (when `graceful`); what is left after SERVER_STOP_S is ended with the
+        sessions, and what they left on the host is removed."""
         self._look()
-        if graceful and self.server.poll() is None:
-            self.server.terminate()
+        running = [p for p in self.servers.values() if p.poll() is None] if graceful else []
+        for server in running:
+            server.terminate()
+        deadline = time.monotonic() + SERVER_STOP_S
+        for server in running:
             try:
-                self.server.wait(SERVER_STOP_S)
+                server.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-        for process in (self.loadgen, self.server):
+        for process in (self.loadgen, *self.servers.values()):
             end_group(process.pid)
             process.wait()
         leftovers.sweep(self.leftovers.record)
@@ -329,6 +380,23 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _free_ports(count: int) -> int:
+    """The first of `count` consecutive ports free on loopback now (a KV side channel's, one per rank)."""
+    while True:
+        first = _free_port()
+        if first + count <= 65536 and all(_port_free(first + i) for i in range(1, count)):
+            return first
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def _append(path: Path, line: str) -> None:

@@ -3,7 +3,7 @@
 A study is named by an Optuna storage URL (`sqlite:///runs/x/study.db`), a study file
 (`runs/x/study.db`), an out dir holding `study.db`, or given as an `optuna.Study`. The columns:
 
-    number, state, outcome, reason, gpus, engine, sku, goodput_per_gpu, slo_attainment, feasible,
+    number, state, outcome, reason, gpus, engine, sku, layout (aggregated or disaggregated), goodput_per_gpu, slo_attainment, feasible,
     pareto, price_per_gpu_hour, dollars_per_hour, goodput_per_dollar (good requests per dollar),
     knobs (the knobs as canonical JSON: what trials are matched by), one column per knob (vLLM's
     names), one column per metric (vllm bench serve's names), run_dir, deploy_command, command
@@ -27,7 +27,7 @@ from emulator.hardware import goodput_per_dollar, load_sku
 from reports.pareto import pareto_mask
 
 STUDY_FILE = "study.db"
-FIRST_COLUMNS = ["number", "state", "outcome", "reason", "gpus", "engine", "sku", "goodput_per_gpu", "slo_attainment",
+FIRST_COLUMNS = ["number", "state", "outcome", "reason", "gpus", "engine", "sku", "layout", "goodput_per_gpu", "slo_attainment",
                  "feasible", "pareto", "price_per_gpu_hour", "dollars_per_hour", "goodput_per_dollar", "knobs"]
 LAST_COLUMNS = ["run_dir", "deploy_command", "command"]
 
@@ -117,6 +117,7 @@ def _row(trial: optuna.trial.FrozenTrial, target: float | None) -> dict:
         "gpus": attrs.get("gpus"),
         "engine": attrs.get("engine"),
         "sku": attrs.get("sku"),
+        "layout": attrs.get("layout", "aggregated"),        # studies from before layouts were aggregated
         "goodput_per_gpu": attrs.get("goodput_per_gpu"),
         "slo_attainment": attainment,
         "feasible": feasible,

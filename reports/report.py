@@ -55,6 +55,7 @@ def write_report(study: optuna.Study | str | Path, out_dir: str | Path, study_na
         pareto_table=pareto_table(trials),
         engines_table=compared_table(trials, "engine"),
         skus_table=compared_table(trials, "sku"),
+        layouts_table=compared_table(trials, "layout"),
         recommended=[{**_trial_view(row), "files": deploy_files.get(int(row["number"]), {})}
                      for _, row in recommended.iterrows()],
         runs=[_run_view(row) for _, row in trials[trials["outcome"] == "ok"].iterrows()],
@@ -120,7 +121,7 @@ def pareto_table(trials: pd.DataFrame) -> str:
     """The front's configurations: latency percentiles (ms), throughputs and attainment."""
     rows = front(trials)
     table = pd.DataFrame({"trial": rows["number"], "engine": rows["engine"], "GPU": rows["sku"].str.upper(),
-                          "GPUs": rows["gpus"], "goodput/GPU": rows["goodput_per_gpu"].map("{:.3g}".format),
+                          "GPUs": rows["gpus"], "layout": rows["layout"], "goodput/GPU": rows["goodput_per_gpu"].map("{:.3g}".format),
                           "$/hour": rows["dollars_per_hour"].map("{:.2f}".format),
                           "good req/$": rows["goodput_per_dollar"].map("{:.0f}".format),
                           "SLO attainment": rows["slo_attainment"].map(_percent)})
@@ -135,7 +136,7 @@ def pareto_table(trials: pd.DataFrame) -> str:
 
 
 def compared_table(trials: pd.DataFrame, column: str) -> str | None:
-    """With trials of several engines (column "engine") or GPU types ("sku"): per one, how its
+    """With trials of several engines (column "engine"), GPU types ("sku") or layouts ("layout"): per one, how its
     trials ended and its best configuration that held the SLO (most good requests per dollar, then
     the cheapest per hour: within one GPU type, the most per GPU, then the fewest GPUs)."""
     if trials[column].nunique() < 2:

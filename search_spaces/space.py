@@ -27,6 +27,9 @@ class Knob:
     # Sampled only when this holds for the knobs sampled before it; otherwise the engine's default.
     when: Callable[[dict], bool] | None = None
     help: str = ""
+    # Arguments under which `when` holds, so that a value can be checked on its own (a study file's
+    # domains are checked value by value before anything runs).
+    context: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class Space:
             values = domains.get(knob.name, knob.domain)
             if not isinstance(values, (list, tuple)) or not values:
                 raise ValueError(f"search.space.{knob.name}: must be a non-empty list of values, got {values!r}")
-            knobs.append(Knob(knob.name, tuple(values), knob.when, knob.help))
+            knobs.append(Knob(knob.name, tuple(values), knob.when, knob.help, knob.context))
         return Space(self.engine, tuple(knobs))
 
     def configurations(self) -> list[dict]:

@@ -5,7 +5,7 @@ own command line and environment. One module per engine implements `EngineAdapte
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -30,12 +30,19 @@ class ServingKnobs:
     max_model_len: int | None = None
     max_total_tokens: int | None = None           # KV cache capacity in tokens (SGLang)
     expert_parallel: bool | None = None           # MoE experts split over the GPUs instead of each sliced
+    # Disaggregated prefill/decode (0: aggregated, every instance does both): this many prefill-only
+    # instances of prefill_tensor_parallel GPUs each (None: tensor_parallel), and decode_instances
+    # decode-only instances of tensor_parallel GPUs, behind a proxy; the other knobs apply to both.
+    prefill_instances: int = 0
+    prefill_tensor_parallel: int | None = None
+    decode_instances: int = 1
 
     def __post_init__(self) -> None:
         for name in ("tensor_parallel", "pipeline_parallel", "data_parallel"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        self._check_layout()
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "max_model_len", "max_total_tokens"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -46,9 +53,52 @@ class ServingKnobs:
         if self.scheduling_policy is not None and not isinstance(self.scheduling_policy, str):
             raise ValueError(f"scheduling_policy must be a policy name or unset, got {self.scheduling_policy!r}")
 
+    def _check_layout(self) -> None:
+        for name in ("prefill_instances", "decode_instances"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.prefill_tensor_parallel is not None and (isinstance(self.prefill_tensor_parallel, bool) or not
+                                                         isinstance(self.prefill_tensor_parallel, int) or
+                                                         self.prefill_tensor_parallel < 1):
+            raise ValueError(f"prefill_tensor_parallel must be an integer >= 1 or unset, got {self.prefill_tensor_parallel!r}")
+        if not self.disaggregated:
+            if self.decode_instances != 1 or self.prefill_tensor_parallel is not None:
+                raise ValueError("decode_instances and prefill_tensor_parallel describe a disaggregated layout: "
+                                 "set prefill_instances >= 1 with them, or leave them unset")
+            return
+        if self.decode_instances < 1:
+            raise ValueError("a disaggregated layout needs decode_instances >= 1")
+        if self.pipeline_parallel != 1 or self.data_parallel != 1:
+            raise ValueError("a disaggregated layout sizes each instance by its tensor parallelism: pipeline_parallel "
+                             "and data_parallel must be 1 (add instances with prefill_instances/decode_instances)")
+
+    @property
+    def disaggregated(self) -> bool:
+        return self.prefill_instances > 0
+
+    @property
+    def layout(self) -> str:
+        return "disaggregated" if self.disaggregated else "aggregated"
+
     @property
     def gpus(self) -> int:
+        if self.disaggregated:
+            return self.prefill_instances * self.prefill_tp + self.decode_instances * self.tensor_parallel
         return self.tensor_parallel * self.pipeline_parallel * self.data_parallel
+
+    @property
+    def prefill_tp(self) -> int:
+        return self.prefill_tensor_parallel or self.tensor_parallel
+
+    def roles(self) -> list[Role]:
+        """The engine instances of the deployment: one that does both, or the prefill and decode ones."""
+        if not self.disaggregated:
+            return [Role("server", "both", self)]
+        single = replace(self, prefill_instances=0, prefill_tensor_parallel=None, decode_instances=1)
+        return ([Role(f"prefill-{i}", "prefill", replace(single, tensor_parallel=self.prefill_tp))
+                 for i in range(self.prefill_instances)] +
+                [Role(f"decode-{i}", "decode", single) for i in range(self.decode_instances)])
 
     @classmethod
     def from_dict(cls, values: dict) -> ServingKnobs:
@@ -57,6 +107,21 @@ class ServingKnobs:
         if unknown:
             raise ValueError(f"unknown serving knob(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class Role:
+    """One engine instance of a deployment: its name (its log's), what it does (both, prefill or
+    decode) and its own knobs (an aggregated layout's)."""
+    name: str
+    kind: str
+    knobs: ServingKnobs
+
+
+def aggregated_only(engine: str, knobs: ServingKnobs) -> None:
+    if knobs.disaggregated:
+        raise ValueError(f"prefill_instances: {engine} serves aggregated layouts only here; disaggregated "
+                         "prefill/decode runs on vLLM (engine: vllm), or set prefill_instances to 0")
 
 
 # Knobs that are switches: a value other than true or false would be read as one.
@@ -108,6 +173,14 @@ class EngineAdapter(Protocol):
 
     def server_command(self, model_dir: Path, port: int, knobs: ServingKnobs) -> list[str]:
         """The engine's OpenAI-compatible server on 127.0.0.1:port, token-id prompts, dummy weights."""
+
+    # Engines that serve disaggregated layouts (vLLM); the others refuse them (aggregated_only).
+    def role_arguments(self, role: Role, side_channel_port: int) -> list[str]:
+        """What makes an instance of a disaggregated layout a prefill or a decode one (its KV transfer
+        listening on side_channel_port and the ports after it, one per rank); [] for "both"."""
+
+    def proxy_command(self, port: int, prefill_urls: list[str], decode_urls: list[str]) -> list[str]:
+        """The router in front of a disaggregated layout, on 127.0.0.1:port."""
 
     def environment(self) -> dict[str, str]:
         """Engine settings the emulation needs, each for a stated reason (emulation_notes)."""

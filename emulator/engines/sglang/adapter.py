@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from emulator.engines.adapter import ServingKnobs, knobs_from_arguments
+from emulator.engines.adapter import ServingKnobs, aggregated_only, knobs_from_arguments
 from emulator.engines.envs import env_python
 
 # revati-tune's SGLang general plugin (a module and its static dist-info, found by importlib.metadata
@@ -85,6 +85,7 @@ class SglangAdapter:
 
 
 def _flags(knobs: ServingKnobs) -> list[str]:
+    aggregated_only("SGLang", knobs)
     if knobs.compilation_mode is not None:
         raise ValueError("compilation_mode is a vLLM knob; SGLang has no equivalent the emulator maps")
     if knobs.scheduling_policy not in (None, *POLICIES):

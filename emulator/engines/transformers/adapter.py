@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from emulator.engines.adapter import ServingKnobs, knobs_from_arguments
+from emulator.engines.adapter import ServingKnobs, aggregated_only, knobs_from_arguments
 from emulator.engines import envs
 
 # transformers' ContinuousBatchingConfig field names for the knobs of ServingKnobs.
@@ -98,6 +98,7 @@ def _imports(python: str, *modules: str) -> bool:
 
 
 def _flags(knobs: ServingKnobs) -> list[str]:
+    aggregated_only("the transformers engine", knobs)
     unsupported = [name for name in ("chunked_prefill", "kv_cache_dtype", "compilation_mode", "max_model_len",
                                      "max_total_tokens")
                    if getattr(knobs, name) is not None]

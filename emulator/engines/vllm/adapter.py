@@ -1,9 +1,11 @@
 """vLLM 0.33.0 as a serving engine under emulation: `vllm serve` with the trial's knobs."""
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 
-from emulator.engines.adapter import ServingKnobs, knobs_from_arguments
+from emulator.engines.adapter import Role, ServingKnobs, knobs_from_arguments
 from emulator.engines.envs import env_python
 
 # revati-tune's vLLM general plugin (a module and its static dist-info, found by importlib.metadata
@@ -30,6 +32,8 @@ NOTES = [
     "computed in kernels, which the emulator does not run; the V1 runner is used",
     "VLLM_USE_FLASHINFER_SAMPLER=0: FlashInfer's sampler needs a JIT build (nvcc, cuRAND headers); "
     "vLLM's PyTorch sampler is used",
+    "disaggregated layouts move KV blocks with revati-tune's NCCL connector (NixlConnector's protocol; NIXL's "
+    "UCX transports do not run on virtual GPUs), each layer's blocks charged as a send/recv over the SKU's link",
     "FlashAttention 3 kernels (vLLM's Hopper default) are MODELLED, not measured (FA3 is not installed "
     "on the lent GPUs): each is charged a model of its CTAs over the SMs for the step's batch (published by "
     "revati-tune's vLLM plugin), calibrated to the FA3 paper's H100 prefill figures and carried to other SKUs "
@@ -55,7 +59,15 @@ ARGUMENTS = {
     "compilation_mode": "compilation_mode",
     "max_model_len": "max_model_len",
     "enable_expert_parallel": "expert_parallel",
+    # The layout of a disaggregated deployment: revati-tune's names, not vLLM arguments (each instance
+    # is a `vllm serve` of its own with a --kv-transfer-config; ServingKnobs says what they mean).
+    "prefill_instances": "prefill_instances",
+    "prefill_tensor_parallel_size": "prefill_tensor_parallel",
+    "decode_instances": "decode_instances",
 }
+
+
+KV_ROLES = {"prefill": "kv_producer", "decode": "kv_consumer"}
 
 
 # vLLM 0.33's compilation modes (vllm/config/compilation.py's CompilationMode); another fails only
@@ -83,8 +95,39 @@ class VllmAdapter:
                 "--shutdown-timeout", "10", *_flags(knobs)]
 
     def deploy_command(self, model: str, knobs: ServingKnobs) -> list[str]:
-        """The same deployment on real GPUs: what a report recommends."""
-        return ["vllm", "serve", model, *_flags(knobs)]
+        """The same deployment on real GPUs: what a report recommends. A disaggregated layout is one
+        node's script: each instance on its own GPUs with NixlConnector (what the emulation's
+        connector stands in for), and the proxy (revati-tune's, which speaks NIXL's protocol) on
+        port 8000 in front."""
+        if not knobs.disaggregated:
+            return ["vllm", "serve", model, *_flags(knobs)]
+        lines, urls, first_gpu = [], {"prefill": [], "decode": []}, 0
+        for i, role in enumerate(knobs.roles()):
+            port, gpus = 8100 + i, role.knobs.gpus
+            devices = ",".join(str(first_gpu + g) for g in range(gpus))
+            first_gpu += gpus
+            config = json.dumps({"kv_connector": "NixlConnector", "kv_role": KV_ROLES[role.kind]})
+            lines.append(f"CUDA_VISIBLE_DEVICES={devices} VLLM_NIXL_SIDE_CHANNEL_PORT={5600 + 16 * i} "
+                         + shlex.join(["vllm", "serve", model, "--port", str(port), *_flags(role.knobs),
+                                       "--kv-transfer-config", config]) + " &")
+            urls[role.kind].append(f"http://127.0.0.1:{port}")
+        lines.append("exec " + shlex.join(["python3", "-m", "emulator.engines.vllm.pd_proxy", "--host", "0.0.0.0",
+                                           "--port", "8000", "--prefill", *urls["prefill"],
+                                           "--decode", *urls["decode"]]))
+        return ["sh", "-c", "\n".join(lines)]
+
+    def role_arguments(self, role: Role, side_channel_port: int) -> list[str]:
+        if role.kind == "both":
+            return []
+        # KV moves between instances by revati-tune's NCCL connector (plugin/revati_nccl_connector.py
+        # says why not NIXL's), over vLLM's connector interface and NixlConnector's protocol.
+        return ["--kv-transfer-config", json.dumps({
+            "kv_connector": "NcclConnector", "kv_connector_module_path": "revati_nccl_connector",
+            "kv_role": KV_ROLES[role.kind], "kv_connector_extra_config": {"side_channel_port": side_channel_port}})]
+
+    def proxy_command(self, port: int, prefill_urls: list[str], decode_urls: list[str]) -> list[str]:
+        return [str(self.python()), "-m", "emulator.engines.vllm.pd_proxy", "--port", str(port),
+                "--prefill", *prefill_urls, "--decode", *decode_urls]
 
     def environment(self) -> dict[str, str]:
         return {**ENVIRONMENT, "PYTHONPATH": str(PLUGIN_DIR)}
