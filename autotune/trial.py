@@ -23,6 +23,7 @@ from autotune.config import StudyConfig, hydra_value, refusal, without_engine_ov
 from emulator import deployment, leftovers
 from emulator.deployment import RunSummary
 from emulator.engines import registry
+from emulator.engines.adapter import ServingKnobs
 from emulator.hardware import goodput_per_dollar
 from emulator.process_groups import end_group
 
@@ -75,7 +76,8 @@ def evaluate(config: StudyConfig, args: dict, run_dir: Path, stop: threading.Eve
              "sku": sku, "price_per_gpu_hour": config.prices[sku],
              "run_dir": str(run_dir), "command": shlex.join(cmd),
              "deploy_command": shlex.join(registry.adapter(engine).deploy_command(
-                 config.hf_id or str(run_config.model_dir()), run_config.knobs))}
+                 config.hf_id or str(run_config.model_dir()), run_config.knobs)),
+             "deploy_roles": _deploy_roles(engine, config.hf_id or str(run_config.model_dir()), run_config.knobs)}
     reason = refusal(config, run_config)
     if reason:
         return TrialResult("infeasible", gpus, reason, user_attrs=attrs)
@@ -140,6 +142,15 @@ def interrupt(process: subprocess.Popen) -> None:
             pass
     end_group(process.pid)
     process.wait()
+
+
+def _deploy_roles(engine: str, model: str, knobs: ServingKnobs) -> str | None:
+    """A disaggregated layout's instances on real GPUs, for its manifests: JSON of role -> [command, GPUs]."""
+    if not knobs.disaggregated:
+        return None
+    adapter = registry.adapter(engine)
+    return json.dumps({role.name: [shlex.join(adapter.deploy_instance(model, role)), role.knobs.gpus]
+                       for role in knobs.roles()})
 
 
 def end_leftovers(run_dir: Path) -> None:

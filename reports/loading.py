@@ -6,7 +6,8 @@ A study is named by an Optuna storage URL (`sqlite:///runs/x/study.db`), a study
     number, state, outcome, reason, gpus, engine, sku, layout (aggregated or disaggregated), goodput_per_gpu, slo_attainment, feasible,
     pareto, price_per_gpu_hour, dollars_per_hour, goodput_per_dollar (good requests per dollar),
     knobs (the knobs as canonical JSON: what trials are matched by), one column per knob (vLLM's
-    names), one column per metric (vllm bench serve's names), run_dir, deploy_command, command
+    names), one column per metric (vllm bench serve's names), run_dir, deploy_command, deploy_roles
+    (a disaggregated layout's instances as JSON, else empty), command
 
 Prices are the study's (search.price_per_gpu_hour, else the SKU's default), or those given: a
 report can be re-priced without running anything again, since prices do not change what ran.
@@ -29,7 +30,7 @@ from reports.pareto import pareto_mask
 STUDY_FILE = "study.db"
 FIRST_COLUMNS = ["number", "state", "outcome", "reason", "gpus", "engine", "sku", "layout", "goodput_per_gpu", "slo_attainment",
                  "feasible", "pareto", "price_per_gpu_hour", "dollars_per_hour", "goodput_per_dollar", "knobs"]
-LAST_COLUMNS = ["run_dir", "deploy_command", "command"]
+LAST_COLUMNS = ["run_dir", "deploy_command", "deploy_roles", "command"]
 
 
 def load_study(source: str | Path | optuna.Study, study_name: str | None = None) -> optuna.Study:

@@ -3,7 +3,10 @@ the exact engine command (deploy/trial-N.sh) and a Kubernetes manifest (deploy/t
 written next to report.html and linked from it.
 
 A manifest holds one Deployment and one Service per role of the layout; an aggregated deployment
-(one engine serving prefill and decode) has the one role `server`. The pod runs the engine's
+(one engine serving prefill and decode) has the one role `server`; a disaggregated one has its
+prefill and decode instances (NixlConnector; each advertises its pod's address for KV pulls) and
+`proxy`, revati-tune's P/D proxy (emulator/engines/vllm/pd_proxy.py, aiohttp only) run from a
+ConfigMap in the engine's image, with no GPU. The pod runs the engine's
 released image at the version the study emulated, with the trial's command (its --host and
 --port added, as the engines bind where a Service reaches them only when told: SGLang defaults to
 127.0.0.1), the trial's GPUs as `nvidia.com/gpu` on nodes of its GPU type (the
@@ -14,6 +17,7 @@ without a released image (the transformers reference server) get the command onl
 """
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -36,6 +40,7 @@ class EngineImage:
 
 
 ENGINE_IMAGES = {"vllm": EngineImage("vllm/vllm-openai", 8000), "sglang": EngineImage("lmsysorg/sglang", 30000)}
+PROXY_SOURCE = Path(__file__).resolve().parents[1] / "emulator" / "engines" / "vllm" / "pd_proxy.py"
 # Kubernetes object names: DNS-1123 labels (lower-case letters, digits, '-'), at most 63 characters.
 NAME_LIMIT = 63
 
@@ -59,7 +64,9 @@ def write_deploy_files(front: pd.DataFrame, out_dir: Path, study_name: str) -> d
         files["command"] = str(script.relative_to(out_dir))
         if engine in ENGINE_IMAGES:
             manifest = deploy / f"trial-{number}.yaml"
-            roles = {"server": (shlex.split(command), int(trial["gpus"]))}
+            layout = trial.get("deploy_roles")
+            roles = ({name: (shlex.split(cmd), gpus) for name, (cmd, gpus) in json.loads(layout).items()}
+                     if isinstance(layout, str) and layout else {"server": (shlex.split(command), int(trial["gpus"]))})
             product = gpu_product(str(trial["sku"])) if isinstance(trial.get("sku"), str) else None
             manifest.write_text(yaml.safe_dump_all(manifests(study_name, number, engine, roles, product),
                                                    sort_keys=False))
@@ -76,9 +83,17 @@ def gpu_product(sku: str) -> str:
 def manifests(study_name: str, number: int, engine: str, roles: dict[str, tuple[list[str], int]],
               gpu_product: str | None = None) -> list[dict]:
     """A Deployment and a Service per role: role -> (the engine command, its GPUs); on nodes
-    labelled with `gpu_product` where one is given."""
+    labelled with `gpu_product` where one is given. Roles named prefill-N and decode-N make a
+    disaggregated layout, which gets its proxy."""
     spec = ENGINE_IMAGES[engine]
     objects = []
+    disaggregated = any(role.startswith(("prefill-", "decode-")) for role in roles)
+    if disaggregated:
+        proxy = object_name(study_name, number, "proxy")
+        urls = {kind: [f"http://{object_name(study_name, number, role)}:{spec.port}" for role in roles
+                       if role.startswith(kind)] for kind in ("prefill", "decode")}
+        objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": proxy},
+                        "data": {"pd_proxy.py": PROXY_SOURCE.read_text()}})
     for role, (command, gpus) in roles.items():
         name = object_name(study_name, number, role)
         labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": object_name(study_name, number, ""),
@@ -95,6 +110,11 @@ def manifests(study_name: str, number: int, engine: str, roles: dict[str, tuple[
             "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10,
                                "failureThreshold": 90},
         }
+        volumes = [{"name": "shm", "emptyDir": {"medium": "Memory"}}]
+        if disaggregated:
+            # Decode instances pull KV from the prefill pods' own addresses (NIXL's side channel).
+            container["env"].append({"name": "VLLM_NIXL_SIDE_CHANNEL_HOST",
+                                     "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
         objects.append({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "labels": labels},
@@ -102,8 +122,7 @@ def manifests(study_name: str, number: int, engine: str, roles: dict[str, tuple[
                      "template": {"metadata": {"labels": labels},
                                   "spec": {**({"nodeSelector": {"nvidia.com/gpu.product": gpu_product}}
                                               if gpu_product else {}),
-                                           "containers": [container],
-                                           "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory"}}]}}},
+                                           "containers": [container], "volumes": volumes}}},
         })
         objects.append({
             "apiVersion": "v1", "kind": "Service",
@@ -111,7 +130,36 @@ def manifests(study_name: str, number: int, engine: str, roles: dict[str, tuple[
             "spec": {"selector": {"app.kubernetes.io/name": name},
                      "ports": [{"name": "http", "port": spec.port, "targetPort": "http"}]},
         })
+    if disaggregated:
+        objects += _proxy_objects(study_name, number, engine, urls)
     return objects
+
+
+def _proxy_objects(study_name: str, number: int, engine: str, urls: dict[str, list[str]]) -> list[dict]:
+    """The P/D proxy's Deployment and Service: the engine's image (Python with aiohttp), no GPU."""
+    spec = ENGINE_IMAGES[engine]
+    name = object_name(study_name, number, "proxy")
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": object_name(study_name, number, ""),
+              "app.kubernetes.io/component": "proxy", "app.kubernetes.io/managed-by": "revati-tune"}
+    container = {
+        "name": "proxy", "image": spec.image(engine),
+        "command": ["python3", "/proxy/pd_proxy.py", "--host", "0.0.0.0", "--port", str(spec.port),
+                    "--prefill", *urls["prefill"], "--decode", *urls["decode"]],
+        "ports": [{"name": "http", "containerPort": spec.port}],
+        "volumeMounts": [{"name": "proxy", "mountPath": "/proxy"}],
+        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10,
+                           "failureThreshold": 90},
+    }
+    return [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+         "spec": {"replicas": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+                  "template": {"metadata": {"labels": labels},
+                               "spec": {"containers": [container],
+                                        "volumes": [{"name": "proxy", "configMap": {"name": name}}]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels},
+         "spec": {"selector": {"app.kubernetes.io/name": name},
+                  "ports": [{"name": "http", "port": spec.port, "targetPort": "http"}]}},
+    ]
 
 
 def object_name(study_name: str, number: int, role: str) -> str:

@@ -1,6 +1,7 @@
 """Deployable output (reports/manifests.py): each recommended configuration's engine command and
 Kubernetes manifest, checked against Kubernetes' own API schemas (kubernetes-validate, strict:
 unknown fields are errors too)."""
+import json
 import re
 import shlex
 
@@ -73,6 +74,41 @@ def test_an_sglang_server_binds_every_interface_and_an_engine_without_an_image_g
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert container["command"][-4:] == ["--host", "0.0.0.0", "--port", "30000"]
     assert service["spec"]["ports"][0]["port"] == 30000
+
+
+def test_a_disaggregated_layout_deploys_each_instance_on_its_gpus_behind_its_proxy(tmp_path):
+    from autotune.trial import _deploy_roles
+    study = config.load("conf/llama8b_disagg_h100.yaml", [f"out={tmp_path}"])
+    knobs = study.run_config({"prefill_instances": 2, "decode_instances": 1}).knobs
+    front = pd.DataFrame([{"number": 4, "engine": "vllm", "sku": "h100", "gpus": knobs.gpus,
+                           "deploy_command": shlex.join(registry.adapter("vllm").deploy_command(study.hf_id, knobs)),
+                           "deploy_roles": _deploy_roles("vllm", study.hf_id, knobs)}])
+    files = manifests.write_deploy_files(front, tmp_path, study.study_name)[4]
+    documents = list(yaml.safe_load_all((tmp_path / files["manifest"]).read_text()))
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES, strict=True)
+    names = [(d["kind"], d["metadata"]["name"].rsplit("-t4-", 1)[1]) for d in documents]
+    assert names == [("ConfigMap", "proxy"), ("Deployment", "prefill-0"), ("Service", "prefill-0"),
+                     ("Deployment", "prefill-1"), ("Service", "prefill-1"), ("Deployment", "decode-0"),
+                     ("Service", "decode-0"), ("Deployment", "proxy"), ("Service", "proxy")]
+    deployments = {name: d for (kind, name), d in zip(names, documents) if kind == "Deployment"}
+    for role, kv_role in (("prefill-0", "kv_producer"), ("decode-0", "kv_consumer")):
+        [container] = deployments[role]["spec"]["template"]["spec"]["containers"]
+        command = container["command"]
+        assert json.loads(command[command.index("--kv-transfer-config") + 1]) == {
+            "kv_connector": "NixlConnector", "kv_role": kv_role}
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert {"name": "VLLM_NIXL_SIDE_CHANNEL_HOST",
+                "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in container["env"]
+    [proxy] = deployments["proxy"]["spec"]["template"]["spec"]["containers"]
+    assert "resources" not in proxy and proxy["command"][:2] == ["python3", "/proxy/pd_proxy.py"]
+    service = documents[1]["metadata"]["name"].rsplit("-prefill-0", 1)[0]
+    assert proxy["command"][proxy["command"].index("--prefill"):] == [
+        "--prefill", f"http://{service}-prefill-0:8000", f"http://{service}-prefill-1:8000",
+        "--decode", f"http://{service}-decode-0:8000"]
+    assert "aiohttp" in documents[0]["data"]["pd_proxy.py"]
+    script = (tmp_path / files["command"]).read_text()
+    assert "CUDA_VISIBLE_DEVICES=2 " in script and "exec python3 -m emulator.engines.vllm.pd_proxy" in script
 
 
 @pytest.mark.parametrize("study_name", ["x" * 80, "---", "Llama 70B / H100"])

@@ -2,6 +2,8 @@
 minutes on 2 cores): a study killed with SIGKILL mid-trial leaves no process and loses no
 completed trial; the resumed study writes a report whose Pareto plot draws in headless Chromium;
 failing trials are recorded and do not stop the study."""
+import csv
+import json
 import signal
 import subprocess
 import sys
@@ -133,3 +135,30 @@ def test_a_study_over_two_gpu_types_runs_each_and_its_pick_follows_the_prices(tm
         prices = {cheap: 1.0, dear: 10.0}
         assert goodput[cheap] / prices[cheap] > goodput[dear] / prices[dear]
         assert pick(trials_frame(study, prices))["sku"] == cheap
+
+
+def test_a_study_of_layouts_serves_a_disaggregated_one_whose_decode_pulls_every_prompt(tmp_path):
+    """conf/smoke_disagg.yaml: an aggregated instance and a prefill + decode pair, both on virtual
+    H100s; the pair's decode instance computes no prompt itself (every prompt's KV cache arrives
+    from the prefill instance, as one NCCL send/recv per layer), and the report compares the two."""
+    cfg = config.load("conf/smoke_disagg.yaml", ["engine.enforce_eager=true", "search.parallel=1", f"out={tmp_path}"])
+    report = search(cfg)
+    trials = {t.params["prefill_instances"]: t for t in _trials(cfg)}
+    assert sorted(trials) == [0, 1]
+    for trial in trials.values():
+        assert trial.user_attrs["outcome"] == "ok", trial.user_attrs.get("reason")
+        assert trial.user_attrs["metrics"]["completed"] == 12
+    pair = trials[1]
+    assert pair.user_attrs["layout"] == "disaggregated" and pair.user_attrs["gpus"] == 2
+    run_dir = tmp_path / "trials" / f"{pair.number:04d}"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert sorted(summary["config"]["server_commands"]) == ["decode-0", "prefill-0", "proxy"]
+    layers = json.loads((cfg.run_config().model_dir() / "config.json").read_text())["num_hidden_layers"]
+    transfers = {op: sum(int(row[2]) for path in (run_dir / "vgpu").glob("stats-*.csv")
+                         for row in csv.reader(path.open()) if row[:2] == ["collective", op])
+                 for op in ("ncclSend", "ncclRecv")}
+    assert transfers == {"ncclSend": 12 * layers, "ncclRecv": 12 * layers}
+    assert "revati NCCL connector" not in (run_dir / "decode-0.log").read_text()      # no pull failed
+    html = report.read_text()
+    assert 'id="layouts-table"' in html and "disaggregated" in html
+    assert not _processes_mentioning(str(tmp_path))

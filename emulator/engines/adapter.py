@@ -175,6 +175,9 @@ class EngineAdapter(Protocol):
         """The engine's OpenAI-compatible server on 127.0.0.1:port, token-id prompts, dummy weights."""
 
     # Engines that serve disaggregated layouts (vLLM); the others refuse them (aggregated_only).
+    def deploy_instance(self, model: str, role: Role) -> list[str]:
+        """One prefill or decode instance of a disaggregated layout on real GPUs."""
+
     def role_arguments(self, role: Role, side_channel_port: int) -> list[str]:
         """What makes an instance of a disaggregated layout a prefill or a decode one (its KV transfer
         listening on side_channel_port and the ports after it, one per rank); [] for "both"."""

@@ -106,15 +106,18 @@ class VllmAdapter:
             port, gpus = 8100 + i, role.knobs.gpus
             devices = ",".join(str(first_gpu + g) for g in range(gpus))
             first_gpu += gpus
-            config = json.dumps({"kv_connector": "NixlConnector", "kv_role": KV_ROLES[role.kind]})
             lines.append(f"CUDA_VISIBLE_DEVICES={devices} VLLM_NIXL_SIDE_CHANNEL_PORT={5600 + 16 * i} "
-                         + shlex.join(["vllm", "serve", model, "--port", str(port), *_flags(role.knobs),
-                                       "--kv-transfer-config", config]) + " &")
+                         + shlex.join([*self.deploy_instance(model, role), "--port", str(port)]) + " &")
             urls[role.kind].append(f"http://127.0.0.1:{port}")
         lines.append("exec " + shlex.join(["python3", "-m", "emulator.engines.vllm.pd_proxy", "--host", "0.0.0.0",
                                            "--port", "8000", "--prefill", *urls["prefill"],
                                            "--decode", *urls["decode"]]))
         return ["sh", "-c", "\n".join(lines)]
+
+    def deploy_instance(self, model: str, role: Role) -> list[str]:
+        """One prefill or decode instance of a disaggregated layout on real GPUs, with NixlConnector."""
+        config = json.dumps({"kv_connector": "NixlConnector", "kv_role": KV_ROLES[role.kind]})
+        return ["vllm", "serve", model, *_flags(role.knobs), "--kv-transfer-config", config]
 
     def role_arguments(self, role: Role, side_channel_port: int) -> list[str]:
         if role.kind == "both":

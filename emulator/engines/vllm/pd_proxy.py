@@ -7,7 +7,7 @@ It follows the protocol of vLLM's own P/D proxies (examples/disaggregated/, Nixl
 toy proxy): the prefill instance gets the request with max_tokens 1, no streaming and
 kv_transfer_params {"do_remote_decode": true}; its answer's kv_transfer_params (where its blocks
 are) go with the original request to the decode instance, whose stream is the client's. Each role
-sends to its instance with the fewest requests in flight. GET /health answers once every instance
+sends to its instance with the fewest requests in flight, ties in turn. GET /health answers once every instance
 does. Written here, not taken from vLLM: the proxies vLLM ships are examples outside its package.
 """
 from __future__ import annotations
@@ -22,13 +22,17 @@ TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30)
 
 
 class Pool:
-    """Instances of one role, each with its requests in flight."""
+    """Instances of one role, each with its requests in flight: the least busy is picked, ties in
+    turn (so a light load still spreads over every instance)."""
 
     def __init__(self, urls: list[str]) -> None:
         self.in_flight = {url: 0 for url in urls}
+        self.urls, self.turn = list(urls), 0
 
     def pick(self) -> str:
-        url = min(self.in_flight, key=self.in_flight.get)
+        order = self.urls[self.turn:] + self.urls[:self.turn]
+        url = min(order, key=self.in_flight.get)
+        self.turn = (self.urls.index(url) + 1) % len(self.urls)
         self.in_flight[url] += 1
         return url
 
