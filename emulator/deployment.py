@@ -135,8 +135,7 @@ def serve(config: RunConfig, out: Path, *, emulated: bool = True,
     if config.cpu_scale is not None and not config.cpu_scale > 0:
         raise ValueError(f"cpu_scale must be a positive number (target CPU seconds per host second), got {config.cpu_scale!r}")
     if emulated:
-        for role in config.knobs.roles():
-            feasibility.check(model_dir, role.knobs, load_sku(config.sku))
+        feasibility.check(model_dir, config.knobs, load_sku(config.sku))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:

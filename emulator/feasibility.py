@@ -22,6 +22,11 @@ class Infeasible(ValueError):
 
 def check(model_dir: Path, knobs: ServingKnobs, sku: Sku) -> None:
     config = json.loads((model_dir / "config.json").read_text())
+    if knobs.disaggregated:
+        _check_layout(config, knobs)
+        for role in knobs.roles():
+            check(model_dir, role.knobs, sku)
+        return
     tp, pp = knobs.tensor_parallel, knobs.pipeline_parallel
     if tp * pp > GPUS_PER_NODE:
         raise Infeasible(f"tensor_parallel x pipeline_parallel = {tp * pp} GPUs per replica: one replica spans one "
@@ -49,6 +54,17 @@ def check(model_dir: Path, knobs: ServingKnobs, sku: Sku) -> None:
         raise Infeasible(f"the weights take {per_gpu / 2**30:.1f} GiB per GPU at tensor_parallel={tp} x "
                          f"pipeline_parallel={pp}, more than the {usable / 2**30:.1f} GiB usable on a {sku.name}: "
                          f"use at least {need} GPUs per replica (tensor_parallel x pipeline_parallel)")
+
+
+def _check_layout(config: dict, knobs: ServingKnobs) -> None:
+    """A decode rank pulls the KV heads it holds from the prefill ranks holding them, so neither
+    side may replicate heads (tensor parallelism beyond the KV heads). Each instance is then
+    checked as a deployment of its own (it has GPUs of its own)."""
+    kv_heads = config.get("num_key_value_heads", config["num_attention_heads"])
+    for name, tp in (("prefill_tensor_parallel", knobs.prefill_tp), ("tensor_parallel", knobs.tensor_parallel)):
+        if kv_heads % tp:
+            raise Infeasible(f"{name}={tp} in a disaggregated layout: KV is pulled by heads, so it must divide the "
+                             f"model's {kv_heads} KV heads (use one of {[d for d in range(1, kv_heads + 1) if kv_heads % d == 0]})")
 
 
 def check_tensor_parallel(config: dict, tp: int) -> None:

@@ -195,3 +195,11 @@ def _wait_healthy(port: int, proxy: subprocess.Popen) -> None:
         except OSError:
             time.sleep(0.2)
     pytest.fail("the proxy never answered /health")
+
+
+def test_a_layout_whose_ranks_would_replicate_kv_heads_is_refused_before_launch(tmp_path):
+    cfg = config.load("conf/smoke_disagg.yaml", [f"out={tmp_path}", "search.max_gpus=8"])    # tiny_llama: 2 KV heads
+    refused = cfg.run_config({"prefill_instances": 1, "decode_instances": 1, "tensor_parallel_size": 4})
+    assert "KV is pulled by heads, so it must divide the model's 2 KV heads (use one of [1, 2])" in \
+        config.refusal(cfg, refused)
+    assert config.refusal(cfg, cfg.run_config({"prefill_instances": 1, "decode_instances": 1})) is None

@@ -181,6 +181,7 @@ class _Worker:
         self.sends: dict[str, dict] = {}        # prefill side: request id -> {"left", "events", "since"}
         self.released: set[str] = set()         # prefill side: sent, but perhaps still listed as awaited
         self.jobs: queue.Queue = queue.Queue()
+        self.failure: str | None = None
         self.zmq = zmq.Context()
         self.stopping = threading.Event()
         target = self._listen if connector._kv_transfer_config.is_kv_producer else self._pull_jobs
@@ -209,8 +210,8 @@ class _Worker:
                     self._pull_one(params, local_blocks, stream)
                 event = torch.cuda.Event()
                 event.record(stream)
-            except Exception:          # the request stays waiting; the proxy's timeout tells the client
-                logger.exception("revati NCCL connector: pulling %s failed", request_id)
+            except Exception as error:
+                self._failed(f"pulling {request_id}", error)
                 continue
             with self.lock:
                 self.done_pulls.append((request_id, event))
@@ -255,8 +256,8 @@ class _Worker:
             try:
                 with torch.cuda.stream(stream):
                     self._send_one(ask, stream)
-            except Exception:
-                logger.exception("revati NCCL connector: sending %s failed", ask.get("request_id"))
+            except Exception as error:
+                self._failed(f"sending {ask.get('request_id')}", error)
                 continue
             event = torch.cuda.Event()
             event.record(stream)
@@ -302,9 +303,18 @@ class _Worker:
 
     # -- both --
 
+    def _failed(self, what: str, error: Exception) -> None:
+        logger.exception("revati NCCL connector: %s failed", what)
+        with self.lock:
+            self.failure = self.failure or f"revati NCCL connector: {what} failed: {error!r}"
+
     def finished(self) -> tuple[set[str], set[str]]:
+        """Requests whose blocks were sent (or left unpulled too long) and pulled. A transfer that
+        failed fails the worker here, in its main thread: its request would otherwise wait forever."""
         now = time.monotonic()
         with self.lock:
+            if self.failure:
+                raise RuntimeError(self.failure)
             received = {r for r, event in self.done_pulls if event.query()}
             self.done_pulls = [(r, e) for r, e in self.done_pulls if r not in received]
             sent = {r for r, s in self.sends.items()
