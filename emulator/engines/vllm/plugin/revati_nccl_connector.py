@@ -13,17 +13,17 @@ transfer over the SKU's link. It runs on real GPUs too (NCCL over NVLink), thoug
 real deployment should use.
 
     decode worker rank d                              prefill worker rank p (side channel)
-    start_load_kv: a pull per new request  ──zmq──>   listener: for each layer, gather the
-    transfer thread: for each layer, recv             request's blocks (the heads d holds),
-      into a buffer, scatter into the cache  <─NCCL─  send; once every decode rank that needs
-    get_finished: pulls whose event is done           p's heads has pulled: finished sending
+    start_load_kv: a pull per new request  ──zmq──>   listener: gather the request's blocks
+    transfer thread: recv every layer into            (the heads d holds) of every layer into
+      one buffer, scatter into the cache     <─NCCL─  one buffer, send it; once every decode
+    get_finished: pulls whose event is done           rank that needs p's heads has pulled:
+                                                      finished sending
 
 Each decode rank pulls the KV heads it holds from the prefill rank(s) that hold them, so the two
 instances may use different tensor-parallel sizes (neither beyond the model's KV heads).
 """
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -33,10 +33,13 @@ from typing import Any
 import torch
 import zmq
 
+from vllm.distributed.device_communicators.pynccl_wrapper import (
+    NCCLLibrary, buffer_type, cudaStream_t, ncclDataTypeEnum)
 from vllm.distributed.kv_transfer.kv_connector.v1.base import (
     KVConnectorBase_V1, KVConnectorMetadata, KVConnectorRole)
+from vllm.logger import init_logger
 
-logger = logging.getLogger(__name__)
+logger = init_logger("vllm.revati_nccl_connector")     # under vLLM's logging configuration
 
 # Blocks a finished prefill keeps for a decode instance that never pulls them (it failed, or the
 # proxy gave up): then they are freed. NixlConnector's lease plays the same part.
@@ -168,13 +171,11 @@ class _Worker:
 
     def __init__(self, connector: NcclConnector) -> None:
         from vllm.distributed import get_tensor_model_parallel_rank
-        from vllm.distributed.device_communicators.pynccl_wrapper import NCCLLibrary
         self.c = connector
         self.rank = get_tensor_model_parallel_rank()
         self.nccl = NCCLLibrary()
         self.device = torch.cuda.current_device()
         self.layers: list[torch.Tensor] = []
-        self.block_dim = 0
         self.comms: dict[str, Any] = {}         # peer key -> ncclComm_t
         self.lock = threading.Lock()
         self.done_pulls: list[tuple[str, torch.cuda.Event]] = []     # decode side, in flight
@@ -188,8 +189,15 @@ class _Worker:
         self.thread = threading.Thread(target=target, name="revati-kv-transfer", daemon=True)
 
     def register(self, kv_caches: dict[str, torch.Tensor]) -> None:
+        """Each layer's cache in vLLM's logical layout [blocks, KV heads, block size, K|V content]
+        (vllm/v1/kv_cache_layout.py), whatever its physical stride order."""
         self.layers = list(kv_caches.values())
-        self.block_dim = list(self.layers[0].shape).index(self.c._kv_cache_config.num_blocks)
+        shape = tuple(self.layers[0].shape)
+        heads = len(heads_of(self.rank, self.c.tp, self.c.num_kv_heads))
+        if shape[:2] != (self.c._kv_cache_config.num_blocks, heads):
+            raise ValueError(f"revati NCCL connector: a KV cache of shape {shape} is not [blocks "
+                             f"({self.c._kv_cache_config.num_blocks}), KV heads ({heads}), ...]")
+        logger.info("revati NCCL connector: %d layers of KV blocks shaped %s", len(self.layers), shape)
         self.thread.start()
 
     # -- decode side --
@@ -234,13 +242,10 @@ class _Worker:
             if unique_id is not None:
                 self.comms[key] = self.nccl.ncclCommInitRank(2, unique_id, 1)
             local_heads = slice(heads.start - mine.start, heads.stop - mine.start)
-            for layer in self.layers:
-                part = layer[..., local_heads, :]
-                shape = list(part.shape)
-                shape[self.block_dim] = len(local_blocks)
-                buffer = torch.empty(shape, dtype=layer.dtype, device=self.device)
-                self._nccl(self.nccl.ncclRecv, buffer, self.comms[key], stream)
-                part.index_copy_(self.block_dim, ids, buffer)
+            buffer = self._buffer(local_heads, len(local_blocks))
+            self._nccl(self.nccl.ncclRecv, buffer, self.comms[key], stream)
+            for layer, part in zip(self.layers, buffer):
+                layer[:, local_heads].index_copy_(0, ids, part)
 
     # -- prefill side --
 
@@ -280,9 +285,10 @@ class _Worker:
         mine = heads_of(self.rank, self.c.tp, self.c.num_kv_heads)
         local_heads = slice(ask["heads"][0] - mine.start, ask["heads"][1] - mine.start)
         ids = torch.tensor(ask["blocks"], device=self.device)
-        for layer in self.layers:
-            part = layer[..., local_heads, :].index_select(self.block_dim, ids)
-            self._nccl(self.nccl.ncclSend, part, self.comms[ask["key"]], stream)
+        buffer = self._buffer(local_heads, len(ids))
+        for layer, part in zip(self.layers, buffer):
+            torch.index_select(layer[:, local_heads], 0, ids, out=part)
+        self._nccl(self.nccl.ncclSend, buffer, self.comms[ask["key"]], stream)
 
     def note_awaiting(self, request_ids: set[str]) -> None:
         """Requests whose blocks wait here: one never pulled is let go after UNPULLED_TTL_S."""
@@ -292,9 +298,14 @@ class _Worker:
             for request_id in request_ids - self.released:
                 self.sends.setdefault(request_id, {"events": [], "since": now})
 
+    def _buffer(self, heads: slice, blocks: int) -> torch.Tensor:
+        """Room for one pull: these heads of `blocks` blocks of every layer, so that a pull is one
+        send/recv (a rendezvous per layer would cost each side's host work 32-80 times)."""
+        shape = list(self.layers[0][:, heads].shape)
+        shape[0] = blocks
+        return torch.empty((len(self.layers), *shape), dtype=self.layers[0].dtype, device=self.device)
+
     def _nccl(self, call, tensor: torch.Tensor, comm, stream: torch.cuda.Stream) -> None:
-        from vllm.distributed.device_communicators.pynccl_wrapper import (
-            buffer_type, cudaStream_t, ncclDataTypeEnum)
         call(buffer_type(tensor.data_ptr()), tensor.numel(), ncclDataTypeEnum.from_torch(tensor.dtype), 1 - self._me(),
              comm, cudaStream_t(stream.cuda_stream))
 
