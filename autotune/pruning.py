@@ -21,6 +21,21 @@ from emulator import metrics
 CHECK_INTERVAL_S = 5.0
 
 
+def metrics_so_far(records_path: Path, slos_ms: dict) -> dict:
+    """The metrics of the requests that finished before a trial was stopped (what a report shows of
+    a pruned trial: they are the ones it was pruned for, not a run's whole metrics)."""
+    if not records_path.is_file():
+        return {}
+    records = []
+    for line in records_path.read_text(errors="replace").splitlines():
+        if line.startswith('{"request_id"'):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:      # the line being written when the run stopped
+                continue
+    return metrics.compute(records, slos_ms) if records else {}
+
+
 def reason_to_stop(records_path: Path, slos_ms: dict, attainment: float) -> str | None:
     """Why the trial cannot reach `attainment` any more, from the records streamed so far; None
     while it still can (or nothing can be read yet)."""

@@ -93,6 +93,7 @@ def evaluate(config: StudyConfig, args: dict, run_dir: Path, stop: threading.Eve
         outcome, why = _wait(process, run_config.timeout_s + STOP_GRACE_S, stop, check)
     end_leftovers(run_dir)      # a worker that died (SIGKILL, the OOM killer) ended nothing itself
     if outcome == "pruned":
+        attrs["metrics"] = pruning.metrics_so_far(run_dir / "requests.jsonl", config.slos_ms)
         return TrialResult("pruned", gpus, why, user_attrs=attrs)
     if outcome == "ok" and process.returncode == deployment.SERVED and (run_dir / deployment.SUMMARY_FILE).is_file():
         summary = RunSummary.read(run_dir)

@@ -138,24 +138,39 @@ def pareto_table(trials: pd.DataFrame) -> str:
 def compared_table(trials: pd.DataFrame, column: str) -> str | None:
     """With trials of several engines (column "engine"), GPU types ("sku") or layouts ("layout"): per one, how its
     trials ended and its best configuration that held the SLO (most good requests per dollar, then
-    the cheapest per hour: within one GPU type, the most per GPU, then the fewest GPUs)."""
+    the cheapest per hour: within one GPU type, the most per GPU, then the fewest GPUs); where none
+    held it, why, with the latencies of the trial that came closest (a pruned trial's are those of
+    the requests finished before it was stopped)."""
     if trials[column].nunique() < 2:
         return None
     rows = []
     for value, group in trials.groupby(column, sort=False):
         held = group[group["feasible"]].sort_values(["goodput_per_dollar", "dollars_per_hour"], ascending=[False, True])
         best = held.iloc[0] if len(held) else None
+        closest = best if best is not None else _closest(group)
         rows.append({column: value, "trials": len(group), "ran": int((group["outcome"] == "ok").sum()),
                      "held the SLO": len(held),
                      "best goodput/GPU": "" if best is None else f"{_number(best['goodput_per_gpu'])} (trial {best['number']})",
                      "its GPUs": "" if best is None else f"{int(best['gpus'])}" + (
                          f" x {str(best['sku']).upper()}" if column == "engine" and trials["sku"].nunique() > 1 else ""),
                      "its good req/$": "" if best is None else f"{best['goodput_per_dollar']:.0f}",
-                     "its TTFT / TPOT p50 (ms)": "" if best is None else
-                     f"{_number(best.get('median_ttft_ms'))} / {_number(best.get('median_tpot_ms'))}",
-                     "fewest GPUs holding the SLO": "" if best is None else int(held["gpus"].min())})
+                     "its TTFT / TPOT p50 (ms)": "" if closest is None else
+                     f"{_number(closest.get('median_ttft_ms'))} / {_number(closest.get('median_tpot_ms'))}",
+                     "fewest GPUs holding the SLO": "" if best is None else int(held["gpus"].min()),
+                     "why none held it": "" if best is not None or closest is None else
+                     f"trial {closest['number']} ({int(closest['gpus'])} GPUs): {closest['outcome']}: {closest['reason'] or ''}"})
     return pd.DataFrame(rows).to_html(index=False, border=0, classes="pareto", table_id=f"{column}s-table",
                                       escape=True)
+
+
+def _closest(group: pd.DataFrame) -> pd.Series | None:
+    """Of trials none of which held the SLO, the one that came closest: ran or was pruned, the
+    highest attainment, then the most requests finished."""
+    tried = group[group["outcome"].isin(["ok", "pruned"])]
+    if not len(tried):
+        return group.iloc[0] if len(group) else None
+    order = tried.assign(_done=tried.get("completed", 0)).sort_values(["slo_attainment", "_done"], ascending=False)
+    return order.iloc[0]
 
 
 def _number(value) -> str:

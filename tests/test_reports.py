@@ -74,9 +74,10 @@ def _write_run(run_dir: Path) -> dict:
 
 
 def make_study(out: Path, trials=TRIALS, name: str = "synthetic", engines=None, skus=None,
-               prices=None) -> optuna.Study:
-    """engines, skus: each trial's engine and GPU type (default vllm and the study's h100 for all);
-    prices: the study's SKU -> USD per GPU-hour (default: the SKU's default price)."""
+               prices=None, layouts=None) -> optuna.Study:
+    """engines, skus, layouts: each trial's engine, GPU type and layout (default vllm, the study's
+    h100 and aggregated for all); prices: the study's SKU -> USD per GPU-hour (default: the SKU's
+    default price). A pruned trial has the metrics of its first 5 requests."""
     out.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name=name,
                                 directions=["maximize", "minimize"])
@@ -87,6 +88,7 @@ def make_study(out: Path, trials=TRIALS, name: str = "synthetic", engines=None, 
                  "max_num_seqs": seqs, "enable_prefix_caching": None}
         attrs = {"outcome": outcome, "knobs": knobs, "gpus": gpus, "engine": engines[number] if engines else "vllm",
                  **({"sku": skus[number]} if skus else {}),
+                 **({"layout": layouts[number]} if layouts else {}),
                  "deploy_command": f"vllm serve meta-llama/Llama-3.1-8B-Instruct --tensor-parallel-size {tp} "
                                    f"--data-parallel-size {gpus // tp} --max-num-seqs {seqs}",
                  "command": f"revati-tune run --model llama3_8b --sku h100 --tp {tp} --max-num-seqs {seqs}"}
@@ -97,6 +99,8 @@ def make_study(out: Path, trials=TRIALS, name: str = "synthetic", engines=None, 
             trial = optuna.trial.create_trial(values=[goodput, gpus], user_attrs=attrs)
         else:
             attrs["reason"] = reason
+            if outcome == "pruned":
+                attrs["metrics"] = metrics.compute(_records(5), {"ttft": 500, "tpot": 50})
             trial = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=attrs)
         study.add_trial(trial)
     return study
@@ -217,6 +221,18 @@ def test_a_report_over_two_gpu_types_picks_by_goodput_per_dollar_and_follows_the
     assert [r["GPU"] for r in _html_table(html, "pareto-table")] == ["H200"]
     with pytest.raises(ValueError, match="no price for h200"):
         trials_frame(make_study(tmp_path / "u", two, skus=["h100", "h200"], prices={"h100": 3.0}))
+
+
+def test_a_report_of_layouts_says_why_one_lost_with_the_latencies_it_was_pruned_for(tmp_path):
+    pruned = "pruned after 5 of 20 requests: 5 missed the SLOs (ttft 500 ms, tpot 50 ms)"
+    two = [("pruned", 1, 1, 64, None, None, pruned), ("ok", 2, 1, 64, 3.0, 0.95, None)]
+    study = make_study(tmp_path / "s", two, layouts=["aggregated", "disaggregated"])
+    html = write_report(study, tmp_path / "r").read_text()
+    aggregated, disaggregated = _html_table(html, "layouts-table")
+    assert (aggregated["layout"], aggregated["held the SLO"], disaggregated["held the SLO"]) == ("aggregated", "0", "1")
+    assert aggregated["why none held it"] == f"trial 0 (1 GPUs): pruned: {pruned}"
+    assert aggregated["its TTFT / TPOT p50 (ms)"] == "70 / 20" and disaggregated["why none held it"] == ""
+    assert [r["layout"] for r in _html_table(html, "pareto-table")] == ["disaggregated"]
 
 
 def test_a_single_gpu_type_study_has_the_per_gpu_front_and_its_price(study_dir):

@@ -13,6 +13,7 @@ does. Written here, not taken from vLLM: the proxies vLLM ships are examples out
 from __future__ import annotations
 
 import argparse
+import time
 
 import aiohttp
 from aiohttp import web
@@ -46,6 +47,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     prefill_body = {**body, "max_tokens": 1, "stream": False, "kv_transfer_params": {"do_remote_decode": True}}
     for key in ("stream_options", "min_tokens"):
         prefill_body.pop(key, None)
+    started = time.monotonic()
     prefill = app["prefill"].pick()
     try:
         async with app["session"].post(prefill + "/v1/completions", json=prefill_body) as answer:
@@ -54,12 +56,19 @@ async def completions(request: web.Request) -> web.StreamResponse:
             params = (await answer.json()).get("kv_transfer_params")
     finally:
         app["prefill"].done(prefill)
+    prefilled = time.monotonic()
     decode = app["decode"].pick()
     try:
         async with app["session"].post(decode + "/v1/completions", json={**body, "kv_transfer_params": params}) as answer:
             response = web.StreamResponse(status=answer.status, headers={"Content-Type": answer.content_type})
             await response.prepare(request)
+            first = None
             async for chunk in answer.content.iter_any():
+                if first is None:
+                    first = time.monotonic()
+                    # Where a first token's time went: the prefill answer, then the decode's first chunk.
+                    print(f"request: prefill {1e3 * (prefilled - started):.1f} ms on {prefill}, first decode chunk "
+                          f"{1e3 * (first - prefilled):.1f} ms later on {decode}", flush=True)
                 await response.write(chunk)
             await response.write_eof()
             return response
