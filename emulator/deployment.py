@@ -136,6 +136,9 @@ def serve(config: RunConfig, out: Path, *, emulated: bool = True,
         raise ValueError(f"cpu_scale must be a positive number (target CPU seconds per host second), got {config.cpu_scale!r}")
     if emulated:
         feasibility.check(model_dir, config.knobs, load_sku(config.sku))
+    elif config.knobs.disaggregated:
+        raise ValueError("prefill_instances: a disaggregated layout runs on virtual GPUs only (a real run here has "
+                         "one GPU); set prefill_instances to 0")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -183,8 +186,7 @@ def serve(config: RunConfig, out: Path, *, emulated: bool = True,
         notes.append(f"the engine listens beyond loopback on {', '.join(exposed)} (all listening ports: "
                      f"{out / ENDPOINTS_FILE})")
     if failure:
-        raise RunFailed(f"{failure}; {processes.last_lines()}\n"
-                        f"the load generator's last lines:\n{_tail(out / 'loadgen.log', 8)}\n(all logs in {out})")
+        raise RunFailed(f"{failure}; {processes.last_lines()}\n(all logs in {out})")
     records = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()
                if line.startswith('{"request_id"')]
     try:
@@ -249,12 +251,11 @@ def _instances(adapter: EngineAdapter, model_dir: Path, port: int, config: RunCo
     """name -> (command, GPUs) of every process tree the deployment starts besides the load
     generator: the engine's server on `port`, or a disaggregated layout's instances and its proxy
     on `port`."""
-    roles = config.knobs.roles()
     if not config.knobs.disaggregated:
         return {"server": ([*adapter.server_command(model_dir, port, config.knobs), *config.server_args],
                            config.knobs.gpus)}
     instances, urls = {}, {"prefill": [], "decode": []}
-    for role in roles:
+    for role in config.knobs.roles():
         http = _free_port()
         command = [*adapter.server_command(model_dir, http, role.knobs),
                    *adapter.role_arguments(role, _free_ports(role.knobs.tensor_parallel)), *config.server_args]
