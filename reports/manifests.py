@@ -88,16 +88,7 @@ def manifests(study_name: str, number: int, engine: str, roles: dict[str, tuple[
     spec = ENGINE_IMAGES[engine]
     objects = []
     disaggregated = any(role.startswith(("prefill-", "decode-")) for role in roles)
-    if disaggregated:
-        proxy = object_name(study_name, number, "proxy")
-        urls = {kind: [f"http://{object_name(study_name, number, role)}:{spec.port}" for role in roles
-                       if role.startswith(kind)] for kind in ("prefill", "decode")}
-        objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": proxy},
-                        "data": {"pd_proxy.py": PROXY_SOURCE.read_text()}})
     for role, (command, gpus) in roles.items():
-        name = object_name(study_name, number, role)
-        labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": object_name(study_name, number, ""),
-                  "app.kubernetes.io/component": role, "app.kubernetes.io/managed-by": "revati-tune"}
         container = {
             "name": engine,
             "image": spec.image(engine),
@@ -107,58 +98,51 @@ def manifests(study_name: str, number: int, engine: str, roles: dict[str, tuple[
                                                                          "optional": True}}}],
             "resources": {"limits": {"nvidia.com/gpu": gpus}},
             "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}],
-            "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10,
-                               "failureThreshold": 90},
         }
-        volumes = [{"name": "shm", "emptyDir": {"medium": "Memory"}}]
         if disaggregated:
             # Decode instances pull KV from the prefill pods' own addresses (NIXL's side channel).
             container["env"].append({"name": "VLLM_NIXL_SIDE_CHANNEL_HOST",
                                      "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
-        objects.append({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "labels": labels},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
-                     "template": {"metadata": {"labels": labels},
-                                  "spec": {**({"nodeSelector": {"nvidia.com/gpu.product": gpu_product}}
-                                              if gpu_product else {}),
-                                           "containers": [container], "volumes": volumes}}},
-        })
-        objects.append({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "labels": labels},
-            "spec": {"selector": {"app.kubernetes.io/name": name},
-                     "ports": [{"name": "http", "port": spec.port, "targetPort": "http"}]},
-        })
+        objects += _served(study_name, number, role, spec.port, container,
+                           volumes=[{"name": "shm", "emptyDir": {"medium": "Memory"}}],
+                           node_selector={"nvidia.com/gpu.product": gpu_product} if gpu_product else None)
     if disaggregated:
-        objects += _proxy_objects(study_name, number, engine, urls)
+        # The P/D proxy: the engine's image (Python with aiohttp), its script from a ConfigMap, no GPU.
+        proxy = object_name(study_name, number, "proxy")
+        urls = {kind: [f"http://{object_name(study_name, number, role)}:{spec.port}" for role in roles
+                       if role.startswith(kind)] for kind in ("prefill", "decode")}
+        container = {"name": "proxy", "image": spec.image(engine),
+                     "command": ["python3", "/proxy/pd_proxy.py", "--host", "0.0.0.0", "--port", str(spec.port),
+                                 "--prefill", *urls["prefill"], "--decode", *urls["decode"]],
+                     "ports": [{"name": "http", "containerPort": spec.port}],
+                     "volumeMounts": [{"name": "proxy", "mountPath": "/proxy"}]}
+        objects = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": proxy},
+                    "data": {"pd_proxy.py": PROXY_SOURCE.read_text()}}, *objects,
+                   *_served(study_name, number, "proxy", spec.port, container,
+                            volumes=[{"name": "proxy", "configMap": {"name": proxy}}])]
     return objects
 
 
-def _proxy_objects(study_name: str, number: int, engine: str, urls: dict[str, list[str]]) -> list[dict]:
-    """The P/D proxy's Deployment and Service: the engine's image (Python with aiohttp), no GPU."""
-    spec = ENGINE_IMAGES[engine]
-    name = object_name(study_name, number, "proxy")
+def _served(study_name: str, number: int, role: str, port: int, container: dict, volumes: list[dict],
+            node_selector: dict | None = None) -> list[dict]:
+    """A role's Deployment (one pod running `container`, ready once it answers /health) and the
+    Service in front of its port."""
+    name = object_name(study_name, number, role)
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": object_name(study_name, number, ""),
-              "app.kubernetes.io/component": "proxy", "app.kubernetes.io/managed-by": "revati-tune"}
-    container = {
-        "name": "proxy", "image": spec.image(engine),
-        "command": ["python3", "/proxy/pd_proxy.py", "--host", "0.0.0.0", "--port", str(spec.port),
-                    "--prefill", *urls["prefill"], "--decode", *urls["decode"]],
-        "ports": [{"name": "http", "containerPort": spec.port}],
-        "volumeMounts": [{"name": "proxy", "mountPath": "/proxy"}],
-        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10,
-                           "failureThreshold": 90},
-    }
+              "app.kubernetes.io/component": role, "app.kubernetes.io/managed-by": "revati-tune"}
+    container = {**container, "readinessProbe": {"httpGet": {"path": "/health", "port": "http"},
+                                                 "periodSeconds": 10, "failureThreshold": 90}}
     return [
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": name, "labels": labels},
          "spec": {"replicas": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
                   "template": {"metadata": {"labels": labels},
-                               "spec": {"containers": [container],
-                                        "volumes": [{"name": "proxy", "configMap": {"name": name}}]}}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels},
+                               "spec": {**({"nodeSelector": node_selector} if node_selector else {}),
+                                        "containers": [container], "volumes": volumes}}}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": name, "labels": labels},
          "spec": {"selector": {"app.kubernetes.io/name": name},
-                  "ports": [{"name": "http", "port": spec.port, "targetPort": "http"}]}},
+                  "ports": [{"name": "http", "port": port, "targetPort": "http"}]}},
     ]
 
 
