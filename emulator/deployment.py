@@ -151,6 +151,11 @@ def serve(config: RunConfig, out: Path, *, emulated: bool = True,
     env.update(adapter.environment())
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(paths.REPO), adapter.environment().get("PYTHONPATH"))))
     notes = adapter.emulation_notes()
+    if config.knobs.disaggregated:
+        k = config.knobs
+        notes.append(f"disaggregated: {k.prefill_instances} prefill instance(s) of {k.prefill_tp} GPU(s) and "
+                     f"{k.decode_instances} decode instance(s) of {k.tensor_parallel} behind a proxy; "
+                     + adapter.kv_transfer_note)
     started = time.monotonic()
     if not emulated:
         processes = _Processes(instances, adapter, {name: env for name in instances}, env, out)

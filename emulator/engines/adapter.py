@@ -175,6 +175,8 @@ class EngineAdapter(Protocol):
         """The engine's OpenAI-compatible server on 127.0.0.1:port, token-id prompts, dummy weights."""
 
     # Engines that serve disaggregated layouts (vLLM); the others refuse them (aggregated_only).
+    kv_transfer_note: str       # how KV moves between a layout's instances on virtual GPUs
+
     def deploy_instance(self, model: str, role: Role) -> list[str]:
         """One prefill or decode instance of a disaggregated layout on real GPUs."""
 

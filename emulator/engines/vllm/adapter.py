@@ -32,8 +32,6 @@ NOTES = [
     "computed in kernels, which the emulator does not run; the V1 runner is used",
     "VLLM_USE_FLASHINFER_SAMPLER=0: FlashInfer's sampler needs a JIT build (nvcc, cuRAND headers); "
     "vLLM's PyTorch sampler is used",
-    "disaggregated layouts move KV blocks with revati-tune's NCCL connector (NixlConnector's protocol; NIXL's "
-    "UCX transports do not run on virtual GPUs), each layer's blocks charged as a send/recv over the SKU's link",
     "FlashAttention 3 kernels (vLLM's Hopper default) are MODELLED, not measured (FA3 is not installed "
     "on the lent GPUs): each is charged a model of its CTAs over the SMs for the step's batch (published by "
     "revati-tune's vLLM plugin), calibrated to the FA3 paper's H100 prefill figures and carried to other SKUs "
@@ -78,6 +76,9 @@ COMPILATION_MODES = {0: "none", 1: "stock torch.compile", 2: "Dynamo trace once"
 class VllmAdapter:
     name = "vllm"
     api = "openai"
+    kv_transfer_note = ("KV blocks move by revati-tune's NCCL connector (NixlConnector's protocol; NIXL's UCX "
+                        "transports do not run on virtual GPUs): one send/recv per pull, charged by the predictor's "
+                        "MODELLED NVLink send/recv")
     arguments = ARGUMENTS
     inverted = ("enforce_eager",)
 
