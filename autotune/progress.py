@@ -90,12 +90,16 @@ class StudyProgress:
 SHOWN_KNOBS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "max_num_seqs",
                "max_num_batched_tokens", "tp_size", "pp_size", "dp_size", "max_running_requests",
                "chunked_prefill_size")
+# ... and, for a disaggregated layout, its instances (vLLM's layout knobs).
+LAYOUT_KNOBS = ("prefill_instances", "prefill_tensor_parallel_size", "decode_instances")
 
 
 def describe(result: TrialResult) -> str:
     """One line on how a trial ended."""
+    args = result.user_attrs.get("knobs", {})
+    shown = SHOWN_KNOBS + (LAYOUT_KNOBS if args.get("prefill_instances") else ())
     knobs = f"{result.user_attrs.get('engine')}: " + ", ".join(
-        f"{k}={v}" for k, v in result.user_attrs.get("knobs", {}).items() if v is not None and k in SHOWN_KNOBS)
+        f"{k}={v}" for k, v in args.items() if v is not None and k in shown)
     if "same_as_trial" in result.user_attrs:
         knobs += f" (as trial {result.user_attrs['same_as_trial']}, not run again)"
     if result.outcome != "ok":

@@ -203,3 +203,18 @@ def test_a_layout_whose_ranks_would_replicate_kv_heads_is_refused_before_launch(
     assert "KV is pulled by heads, so it must divide the model's 2 KV heads (use one of [1, 2])" in \
         config.refusal(cfg, refused)
     assert config.refusal(cfg, cfg.run_config({"prefill_instances": 1, "decode_instances": 1})) is None
+
+
+def test_a_trials_progress_line_names_its_layout_only_when_disaggregated():
+    from autotune.progress import describe
+    from autotune.trial import TrialResult
+    base = {"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "data_parallel_size": 1, "max_num_seqs": 128}
+    layout = TrialResult("ok", 3, goodput_per_gpu=3.3, slo_attainment=1.0, user_attrs={
+        "engine": "vllm", "sku": "h100", "knobs": {**base, "prefill_instances": 1, "decode_instances": 2,
+                                                   "prefill_tensor_parallel_size": None}})
+    assert describe(layout).startswith("vllm: tensor_parallel_size=1, pipeline_parallel_size=1, data_parallel_size=1, "
+                                       "max_num_seqs=128, prefill_instances=1, decode_instances=2: 3.300 good req/s")
+    aggregated = TrialResult("pruned", 1, reason="pruned after 3", user_attrs={
+        "engine": "vllm", "knobs": {**base, "prefill_instances": 0, "decode_instances": 1}})
+    assert describe(aggregated) == ("vllm: tensor_parallel_size=1, pipeline_parallel_size=1, data_parallel_size=1, "
+                                    "max_num_seqs=128: pruned after 3")
