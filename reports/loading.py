@@ -4,10 +4,11 @@ A study is named by an Optuna storage URL (`sqlite:///runs/x/study.db`), a study
 (`runs/x/study.db`), an out dir holding `study.db`, or given as an `optuna.Study`. The columns:
 
     number, state, outcome, reason, gpus, engine, sku, layout (aggregated or disaggregated),
-    goodput_per_gpu, slo_attainment, feasible, pareto, price_per_gpu_hour, dollars_per_hour, goodput_per_dollar (good requests per dollar),
-    knobs (the knobs as canonical JSON: what trials are matched by), one column per knob (vLLM's
-    names), one column per metric (vllm bench serve's names), run_dir, deploy_command, deploy_roles
-    (a disaggregated layout's instances as JSON, else empty), command
+    goodput_per_gpu, slo_attainment, feasible, pareto, price_per_gpu_hour, dollars_per_hour,
+    goodput_per_dollar (good requests per dollar), knobs (the knobs as canonical JSON: what trials
+    are matched by), one column per knob (vLLM's names), one column per metric (vllm bench serve's
+    names), run_dir, deploy_command, deploy_roles (a disaggregated layout's instances as JSON, else
+    empty), command
 
 Prices are the study's (search.price_per_gpu_hour, else the SKU's default), or those given: a
 report can be re-priced without running anything again, since prices do not change what ran.
