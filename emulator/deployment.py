@@ -76,8 +76,9 @@ class RunConfig:
     # SKU's committed one: validate's emulation of real runs is charged the host as it was then.
     server_host_cpu: dict | None = None
     server_args: tuple[str, ...] = ()   # appended to the engine's server command
-    # Emulated runs: every launch with its device, virtual start and duration in OUT/vgpu/trace.csv
-    # (the GPU timeline of each step; tens of MB for a few hundred requests).
+    # Emulated runs: every launch with its device, virtual start and duration in OUT/vgpu/trace.csv,
+    # or per instance of a disaggregated layout in OUT/vgpu/<instance>/trace.csv (the GPU timeline
+    # of each step; tens of MB for a few hundred requests).
     launch_trace: bool = False
 
     def model_dir(self) -> Path:
@@ -172,14 +173,17 @@ def serve(config: RunConfig, out: Path, *, emulated: bool = True,
             env.update(tk.env())
             env["REVATI_HOST_WORK_SCALE"] = repr(calibration.host_work_scale)
             env["REVATI_VGPU_STATS"] = str(out / "vgpu" / "stats-%p.csv")
-            if config.launch_trace:
-                env["REVATI_VGPU_TRACE"] = str(out / "vgpu" / "trace.csv")
-            # Each engine instance on GPUs of its own (a spec of its own); the proxy and the load
+            # Each engine instance on GPUs of its own (a spec, and a launch trace, in a folder of its
+            # own: its GPUs are numbered from 0 like every other instance's); the proxy and the load
             # generator use none, and run with the first instance's.
             engine = adapter.name if envs.is_managed(adapter.name) else None
-            envs_by_name = {name: vgpu_environment(gpus, config.sku, engine=engine, base_env=env,
-                                                   workdir=out / "vgpu" / ("" if len(instances) == 1 else name))
-                            for name, (_, gpus) in instances.items() if gpus}
+            envs_by_name = {}
+            for name, (_, gpus) in instances.items():
+                if gpus:
+                    folder = out / "vgpu" / ("" if len(instances) == 1 else name)
+                    envs_by_name[name] = vgpu_environment(gpus, config.sku, engine=engine, base_env=env, workdir=folder)
+                    if config.launch_trace:
+                        envs_by_name[name]["REVATI_VGPU_TRACE"] = str(folder / "trace.csv")
             host_env = next(iter(envs_by_name.values()))
             processes = _Processes(instances, adapter, {name: envs_by_name.get(name, host_env) for name in instances},
                                    host_env, out)
