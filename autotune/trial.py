@@ -71,13 +71,13 @@ def evaluate(config: StudyConfig, args: dict, run_dir: Path, stop: threading.Eve
     run_config = config.run_config(args, engine, sku)
     gpus = run_config.knobs.gpus
     cmd = command(config, engine, args, run_dir, sku)
+    model = config.hf_id or str(run_config.model_dir())
     attrs = {"knobs": {**config.engines[engine].args, **args}, "gpus": gpus, "engine": engine,
              "layout": run_config.knobs.layout,
              "sku": sku, "price_per_gpu_hour": config.prices[sku],
              "run_dir": str(run_dir), "command": shlex.join(cmd),
-             "deploy_command": shlex.join(registry.adapter(engine).deploy_command(
-                 config.hf_id or str(run_config.model_dir()), run_config.knobs)),
-             "deploy_roles": _deploy_roles(engine, config.hf_id or str(run_config.model_dir()), run_config.knobs)}
+             "deploy_command": shlex.join(registry.adapter(engine).deploy_command(model, run_config.knobs)),
+             "deploy_roles": _deploy_roles(engine, model, run_config.knobs)}
     reason = refusal(config, run_config)
     if reason:
         return TrialResult("infeasible", gpus, reason, user_attrs=attrs)

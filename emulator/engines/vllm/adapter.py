@@ -110,9 +110,7 @@ class VllmAdapter:
             lines.append(f"CUDA_VISIBLE_DEVICES={devices} VLLM_NIXL_SIDE_CHANNEL_PORT={5600 + 16 * i} "
                          + shlex.join([*self.deploy_instance(model, role), "--port", str(port)]) + " &")
             urls[role.kind].append(f"http://127.0.0.1:{port}")
-        lines.append("exec " + shlex.join(["python3", "-m", "emulator.engines.vllm.pd_proxy", "--host", "0.0.0.0",
-                                           "--port", "8000", "--prefill", *urls["prefill"],
-                                           "--decode", *urls["decode"]]))
+        lines.append("exec " + shlex.join(_proxy("python3", 8000, urls, host="0.0.0.0")))
         return ["sh", "-c", "\n".join(lines)]
 
     def deploy_instance(self, model: str, role: Role) -> list[str]:
@@ -130,8 +128,7 @@ class VllmAdapter:
             "kv_role": KV_ROLES[role.kind], "kv_connector_extra_config": {"side_channel_port": side_channel_port}})]
 
     def proxy_command(self, port: int, prefill_urls: list[str], decode_urls: list[str]) -> list[str]:
-        return [str(self.python()), "-m", "emulator.engines.vllm.pd_proxy", "--port", str(port),
-                "--prefill", *prefill_urls, "--decode", *decode_urls]
+        return _proxy(str(self.python()), port, {"prefill": prefill_urls, "decode": decode_urls})
 
     def environment(self) -> dict[str, str]:
         return {**ENVIRONMENT, "PYTHONPATH": str(PLUGIN_DIR)}
@@ -141,6 +138,12 @@ class VllmAdapter:
 
     def python(self) -> Path:
         return env_python(self.name)
+
+
+def _proxy(python: str, port: int, urls: dict[str, list[str]], host: str | None = None) -> list[str]:
+    """The P/D proxy's command: on `host` (its default, loopback, when None) and `port`."""
+    return [python, "-m", "emulator.engines.vllm.pd_proxy", *(["--host", host] if host else []), "--port", str(port),
+            "--prefill", *urls["prefill"], "--decode", *urls["decode"]]
 
 
 def _flags(knobs: ServingKnobs) -> list[str]:
